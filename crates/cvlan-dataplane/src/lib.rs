@@ -1,0 +1,45 @@
+//! I/O half of cvlan-vrouter: TUN queues, batched UDP sockets and the worker threads that run
+//! the packet pipelines. Protocol logic lives in `cvlan-proto` (sans-I/O); this crate owns file
+//! descriptors, threads and the clock. It never depends on Node-API.
+
+pub mod charon;
+pub mod counters;
+pub mod device;
+pub mod error;
+pub mod ipsec;
+pub mod offload;
+pub mod plain;
+mod sys;
+pub mod transport;
+pub mod tun;
+pub mod udp;
+pub mod wireguard;
+pub mod worker;
+
+pub use device::{Device, DeviceConfig, WorkerStats};
+pub use error::{Code, Error, Result};
+
+/// Something a worker or device reports to the control plane (delivered off the hot path).
+#[derive(Debug, Clone)]
+pub enum Event {
+    WorkerStarted {
+        worker: usize,
+    },
+    WorkerStopped {
+        worker: usize,
+    },
+    /// A worker's loop panicked and was restarted on the same queue and socket.
+    WorkerRestarted {
+        worker: usize,
+        reason: String,
+        restarts: u64,
+    },
+    /// A worker stopped for good (repeated panics or an I/O error on its epoll set).
+    WorkerFailed {
+        worker: usize,
+        reason: String,
+    },
+}
+
+/// Receiver of events; called from worker threads, so it must be cheap and thread-safe.
+pub type EventSink = std::sync::Arc<dyn Fn(Event) + Send + Sync>;

@@ -1,0 +1,227 @@
+//! The seam between the I/O loop and a tunnel protocol. A worker hands a transport whole
+//! batches, already read into its own buffers; the transport rewrites each packet in place
+//! (headroom in front, tailroom behind) and marks what happens to it.
+
+use crate::counters::{DropReason, WorkerCounters};
+use crate::udp::UdpSocket;
+use crate::worker::Control;
+use arc_swap::ArcSwapOption;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Room kept in front of every packet so a transport can prepend its header without copying
+/// (WireGuard's 16-byte transport header, ESP's SPI/sequence/IV).
+pub const HEADROOM: usize = 64;
+/// Size of each packet buffer: a maximal IP packet plus headroom and tailroom for padding/tags.
+pub const BUF_SIZE: usize = 65536 + 2 * HEADROOM;
+
+/// What the worker does with a packet after the transport looked at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Dropped; the transport already counted the reason.
+    Drop,
+    /// Send `data()` as one UDP datagram to `addr`, from the device's socket `sock`.
+    Send,
+    /// Write `data()` to the TUN queue.
+    ToTun,
+}
+
+/// One packet buffer owned by a worker.
+pub struct Packet {
+    buf: Box<[u8]>,
+    pub start: usize,
+    pub len: usize,
+    pub verdict: Verdict,
+    /// Source (received datagrams) or destination (datagrams to send).
+    pub addr: SocketAddr,
+    /// Index of the device's UDP socket the datagram came in on, or is to leave from.
+    pub sock: usize,
+}
+
+impl Default for Packet {
+    fn default() -> Self {
+        Packet::new()
+    }
+}
+
+impl Packet {
+    pub fn new() -> Packet {
+        Packet {
+            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            start: HEADROOM,
+            len: 0,
+            verdict: Verdict::Drop,
+            addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            sock: 0,
+        }
+    }
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+    /// The whole buffer, read-only.
+    pub(crate) fn raw(&self) -> &[u8] {
+        &self.buf
+    }
+    /// The whole buffer, for transports that rewrite in place across headroom/tailroom.
+    pub fn raw_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+    /// The receive area: everything after the headroom.
+    pub(crate) fn recv_area(&mut self) -> &mut [u8] {
+        &mut self.buf[HEADROOM..]
+    }
+    /// Moves the packet so that it starts at `start` (transports strip headers of different
+    /// lengths; the TUN writer wants one common offset).
+    pub(crate) fn move_to(&mut self, start: usize) {
+        if start != self.start {
+            self.buf
+                .copy_within(self.start..self.start + self.len, start);
+            self.start = start;
+        }
+    }
+    /// Grows the packet at the front by `n` bytes (taken from the headroom).
+    pub fn push_front(&mut self, n: usize) -> Option<&mut [u8]> {
+        if n > self.start {
+            return None;
+        }
+        self.start -= n;
+        self.len += n;
+        Some(&mut self.buf[self.start..self.start + n])
+    }
+    /// Shrinks the packet at the front by `n` bytes.
+    pub fn pull_front(&mut self, n: usize) -> bool {
+        if n > self.len {
+            return false;
+        }
+        self.start += n;
+        self.len -= n;
+        true
+    }
+    pub fn drop_with(&mut self, counters: &WorkerCounters, reason: DropReason) {
+        counters.drop_packet(reason);
+        self.verdict = Verdict::Drop;
+    }
+}
+
+/// The whole buffer, so the offload code can write segments at `HEADROOM` and grow coalesced
+/// packets into the tailroom.
+impl AsMut<[u8]> for Packet {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+}
+
+/// What a transport may use while processing a batch on a worker.
+pub struct Ctx<'a> {
+    pub worker: usize,
+    pub counters: &'a WorkerCounters,
+    /// Monotonic time since the device started: the only clock a protocol sees.
+    pub now: Duration,
+    /// Extra datagrams to send after the batch (handshake messages, keepalives, replies).
+    pub extra: &'a mut Vec<Outgoing>,
+}
+
+/// A datagram a transport wants sent besides the batch's own packets.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub data: Vec<u8>,
+    pub addr: SocketAddr,
+    /// Index of the device's UDP socket to send from.
+    pub sock: usize,
+}
+
+/// Lets a control thread (the charon link, a handshake answered off the workers) send from the
+/// device's ports. Each entry is a `dup()` of worker 0's socket: sending on it adds no member to
+/// the `SO_REUSEPORT` group (a new member would receive a share of the traffic and never read it).
+///
+/// The descriptors are released when the device stops, even if a transport keeps its `Senders`
+/// longer: otherwise the port would stay bound and a restarted device could not take it again.
+#[derive(Clone)]
+pub struct Senders {
+    inner: Arc<SendersInner>,
+}
+
+pub(crate) struct SendersInner {
+    socks: ArcSwapOption<Vec<(UdpSocket, u16)>>,
+    wake: Arc<Control>,
+}
+
+impl SendersInner {
+    /// Closes the descriptors (sends in flight finish on their own reference).
+    pub(crate) fn close(&self) {
+        self.socks.store(None);
+    }
+}
+
+impl Senders {
+    pub(crate) fn new(socks: Vec<(UdpSocket, u16)>, wake: Arc<Control>) -> Senders {
+        Senders {
+            inner: Arc::new(SendersInner {
+                socks: ArcSwapOption::from_pointee(socks),
+                wake,
+            }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> Arc<SendersInner> {
+        self.inner.clone()
+    }
+
+    /// Sends one datagram from socket `sock` (an index into the device's ports), without
+    /// blocking: a full socket buffer is `WouldBlock`, a stopped device `NotConnected`.
+    pub fn send_to(&self, sock: usize, data: &[u8], addr: SocketAddr) -> io::Result<()> {
+        let socks = self.inner.socks.load();
+        let socks = socks
+            .as_ref()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "device stopped"))?;
+        let (s, _) = socks.get(sock).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("no socket {sock}"))
+        })?;
+        s.send_to(data, addr)
+    }
+
+    /// The local port of socket `sock` (`None` for an unknown index or a stopped device).
+    pub fn port(&self, sock: usize) -> Option<u16> {
+        self.inner.socks.load().as_ref()?.get(sock).map(|(_, p)| *p)
+    }
+
+    /// Number of sockets (= the device's ports).
+    pub fn len(&self) -> usize {
+        self.inner.socks.load().as_ref().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Wakes worker 0 out of `epoll_wait`, so that work a transport queued for the workers
+    /// (e.g. packets held back until a handshake completed) runs now: the worker calls
+    /// `Transport::tick` on that wake-up, not only every `tick_interval`.
+    pub fn wake(&self) {
+        self.inner.wake.wake_for_tick();
+    }
+}
+
+/// A tunnel protocol as seen by the workers. Implementations are shared by all workers, so
+/// per-packet work must not serialize on a device-wide lock.
+pub trait Transport: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Called once by `Device::start` before any worker runs, with senders for every port.
+    fn attach(&self, _senders: Senders) {}
+    /// Stage "encapsulate": packets read from TUN (IP packets at `data()`). Set `verdict`
+    /// to `Send` with `addr`, or drop.
+    fn encapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]);
+    /// Stage "decapsulate": datagrams received on UDP (`addr` = source). Set `verdict` to
+    /// `ToTun` (inner packet at `data()`), `Send` (a reply), or drop.
+    fn decapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]);
+    /// Called at least every `tick_interval` on each worker, for protocol timers.
+    fn tick(&self, _ctx: &mut Ctx<'_>) {}
+    fn tick_interval(&self) -> Duration {
+        Duration::from_millis(250)
+    }
+}

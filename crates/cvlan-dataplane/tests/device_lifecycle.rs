@@ -1,0 +1,96 @@
+//! Device start/stop against the real kernel: needs root for TUN devices; skipped otherwise.
+
+use cvlan_dataplane::device::no_events;
+use cvlan_dataplane::plain::PlainTransport;
+use cvlan_dataplane::{Code, Device, DeviceConfig};
+use std::sync::Arc;
+
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn cfg(name: &str, workers: usize) -> DeviceConfig {
+    DeviceConfig {
+        tun_name: name.to_string(),
+        mtu: 1420,
+        listen: None,
+        listen_ports: vec![0],
+        workers,
+        offload: true,
+    }
+}
+
+fn exists(name: &str) -> bool {
+    std::path::Path::new(&format!("/sys/class/net/{name}")).exists()
+}
+
+#[test]
+fn start_resize_stop_leaves_nothing() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let name = format!("cvrt{}", std::process::id() % 100_000);
+    let t = Arc::new(PlainTransport::new(vec![]));
+    let mut dev = Device::start(cfg(&name, 2), t.clone(), no_events()).expect("start");
+    assert!(exists(&name));
+    assert_ne!(dev.listen_port(), 0);
+    dev.set_workers(4).unwrap();
+    assert_eq!(dev.stats().iter().filter(|s| s.active).count(), 4);
+    dev.set_workers(1).unwrap();
+    assert_eq!(dev.worker_count(), 1);
+    assert!(exists(&name));
+
+    let busy = Device::start(cfg(&name, 1), t.clone(), no_events())
+        .err()
+        .expect("name in use");
+    assert_eq!(busy.code, Code::TunBusy);
+    let port = DeviceConfig {
+        listen_ports: vec![dev.listen_port()],
+        ..cfg(&format!("{name}b"), 1)
+    };
+    let in_use = Device::start(port, t.clone(), no_events())
+        .err()
+        .expect("port in use");
+    assert_eq!(in_use.code, Code::AddrInUse);
+    assert!(
+        !exists(&format!("{name}b")),
+        "failed start leaves no TUN device"
+    );
+
+    drop(dev);
+    assert!(!exists(&name), "TUN device gone with the last queue");
+}
+
+#[test]
+fn invalid_config_is_refused_before_touching_the_system() {
+    let t = Arc::new(PlainTransport::new(vec![]));
+    for c in [
+        cfg("", 1),
+        cfg("a/b", 1),
+        cfg("x", 0),
+        cfg("x", 65),
+        DeviceConfig {
+            mtu: 100,
+            ..cfg("x", 1)
+        },
+        DeviceConfig {
+            listen_ports: vec![],
+            ..cfg("x", 1)
+        },
+        DeviceConfig {
+            listen_ports: vec![7000, 7001, 7000],
+            ..cfg("x", 1)
+        },
+        DeviceConfig {
+            listen_ports: vec![0; 9],
+            ..cfg("x", 1)
+        },
+    ] {
+        let e = Device::start(c, t.clone(), no_events())
+            .err()
+            .expect("refused");
+        assert_eq!(e.code, Code::InvalidArg, "{}", e.message);
+    }
+}

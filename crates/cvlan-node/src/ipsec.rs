@@ -1,0 +1,210 @@
+//! Binding of the IPsec device: a TUN interface whose packets are protected with the SAs charon
+//! installs through the `cvlan` plugin, and the UDP 500/4500 sockets that carry IKE and ESP.
+
+use crate::{dp_err, err, event_sink, js_events, worker_stats, Result, WorkerStatsJs};
+use cvlan_dataplane::charon::server::CharonServer;
+use cvlan_dataplane::ipsec::{IpsecBackend, IpsecEngine, IpsecTransport, SOCK_IKE, SOCK_NATT};
+use cvlan_dataplane::{Device, DeviceConfig};
+use napi::bindgen_prelude::BigInt;
+use napi::{Env, JsFunction};
+use napi_derive::napi;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+#[napi(object)]
+pub struct IpsecDeviceOptions {
+    pub tun_name: String,
+    /// Bytes; default 1400 (room for ESP-in-UDP over a 1500-byte path).
+    pub mtu: Option<u32>,
+    /// The public address IKE and ESP use (required: charon must know its own address).
+    pub listen_address: String,
+    /// NAT-T / ESP-in-UDP port; default 4500.
+    pub nat_port: Option<u32>,
+    /// IKE port; default 500.
+    pub ike_port: Option<u32>,
+    /// Worker threads; default = number of CPUs.
+    pub workers: Option<u32>,
+    /// Unix socket the charon plugin connects to (`charon.plugins.cvlan.socket`).
+    pub charon_socket: String,
+}
+
+#[napi(object)]
+pub struct SaInfo {
+    pub spi: u32,
+    pub inbound: bool,
+    pub if_id: u32,
+    pub src: String,
+    pub dst: String,
+    pub bytes: BigInt,
+    pub packets: BigInt,
+    /// Seconds since the SA last carried a packet; absent if it never did.
+    pub idle_secs: Option<u32>,
+    pub algorithm: String,
+    pub esn: bool,
+    pub encap: bool,
+}
+
+#[napi(object)]
+pub struct IpsecCountersJs {
+    pub ike_in: BigInt,
+    pub ike_out: BigInt,
+    pub nat_keepalives: BigInt,
+    pub expires_sent: BigInt,
+    pub drops: Vec<crate::DropCount>,
+}
+
+#[napi]
+pub struct IpsecDevice {
+    device: Option<Device>,
+    server: Option<CharonServer>,
+    engine: Arc<IpsecEngine>,
+    tun_name: String,
+    ports: Vec<u16>,
+}
+
+fn port(v: Option<u32>, default: u16, name: &str) -> Result<u16> {
+    v.map_or(Ok(default), |p| crate::parse_port(p, name))
+}
+
+#[napi]
+impl IpsecDevice {
+    /// Opens the charon link socket, then the TUN device and sockets, then starts the workers.
+    #[napi(constructor)]
+    pub fn new(
+        env: Env,
+        options: IpsecDeviceOptions,
+        on_event: Option<JsFunction>,
+    ) -> Result<Self> {
+        let local: IpAddr = options.listen_address.parse().map_err(|_| {
+            err(
+                "CVLAN_ERR_INVALID_ARG",
+                format!(
+                    "listen_address: {:?} is not an IP address",
+                    options.listen_address
+                ),
+            )
+        })?;
+        let nat = port(options.nat_port, 4500, "nat_port")?;
+        let ike = port(options.ike_port, 500, "ike_port")?;
+        let engine = IpsecEngine::new(local);
+        let (server, handle) = CharonServer::bind(
+            &options.charon_socket,
+            Box::new(IpsecBackend(engine.clone())),
+            None,
+        )
+        .map_err(|e| {
+            err(
+                "CVLAN_ERR_SOCKET",
+                format!("charon link socket {}: {e}", options.charon_socket),
+            )
+        })?;
+        engine.set_charon(handle);
+        let mut listen_ports = vec![0u16; 2];
+        listen_ports[SOCK_NATT] = nat;
+        listen_ports[SOCK_IKE] = ike;
+        let cfg = DeviceConfig {
+            tun_name: options.tun_name.clone(),
+            mtu: options.mtu.unwrap_or(1400),
+            listen: Some(local),
+            listen_ports,
+            workers: options.workers.unwrap_or_else(crate::default_workers) as usize,
+            offload: true,
+        };
+        let sink = event_sink(&js_events(&env, on_event)?);
+        let transport = Arc::new(IpsecTransport {
+            engine: engine.clone(),
+        });
+        let device = Device::start(cfg, transport, sink).map_err(dp_err)?;
+        let ports = device.listen_ports();
+        Ok(IpsecDevice {
+            device: Some(device),
+            server: Some(server),
+            engine,
+            tun_name: options.tun_name,
+            ports,
+        })
+    }
+
+    #[napi(getter)]
+    pub fn tun_name(&self) -> String {
+        self.tun_name.clone()
+    }
+
+    #[napi(getter)]
+    pub fn nat_port(&self) -> u32 {
+        u32::from(self.ports[SOCK_NATT])
+    }
+
+    #[napi(getter)]
+    pub fn ike_port(&self) -> u32 {
+        u32::from(self.ports[SOCK_IKE])
+    }
+
+    #[napi(getter)]
+    pub fn closed(&self) -> bool {
+        self.device.is_none()
+    }
+
+    /// Installed SAs with their counters (no key material).
+    #[napi]
+    pub fn sas(&self) -> Vec<SaInfo> {
+        self.engine
+            .sas()
+            .into_iter()
+            .map(|s| SaInfo {
+                spi: s.spi,
+                inbound: s.inbound,
+                if_id: s.if_id,
+                src: s.src.to_string(),
+                dst: s.dst.to_string(),
+                bytes: s.bytes.into(),
+                packets: s.packets.into(),
+                idle_secs: s.idle_secs.map(|v| u32::try_from(v).unwrap_or(u32::MAX)),
+                algorithm: s.algorithm,
+                esn: s.esn,
+                encap: s.encap,
+            })
+            .collect()
+    }
+
+    #[napi]
+    pub fn counters(&self) -> IpsecCountersJs {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.engine.counters;
+        IpsecCountersJs {
+            ike_in: c.ike_in.load(Relaxed).into(),
+            ike_out: c.ike_out.load(Relaxed).into(),
+            nat_keepalives: c.nat_keepalives.load(Relaxed).into(),
+            expires_sent: c.expires_sent.load(Relaxed).into(),
+            drops: c
+                .drop_counts()
+                .into_iter()
+                .map(|(r, n)| crate::DropCount {
+                    reason: r.as_str().to_string(),
+                    count: n.into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[napi]
+    pub fn stats(&self) -> Result<Vec<WorkerStatsJs>> {
+        let dev = self.device.as_ref().ok_or_else(|| {
+            err(
+                "CVLAN_ERR_CLOSED",
+                format!("device {} is closed", self.tun_name),
+            )
+        })?;
+        Ok(worker_stats(dev))
+    }
+
+    /// Stops the workers, removes the TUN device and closes the charon link. Installed SAs are
+    /// forgotten; charon sees the link drop. Idempotent; also run by the finalizer.
+    #[napi]
+    pub fn close(&mut self) {
+        if let Some(mut d) = self.device.take() {
+            d.stop();
+        }
+        self.server.take();
+    }
+}

@@ -1,0 +1,117 @@
+//! ESP (RFC 4303) in tunnel mode, sans-I/O.
+//!
+//! - [`sa`]: SA parameters as the key manager installs them (`add_sa`).
+//! - [`algorithms`]: AES-GCM-16 (RFC 4106), ChaCha20-Poly1305 (RFC 7634), AES-CBC (RFC 3602)
+//!   with HMAC-SHA-256/384/512 (RFC 4868).
+//! - [`esn`]: 64-bit extended sequence numbers (RFC 4303 §2.2.1, Appendix A).
+//! - [`packet`]: header, padding and trailer layout.
+//! - [`encap`] / [`decap`]: [`OutboundSa::seal`] and [`InboundSa::open`], in place on the
+//!   caller's buffer, no allocation per packet, callable from many threads at once.
+//! - [`selectors`]: inner packets against the SA's traffic selectors.
+//! - [`lifetime`]: soft/hard byte, packet and time limits; counters for `query_sa`.
+//! - [`udp_encap`]: RFC 3948 classification of port-4500 datagrams; raw ESP framing.
+//!
+//! Finding the SA for an SPI is the caller's table; this module only defines the reason
+//! ([`DropReason::UnknownSpi`]) for it.
+
+pub mod algorithms;
+pub mod decap;
+pub mod encap;
+pub mod esn;
+pub mod lifetime;
+pub mod packet;
+pub mod sa;
+pub mod selectors;
+pub mod udp_encap;
+
+#[cfg(test)]
+mod tests;
+
+pub use algorithms::{EncryptionAlgorithm, IntegrityAlgorithm};
+pub use decap::{InboundSa, Opened};
+pub use encap::{OutboundSa, Sealed};
+pub use lifetime::{Counters, LifetimeConfig, LifetimeEvent, Limits};
+pub use sa::{Direction, SaError, SaParams, SecretBytes, TunnelEndpoints, UdpEncap};
+pub use selectors::TrafficSelector;
+
+/// Why a packet was not delivered. Every drop is counted under one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum DropReason {
+    /// No SA for the packet's SPI (the caller's lookup), or the SPI does not match the SA.
+    #[error("unknown SPI")]
+    UnknownSpi,
+    /// Shorter than header, IV, trailer and ICV (or not whole cipher blocks).
+    #[error("truncated ESP packet")]
+    Truncated,
+    /// ICV / AEAD tag did not verify (RFC 4303 §3.4.4).
+    #[error("authentication failed")]
+    AuthFailed,
+    /// Sequence number already received (RFC 4303 §3.4.3).
+    #[error("replayed packet")]
+    Replayed,
+    /// Sequence number behind the anti-replay window.
+    #[error("sequence number behind the replay window")]
+    TooOld,
+    /// Pad Length beyond the payload or pad bytes not 1, 2, 3, … (RFC 4303 §2.4).
+    #[error("bad padding")]
+    BadPadding,
+    /// Next Header neither IPv4 (4) nor IPv6 (41) in tunnel mode.
+    #[error("bad next header")]
+    BadNextHeader,
+    /// RFC 4303 §2.6: a dummy packet (Next Header 59), silently discarded.
+    #[error("dummy packet")]
+    DummyPacket,
+    /// The inner packet is not a well-formed IP packet of the announced version.
+    #[error("inner packet malformed")]
+    InnerMalformed,
+    /// The inner packet's addresses are outside the SA's traffic selectors.
+    #[error("outside traffic selectors")]
+    OutsideSelectors,
+    /// The SA is past its hard lifetime.
+    #[error("SA expired")]
+    SaExpired,
+    /// The sequence number space is exhausted (RFC 4303 §3.3.3); the SA needs a rekey.
+    #[error("sequence number overflow")]
+    SequenceOverflow,
+    /// The caller's buffer lacks head- or tailroom for the ESP framing.
+    #[error("buffer too small")]
+    BufferTooSmall,
+}
+
+impl DropReason {
+    /// Every reason, for metrics that pre-create one series per reason.
+    pub const ALL: [DropReason; 13] = [
+        DropReason::UnknownSpi,
+        DropReason::Truncated,
+        DropReason::AuthFailed,
+        DropReason::Replayed,
+        DropReason::TooOld,
+        DropReason::BadPadding,
+        DropReason::BadNextHeader,
+        DropReason::DummyPacket,
+        DropReason::InnerMalformed,
+        DropReason::OutsideSelectors,
+        DropReason::SaExpired,
+        DropReason::SequenceOverflow,
+        DropReason::BufferTooSmall,
+    ];
+
+    /// Stable label for metrics and logs; never renamed.
+    pub fn code(self) -> &'static str {
+        match self {
+            DropReason::UnknownSpi => "unknown_spi",
+            DropReason::Truncated => "truncated",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::Replayed => "replayed",
+            DropReason::TooOld => "too_old",
+            DropReason::BadPadding => "bad_padding",
+            DropReason::BadNextHeader => "bad_next_header",
+            DropReason::DummyPacket => "dummy_packet",
+            DropReason::InnerMalformed => "inner_malformed",
+            DropReason::OutsideSelectors => "outside_selectors",
+            DropReason::SaExpired => "sa_expired",
+            DropReason::SequenceOverflow => "sequence_overflow",
+            DropReason::BufferTooSmall => "buffer_too_small",
+        }
+    }
+}

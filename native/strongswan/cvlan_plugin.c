@@ -1,0 +1,82 @@
+/*
+ * Copyright (C) 2026 cvlan-vrouter authors
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "cvlan_plugin.h"
+#include "cvlan_ipc.h"
+#include "cvlan_kernel_ipsec.h"
+#include "cvlan_socket.h"
+
+#include <daemon.h>
+
+typedef struct private_cvlan_plugin_t private_cvlan_plugin_t;
+
+/**
+ * Private data of the plugin.
+ */
+struct private_cvlan_plugin_t {
+
+	/**
+	 * Public interface.
+	 */
+	cvlan_plugin_t public;
+};
+
+METHOD(plugin_t, get_name, char*,
+	private_cvlan_plugin_t *this)
+{
+	return "cvlan";
+}
+
+METHOD(plugin_t, get_features, int,
+	private_cvlan_plugin_t *this, plugin_feature_t *features[])
+{
+	static plugin_feature_t f[] = {
+		PLUGIN_CALLBACK(kernel_ipsec_register, cvlan_kernel_ipsec_create),
+			PLUGIN_PROVIDE(CUSTOM, "kernel-ipsec"),
+		PLUGIN_CALLBACK(socket_register, cvlan_socket_create),
+			PLUGIN_PROVIDE(CUSTOM, "socket"),
+	};
+	*features = f;
+	return countof(f);
+}
+
+METHOD(plugin_t, destroy, void,
+	private_cvlan_plugin_t *this)
+{
+	DESTROY_IF(cvlan_ipc);
+	cvlan_ipc = NULL;
+	free(this);
+}
+
+/*
+ * See header.
+ */
+plugin_t *cvlan_plugin_create()
+{
+	private_cvlan_plugin_t *this;
+
+	if (cvlan_ipc)
+	{	/* the objects share one global connection */
+		DBG1(DBG_KNL, "cvlan: plugin already loaded");
+		return NULL;
+	}
+	cvlan_ipc = cvlan_ipc_create();
+	if (!cvlan_ipc)
+	{
+		return NULL;
+	}
+
+	INIT(this,
+		.public = {
+			.plugin = {
+				.get_name = _get_name,
+				.get_features = _get_features,
+				.destroy = _destroy,
+			},
+		},
+	);
+
+	return &this->public.plugin;
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite: setup, lints, Rust tests, TypeScript unit tests, network tests (root,
+# namespaces, real peers). Ends with one line: "N passed, N failed, N skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
+bash scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
+
+counts=$(mktemp)
+trap 'rm -f "$counts"' EXIT
+check() { # name, command...: a lint or build gate counts as one test
+  local name=$1; shift
+  echo "=== $name"
+  if "$@"; then echo "1 0 0" >>"$counts"; echo "ok - $name"; else echo "0 1 0" >>"$counts"; echo "not ok - $name"; fi
+}
+
+check "cargo fmt --check" cargo fmt --all -- --check
+check "cargo clippy -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
+check "tsc --noEmit" npx tsc -p tsconfig.json --noEmit
+check "eslint" npx eslint --max-warnings 0 .
+
+echo "=== cargo test"
+cargo test --workspace 2>&1 | tee /dev/stderr | awk '
+  /^test result:/ { for (i=1;i<=NF;i++) { if ($(i+1) ~ /^passed/) p+=$i; if ($(i+1) ~ /^failed/) f+=$i; if ($(i+1) ~ /^ignored/) s+=$i } }
+  /^error(\[|:)/ { e=1 }
+  END { if (e && p+f==0) f=1; print p+0, f+0, s+0 }' >>"$counts"
+
+echo "=== TypeScript unit tests"
+npx tap --reporter=tap --jobs=2 'test/unit/**/*.test.ts' | node scripts/tap-count.mjs "$counts"
+
+echo "=== network tests (namespaces, real peers)"
+npx tap --reporter=tap --jobs=1 'test/net/**/*.test.ts' | node scripts/tap-count.mjs "$counts"
+
+read -r P F S < <(awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}' "$counts")
+echo "${P} passed, ${F} failed, ${S} skipped"
+[ "$F" -eq 0 ]

@@ -1,0 +1,127 @@
+/**
+ * JSON schemas of the admin API, one per view in `state.ts`. Response schemas do double duty:
+ * fastify serializes with them, and the serializer writes only declared properties, so a secret
+ * a source might carry by mistake never reaches the wire. `additionalProperties: false` keeps the
+ * published contract honest for clients that validate.
+ */
+
+const str = { type: 'string' } as const;
+const nstr = { type: ['string', 'null'] } as const;
+const count = { type: 'integer', minimum: 0 } as const;
+const nsec = { type: ['integer', 'null'] } as const;
+
+function obj<P extends Record<string, unknown>>(properties: P) {
+  return { type: 'object', additionalProperties: false, required: Object.keys(properties), properties } as const;
+}
+const list = <I>(items: I) => ({ type: 'array', items }) as const;
+
+export const errorSchema = obj({
+  error: obj({ code: str, message: str }),
+});
+
+export const healthSchema = obj({ live: { type: 'boolean' }, ready: { type: 'boolean' }, reasons: list(str) });
+
+export const configSchema = obj({ version: nstr, applied_at: nstr });
+
+export const tenantSchema = obj({ id: str, tunnels: count, wireguard_peers: count, tuns: count });
+
+export const childSaSchema = obj({
+  name: str,
+  spi_in: str,
+  spi_out: str,
+  algorithms: obj({ encryption: str, integrity: nstr, esn: { type: 'boolean' } }),
+  local_ts: list(str),
+  remote_ts: list(str),
+  bytes_in: count,
+  bytes_out: count,
+  packets_in: count,
+  packets_out: count,
+  rekey_in_s: nsec,
+});
+
+export const ikeSaSchema = {
+  ...obj({
+    state: str,
+    algorithms: obj({ encryption: str, integrity: nstr, prf: str, dh_group: str }),
+    established_at: nstr,
+    rekey_in_s: nsec,
+  }),
+  type: ['object', 'null'],
+} as const;
+
+export const tunnelSchema = obj({
+  id: str,
+  tenant: str,
+  type: { type: 'string', enum: ['ipsec'] },
+  remote_id: str,
+  auth_method: { type: 'string', enum: ['psk', 'pubkey', 'eap'] },
+  state: str,
+  ike_sa: ikeSaSchema,
+  child_sas: list(childSaSchema),
+});
+
+export const peerSchema = obj({
+  public_key: str,
+  tenant: str,
+  endpoint: nstr,
+  allowed_ips: list(str),
+  latest_handshake: nstr,
+  rx_bytes: count,
+  tx_bytes: count,
+  persistent_keepalive_s: nsec,
+});
+
+export const routeSchema = obj({
+  prefix: str,
+  via: obj({ kind: { type: 'string', enum: ['wireguard', 'ipsec', 'tun'] }, id: str }),
+});
+
+export const dropSchema = obj({ reason: str, count, worker: nsec, tenant: nstr });
+
+export const workerSchema = obj({
+  index: count,
+  rx_packets: count,
+  tx_packets: count,
+  rx_bytes: count,
+  tx_bytes: count,
+  batches: count,
+  restarts: count,
+  busy_ratio: { type: ['number', 'null'] },
+});
+
+export const statsSchema = obj({
+  live: { type: 'boolean' },
+  ready: { type: 'boolean' },
+  config_version: nstr,
+  uptime_s: count,
+  tenants: count,
+  ipsec_tunnels: count,
+  ipsec_tunnels_up: count,
+  ike_sa_active: count,
+  child_sa_active: count,
+  ike_rekeys_total: count,
+  wireguard_peers: count,
+  bytes_in: count,
+  bytes_out: count,
+  packets_in: count,
+  packets_out: count,
+  drops_total: count,
+  workers: count,
+  worker_restarts_total: count,
+});
+
+export const tenantsResponse = obj({ tenants: list(tenantSchema) });
+export const tunnelsResponse = obj({ tunnels: list(tunnelSchema) });
+export const peersResponse = obj({ peers: list(peerSchema) });
+export const routesResponse = obj({ tenant: str, routes: list(routeSchema) });
+export const dropsResponse = obj({ drops: list(dropSchema) });
+export const workersResponse = obj({ workers: list(workerSchema) });
+
+/** No route takes query parameters except /v1/routes; unknown ones are stripped by the validator. */
+export const noQuery = { type: 'object', additionalProperties: false, properties: {} } as const;
+export const routesQuery = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['tenant'],
+  properties: { tenant: { type: 'string', minLength: 1, maxLength: 128 } },
+} as const;

@@ -1,0 +1,319 @@
+#!/usr/bin/env node
+/**
+ * vrouterctl — reads the running cvlan-vrouter through its admin API, and makes WireGuard keys.
+ *
+ * Exit codes (stable, for scripts):
+ *   0  success
+ *   1  usage error or bad local input (unknown command/flag, missing --tenant, unreadable token
+ *      file, invalid key on stdin)
+ *   2  the daemon cannot be reached: socket missing, refused, not accessible, or TCP failure;
+ *      one line on stderr names the socket/URL and the cause
+ *   3  the API answered with an error (unknown tenant, unauthorized, ...)
+ */
+
+import { readFileSync, realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { adminGet, type AdminTarget } from '../api/client.js';
+import { DEFAULT_ADMIN_SOCKET } from '../api/server.js';
+import type { DropView, PeerView, RouteView, TunnelView, WorkerView } from '../api/state.js';
+import { CvlanError } from '../errors.js';
+import { genkey, pubkey } from '../secrets/keys.js';
+
+export const EXIT = { OK: 0, USAGE: 1, UNREACHABLE: 2, API: 3 } as const;
+
+export interface CtlIo {
+  stdout: { write(s: string): unknown };
+  stderr: { write(s: string): unknown };
+  stdin: AsyncIterable<Buffer | string>;
+  env: Record<string, string | undefined>;
+}
+
+const USAGE = `usage: vrouterctl [options] <command>
+
+commands:
+  stats                 summary: tunnels, SAs, traffic, drops, workers
+  tunnels               IPsec tunnels and their state
+  sas                   IKE and CHILD SAs in detail (algorithms, SPIs, counters, rekey)
+  peers                 WireGuard peers
+  routes --tenant T     routing table of tenant T
+  drops                 dropped packets by reason
+  workers               data-plane worker load
+  genkey                print a new WireGuard private key (like wg genkey)
+  pubkey                read a private key on stdin, print its public key (like wg pubkey)
+
+options:
+  --socket PATH         admin socket (default ${DEFAULT_ADMIN_SOCKET}, env CVLAN_ADMIN_SOCKET)
+  --url URL             use TCP instead, e.g. http://10.0.0.1:9180 (needs --token-file)
+  --token-file FILE     file holding the bearer token for --url (env CVLAN_ADMIN_TOKEN_FILE)
+  --json                print the API's JSON instead of tables
+  -h, --help            this text
+
+exit codes: 0 ok, 1 usage, 2 daemon unreachable, 3 API error
+`;
+
+class UsageError extends Error {}
+
+const API_COMMANDS = new Set(['stats', 'tunnels', 'sas', 'peers', 'routes', 'drops', 'workers']);
+
+export async function main(argv: string[], io: CtlIo): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        socket: { type: 'string' },
+        url: { type: 'string' },
+        'token-file': { type: 'string' },
+        tenant: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (e) {
+    io.stderr.write(`vrouterctl: ${(e as Error).message}\n${USAGE}`);
+    return EXIT.USAGE;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    io.stdout.write(USAGE);
+    return EXIT.OK;
+  }
+  const [command, ...extra] = positionals;
+  try {
+    if (command === undefined) throw new UsageError('no command given');
+    if (extra.length > 0) throw new UsageError(`unexpected argument: ${extra[0]}`);
+    if (command === 'genkey') {
+      io.stdout.write(`${genkey()}\n`);
+      return EXIT.OK;
+    }
+    if (command === 'pubkey') return await pubkeyCommand(io);
+    if (!API_COMMANDS.has(command)) throw new UsageError(`unknown command: ${command}`);
+    if (command === 'routes' && !values.tenant) throw new UsageError('routes needs --tenant T');
+    const target = resolveTarget(values, io.env);
+    const path = command === 'routes' ? `/v1/routes?tenant=${encodeURIComponent(values.tenant!)}` : apiPath(command);
+    const res = await adminGet(target, path);
+    let body: unknown;
+    try {
+      body = JSON.parse(res.body);
+    } catch {
+      io.stderr.write(`vrouterctl: the admin API returned non-JSON (HTTP ${res.status})\n`);
+      return EXIT.API;
+    }
+    if (res.status < 200 || res.status > 299) {
+      const err = (body as { error?: { code?: string; message?: string } }).error;
+      io.stderr.write(`vrouterctl: ${err?.code ?? 'error'}: ${err?.message ?? 'request failed'} (HTTP ${res.status})\n`);
+      return EXIT.API;
+    }
+    io.stdout.write(values.json ? `${JSON.stringify(body, null, 2)}\n` : render(command, body));
+    return EXIT.OK;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr.write(`vrouterctl: ${e.message}\n${USAGE}`);
+      return EXIT.USAGE;
+    }
+    if (e instanceof CvlanError && e.code === 'CVLAN_ERR_DAEMON_UNREACHABLE') {
+      io.stderr.write(`vrouterctl: ${e.message}\n`);
+      return EXIT.UNREACHABLE;
+    }
+    if (e instanceof CvlanError && (e.code === 'CVLAN_ERR_KEY' || e.code === 'CVLAN_ERR_API_OPTIONS')) {
+      io.stderr.write(`vrouterctl: ${e.message}\n`);
+      return EXIT.USAGE;
+    }
+    throw e;
+  }
+}
+
+function apiPath(command: string): string {
+  return command === 'sas' ? '/v1/tunnels' : `/v1/${command}`;
+}
+
+function resolveTarget(
+  values: { socket?: string | undefined; url?: string | undefined; 'token-file'?: string | undefined },
+  env: Record<string, string | undefined>,
+): AdminTarget {
+  if (values.url !== undefined) {
+    if (values.socket !== undefined) throw new UsageError('give either --socket or --url, not both');
+    let url: URL;
+    try {
+      url = new URL(values.url);
+    } catch {
+      throw new UsageError(`--url is not a URL: ${values.url}`);
+    }
+    if (url.protocol !== 'http:') throw new UsageError('--url must be http://host:port');
+    const tokenFile = values['token-file'] ?? env.CVLAN_ADMIN_TOKEN_FILE;
+    if (!tokenFile) throw new UsageError('--url needs --token-file FILE');
+    let token: string;
+    try {
+      token = readFileSync(tokenFile, 'utf8').trim();
+    } catch (e) {
+      throw new UsageError(`cannot read token file ${tokenFile}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+    if (token.length === 0 || /\s/.test(token)) throw new UsageError(`token file ${tokenFile} does not hold one token`);
+    return { kind: 'tcp', url, token };
+  }
+  return { kind: 'unix', socketPath: values.socket ?? env.CVLAN_ADMIN_SOCKET ?? DEFAULT_ADMIN_SOCKET };
+}
+
+async function pubkeyCommand(io: CtlIo): Promise<number> {
+  let text = '';
+  for await (const chunk of io.stdin) {
+    text += typeof chunk === 'string' ? chunk : chunk.toString('utf8');
+    if (text.length > 4096) break; // a key is 44 characters; refuse to buffer a stream
+  }
+  io.stdout.write(`${pubkey(text)}\n`);
+  return EXIT.OK;
+}
+
+// ---- human output -------------------------------------------------------------------------
+
+function table(header: string[], rows: string[][]): string {
+  if (rows.length === 0) return '(none)\n';
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join('\n') + '\n';
+}
+
+export function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
+}
+
+function ago(iso: string | null, now = Date.now()): string {
+  if (iso === null) return 'never';
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return iso;
+  return `${Math.max(0, Math.round((now - t) / 1000))}s ago`;
+}
+
+const secs = (s: number | null) => (s === null ? '-' : `${s}s`);
+
+function render(command: string, body: unknown): string {
+  switch (command) {
+    case 'stats': {
+      const s = body as Record<string, unknown>;
+      const byteKeys = new Set(['bytes_in', 'bytes_out']);
+      const w = Math.max(...Object.keys(s).map((k) => k.length));
+      return (
+        Object.entries(s)
+          .map(([k, v]) => `${k.padEnd(w)}  ${byteKeys.has(k) && typeof v === 'number' ? humanBytes(v) : String(v)}`)
+          .join('\n') + '\n'
+      );
+    }
+    case 'tunnels': {
+      const { tunnels } = body as { tunnels: TunnelView[] };
+      return table(
+        ['ID', 'TENANT', 'REMOTE_ID', 'AUTH', 'STATE', 'IKE_SA', 'CHILD_SAS'],
+        tunnels.map((t) => [t.id, t.tenant, t.remote_id, t.auth_method, t.state, t.ike_sa?.state ?? '-', String(t.child_sas.length)]),
+      );
+    }
+    case 'sas': {
+      const { tunnels } = body as { tunnels: TunnelView[] };
+      if (tunnels.length === 0) return '(none)\n';
+      const out: string[] = [];
+      for (const t of tunnels) {
+        out.push(`${t.id} (tenant ${t.tenant}): ${t.state}, remote ${t.remote_id}, auth ${t.auth_method}`);
+        const ike = t.ike_sa;
+        if (ike === null) {
+          out.push('  IKE_SA: none');
+        } else {
+          const a = ike.algorithms;
+          out.push(
+            `  IKE_SA: ${ike.state}, established ${ago(ike.established_at)}, rekey in ${secs(ike.rekey_in_s)}`,
+            `    ${[a.encryption, a.integrity, a.prf, a.dh_group].filter((x) => x !== null).join('/')}`,
+          );
+        }
+        for (const c of t.child_sas) {
+          const a = c.algorithms;
+          out.push(
+            `  CHILD_SA ${c.name}: SPIs ${c.spi_in}_i ${c.spi_out}_o, rekey in ${secs(c.rekey_in_s)}`,
+            `    ${[a.encryption, a.integrity].filter((x) => x !== null).join('/')}${a.esn ? '/ESN' : ''}`,
+            `    in  ${humanBytes(c.bytes_in)}, ${c.packets_in} packets`,
+            `    out ${humanBytes(c.bytes_out)}, ${c.packets_out} packets`,
+            `    local  ${c.local_ts.join(' ')}`,
+            `    remote ${c.remote_ts.join(' ')}`,
+          );
+        }
+      }
+      return out.join('\n') + '\n';
+    }
+    case 'peers': {
+      const { peers } = body as { peers: PeerView[] };
+      return table(
+        ['PUBLIC_KEY', 'TENANT', 'ENDPOINT', 'ALLOWED_IPS', 'HANDSHAKE', 'RX', 'TX'],
+        peers.map((p) => [
+          p.public_key,
+          p.tenant,
+          p.endpoint ?? '-',
+          p.allowed_ips.join(','),
+          ago(p.latest_handshake),
+          humanBytes(p.rx_bytes),
+          humanBytes(p.tx_bytes),
+        ]),
+      );
+    }
+    case 'routes': {
+      const { routes } = body as { routes: RouteView[] };
+      return table(['PREFIX', 'VIA', 'ID'], routes.map((r) => [r.prefix, r.via.kind, r.via.id]));
+    }
+    case 'drops': {
+      const { drops } = body as { drops: DropView[] };
+      return table(
+        ['REASON', 'WORKER', 'TENANT', 'COUNT'],
+        drops.map((d) => [d.reason, d.worker === null ? '-' : String(d.worker), d.tenant ?? '-', String(d.count)]),
+      );
+    }
+    case 'workers': {
+      const { workers } = body as { workers: WorkerView[] };
+      return table(
+        ['WORKER', 'RX_PKTS', 'TX_PKTS', 'RX', 'TX', 'BATCHES', 'RESTARTS', 'BUSY'],
+        workers.map((w) => [
+          String(w.index),
+          String(w.rx_packets),
+          String(w.tx_packets),
+          humanBytes(w.rx_bytes),
+          humanBytes(w.tx_bytes),
+          String(w.batches),
+          String(w.restarts),
+          w.busy_ratio === null ? '-' : `${(w.busy_ratio * 100).toFixed(0)}%`,
+        ]),
+      );
+    }
+    default:
+      return `${JSON.stringify(body)}\n`;
+  }
+}
+
+function isEntryPoint(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(script)).href;
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env }).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(`vrouterctl: ${e instanceof Error ? e.message : String(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,213 @@
+/**
+ * Local overrides: `/etc/cvlan/vrouter.toml`, the settings that belong to this machine rather
+ * than to the controller (where to reach it, which interfaces, where charon lives, how many
+ * workers). Every key is optional; `docs/configuration.md` lists them with defaults.
+ *
+ * Syntax errors carry smol-toml's line and column; validation issues name the field
+ * (`performance.worker_threads`) and end with the file and line of the key.
+ */
+
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { isAbsolute } from 'node:path';
+import { parse, TomlError } from 'smol-toml';
+import { ConfigError, CvlanError } from '../errors.js';
+import { refuseTestOnly } from './production.js';
+import { IFNAME_EXPECTED, IFNAME_RE, Issues, isIpAddress, isObj, parseEndpoint, show, typeName, type Obj } from './normalize.js';
+import type { LocalConfig } from './model.js';
+
+export const DEFAULT_LOCAL_TOML = '/etc/cvlan/vrouter.toml';
+export const DEFAULT_STATE_DIR = '/var/lib/cvlan';
+export const DEFAULT_ADMIN_SOCKET = '/run/cvlan/admin.sock';
+export const DEFAULT_STRONGSWAN_SOCKET = '/run/cvlan/charon.vici';
+export const DEFAULT_CHARON_PATH = '/usr/lib/ipsec/charon';
+/** Seconds between controller polls. */
+export const DEFAULT_POLL_INTERVAL = 30;
+
+const SECTIONS: Record<string, readonly string[]> = {
+  controller: ['url', 'token_file', 'poll_interval'],
+  network: ['public_interface', 'private_interface', 'listen_address'],
+  ipsec: ['backend', 'strongswan_socket', 'charon_path'],
+  performance: ['worker_threads'],
+  admin: ['socket', 'tcp', 'token_file'],
+  state: ['dir'],
+};
+
+/** Finds the line (1-based) of `[section]` or of `key` inside it, for messages. */
+function lineOf(text: string, section: string, key?: string): number | undefined {
+  const lines = text.split(/\r?\n/);
+  let current = '';
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!;
+    const h = /^\s*\[\s*([A-Za-z0-9_."-]+?)\s*\]/.exec(l);
+    if (h && !l.trimStart().startsWith('[[')) {
+      current = h[1]!.replace(/"/g, '');
+      if (key === undefined && current === section) return i + 1;
+      continue;
+    }
+    const k = /^\s*("?)([A-Za-z0-9_.-]+)\1\s*=/.exec(l);
+    if (!k) continue;
+    const full = current ? `${current}.${k[2]}` : k[2]!;
+    if (key === undefined ? full === section || full.startsWith(`${section}.`) : full === `${section}.${key}`) return i + 1;
+  }
+  return undefined;
+}
+
+/** Issues whose reasons end with the file and line of the field they name. */
+class LocatedIssues extends Issues {
+  constructor(
+    private readonly text: string,
+    private readonly file: string,
+  ) {
+    super();
+  }
+  override add(path: string, reason: string): void {
+    const [section, ...rest] = path.split('.');
+    const line = lineOf(this.text, section!, rest.length ? rest.join('.') : undefined);
+    super.add(path, `${reason} ${line === undefined ? `(in ${this.file})` : `(at ${this.file}:${line})`}`);
+  }
+}
+
+/** Validates TOML text into LocalConfig with defaults filled in. Throws ConfigError with every issue. */
+export function parseLocalToml(text: string, file = DEFAULT_LOCAL_TOML): LocalConfig {
+  let doc: Obj;
+  try {
+    doc = parse(text) as Obj;
+  } catch (e) {
+    if (e instanceof TomlError) {
+      const first = e.message.split('\n')[0] ?? 'syntax error';
+      throw new ConfigError([{ path: `${file}:${e.line}:${e.column}`, reason: `TOML syntax error: ${first}` }]);
+    }
+    throw e;
+  }
+  refuseTestOnly(doc);
+  const located = new LocatedIssues(text, file);
+  const issues = located;
+  for (const [name, value] of Object.entries(doc)) {
+    const allowed = SECTIONS[name];
+    if (!allowed) {
+      located.add(name, `unknown section or key; expected one of the sections [${Object.keys(SECTIONS).join('], [')}]`);
+      continue;
+    }
+    if (!isObj(value)) {
+      located.add(name, `expected a table [${name}], got ${typeName(value)}`);
+      continue;
+    }
+    located.unknownKeys(value, allowed, name);
+  }
+  const sec = (name: string): Obj => (isObj(doc[name]) ? doc[name] : {});
+  const absPath = (v: unknown, path: string): string | undefined => {
+    const s = located.string(v, path, { optional: true, expected: 'an absolute path' });
+    if (s !== undefined && (!isAbsolute(s) || s.includes('\0'))) {
+      located.add(path, `${show(s)} is not an absolute path`);
+      return undefined;
+    }
+    return s;
+  };
+
+  const c = sec('controller');
+  let url: string | undefined;
+  if (c.url !== undefined) {
+    let ok = false;
+    if (typeof c.url === 'string') {
+      try {
+        const u = new URL(c.url);
+        ok = u.protocol === 'https:' || u.protocol === 'http:';
+      } catch {
+        ok = false;
+      }
+    }
+    if (ok) url = c.url as string;
+    else located.add('controller.url', `${show(c.url)} is not valid; expected an http:// or https:// URL`);
+  }
+  const controllerToken = absPath(c.token_file, 'controller.token_file');
+  const poll = located.integer(c.poll_interval, 'controller.poll_interval', 1, 86400, { optional: true, unit: 'seconds' });
+
+  const n = sec('network');
+  const pub = located.string(n.public_interface, 'network.public_interface', { optional: true, re: IFNAME_RE, expected: IFNAME_EXPECTED });
+  const priv = located.string(n.private_interface, 'network.private_interface', { optional: true, re: IFNAME_RE, expected: IFNAME_EXPECTED });
+  let listen: string | undefined;
+  if (n.listen_address !== undefined) {
+    if (typeof n.listen_address === 'string' && isIpAddress(n.listen_address)) listen = n.listen_address;
+    else located.add('network.listen_address', `${show(n.listen_address)} is not valid; expected an IPv4 or IPv6 address (no port)`);
+  }
+
+  const ip = sec('ipsec');
+  if (ip.backend !== undefined && ip.backend !== 'strongswan') {
+    located.add('ipsec.backend', `${show(ip.backend)} is not supported; expected "strongswan"`);
+  }
+  const sock = absPath(ip.strongswan_socket, 'ipsec.strongswan_socket');
+  const charon = absPath(ip.charon_path, 'ipsec.charon_path');
+
+  const perf = sec('performance');
+  const workers = located.integer(perf.worker_threads, 'performance.worker_threads', 1, 256, { optional: true, unit: 'threads' });
+
+  const a = sec('admin');
+  let adminSocket: string | null | undefined;
+  if (a.socket === false) adminSocket = null;
+  else if (a.socket !== undefined && typeof a.socket !== 'string') {
+    located.add('admin.socket', `expected an absolute path, or false for no unix socket, got ${typeName(a.socket)}`);
+  } else adminSocket = absPath(a.socket, 'admin.socket');
+  let tcp: { host: string; port: number } | undefined;
+  if (a.tcp !== undefined) {
+    const ep = typeof a.tcp === 'string' ? parseEndpoint(a.tcp) : undefined;
+    if (ep) tcp = ep;
+    else located.add('admin.tcp', `${show(a.tcp)} is not valid; expected "host:port" or "[ipv6]:port", e.g. "127.0.0.1:9180"`);
+  }
+  const adminToken = absPath(a.token_file, 'admin.token_file');
+  if (a.tcp !== undefined && a.token_file === undefined) {
+    located.add('admin.token_file', 'missing; the TCP listener (admin.tcp) requires a bearer token file');
+  }
+  if (adminSocket === null && a.tcp === undefined) {
+    located.add('admin.socket', 'false leaves the admin API with nothing to listen on; set admin.tcp or keep the socket');
+  }
+
+  const st = sec('state');
+  const stateDir = absPath(st.dir, 'state.dir');
+
+  if (issues.count > 0) throw new ConfigError(issues.list);
+  return {
+    controller: {
+      ...(url !== undefined ? { url } : {}),
+      ...(controllerToken !== undefined ? { tokenFile: controllerToken } : {}),
+      pollInterval: poll ?? DEFAULT_POLL_INTERVAL,
+    },
+    network: {
+      ...(pub !== undefined ? { publicInterface: pub } : {}),
+      ...(priv !== undefined ? { privateInterface: priv } : {}),
+      ...(listen !== undefined ? { listenAddress: listen } : {}),
+    },
+    ipsec: {
+      backend: 'strongswan',
+      strongswanSocket: sock ?? DEFAULT_STRONGSWAN_SOCKET,
+      charonPath: charon ?? DEFAULT_CHARON_PATH,
+    },
+    performance: { workerThreads: workers ?? availableParallelism() },
+    admin: {
+      socket: adminSocket === undefined ? DEFAULT_ADMIN_SOCKET : adminSocket,
+      ...(tcp ? { tcp } : {}),
+      ...(adminToken !== undefined ? { tokenFile: adminToken } : {}),
+    },
+    state: { dir: stateDir ?? DEFAULT_STATE_DIR },
+  };
+}
+
+/** The defaults, as an empty file gives them. */
+export function defaultLocalConfig(): LocalConfig {
+  return parseLocalToml('', '(defaults)');
+}
+
+/**
+ * Reads and validates the TOML file. A missing file at the default path means "all defaults";
+ * a missing file that was asked for explicitly is an error.
+ */
+export function loadLocalToml(path = DEFAULT_LOCAL_TOML): LocalConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && path === DEFAULT_LOCAL_TOML) return defaultLocalConfig();
+    throw new CvlanError('CVLAN_ERR_CONFIG', `cannot read ${path}: ${(e as Error).message}`, { cause: e, details: { path } });
+  }
+  return parseLocalToml(text, path);
+}

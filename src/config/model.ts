@@ -1,0 +1,279 @@
+/**
+ * The desired state: what the vrouter should be doing, validated and normalized from the
+ * controller JSON (`./controller.ts`) and the local TOML (`./local.ts`) by `./load.ts`.
+ *
+ * Everything here is frozen. Field names are camelCase (TypeScript), the input documents use
+ * snake_case; `docs/configuration.md` maps one to the other. Every prefix is canonical: network
+ * address (host bits zero), lower-case, IPv6 compressed (RFC 5952).
+ *
+ * Secrets (PSKs, EAP passwords, private keys) are `Secret` objects: bytes in sodium_malloc'd
+ * memory that print as `<redacted>` through `util.inspect`, `JSON.stringify`, `String()` and
+ * template literals; only `use()`/`text()` hand out the value, to the code that applies it.
+ */
+
+import { inspect } from 'node:util';
+import { createRequire } from 'node:module';
+import { secureBuffer, type SecureKey } from '../secrets/keys.js';
+
+interface Sodium {
+  sodium_memzero(buf: Buffer): void;
+  crypto_generichash(out: Buffer, input: Buffer, key?: Buffer): void;
+}
+const sodium = createRequire(import.meta.url)('sodium-native') as Sodium;
+
+export const REDACTED = '<redacted>';
+
+/** A secret value in secure memory. Never printed; `dispose()` zeroes it. */
+export class Secret {
+  #key: SecureKey | null;
+  /** Where the value came from: the document in clear, a sealed box, or the vrouter's state dir. */
+  readonly origin: 'plain' | 'sealed' | 'state';
+
+  private constructor(key: SecureKey, origin: Secret['origin']) {
+    this.#key = key;
+    this.origin = origin;
+    Object.freeze(this);
+  }
+
+  /** Takes ownership of `key` (secure memory). */
+  static adopt(key: SecureKey, origin: Secret['origin']): Secret {
+    return new Secret(key, origin);
+  }
+
+  /**
+   * Copies `bytes` into secure memory. The caller still owns (and should zero) `bytes`. A
+   * JavaScript string the value came from cannot be wiped; keep such strings short-lived.
+   */
+  static fromBytes(bytes: Buffer, origin: Secret['origin']): Secret {
+    const k = secureBuffer(bytes.length);
+    bytes.copy(k.bytes);
+    return new Secret(k, origin);
+  }
+
+  static fromText(text: string, origin: Secret['origin']): Secret {
+    const tmp = Buffer.from(text, 'utf8');
+    try {
+      return Secret.fromBytes(tmp, origin);
+    } finally {
+      sodium.sodium_memzero(tmp);
+    }
+  }
+
+  get length(): number {
+    return this.#live().bytes.length;
+  }
+
+  get disposed(): boolean {
+    return this.#key === null;
+  }
+
+  /** Lends the bytes to `fn`; do not keep a reference past the call. */
+  use<T>(fn: (bytes: Buffer) => T): T {
+    return fn(this.#live().bytes);
+  }
+
+  /** The value as UTF-8 text, for APIs that only take strings (VICI `load-shared`, PEM parsers). */
+  text(): string {
+    return this.#live().bytes.toString('utf8');
+  }
+
+  /** Constant-time comparison of two secrets' values. */
+  equals(other: Secret): boolean {
+    const a = this.#live().bytes;
+    const b = other.#live().bytes;
+    if (a.length !== b.length) return false;
+    let d = 0;
+    for (let i = 0; i < a.length; i++) d |= a[i]! ^ b[i]!;
+    return d === 0;
+  }
+
+  /** BLAKE2b-256 of the value keyed with `key` (16..64 bytes): lets a version hash cover secrets without revealing them. */
+  keyedDigest(key: Buffer): string {
+    const out = Buffer.alloc(32);
+    sodium.crypto_generichash(out, this.#live().bytes, key);
+    return out.toString('hex');
+  }
+
+  dispose(): void {
+    this.#key?.dispose();
+    this.#key = null;
+  }
+
+  #live(): SecureKey {
+    if (this.#key === null) throw new Error('the secret was disposed');
+    return this.#key;
+  }
+
+  toJSON(): string {
+    return REDACTED;
+  }
+  toString(): string {
+    return REDACTED;
+  }
+  [Symbol.toPrimitive](): string {
+    return REDACTED;
+  }
+  [inspect.custom](): string {
+    return REDACTED;
+  }
+}
+
+/** A certificate, CA or private key: PEM text in the document, or a file the operator placed. */
+export type PemSource = { kind: 'pem'; pem: string } | { kind: 'file'; path: string };
+/** The same for private keys: the PEM is a secret. */
+export type SecretPemSource = { kind: 'pem'; pem: Secret } | { kind: 'file'; path: string };
+
+export type TunnelAuth =
+  | { method: 'psk'; psk: Secret }
+  | { method: 'pubkey'; certificate: PemSource; privateKey: SecretPemSource; ca: PemSource }
+  | {
+      method: 'eap';
+      eapMethod: 'mschapv2';
+      /** `server`: we verify the peer's EAP identity (and authenticate with our certificate). `client`: we log in to the peer. */
+      role: 'server' | 'client';
+      eapIdentity: string;
+      eapSecret: Secret;
+      certificate?: PemSource;
+      privateKey?: SecretPemSource;
+      ca?: PemSource;
+    };
+
+export interface IpsecTunnelSpec {
+  /** Unique on the vrouter (it names the charon connection). */
+  id: string;
+  type: 'ipsec';
+  remoteId: string;
+  /** Host name or IP address we initiate to; undefined = responder only. */
+  remoteAddress?: string;
+  /** Our IKE identity; undefined = charon's default (our IP address). */
+  localId?: string;
+  auth: TunnelAuth;
+  localSubnets: readonly string[];
+  remoteSubnets: readonly string[];
+  ikeProposals: readonly string[];
+  espProposals: readonly string[];
+}
+
+export interface WireguardPeerSpec {
+  /** Base64 Curve25519 public key (the peer's identity within the tenant). */
+  publicKey: string;
+  name?: string;
+  allowedIps: readonly string[];
+  /** `host:port`, `ip:port` or `[ipv6]:port` as given (host names are resolved at apply time). */
+  endpoint?: string;
+  presharedKey?: Secret;
+  /** Seconds; 0 = off. */
+  persistentKeepalive: number;
+}
+
+export interface WireguardInterfaceSpec {
+  /** UDP port, 1..65535. */
+  listenPort: number;
+  /** Undefined when the document gives none and no state dir was available to keep a generated one. */
+  privateKey?: Secret;
+  /** Base64 public key of `privateKey`, for showing to operators and the controller. */
+  publicKey?: string;
+}
+
+export interface TunSpec {
+  /** Interface name, 1-15 characters. */
+  name: string;
+  /** Interface addresses (CIDR; host bits are the address). */
+  addresses: readonly string[];
+  /** Bytes. */
+  mtu: number;
+  /** Prefixes routed to this TUN inside the tenant. */
+  subnets: readonly string[];
+  /** Network namespace to create the device in; undefined = the daemon's. */
+  netns?: string;
+}
+
+export type NextHop =
+  | { kind: 'wireguard'; peer: string }
+  | { kind: 'ipsec'; tunnel: string }
+  | { kind: 'tun'; device: string };
+
+/** One entry of the tenant's routing table (longest prefix wins; identical prefixes are refused). */
+export interface RouteSpec {
+  prefix: string;
+  via: NextHop;
+}
+
+export interface TenantSpec {
+  id: string;
+  tunnels: readonly IpsecTunnelSpec[];
+  wireguard?: WireguardInterfaceSpec;
+  peers: readonly WireguardPeerSpec[];
+  tuns: readonly TunSpec[];
+  /** Derived from peers' allowed IPs, tunnels' remote subnets and TUN subnets; most specific first. */
+  routes: readonly RouteSpec[];
+}
+
+/** Allows packets from `fromPrefix` in `fromTenant` to `toPrefix` in `toTenant` (one direction). */
+export interface InterTenantRule {
+  fromTenant: string;
+  fromPrefix: string;
+  toTenant: string;
+  toPrefix: string;
+}
+
+export interface LocalConfig {
+  controller: {
+    url?: string;
+    tokenFile?: string;
+    /** Seconds. */
+    pollInterval: number;
+  };
+  network: {
+    publicInterface?: string;
+    privateInterface?: string;
+    listenAddress?: string;
+  };
+  ipsec: {
+    backend: 'strongswan';
+    strongswanSocket: string;
+    charonPath: string;
+  };
+  performance: {
+    workerThreads: number;
+  };
+  admin: {
+    /** Unix socket path, or null for none. */
+    socket: string | null;
+    /** `host:port` of the optional TCP listener. */
+    tcp?: { host: string; port: number };
+    tokenFile?: string;
+  };
+  state: {
+    dir: string;
+  };
+}
+
+export interface DesiredState {
+  /** The vrouter the controller documents were written for (all documents must agree). */
+  vrouterId?: string;
+  local: LocalConfig;
+  tenants: readonly TenantSpec[];
+  rules: readonly InterTenantRule[];
+}
+
+/** Deep-freezes plain objects and arrays (Secret instances are already frozen). */
+export function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !(v instanceof Secret) && !Object.isFrozen(v)) {
+    for (const x of Object.values(v)) deepFreeze(x);
+    Object.freeze(v);
+  }
+  return v;
+}
+
+/** Every Secret inside `v`. */
+export function secretsOf(v: unknown, out: Secret[] = []): Secret[] {
+  if (v instanceof Secret) out.push(v);
+  else if (typeof v === 'object' && v !== null) for (const x of Object.values(v)) secretsOf(x, out);
+  return out;
+}
+
+/** Zeroes every secret of a state that is no longer needed (after a newer one was applied). */
+export function disposeDesiredState(state: DesiredState): void {
+  for (const s of secretsOf(state)) s.dispose();
+}

@@ -1,0 +1,266 @@
+/**
+ * The one module that loads the native addon (`cvlan.<platform>.node`). Everything else
+ * imports the typed wrapper in `./index.ts`; nothing else touches the binding.
+ *
+ * Resolution: `CVLAN_NATIVE_PATH` if set, else `<repo>/build/cvlan.<platform>-<arch>-<libc>.node`
+ * as written by `npm run build:native`.
+ */
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CvlanError } from '../errors.js';
+
+/** Shapes as the addon exports them (see crates/cvlan-node/src/lib.rs). */
+export interface BindingNativeInfo {
+  version: string;
+  napiVersion: number;
+  defaultWorkers: number;
+  transports: string[];
+}
+
+export interface BindingPlainPeer {
+  endpoint: string;
+  allowedIps: string[];
+}
+
+export interface BindingPlainDeviceOptions {
+  tunName: string;
+  mtu?: number;
+  listenAddress?: string;
+  listenPort: number;
+  workers?: number;
+  offload?: boolean;
+  peers: BindingPlainPeer[];
+}
+
+export interface BindingDropCount {
+  reason: string;
+  count: bigint;
+}
+
+export interface BindingWorkerStats {
+  index: number;
+  active: boolean;
+  tunRxPackets: bigint;
+  tunRxBytes: bigint;
+  tunTxPackets: bigint;
+  tunTxBytes: bigint;
+  udpRxPackets: bigint;
+  udpRxBytes: bigint;
+  udpTxPackets: bigint;
+  udpTxBytes: bigint;
+  batches: bigint;
+  restarts: bigint;
+  busyNs: bigint;
+  /** Syscalls (TUN read/write, recvmmsg, sendmmsg): packets per call shows the batching. */
+  tunReads: bigint;
+  tunWrites: bigint;
+  udpRecvs: bigint;
+  udpSends: bigint;
+  drops: BindingDropCount[];
+}
+
+export interface BindingEvent {
+  type:
+    | 'worker-started'
+    | 'worker-stopped'
+    | 'worker-restarted'
+    | 'worker-failed'
+    | 'handshake-complete'
+    | 'handshake-failed'
+    | 'endpoint-changed'
+    | 'keys-zeroed';
+  /** Worker events. */
+  worker?: number;
+  reason?: string;
+  restarts?: number;
+  /** WireGuard events: the peer's public key (base64) and, when it moved, its endpoint. */
+  peer?: string;
+  endpoint?: string;
+}
+
+export interface BindingPlainDevice {
+  readonly listenPort: number;
+  readonly tunName: string;
+  readonly closed: boolean;
+  readonly workers: number;
+  setPeers(peers: BindingPlainPeer[]): void;
+  setWorkers(workers: number): void;
+  stats(): BindingWorkerStats[];
+  injectPanic(worker: number): void;
+  close(): void;
+}
+
+export interface BindingIpsecDeviceOptions {
+  tunName: string;
+  mtu?: number;
+  listenAddress: string;
+  natPort?: number;
+  ikePort?: number;
+  workers?: number;
+  charonSocket: string;
+}
+
+export interface BindingSaInfo {
+  spi: number;
+  inbound: boolean;
+  ifId: number;
+  src: string;
+  dst: string;
+  bytes: bigint;
+  packets: bigint;
+  idleSecs?: number;
+  algorithm: string;
+  esn: boolean;
+  encap: boolean;
+}
+
+export interface BindingIpsecCounters {
+  ikeIn: bigint;
+  ikeOut: bigint;
+  natKeepalives: bigint;
+  expiresSent: bigint;
+  drops: BindingDropCount[];
+}
+
+export interface BindingIpsecDevice {
+  readonly tunName: string;
+  readonly natPort: number;
+  readonly ikePort: number;
+  readonly closed: boolean;
+  sas(): BindingSaInfo[];
+  counters(): BindingIpsecCounters;
+  stats(): BindingWorkerStats[];
+  close(): void;
+}
+
+export interface BindingWireGuardDeviceOptions {
+  tunName: string;
+  mtu?: number;
+  listenAddress?: string;
+  listenPort: number;
+  workers?: number;
+  privateKey?: Buffer;
+}
+
+export interface BindingWgPeerState {
+  publicKey: Buffer;
+  presharedKey?: Buffer;
+  endpoint?: string;
+  allowedIps: string[];
+  persistentKeepalive: number;
+  lastHandshakeSec?: number;
+  lastHandshakeNsec?: number;
+  rxBytes: bigint;
+  txBytes: bigint;
+}
+
+export interface BindingWgDeviceState {
+  privateKey?: Buffer;
+  publicKey?: Buffer;
+  listenPort: number;
+  peers: BindingWgPeerState[];
+}
+
+export interface BindingWgPeerUpdate {
+  publicKey: Buffer;
+  remove?: boolean;
+  updateOnly?: boolean;
+  presharedKey?: Buffer;
+  endpoint?: string;
+  persistentKeepalive?: number;
+  replaceAllowedIps?: boolean;
+  allowedIps?: string[];
+  removeAllowedIps?: string[];
+}
+
+export interface BindingWgDeviceUpdate {
+  privateKey?: Buffer;
+  listenPort?: number;
+  replacePeers?: boolean;
+  peers: BindingWgPeerUpdate[];
+}
+
+export interface BindingWgCounters {
+  handshakesCompleted: bigint;
+  handshakesFailed: bigint;
+  handshakeMessages: bigint;
+  drops: BindingDropCount[];
+}
+
+export interface BindingWireGuardDevice {
+  readonly tunName: string;
+  readonly listenPort: number;
+  readonly closed: boolean;
+  state(): BindingWgDeviceState;
+  apply(update: BindingWgDeviceUpdate): void;
+  counters(): BindingWgCounters;
+  stats(): BindingWorkerStats[];
+  close(): void;
+}
+
+export interface Binding {
+  nativeInfo(): BindingNativeInfo;
+  echoBuffer(buf: Buffer): Buffer;
+  PlainDevice: new (options: BindingPlainDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingPlainDevice;
+  IpsecDevice: new (options: BindingIpsecDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingIpsecDevice;
+  WireGuardDevice: new (options: BindingWireGuardDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingWireGuardDevice;
+}
+
+function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'cvlan-vrouter') return dir;
+      } catch {
+        // not ours; keep walking up
+      }
+    }
+    const up = dirname(dir);
+    if (up === dir) throw new CvlanError('CVLAN_ERR_ADDON_MISSING', 'cannot find the cvlan-vrouter package root');
+    dir = up;
+  }
+}
+
+function platformFile(): string {
+  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+  const libc = process.platform === 'linux' ? (report?.header?.glibcVersionRuntime ? '-gnu' : '-musl') : '';
+  return `cvlan.${process.platform}-${process.arch}${libc}.node`;
+}
+
+/** Where the addon is expected; exported for error messages and diagnostics. */
+export function addonPath(): string {
+  return process.env.CVLAN_NATIVE_PATH ?? join(repoRoot(), 'build', platformFile());
+}
+
+let cached: Binding | undefined;
+
+/** Loads the addon once. Throws CVLAN_ERR_ADDON_MISSING with the command that fixes it. */
+export function loadBinding(): Binding {
+  if (cached) return cached;
+  const path = addonPath();
+  if (!existsSync(path)) {
+    throw new CvlanError(
+      'CVLAN_ERR_ADDON_MISSING',
+      `native addon not found at ${path}: build it with \`npm run build:native\` (or run \`bash scripts/setup.sh\`)`,
+    );
+  }
+  try {
+    cached = createRequire(import.meta.url)(path) as Binding;
+  } catch (cause) {
+    const msg = cause instanceof Error ? cause.message : String(cause);
+    const otherNode = /NODE_MODULE_VERSION|different Node\.js version|invalid ELF|wrong ELF class|undefined symbol: napi_/.test(msg);
+    throw new CvlanError(
+      'CVLAN_ERR_ADDON_MISSING',
+      otherNode
+        ? `native addon at ${path} was built for another Node.js or platform (running Node ${process.version} ` +
+            `${process.platform}-${process.arch}): rebuild it with \`npm run build:native\``
+        : `native addon at ${path} failed to load: ${msg}; rebuild it with \`npm run build:native\``,
+      { cause },
+    );
+  }
+  return cached;
+}

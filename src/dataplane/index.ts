@@ -1,0 +1,388 @@
+/**
+ * Typed wrapper of the data plane. Converts options, turns native errors into `CvlanError`
+ * with the same stable code, and delivers worker events as a Node.js EventEmitter.
+ */
+import { EventEmitter } from 'node:events';
+import { CvlanError, fromNative } from '../errors.js';
+import {
+  canonicalEndpoint,
+  canonicalPrefix,
+  type WgDeviceState,
+  type WgDeviceUpdate,
+  type WireGuardControl,
+} from '../wireguard/control.js';
+import {
+  loadBinding,
+  type BindingEvent,
+  type BindingIpsecCounters,
+  type BindingIpsecDevice,
+  type BindingPlainDevice,
+  type BindingSaInfo,
+  type BindingWorkerStats,
+  type BindingWgCounters,
+  type BindingWgDeviceState,
+  type BindingWgDeviceUpdate,
+  type BindingWireGuardDevice,
+} from './binding.js';
+
+export { addonPath } from './binding.js';
+
+export interface NativeInfo {
+  version: string;
+  napiVersion: number;
+  /** Worker threads used when a device does not say: the number of CPUs. */
+  defaultWorkers: number;
+  transports: string[];
+}
+
+export function nativeInfo(): NativeInfo {
+  try {
+    return loadBinding().nativeInfo();
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+/** Round-trips a buffer through the binding (micro-benchmark of the call boundary). */
+export function echoBuffer(buf: Buffer): Buffer {
+  return loadBinding().echoBuffer(buf);
+}
+
+export interface PlainPeer {
+  /** `ip:port` or `[ip6]:port` of the other instance. */
+  endpoint: string;
+  /** Prefixes routed to this peer; inner sources from it must fall inside them. */
+  allowedIps: string[];
+}
+
+export interface PlainDeviceOptions {
+  /** TUN interface to create (must not exist). */
+  tunName: string;
+  /** TUN MTU in bytes. Default 1420. */
+  mtu?: number;
+  /** Address to bind. Default: all addresses. */
+  listenAddress?: string;
+  /** UDP port; 0 picks a free one (read it back from `listenPort`). */
+  listenPort: number;
+  /** Worker threads. Default: number of CPUs. */
+  workers?: number;
+  /** TUN TSO/GRO and UDP GSO/GRO where the kernel allows. Default true. */
+  offload?: boolean;
+  peers: PlainPeer[];
+}
+
+export type DataplaneEvent = BindingEvent;
+export type WorkerStats = BindingWorkerStats;
+
+export interface DeviceEvents {
+  event: [DataplaneEvent];
+}
+
+/**
+ * The plain, unencrypted IP-in-UDP transport: for tests and benchmarks only (the production
+ * configuration loader refuses it). It is the "no crypto" baseline of every benchmark.
+ */
+export class PlainDevice extends EventEmitter<DeviceEvents> {
+  readonly #native: BindingPlainDevice;
+
+  private constructor(native: BindingPlainDevice) {
+    super();
+    this.#native = native;
+  }
+
+  static open(options: PlainDeviceOptions): PlainDevice {
+    const binding = loadBinding();
+    // The thread-safe callback is a GC root; it must reach the wrapper only weakly, or the
+    // wrapper (and with it the native device) could never be collected and finalized.
+    const holder: { ref?: WeakRef<PlainDevice> } = {};
+    const pending: DataplaneEvent[] = [];
+    const onEvent = (ev: DataplaneEvent): void => {
+      const self = holder.ref?.deref();
+      if (self) self.emit('event', ev);
+      else if (!holder.ref) pending.push(ev);
+    };
+    let dev: PlainDevice;
+    try {
+      dev = new PlainDevice(new binding.PlainDevice(options, onEvent));
+    } catch (e) {
+      throw fromNative(e);
+    }
+    holder.ref = new WeakRef(dev);
+    // Events raised while the constructor ran are delivered once listeners can be attached.
+    if (pending.length) {
+      setImmediate(() => {
+        const self = holder.ref?.deref();
+        if (self) pending.splice(0).forEach((ev) => self.emit('event', ev));
+      });
+    }
+    return dev;
+  }
+
+  get listenPort(): number {
+    return this.#native.listenPort;
+  }
+  get tunName(): string {
+    return this.#native.tunName;
+  }
+  get closed(): boolean {
+    return this.#native.closed;
+  }
+  get workers(): number {
+    return this.#native.workers;
+  }
+
+  setPeers(peers: PlainPeer[]): void {
+    this.#call(() => this.#native.setPeers(peers));
+  }
+  setWorkers(n: number): void {
+    this.#call(() => this.#native.setWorkers(n));
+  }
+  stats(): WorkerStats[] {
+    return this.#call(() => this.#native.stats());
+  }
+  /** Test hook: worker `index` panics at its next wake-up; it is restarted and counted. */
+  injectPanic(index: number): void {
+    this.#call(() => this.#native.injectPanic(index));
+  }
+  close(): void {
+    this.#native.close();
+  }
+
+  #call<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+}
+
+export interface IpsecDeviceOptions {
+  /** TUN interface to create (must not exist). */
+  tunName: string;
+  /** TUN MTU in bytes. Default 1400. */
+  mtu?: number;
+  /** The public address for IKE and ESP (required). */
+  listenAddress: string;
+  /** ESP-in-UDP / NAT-T port. Default 4500. */
+  natPort?: number;
+  /** IKE port. Default 500. */
+  ikePort?: number;
+  /** Worker threads. Default: number of CPUs. */
+  workers?: number;
+  /** Unix socket for charon's `cvlan` plugin. */
+  charonSocket: string;
+}
+
+export type SaInfo = BindingSaInfo;
+export type IpsecCounters = BindingIpsecCounters;
+
+/**
+ * An IPsec device: a TUN interface whose packets are ESP-protected with the SAs charon installs
+ * through the `cvlan` plugin, and the UDP ports (IKE, NAT-T) the data plane owns.
+ */
+export class IpsecDevice extends EventEmitter<DeviceEvents> {
+  readonly #native: BindingIpsecDevice;
+
+  private constructor(native: BindingIpsecDevice) {
+    super();
+    this.#native = native;
+  }
+
+  static open(options: IpsecDeviceOptions): IpsecDevice {
+    const binding = loadBinding();
+    const holder: { ref?: WeakRef<IpsecDevice> } = {};
+    const onEvent = (ev: DataplaneEvent): void => {
+      holder.ref?.deref()?.emit('event', ev);
+    };
+    let dev: IpsecDevice;
+    try {
+      dev = new IpsecDevice(new binding.IpsecDevice(options, onEvent));
+    } catch (e) {
+      throw fromNative(e);
+    }
+    holder.ref = new WeakRef(dev);
+    return dev;
+  }
+
+  get tunName(): string {
+    return this.#native.tunName;
+  }
+  get natPort(): number {
+    return this.#native.natPort;
+  }
+  get ikePort(): number {
+    return this.#native.ikePort;
+  }
+  get closed(): boolean {
+    return this.#native.closed;
+  }
+  /** Installed SAs and their counters (no key material). */
+  sas(): SaInfo[] {
+    return this.#native.sas();
+  }
+  /** IKE relay counters and IPsec drops by reason. */
+  counters(): IpsecCounters {
+    return this.#native.counters();
+  }
+  stats(): WorkerStats[] {
+    try {
+      return this.#native.stats();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+  close(): void {
+    this.#native.close();
+  }
+}
+
+export interface WireGuardDeviceOptions {
+  /** TUN interface to create (must not exist). */
+  tunName: string;
+  /** TUN MTU in bytes. Default 1420. */
+  mtu?: number;
+  /** Address to bind. Default: all addresses. */
+  listenAddress?: string;
+  /** UDP port; 0 picks a free one (read it back from `listenPort`). Fixed for the device's life. */
+  listenPort: number;
+  /** Worker threads. Default: number of CPUs. */
+  workers?: number;
+  /** Curve25519 private key, 32 bytes. May also be set later with `apply`. */
+  privateKey?: Buffer;
+}
+
+export type { WgDeviceState, WgDeviceUpdate } from '../wireguard/control.js';
+export type WgCounters = BindingWgCounters;
+
+/**
+ * A userspace WireGuard interface: TUN + one UDP port + peers changed at runtime without
+ * disturbing the others. `state()`/`apply()` follow the cross-platform UAPI (`get=1`/`set=1`).
+ */
+export class WireGuardDevice extends EventEmitter<DeviceEvents> implements WireGuardControl {
+  readonly #native: BindingWireGuardDevice;
+
+  private constructor(native: BindingWireGuardDevice) {
+    super();
+    this.#native = native;
+  }
+
+  static open(options: WireGuardDeviceOptions): WireGuardDevice {
+    const binding = loadBinding();
+    const holder: { ref?: WeakRef<WireGuardDevice> } = {};
+    const onEvent = (ev: DataplaneEvent): void => {
+      holder.ref?.deref()?.emit('event', ev);
+    };
+    let dev: WireGuardDevice;
+    try {
+      dev = new WireGuardDevice(new binding.WireGuardDevice(options, onEvent));
+    } catch (e) {
+      throw fromNative(e);
+    }
+    holder.ref = new WeakRef(dev);
+    return dev;
+  }
+
+  get tunName(): string {
+    return this.#native.tunName;
+  }
+  get listenPort(): number {
+    return this.#native.listenPort;
+  }
+  get closed(): boolean {
+    return this.#native.closed;
+  }
+  /** The interface name (the UAPI socket is named after it). */
+  get name(): string {
+    return this.#native.tunName;
+  }
+  /** Interface and peers, including key material: only for root-only management paths. */
+  state(): WgDeviceState {
+    const s: BindingWgDeviceState = this.#call(() => this.#native.state());
+    return {
+      privateKey: s.privateKey ? new Uint8Array(s.privateKey) : null,
+      listenPort: s.listenPort,
+      fwmark: 0,
+      peers: s.peers.map((p) => ({
+        publicKey: new Uint8Array(p.publicKey),
+        presharedKey: p.presharedKey ? new Uint8Array(p.presharedKey) : null,
+        endpoint: p.endpoint === undefined ? null : (canonicalEndpoint(p.endpoint) ?? p.endpoint),
+        allowedIps: p.allowedIps.map((a) => canonicalPrefix(a) ?? a),
+        persistentKeepalive: p.persistentKeepalive,
+        lastHandshake: p.lastHandshakeSec === undefined ? null : { sec: p.lastHandshakeSec, nsec: p.lastHandshakeNsec ?? 0 },
+        rxBytes: p.rxBytes,
+        txBytes: p.txBytes,
+        protocolVersion: 1 as const,
+      })),
+    };
+  }
+  /** Applies an update atomically (validated first; nothing changes on error). */
+  apply(update: WgDeviceUpdate): void {
+    if (update.fwmark !== undefined && update.fwmark !== 0) {
+      // The sockets are owned by the workers and carry no SO_MARK; refuse rather than ignore.
+      throw new CvlanError('CVLAN_ERR_INVALID_ARG', 'fwmark: not supported by this data plane (only 0)', {
+        details: { path: 'fwmark' },
+      });
+    }
+    const buf = (k: Uint8Array | null | undefined): Buffer | undefined =>
+      k === undefined ? undefined : k === null ? Buffer.alloc(32) : Buffer.from(k);
+    const native: BindingWgDeviceUpdate = {
+      ...(update.privateKey !== undefined ? { privateKey: buf(update.privateKey)! } : {}),
+      ...(update.listenPort !== undefined ? { listenPort: update.listenPort } : {}),
+      ...(update.replacePeers ? { replacePeers: true } : {}),
+      peers: update.peers.map((p) => ({
+        publicKey: Buffer.from(p.publicKey),
+        ...(p.remove ? { remove: true } : {}),
+        ...(p.updateOnly ? { updateOnly: true } : {}),
+        ...(p.presharedKey !== undefined ? { presharedKey: buf(p.presharedKey)! } : {}),
+        ...(p.endpoint !== undefined ? { endpoint: p.endpoint } : {}),
+        ...(p.persistentKeepalive !== undefined ? { persistentKeepalive: p.persistentKeepalive } : {}),
+        ...(p.replaceAllowedIps ? { replaceAllowedIps: true } : {}),
+        ...(p.allowedIps !== undefined ? { allowedIps: p.allowedIps } : {}),
+        ...(p.removeAllowedIps !== undefined ? { removeAllowedIps: p.removeAllowedIps } : {}),
+      })),
+    };
+    this.#call(() => this.#native.apply(native));
+  }
+  counters(): WgCounters {
+    return this.#native.counters();
+  }
+  stats(): WorkerStats[] {
+    return this.#call(() => this.#native.stats());
+  }
+  close(): void {
+    this.#native.close();
+  }
+
+  #call<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+}
+
+/** Sums per-worker counters (drops merged by reason). */
+export function totals(stats: WorkerStats[]): Omit<WorkerStats, 'index' | 'active'> {
+  const sum = {
+    tunRxPackets: 0n, tunRxBytes: 0n, tunTxPackets: 0n, tunTxBytes: 0n,
+    udpRxPackets: 0n, udpRxBytes: 0n, udpTxPackets: 0n, udpTxBytes: 0n,
+    batches: 0n, restarts: 0n, busyNs: 0n,
+    tunReads: 0n, tunWrites: 0n, udpRecvs: 0n, udpSends: 0n,
+    drops: [] as { reason: string; count: bigint }[],
+  };
+  const drops = new Map<string, bigint>();
+  for (const s of stats) {
+    sum.tunRxPackets += s.tunRxPackets; sum.tunRxBytes += s.tunRxBytes;
+    sum.tunTxPackets += s.tunTxPackets; sum.tunTxBytes += s.tunTxBytes;
+    sum.udpRxPackets += s.udpRxPackets; sum.udpRxBytes += s.udpRxBytes;
+    sum.udpTxPackets += s.udpTxPackets; sum.udpTxBytes += s.udpTxBytes;
+    sum.batches += s.batches; sum.restarts += s.restarts; sum.busyNs += s.busyNs;
+    sum.tunReads += s.tunReads; sum.tunWrites += s.tunWrites;
+    sum.udpRecvs += s.udpRecvs; sum.udpSends += s.udpSends;
+    for (const d of s.drops) drops.set(d.reason, (drops.get(d.reason) ?? 0n) + d.count);
+  }
+  sum.drops = [...drops].map(([reason, count]) => ({ reason, count }));
+  return sum;
+}

@@ -1,0 +1,162 @@
+/**
+ * The IPsec side of a vrouter: one IPsec data-plane device (TUN + UDP 500/4500 + SA tables),
+ * a supervised charon that loads only our `cvlan` plugin as its kernel and socket, and the VICI
+ * session that loads tunnels into it. charon restarts (crash, kill) are survived: the data plane
+ * keeps forwarding on installed SAs, and the connections are loaded again when charon is back.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { CvlanError } from '../errors.js';
+import { IpsecDevice, type SaInfo, type IpsecCounters, type WorkerStats } from '../dataplane/index.js';
+import { CharonSupervisor, type SupervisorLogger } from '../strongswan/supervisor.js';
+import { PLUGINS_CVLAN } from '../strongswan/conf.js';
+import { ViciClient } from '../strongswan/vici/client.js';
+import type { IkeSaInfo } from '../strongswan/vici/types.js';
+import { connSection, sharedSecrets, type IpsecTunnel } from './connections.js';
+
+const exec = promisify(execFile);
+
+export interface IpsecServiceOptions {
+  /** TUN interface for traffic to/from the IPsec tunnels. */
+  tunName: string;
+  /** Public address for IKE and ESP. */
+  listenAddress: string;
+  /** Directory for charon's configuration, VICI socket and the plugin link socket (0700). */
+  runtimeDir: string;
+  /** Worker threads. Default: number of CPUs. */
+  workers?: number;
+  /** TUN MTU, bytes. Default 1400. */
+  mtu?: number;
+  /** IKE / NAT-T ports. Default 500 / 4500. */
+  ikePort?: number;
+  natPort?: number;
+  logger?: SupervisorLogger;
+  /** Supervisor backoff for tests, ms. */
+  backoffInitialMs?: number;
+}
+
+export class IpsecService {
+  readonly device: IpsecDevice;
+  readonly supervisor: CharonSupervisor;
+  readonly vici: ViciClient;
+  #tunnels = new Map<string, IpsecTunnel>();
+  #routes = new Set<string>();
+  readonly #opts: IpsecServiceOptions;
+
+  private constructor(opts: IpsecServiceOptions, device: IpsecDevice, supervisor: CharonSupervisor) {
+    this.#opts = opts;
+    this.device = device;
+    this.supervisor = supervisor;
+    this.vici = new ViciClient({ socketPath: supervisor.viciSocket, ...(opts.logger ? { logger: opts.logger } : {}) });
+  }
+
+  /** Opens the data-plane device, then starts charon pointed at it. */
+  static async start(opts: IpsecServiceOptions): Promise<IpsecService> {
+    await mkdir(opts.runtimeDir, { recursive: true, mode: 0o700 });
+    const charonSocket = join(opts.runtimeDir, 'charon-link.sock');
+    const device = IpsecDevice.open({
+      tunName: opts.tunName,
+      listenAddress: opts.listenAddress,
+      charonSocket,
+      ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
+      ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
+      ...(opts.ikePort !== undefined ? { ikePort: opts.ikePort } : {}),
+      ...(opts.natPort !== undefined ? { natPort: opts.natPort } : {}),
+    });
+    const holder: { service?: IpsecService } = {};
+    const supervisor = new CharonSupervisor({
+      runtimeDir: join(opts.runtimeDir, 'charon'),
+      conf: {
+        plugins: PLUGINS_CVLAN,
+        cvlanSocket: charonSocket,
+        port: device.ikePort,
+        portNatT: device.natPort,
+        charonSettings: { install_routes: 'no', install_virtual_ip: 'no', retransmit_tries: 3, retransmit_timeout: 2 },
+      },
+      ...(opts.backoffInitialMs !== undefined ? { backoffInitialMs: opts.backoffInitialMs } : {}),
+      ...(opts.logger ? { logger: opts.logger } : {}),
+      // After every (re)start: everything charon knew is loaded again.
+      onStart: async () => {
+        if (holder.service) await holder.service.#reloadAll();
+      },
+    });
+    const service = new IpsecService(opts, device, supervisor);
+    holder.service = service;
+    try {
+      await supervisor.start();
+      await service.vici.connect();
+    } catch (e) {
+      await supervisor.stop();
+      device.close();
+      throw e;
+    }
+    return service;
+  }
+
+  async #reloadAll(): Promise<void> {
+    for (const t of this.#tunnels.values()) await this.#load(t);
+  }
+
+  async #load(t: IpsecTunnel): Promise<void> {
+    for (const s of sharedSecrets(t)) await this.vici.loadShared(s);
+    if (t.auth.method !== 'psk') {
+      await this.vici.loadCert({ type: 'X509', flag: 'CA', data: t.auth.ca });
+      await this.vici.loadCert({ type: 'X509', data: t.auth.certificate });
+      await this.vici.loadKey({ type: 'ANY', data: t.auth.privateKey });
+    }
+    await this.vici.loadConn(t.id, connSection(t));
+  }
+
+  /** Adds or replaces a tunnel: secrets, connection, and routes of its remote subnets into the TUN. */
+  async addTunnel(t: IpsecTunnel): Promise<void> {
+    await this.#load(t);
+    this.#tunnels.set(t.id, t);
+    for (const subnet of t.remoteSubnets) {
+      if (this.#routes.has(subnet)) continue;
+      await exec('ip', ['route', 'replace', subnet, 'dev', this.#opts.tunName]).catch((e: unknown) => {
+        throw new CvlanError('CVLAN_ERR_TUN', `cannot route ${subnet} into ${this.#opts.tunName}: ${String((e as { stderr?: string }).stderr ?? e).trim()}`);
+      });
+      this.#routes.add(subnet);
+    }
+  }
+
+  /** Unloads a tunnel (its SAs are deleted by charon, which removes them from the data plane). */
+  async removeTunnel(id: string): Promise<void> {
+    const t = this.#tunnels.get(id);
+    if (!t) return;
+    this.#tunnels.delete(id);
+    await this.vici.terminate({ ike: id, force: true, timeoutMs: -1 }).catch(() => undefined);
+    await this.vici.unloadConn(id).catch(() => undefined);
+    for (const s of sharedSecrets(t)) await this.vici.unloadShared(s.id).catch(() => undefined);
+  }
+
+  async initiate(id: string, timeoutMs = 15_000): Promise<void> {
+    await this.vici.initiate({ child: id, ike: id, timeoutMs });
+  }
+
+  async listSas(): Promise<IkeSaInfo[]> {
+    return this.vici.listSas();
+  }
+
+  sas(): SaInfo[] {
+    return this.device.sas();
+  }
+  counters(): IpsecCounters {
+    return this.device.counters();
+  }
+  stats(): WorkerStats[] {
+    return this.device.stats();
+  }
+
+  /** Stops charon (tunnels are closed by its shutdown) and then the data plane. */
+  async close(): Promise<void> {
+    for (const id of [...this.#tunnels.keys()]) {
+      await this.vici.terminate({ ike: id, force: true, timeoutMs: 2000 }).catch(() => undefined);
+    }
+    await this.vici.close().catch(() => undefined);
+    await this.supervisor.stop();
+    this.device.close();
+  }
+}

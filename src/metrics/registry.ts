@@ -1,0 +1,187 @@
+/**
+ * Prometheus registry of cvlan-vrouter.
+ *
+ * Nothing here runs per packet: the data plane keeps its own monotonic totals, and a scrape reads
+ * them once through `RouterStateSource.counters()` and copies them into the metrics. Counters are
+ * reset and re-set from the snapshot at every scrape, so a tunnel that was removed disappears
+ * instead of lingering with a stale value.
+ *
+ * Label values are bounded by construction: tunnel ids and tenants come from the configuration,
+ * drop reasons and handshake results from fixed enums (unknown ones are folded into `other`),
+ * workers are indices. No label ever carries a packet's addresses.
+ */
+
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import {
+  DROP_REASONS,
+  HANDSHAKE_RESULTS,
+  type CounterSnapshot,
+  type DropReason,
+  type HandshakeResult,
+  type RouterStateSource,
+} from '../api/state.js';
+
+export interface MetricsOptions {
+  /** Add Node.js process metrics (`process_*`, `nodejs_*`). Default true. */
+  processMetrics?: boolean;
+}
+
+const dropReasons: ReadonlySet<string> = new Set(DROP_REASONS);
+const handshakeResults: ReadonlySet<string> = new Set(HANDSHAKE_RESULTS);
+
+function boundedReason(r: string): DropReason {
+  return dropReasons.has(r) ? (r as DropReason) : 'other';
+}
+function boundedResult(r: string): HandshakeResult {
+  return handshakeResults.has(r) ? (r as HandshakeResult) : 'other';
+}
+
+/** The metric names and label names this module publishes; pinned by the tests. */
+export const METRIC_LABELS = {
+  cvlan_vrouter_tunnels_active: ['tenant', 'type'],
+  cvlan_vrouter_bytes_in_total: ['tunnel'],
+  cvlan_vrouter_bytes_out_total: ['tunnel'],
+  cvlan_vrouter_packets_in_total: ['tunnel'],
+  cvlan_vrouter_packets_out_total: ['tunnel'],
+  cvlan_vrouter_ike_sa_active: [],
+  cvlan_vrouter_child_sa_active: [],
+  cvlan_vrouter_ike_rekeys_total: [],
+  cvlan_vrouter_drops_total: ['reason'],
+  cvlan_vrouter_handshakes_total: ['tenant', 'result'],
+  cvlan_vrouter_worker_packets_total: ['worker', 'direction'],
+  cvlan_vrouter_worker_restarts_total: ['worker'],
+} as const satisfies Record<string, readonly string[]>;
+
+export class VrouterMetrics {
+  readonly registry: Registry;
+  readonly contentType: string;
+  readonly #source: RouterStateSource;
+  /** Snapshot of the scrape in progress; every collect callback of that scrape reads the same one. */
+  #snapshot: CounterSnapshot | undefined;
+
+  constructor(source: RouterStateSource, options: MetricsOptions = {}) {
+    this.#source = source;
+    this.registry = new Registry();
+    this.contentType = this.registry.contentType;
+    const registers = [this.registry];
+    const snap = () => this.#snapshot ?? this.#source.counters();
+
+    const tunnelsActive = new Gauge({
+      name: 'cvlan_vrouter_tunnels_active',
+      help: 'Tunnels currently up, by tenant and type (ipsec, wireguard).',
+      labelNames: METRIC_LABELS.cvlan_vrouter_tunnels_active,
+      registers,
+      collect() {
+        tunnelsActive.reset();
+        for (const t of snap().tunnels_active) tunnelsActive.set({ tenant: t.tenant, type: t.type }, t.count);
+      },
+    });
+
+    const perTunnel = (
+      name: 'bytes_in' | 'bytes_out' | 'packets_in' | 'packets_out',
+      help: string,
+    ): Counter<'tunnel'> => {
+      const c: Counter<'tunnel'> = new Counter({
+        name: `cvlan_vrouter_${name}_total`,
+        help,
+        labelNames: ['tunnel'],
+        registers,
+        collect() {
+          c.reset();
+          for (const t of snap().tunnels) c.inc({ tunnel: t.tunnel }, t[name]);
+        },
+      });
+      return c;
+    };
+    perTunnel('bytes_in', 'Bytes received from the tunnel (inner packets after decryption), total.');
+    perTunnel('bytes_out', 'Bytes sent into the tunnel (inner packets before encryption), total.');
+    perTunnel('packets_in', 'Packets received from the tunnel, total.');
+    perTunnel('packets_out', 'Packets sent into the tunnel, total.');
+
+    const ikeSa = new Gauge({
+      name: 'cvlan_vrouter_ike_sa_active',
+      help: 'IKE_SAs currently established.',
+      registers,
+      collect() {
+        ikeSa.set(snap().ike_sa_active);
+      },
+    });
+    const childSa = new Gauge({
+      name: 'cvlan_vrouter_child_sa_active',
+      help: 'CHILD_SAs currently installed in the data plane.',
+      registers,
+      collect() {
+        childSa.set(snap().child_sa_active);
+      },
+    });
+    const rekeys = new Counter({
+      name: 'cvlan_vrouter_ike_rekeys_total',
+      help: 'IKE_SA rekeys, total.',
+      registers,
+      collect() {
+        rekeys.reset();
+        rekeys.inc(snap().ike_rekeys_total);
+      },
+    });
+
+    const drops = new Counter({
+      name: 'cvlan_vrouter_drops_total',
+      help: 'Packets dropped by the data plane, by reason, total.',
+      labelNames: METRIC_LABELS.cvlan_vrouter_drops_total,
+      registers,
+      collect() {
+        drops.reset();
+        for (const d of snap().drops) drops.inc({ reason: boundedReason(d.reason) }, d.count);
+      },
+    });
+
+    const handshakes = new Counter({
+      name: 'cvlan_vrouter_handshakes_total',
+      help: 'IKE and WireGuard handshakes, by tenant and result, total.',
+      labelNames: METRIC_LABELS.cvlan_vrouter_handshakes_total,
+      registers,
+      collect() {
+        handshakes.reset();
+        for (const h of snap().handshakes) {
+          handshakes.inc({ tenant: h.tenant, result: boundedResult(h.result) }, h.count);
+        }
+      },
+    });
+
+    const workerPackets = new Counter({
+      name: 'cvlan_vrouter_worker_packets_total',
+      help: 'Packets handled by each data-plane worker, by direction (rx, tx), total.',
+      labelNames: METRIC_LABELS.cvlan_vrouter_worker_packets_total,
+      registers,
+      collect() {
+        workerPackets.reset();
+        for (const w of snap().workers) {
+          workerPackets.inc({ worker: String(w.worker), direction: 'rx' }, w.rx_packets);
+          workerPackets.inc({ worker: String(w.worker), direction: 'tx' }, w.tx_packets);
+        }
+      },
+    });
+    const workerRestarts = new Counter({
+      name: 'cvlan_vrouter_worker_restarts_total',
+      help: 'Restarts of each data-plane worker thread, total.',
+      labelNames: METRIC_LABELS.cvlan_vrouter_worker_restarts_total,
+      registers,
+      collect() {
+        workerRestarts.reset();
+        for (const w of snap().workers) workerRestarts.inc({ worker: String(w.worker) }, w.restarts);
+      },
+    });
+
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Prometheus text exposition of one consistent snapshot. */
+  async scrape(): Promise<string> {
+    this.#snapshot = this.#source.counters();
+    try {
+      return await this.registry.metrics();
+    } finally {
+      this.#snapshot = undefined;
+    }
+  }
+}

@@ -1,0 +1,109 @@
+// /metrics content: each required name, with exactly its label names, from one counters() read.
+
+import t from 'tap';
+import { METRIC_LABELS, VrouterMetrics } from '../../src/metrics/registry.js';
+import { SnapshotStateSource } from '../../src/api/state.js';
+import { sampleSnapshot } from './api-fixture.js';
+
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Parses exposition-format sample lines (label values here never contain `,` or `"`). */
+function parse(text: string): { samples: Sample[]; types: Map<string, string> } {
+  const samples: Sample[] = [];
+  const types = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const ty = /^# TYPE (\S+) (\S+)$/.exec(line);
+    if (ty) types.set(ty[1]!, ty[2]!);
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) throw new Error(`unparsable line: ${line}`);
+    const labels: Record<string, string> = {};
+    if (m[2]) {
+      for (const kv of m[2].split(',')) {
+        const l = /^([a-zA-Z_][a-zA-Z0-9_]*)="(.*)"$/.exec(kv);
+        if (!l) throw new Error(`bad label ${kv}`);
+        labels[l[1]!] = l[2]!;
+      }
+    }
+    samples.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  return { samples, types };
+}
+
+const find = (s: Sample[], name: string, labels: Record<string, string> = {}) =>
+  s.find((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v))?.value;
+
+void t.test('each metric name with exactly the stated label names', async (t) => {
+  const snap = sampleSnapshot();
+  let calls = 0;
+  class Counting extends SnapshotStateSource {
+    override counters() {
+      calls++;
+      return super.counters();
+    }
+  }
+  const m = new VrouterMetrics(new Counting(snap));
+  const { samples, types } = parse(await m.scrape());
+  t.equal(calls, 1, 'one counters() read per scrape');
+  const expected: Record<string, string[]> = {
+    cvlan_vrouter_tunnels_active: ['tenant', 'type'],
+    cvlan_vrouter_bytes_in_total: ['tunnel'],
+    cvlan_vrouter_bytes_out_total: ['tunnel'],
+    cvlan_vrouter_packets_in_total: ['tunnel'],
+    cvlan_vrouter_packets_out_total: ['tunnel'],
+    cvlan_vrouter_ike_sa_active: [],
+    cvlan_vrouter_child_sa_active: [],
+    cvlan_vrouter_ike_rekeys_total: [],
+    cvlan_vrouter_drops_total: ['reason'],
+    cvlan_vrouter_handshakes_total: ['tenant', 'result'],
+    cvlan_vrouter_worker_packets_total: ['worker', 'direction'],
+    cvlan_vrouter_worker_restarts_total: ['worker'],
+  };
+  t.same(Object.keys(METRIC_LABELS).sort(), Object.keys(expected).sort(), 'published list is the required list');
+  for (const [name, labelNames] of Object.entries(expected)) {
+    const mine = samples.filter((s) => s.name === name);
+    t.ok(mine.length > 0, `${name} present`);
+    for (const s of mine) t.same(Object.keys(s.labels).sort(), [...labelNames].sort(), `${name} labels`);
+    const family = name.endsWith('_total') ? name.replace(/_total$/, '') : name;
+    const ty = types.get(name) ?? types.get(family);
+    t.equal(ty, name.endsWith('_total') ? 'counter' : 'gauge', `${name} type`);
+  }
+  t.ok(samples.some((s) => s.name === 'process_cpu_user_seconds_total'), 'process metrics');
+
+  t.equal(find(samples, 'cvlan_vrouter_tunnels_active', { tenant: 'acme', type: 'ipsec' }), 1);
+  t.equal(find(samples, 'cvlan_vrouter_bytes_in_total', { tunnel: 'site-a' }), 123456789);
+  t.equal(find(samples, 'cvlan_vrouter_bytes_out_total', { tunnel: 'site-a' }), 987654);
+  t.equal(find(samples, 'cvlan_vrouter_packets_in_total', { tunnel: 'site-a' }), 100000);
+  t.equal(find(samples, 'cvlan_vrouter_ike_rekeys_total'), 5);
+  t.equal(find(samples, 'cvlan_vrouter_handshakes_total', { tenant: 'globex', result: 'auth_failure' }), 4);
+  t.equal(find(samples, 'cvlan_vrouter_worker_packets_total', { worker: '1', direction: 'tx' }), 480);
+  t.equal(find(samples, 'cvlan_vrouter_worker_restarts_total', { worker: '1' }), 2);
+  t.equal(find(samples, 'cvlan_vrouter_drops_total', { reason: 'no_route' }), 17);
+  t.equal(find(samples, 'cvlan_vrouter_drops_total', { reason: 'other' }), 1, 'unknown reason folded into other');
+  t.notOk(
+    samples.some((s) => Object.values(s.labels).some((v) => v.includes('10.1.2.3'))),
+    'no packet address becomes a label value',
+  );
+});
+
+void t.test('values follow the source; removed tunnels disappear', async (t) => {
+  const snap = sampleSnapshot();
+  const src = new SnapshotStateSource(snap);
+  const m = new VrouterMetrics(src, { processMetrics: false });
+  let { samples } = parse(await m.scrape());
+  t.equal(find(samples, 'cvlan_vrouter_bytes_in_total', { tunnel: 'site-b' }), 0);
+
+  const next = sampleSnapshot();
+  next.counters.tunnels = [{ tunnel: 'site-a', bytes_in: 200000000, bytes_out: 1, packets_in: 2, packets_out: 3 }];
+  next.counters.ike_rekeys_total = 6;
+  src.update(next);
+  ({ samples } = parse(await m.scrape()));
+  t.equal(find(samples, 'cvlan_vrouter_bytes_in_total', { tunnel: 'site-a' }), 200000000, 'set from the snapshot, not added');
+  t.equal(find(samples, 'cvlan_vrouter_ike_rekeys_total'), 6);
+  t.equal(find(samples, 'cvlan_vrouter_bytes_in_total', { tunnel: 'site-b' }), undefined, 'removed tunnel gone');
+  t.notOk(samples.some((s) => s.name.startsWith('process_')), 'process metrics optional');
+});
