@@ -135,7 +135,9 @@ export function uapiGet(ifname: string, timeoutMs = 5000): Promise<[string, stri
  */
 export async function wgShow(ns: string | undefined, ifname: string): Promise<WgShow> {
   const show = await wgShowDump(ns, ifname);
-  if (show.publicKey === '(none)' || show.peers.some((p) => p.latestHandshake === 0)) {
+  // A real Unix time is far above 1e9; anything smaller is "never" or boringtun's elapsed time.
+  const unreal = (t: number): boolean => t < 1e9;
+  if (show.publicKey === '(none)' || show.peers.some((p) => unreal(p.latestHandshake))) {
     const kv = await uapiGet(ifname);
     const own = kv.find(([k]) => k === 'own_public_key')?.[1];
     if (show.publicKey === '(none)' && own !== undefined) show.publicKey = Buffer.from(own, 'hex').toString('base64');
@@ -144,9 +146,9 @@ export async function wgShow(ns: string | undefined, ifname: string): Promise<Wg
     for (const [k, v] of kv) {
       if (k === 'public_key') peer = show.peers.find((p) => p.publicKey === Buffer.from(v, 'hex').toString('base64'));
       else if (k === 'last_handshake_time_sec') sec = Number(v);
-      else if (k === 'last_handshake_time_nsec' && peer !== undefined && peer.latestHandshake === 0) {
+      else if (k === 'last_handshake_time_nsec' && peer !== undefined && unreal(peer.latestHandshake)) {
         // boringtun 0.7 reports the time elapsed since the handshake here, not a Unix time
-        // (which `wg` then shows as "0"): convert anything that cannot be a real timestamp.
+        // (which `wg show dump` passes through as a tiny "Unix time"): convert it to one.
         const nsec = Number(v);
         if (sec >= 1e9) peer.latestHandshake = sec;
         else if (sec > 0 || nsec > 0) peer.latestHandshake = Math.floor(Date.now() / 1000) - sec;
@@ -253,6 +255,8 @@ export interface WgPairOptions {
   underlay: [string, string];
   /** Inner addresses (CIDR) of A and B. */
   inner: [string, string];
+  /** Optional IPv6 inner addresses (CIDR) of A and B, configured with the IPv4 ones. */
+  inner6?: [string, string];
   mtu?: number;
   psk?: boolean;
   keepalive?: number;
@@ -272,18 +276,20 @@ export async function wgPair(
   const psk = o.psk ? await genPsk() : undefined;
   const host = (cidr: string): string => `${cidr.split('/')[0] as string}/${cidr.includes(':') ? 128 : 32}`;
   const ep = (addr: string): string => (addr.includes(':') ? `[${addr}]:51820` : `${addr}:51820`);
+  // Each side's peer is configured in one `wg set`: boringtun 0.7 cannot modify an existing peer.
+  const addrs = (i: 0 | 1): string[] => [o.inner[i], ...(o.inner6 ? [o.inner6[i]] : [])];
   const extra = { ...(psk !== undefined ? { presharedKey: psk } : {}), ...(o.keepalive !== undefined ? { persistentKeepalive: o.keepalive } : {}) };
   const a = await makeA(lab, nsA, {
     keys: ka,
-    addresses: [o.inner[0]],
+    addresses: addrs(0),
     ...(o.mtu !== undefined ? { mtu: o.mtu } : {}),
-    peers: [{ publicKey: kb.publicKey, endpoint: ep(o.underlay[1]), allowedIps: [host(o.inner[1])], ...extra }],
+    peers: [{ publicKey: kb.publicKey, endpoint: ep(o.underlay[1]), allowedIps: addrs(1).map(host), ...extra }],
   });
   const b = await makeB(lab, nsB, {
     keys: kb,
-    addresses: [o.inner[1]],
+    addresses: addrs(1),
     ...(o.mtu !== undefined ? { mtu: o.mtu } : {}),
-    peers: [{ publicKey: ka.publicKey, endpoint: ep(o.underlay[0]), allowedIps: [host(o.inner[0])], ...extra }],
+    peers: [{ publicKey: ka.publicKey, endpoint: ep(o.underlay[0]), allowedIps: addrs(0).map(host), ...extra }],
   });
   return [a, b];
 }

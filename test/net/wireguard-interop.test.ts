@@ -23,13 +23,9 @@ for (const [name, other] of [
       const [a, b] = await wgPair(lab, [h.a, h.b], [makers[0], makers[1]], {
         underlay: [h.addrA, h.addrB],
         inner: ['10.99.0.1/24', '10.99.0.2/24'],
+        inner6: ['fd99::1/64', 'fd99::2/64'],
         psk: true,
       });
-      // IPv6 inside too.
-      await a.setPeer({ publicKey: b.keys.publicKey, allowedIps: ['10.99.0.2/32', 'fd99::2/128'] });
-      await b.setPeer({ publicKey: a.keys.publicKey, allowedIps: ['10.99.0.1/32', 'fd99::1/128'] });
-      await lab.addAddress(h.a, a.name, 'fd99::1/64');
-      await lab.addAddress(h.b, b.name, 'fd99::2/64');
       const first = await waitForPing(h.a, '10.99.0.2', 15_000);
       t.ok(first.received > 0, 'handshake and first ping');
       t.equal((await ping(h.b, '10.99.0.1', { count: 3, interval: 0.2 })).received, 3, 'ping back');
