@@ -2,6 +2,9 @@
 /**
  * cvlan-vrouter — the daemon's command line.
  *
+ *   cvlan-vrouter run --config FILE [--local TOML] [--runtime-dir DIR]
+ *                                         the daemon on a standalone configuration (./run.ts)
+ *   cvlan-vrouter demo                    the demo topology on the embedded default (./demo.ts)
  *   cvlan-vrouter testbed --config FILE   plain (unencrypted) transport for tests and benchmarks
  *   cvlan-vrouter wireguard IFNAME [--listen-port N] [--workers N] [--mtu N]
  *                                         a userspace WireGuard interface managed with `wg`
@@ -17,8 +20,13 @@ import { CvlanError, ConfigError } from '../errors.js';
 import { parseTestbedConfig, type TestbedConfig } from '../config/testbed.js';
 import { nativeInfo, PlainDevice, WireGuardDevice, totals, type WorkerStats } from '../dataplane/index.js';
 import { startUapiServer } from '../wireguard/uapi-server.js';
+import { runDaemon } from './run.js';
 
 const USAGE = `usage: cvlan-vrouter <command> [options]
+  run --config FILE [--local TOML] [--runtime-dir DIR] [--admin-socket PATH]
+                          the vrouter daemon (standalone: the controller JSON from FILE)
+  demo                    legacy IPsec router ⇄ cvlan-vrouter ⇄ WireGuard agent in namespaces,
+                          on the embedded default configuration; traffic, report, teardown
   testbed --config FILE   run the plain test/benchmark transport (never for production)
   wireguard IFNAME [--listen-port N] [--workers N] [--mtu N]
                           a userspace WireGuard interface, managed with wg(8) like wireguard-go
@@ -155,6 +163,24 @@ export async function main(argv: string[]): Promise<number> {
     return i >= 0 ? rest[i + 1] : undefined;
   };
   switch (cmd) {
+    case 'run': {
+      const config = opt('--config');
+      if (!config) {
+        process.stderr.write(USAGE);
+        return 1;
+      }
+      const local = opt('--local');
+      const runtimeDir = opt('--runtime-dir');
+      const adminSocket = opt('--admin-socket');
+      return await runDaemon(
+        { config, ...(local ? { local } : {}), ...(runtimeDir ? { runtimeDir } : {}), ...(adminSocket ? { adminSocket: adminSocket === 'none' ? null : adminSocket } : {}) },
+        log,
+      );
+    }
+    case 'demo': {
+      const { demo } = await import('./demo.js');
+      return await demo();
+    }
     case 'testbed': {
       const config = opt('--config');
       if (!config) {

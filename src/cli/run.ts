@@ -1,0 +1,120 @@
+/**
+ * `cvlan-vrouter run --config FILE [--local TOML] [--runtime-dir DIR]`: the daemon in standalone
+ * mode. Loads and validates the controller JSON and the local TOML, applies them (`Vrouter`),
+ * serves the admin API and /metrics on the unix socket of `[admin]`, and logs JSON lines.
+ *
+ *   SIGTERM / SIGINT   tunnels terminated, charon stopped, devices closed, exit 0
+ *   SIGHUP             the files are read again; a valid state is reconciled (only what changed),
+ *                      an invalid one is refused with field and reason and the running one stays
+ *   SIGUSR1            one `stats` log line
+ *
+ * Stdout gets one JSON line `{"event":"ready",...}` once everything is applied, so supervisors
+ * and tests know when the vrouter forwards.
+ */
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { startAdminServer, type AdminServer } from '../api/server.js';
+import { loadStandalone, configVersion } from '../config/load.js';
+import { loadLocalToml, DEFAULT_LOCAL_TOML } from '../config/local.js';
+import type { DesiredState } from '../config/model.js';
+import { disposeDesiredState } from '../config/model.js';
+import { ConfigError, CvlanError } from '../errors.js';
+import { loadOrCreateSealKeypair } from '../secrets/sealed.js';
+import { Vrouter } from '../daemon/vrouter.js';
+import { eventLog } from '../log.js';
+
+export interface RunOptions {
+  config: string;
+  local?: string;
+  runtimeDir?: string;
+  /** Overrides `[admin] socket`; `null` serves no admin socket. */
+  adminSocket?: string | null;
+}
+
+function load(o: RunOptions): DesiredState {
+  const local = loadLocalToml(o.local ?? DEFAULT_LOCAL_TOML);
+  const secretsKey = loadOrCreateSealKeypair(join(local.state.dir, 'secrets.key'));
+  return loadStandalone(o.config, { localToml: local, secretsKey });
+}
+
+function issuesOf(e: unknown): { path: string; reason: string }[] | undefined {
+  return e instanceof ConfigError ? e.issues : undefined;
+}
+
+export async function runDaemon(o: RunOptions, log: Logger): Promise<number> {
+  const events = eventLog(log);
+  let state: DesiredState;
+  try {
+    state = load(o);
+  } catch (e) {
+    const issues = issuesOf(e);
+    events.configRefused({ tenant: null, version: null, reason: (e as Error).message, ...(issues ? { issues } : {}) });
+    throw e;
+  }
+  const runtimeDir = o.runtimeDir ?? join(state.local.state.dir, 'run');
+  const vrouter = await Vrouter.start(state, { logger: log, runtimeDir });
+  let admin: AdminServer | undefined;
+  const socketPath = o.adminSocket !== undefined ? o.adminSocket : state.local.admin.socket;
+  if (socketPath !== null) {
+    try {
+      admin = await startAdminServer({ source: vrouter, socketPath, logger: log });
+    } catch (e) {
+      await vrouter.stop();
+      throw e;
+    }
+  }
+  const wg = vrouter.wireguard;
+  process.stdout.write(
+    `${JSON.stringify({
+      event: 'ready',
+      version: configVersion(state),
+      admin_socket: admin?.socketPath ?? null,
+      wireguard: wg ? { interface: wg.tunName, listen_port: wg.listenPort, public_key: state.tenants[0]?.wireguard?.publicKey ?? null } : null,
+      ipsec: vrouter.ipsec ? { interface: vrouter.ipsec.device.tunName, ike_port: vrouter.ipsec.device.ikePort, nat_port: vrouter.ipsec.device.natPort } : null,
+    })}\n`,
+  );
+
+  return await new Promise<number>((resolve) => {
+    // Workers and charon live outside the event loop's handles; keep the loop alive.
+    const keepAlive = setInterval(() => undefined, 1 << 30);
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      clearInterval(keepAlive);
+      const last = vrouter.summary();
+      void (async () => {
+        await admin?.close().catch(() => undefined);
+        await vrouter.stop();
+        disposeDesiredState(vrouter.state);
+        log.info({ signal, workers: JSON.parse(JSON.stringify(last.workers, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))) as object }, 'stopped');
+        resolve(0);
+      })();
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGUSR1', () => log.info({ workers: vrouter.workers(), drops: vrouter.drops() }, 'stats'));
+    let reloading = Promise.resolve();
+    process.on('SIGHUP', () => {
+      reloading = reloading.then(async () => {
+        let next: DesiredState;
+        try {
+          next = load(o);
+        } catch (e) {
+          const issues = issuesOf(e);
+          events.configRefused({ tenant: null, version: null, reason: (e as Error).message, ...(issues ? { issues } : {}) });
+          return;
+        }
+        const prev = vrouter.state;
+        try {
+          await vrouter.reconcile(next);
+          disposeDesiredState(prev);
+        } catch (e) {
+          const issues = issuesOf(e);
+          events.configRefused({ tenant: null, version: configVersion(next), reason: e instanceof CvlanError ? e.message : String(e), ...(issues ? { issues } : {}) });
+          disposeDesiredState(next);
+        }
+      });
+    });
+  });
+}

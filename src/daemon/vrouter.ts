@@ -1,0 +1,545 @@
+/**
+ * The running vrouter: the desired state (`../config/model.ts`) applied to the data plane and
+ * to charon, and read back for the admin API and /metrics (`RouterStateSource`).
+ *
+ * What this build applies, per vrouter:
+ *   - one tenant (several are refused with the field named: per-tenant tables in the Rust core
+ *     are not built yet, and sharing the kernel's one table would let tenants see each other);
+ *   - its WireGuard interface: a userspace WireGuard device `wg-<tenant>` with the UAPI socket,
+ *     so `wg show` works, and a route per allowed-IPs prefix;
+ *   - its IPsec tunnels: one IPsec device `ipsec-<tenant>` (UDP 500/4500, ESP in Rust) and a
+ *     supervised charon with the `cvlan` plugin, a route per remote subnet.
+ * Between the two devices packets are forwarded by the namespace's IP stack (TUN to TUN): the
+ * translation stays out of JavaScript, but not yet inside the workers (docs/status.md).
+ *
+ * Apply order is "data plane first, then routes, then charon"; `stop()` runs it backwards.
+ * `reconcile()` changes only the peers and tunnels whose specification changed.
+ */
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import type { Logger } from 'pino';
+import { ConfigError, CvlanError } from '../errors.js';
+import { configVersion } from '../config/load.js';
+import type { DesiredState, IpsecTunnelSpec, PemSource, SecretPemSource, TenantSpec, WireguardPeerSpec } from '../config/model.js';
+import { WireGuardDevice, totals, type WorkerStats } from '../dataplane/index.js';
+import { IpsecService } from '../ipsec/service.js';
+import type { IpsecAuth, IpsecTunnel } from '../ipsec/connections.js';
+import { eventLog, type EventLog } from '../log.js';
+import { startUapiServer, type UapiServer } from '../wireguard/uapi-server.js';
+import type { IkeSaInfo } from '../strongswan/vici/types.js';
+import {
+  DROP_REASONS,
+  type ConfigVersionView,
+  type CounterSnapshot,
+  type DropReason,
+  type DropView,
+  type HealthView,
+  type PeerView,
+  type RouteView,
+  type RouterStateSource,
+  type TenantView,
+  type TunnelState,
+  type TunnelView,
+  type WorkerView,
+} from '../api/state.js';
+
+const exec = promisify(execFile);
+
+export interface VrouterOptions {
+  logger: Logger;
+  /** charon's configuration, VICI socket and the plugin link (0700). */
+  runtimeDir: string;
+  /** Worker threads per device. Default: the local `[performance] worker_threads`, else CPUs. */
+  workers?: number;
+  /** How often the IKE view is refreshed from charon, ms. Default 2000. */
+  saRefreshMs?: number;
+}
+
+/** Linux interface names are at most 15 bytes. */
+function ifname(prefix: string, tenant: string): string {
+  return `${prefix}${tenant.replace(/[^A-Za-z0-9_.-]/g, '')}`.slice(0, 15);
+}
+
+/** The reasons this build cannot apply a state it otherwise accepts; empty when it can. */
+export function unsupported(state: DesiredState): ConfigError | undefined {
+  const issues: { path: string; reason: string }[] = [];
+  if (state.tenants.length > 1) issues.push({ path: 'tenants', reason: 'this build runs one tenant per vrouter (per-tenant tables are not built yet)' });
+  if (state.rules.length > 0) issues.push({ path: 'rules', reason: 'inter-tenant rules need more than one tenant' });
+  state.tenants.forEach((t, i) => {
+    if (t.tuns.length > 0) issues.push({ path: `tenants[${i}].tun`, reason: 'tenant TUN devices are not built yet' });
+    if (t.tunnels.length > 0 && !state.local.network.listenAddress) {
+      issues.push({ path: 'network.listen_address', reason: 'IPsec tunnels need the address IKE and ESP listen on' });
+    }
+  });
+  return issues.length > 0 ? new ConfigError(issues) : undefined;
+}
+
+async function pem(src: PemSource | SecretPemSource): Promise<string> {
+  if (src.kind === 'file') return await readFile(src.path, 'utf8');
+  return typeof src.pem === 'string' ? src.pem : src.pem.text();
+}
+
+async function ipsecAuth(spec: IpsecTunnelSpec): Promise<IpsecAuth> {
+  const a = spec.auth;
+  switch (a.method) {
+    case 'psk':
+      return { method: 'psk', psk: a.psk.text() };
+    case 'pubkey':
+      return { method: 'pubkey', certificate: await pem(a.certificate), privateKey: await pem(a.privateKey), ca: await pem(a.ca) };
+    case 'eap':
+      if (!a.certificate || !a.privateKey || !a.ca) {
+        throw new CvlanError('CVLAN_ERR_CONFIG', `tunnel ${spec.id}: EAP needs our certificate, key and CA`);
+      }
+      return {
+        method: 'eap',
+        role: a.role,
+        eapIdentity: a.eapIdentity,
+        eapSecret: a.eapSecret.text(),
+        certificate: await pem(a.certificate),
+        privateKey: await pem(a.privateKey),
+        ca: await pem(a.ca),
+      };
+  }
+}
+
+/** The charon-facing description of a configured tunnel. `ifId` tells tunnels apart in the data plane. */
+export async function ipsecTunnelOf(spec: IpsecTunnelSpec, ifId: number, localAddress: string): Promise<IpsecTunnel> {
+  return {
+    id: spec.id,
+    ifId,
+    localAddress,
+    ...(spec.remoteAddress !== undefined ? { remoteAddress: spec.remoteAddress } : {}),
+    localId: spec.localId ?? localAddress,
+    remoteId: spec.remoteId,
+    auth: await ipsecAuth(spec),
+    localSubnets: [...spec.localSubnets],
+    remoteSubnets: [...spec.remoteSubnets],
+    ikeProposals: [...spec.ikeProposals],
+    espProposals: [...spec.espProposals],
+    initiate: spec.remoteAddress !== undefined,
+  };
+}
+
+/** Everything of a tunnel that charon sees, secrets by keyed digest: equal fingerprints, nothing to do. */
+function tunnelFingerprint(s: IpsecTunnelSpec, key: Buffer): string {
+  return JSON.stringify(s, (_k, v: unknown) => (v && typeof v === 'object' && 'keyedDigest' in v ? (v as { keyedDigest(k: Buffer): string }).keyedDigest(key) : v));
+}
+function peerFingerprint(p: WireguardPeerSpec, key: Buffer): string {
+  return tunnelFingerprint(p as unknown as IpsecTunnelSpec, key);
+}
+
+const hex8 = (s: string | undefined): string => (s ?? '').padStart(8, '0').slice(-8);
+
+function tunnelState(sa: IkeSaInfo | undefined): TunnelState {
+  switch (sa?.state) {
+    case undefined:
+      return 'down';
+    case 'ESTABLISHED':
+      return sa.childSas.some((c) => c.state === 'INSTALLED') ? 'up' : 'connecting';
+    case 'REKEYING':
+    case 'REKEYED':
+      return 'rekeying';
+    case 'DELETING':
+    case 'DESTROYING':
+      return 'deleting';
+    default:
+      return 'connecting';
+  }
+}
+
+export class Vrouter implements RouterStateSource {
+  readonly #opts: VrouterOptions;
+  readonly #events: EventLog;
+  #state: DesiredState;
+  #appliedAt: string;
+  #tenant: TenantSpec | undefined;
+  #wg: WireGuardDevice | undefined;
+  #uapi: UapiServer | undefined;
+  #ipsec: IpsecService | undefined;
+  /** Tunnel id → if_id; if_ids are never reused within a run (a stale SA cannot match a new tunnel). */
+  #ifIds = new Map<string, number>();
+  #nextIfId = 1;
+  #ikeSas: IkeSaInfo[] = [];
+  #ikeRekeys = 0;
+  #refresh: NodeJS.Timeout | undefined;
+  #routes = new Set<string>();
+  /** Keyed-digest key for fingerprints of secrets; lives only in this process. */
+  readonly #fpKey = Buffer.from(crypto.getRandomValues(new Uint8Array(32)));
+
+  private constructor(state: DesiredState, opts: VrouterOptions) {
+    this.#state = state;
+    this.#opts = opts;
+    this.#events = eventLog(opts.logger);
+    this.#appliedAt = new Date().toISOString();
+    this.#tenant = state.tenants[0];
+  }
+
+  /** Applies `state` from nothing. On failure everything already created is removed again. */
+  static async start(state: DesiredState, opts: VrouterOptions): Promise<Vrouter> {
+    const refused = unsupported(state);
+    if (refused) throw refused;
+    const v = new Vrouter(state, opts);
+    try {
+      await v.#up();
+    } catch (e) {
+      await v.stop();
+      throw e;
+    }
+    return v;
+  }
+
+  get state(): DesiredState {
+    return this.#state;
+  }
+  get wireguard(): WireGuardDevice | undefined {
+    return this.#wg;
+  }
+  get ipsec(): IpsecService | undefined {
+    return this.#ipsec;
+  }
+
+  #workers(): number | undefined {
+    const w = this.#opts.workers ?? this.#state.local.performance.workerThreads;
+    return w > 0 ? w : undefined;
+  }
+
+  async #up(): Promise<void> {
+    const t = this.#tenant;
+    if (!t) return;
+    // The two devices hand each other packets through this namespace's IP stack.
+    writeFileSync('/proc/sys/net/ipv4/ip_forward', '1\n');
+    writeFileSync('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
+    if (t.wireguard) {
+      // A short-lived copy for the addon (which keeps its own zeroed-on-drop copy).
+      const key = t.wireguard.privateKey?.use((b) => Buffer.from(b));
+      try {
+        this.#wg = WireGuardDevice.open({
+          tunName: ifname('wg-', t.id),
+          listenPort: t.wireguard.listenPort,
+          ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
+          ...(key ? { privateKey: key } : {}),
+        });
+      } finally {
+        key?.fill(0);
+      }
+      this.#wg.on('event', (ev) => {
+        if (ev.type === 'handshake-failed') {
+          this.#events.authFailure({ tenant: t.id, tunnel: ev.peer ?? null, remote: ev.endpoint ?? 'unknown', method: 'wireguard', reason: ev.reason ?? 'handshake failed' });
+        } else if (ev.type === 'handshake-complete') {
+          this.#events.tunnelUp({ tenant: t.id, tunnel: ev.peer ?? 'unknown', type: 'wireguard', ...(ev.endpoint ? { remote: ev.endpoint } : {}) });
+        } else {
+          this.#opts.logger.info({ event: ev.type, worker: ev.worker, reason: ev.reason }, `wireguard ${ev.type}`);
+        }
+      });
+      this.#uapi = await startUapiServer(this.#wg);
+      await this.#applyPeers([], t.peers);
+    }
+    if (t.tunnels.length > 0) {
+      this.#ipsec = await IpsecService.start({
+        tunName: ifname('ipsec-', t.id),
+        listenAddress: this.#state.local.network.listenAddress!,
+        runtimeDir: this.#opts.runtimeDir,
+        ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
+        logger: this.#opts.logger,
+      });
+      await this.#watchCharon();
+      for (const spec of t.tunnels) await this.#addTunnel(spec);
+      this.#refresh = setInterval(() => void this.refreshSas(), this.#opts.saRefreshMs ?? 2000);
+      this.#refresh.unref();
+    }
+    this.#events.configApplied({ tenant: t.id, version: configVersion(this.#state), changes: t.peers.length + t.tunnels.length });
+  }
+
+  async #watchCharon(): Promise<void> {
+    const vici = this.#ipsec!.vici;
+    const tenant = this.#tenant!.id;
+    vici.on('event', (name, msg) => {
+      for (const [conn, v] of Object.entries(msg)) {
+        if (typeof v !== 'object' || v === null) continue;
+        const sa = v as { state?: string; 'remote-host'?: string };
+        if (name === 'ike-updown') {
+          if (msg.up === 'yes') this.#events.tunnelUp({ tenant, tunnel: conn, type: 'ipsec', ...(sa['remote-host'] ? { remote: sa['remote-host'] } : {}) });
+          else this.#events.tunnelDown({ tenant, tunnel: conn, type: 'ipsec', reason: `IKE_SA ${sa.state ?? 'down'}` });
+        } else if (name === 'ike-rekey') {
+          this.#ikeRekeys++;
+        }
+      }
+      void this.refreshSas();
+    });
+    for (const ev of ['ike-updown', 'child-updown', 'ike-rekey', 'child-rekey']) await vici.subscribe(ev);
+  }
+
+  /** Reads the IKE view from charon; the API serves the last one read (a scrape never waits on charon). */
+  async refreshSas(): Promise<void> {
+    if (!this.#ipsec) return;
+    try {
+      this.#ikeSas = await this.#ipsec.listSas();
+    } catch {
+      // charon is restarting; the supervisor brings it back and the next refresh fills the view.
+    }
+  }
+
+  async #route(action: 'add' | 'remove', prefix: string, dev: string, via: RouteView['via']): Promise<void> {
+    const key = `${prefix} ${dev}`;
+    if (action === 'add' && this.#routes.has(key)) return;
+    const v6 = prefix.includes(':');
+    const args = [...(v6 ? ['-6'] : []), 'route', action === 'add' ? 'replace' : 'del', prefix, 'dev', dev];
+    await exec('ip', args).catch((e: unknown) => {
+      if (action === 'remove') return;
+      throw new CvlanError('CVLAN_ERR_TUN', `cannot route ${prefix} into ${dev}: ${String((e as { stderr?: string }).stderr ?? e).trim()}`);
+    });
+    if (action === 'add') this.#routes.add(key);
+    else this.#routes.delete(key);
+    this.#events.routingChange({ tenant: this.#tenant!.id, tunnel: via.kind === 'ipsec' ? via.id : null, action, prefix, via });
+  }
+
+  async #applyPeers(before: readonly WireguardPeerSpec[], after: readonly WireguardPeerSpec[]): Promise<number> {
+    const wg = this.#wg;
+    if (!wg) return 0;
+    const old = new Map(before.map((p) => [p.publicKey, peerFingerprint(p, this.#fpKey)]));
+    const keep = new Set(after.map((p) => p.publicKey));
+    const changed = after.filter((p) => old.get(p.publicKey) !== peerFingerprint(p, this.#fpKey));
+    const removed = before.filter((p) => !keep.has(p.publicKey));
+    if (changed.length === 0 && removed.length === 0) return 0;
+    const k = (b64: string): Uint8Array => new Uint8Array(Buffer.from(b64, 'base64'));
+    wg.apply({
+      peers: [
+        ...removed.map((p) => ({ publicKey: k(p.publicKey), remove: true })),
+        ...changed.map((p) => ({
+          publicKey: k(p.publicKey),
+          presharedKey: p.presharedKey ? p.presharedKey.use((b) => new Uint8Array(b)) : null,
+          ...(p.endpoint !== undefined ? { endpoint: p.endpoint } : {}),
+          persistentKeepalive: p.persistentKeepalive,
+          replaceAllowedIps: true,
+          allowedIps: [...p.allowedIps],
+        })),
+      ],
+    });
+    const dev = wg.tunName;
+    for (const p of removed) for (const a of p.allowedIps) await this.#route('remove', a, dev, { kind: 'wireguard', id: p.publicKey });
+    for (const p of changed) for (const a of p.allowedIps) await this.#route('add', a, dev, { kind: 'wireguard', id: p.publicKey });
+    return changed.length + removed.length;
+  }
+
+  async #addTunnel(spec: IpsecTunnelSpec): Promise<void> {
+    const svc = this.#ipsec!;
+    const ifId = this.#ifIds.get(spec.id) ?? this.#nextIfId++;
+    this.#ifIds.set(spec.id, ifId);
+    await svc.addTunnel(await ipsecTunnelOf(spec, ifId, this.#state.local.network.listenAddress!));
+    for (const s of spec.remoteSubnets) this.#events.routingChange({ tenant: this.#tenant!.id, tunnel: spec.id, action: 'add', prefix: s, via: { kind: 'ipsec', id: spec.id } });
+    if (spec.remoteAddress !== undefined) {
+      // start_action=start initiates too; this waits so `run` reports the outcome.
+      await svc.initiate(spec.id).catch((e: unknown) =>
+        this.#events.tunnelDown({ tenant: this.#tenant!.id, tunnel: spec.id, type: 'ipsec', reason: `initiate: ${(e as Error).message}` }),
+      );
+    }
+  }
+
+  /**
+   * Moves to `next` changing only what differs. A state this build cannot apply, or whose
+   * device-level settings (listen port, private key, addresses) differ, is refused before anything
+   * changes; the running state stays.
+   */
+  async reconcile(next: DesiredState): Promise<number> {
+    const refused = unsupported(next);
+    if (refused) throw refused;
+    const a = this.#tenant;
+    const b = next.tenants[0];
+    if (a?.id !== b?.id) throw new ConfigError([{ path: 'tenant_id', reason: 'changing the tenant needs a restart' }]);
+    if (!a || !b) return 0;
+    const fp = (x: unknown): string => tunnelFingerprint(x as IpsecTunnelSpec, this.#fpKey);
+    if (fp(a.wireguard) !== fp(b.wireguard)) throw new ConfigError([{ path: 'wireguard', reason: 'listen port and private key change only with a restart' }]);
+    if ((a.tunnels.length > 0 || b.tunnels.length > 0) && next.local.network.listenAddress !== this.#state.local.network.listenAddress) {
+      throw new ConfigError([{ path: 'network.listen_address', reason: 'changes only with a restart' }]);
+    }
+    if (!this.#ipsec && b.tunnels.length > 0) throw new ConfigError([{ path: 'tunnels', reason: 'the first IPsec tunnel needs a restart (charon is started with the vrouter)' }]);
+    let changes = await this.#applyPeers(a.peers, b.peers);
+    const old = new Map(a.tunnels.map((t) => [t.id, fp(t)]));
+    const keep = new Set(b.tunnels.map((t) => t.id));
+    for (const t of a.tunnels) {
+      if (keep.has(t.id)) continue;
+      await this.#ipsec!.removeTunnel(t.id);
+      changes++;
+    }
+    for (const t of b.tunnels) {
+      if (old.get(t.id) === fp(t)) continue;
+      if (old.has(t.id)) await this.#ipsec!.removeTunnel(t.id);
+      await this.#addTunnel(t);
+      changes++;
+    }
+    this.#state = next;
+    this.#tenant = b;
+    this.#appliedAt = new Date().toISOString();
+    this.#events.configApplied({ tenant: b.id, version: configVersion(next), changes });
+    return changes;
+  }
+
+  async stop(): Promise<void> {
+    if (this.#refresh) clearInterval(this.#refresh);
+    this.#refresh = undefined;
+    if (this.#ipsec) await this.#ipsec.close().catch((e: unknown) => this.#opts.logger.warn({ err: (e as Error).message }, 'closing IPsec'));
+    this.#ipsec = undefined;
+    if (this.#uapi) await this.#uapi.close().catch(() => undefined);
+    this.#uapi = undefined;
+    this.#wg?.close();
+    this.#wg = undefined;
+  }
+
+  // --- RouterStateSource -------------------------------------------------------------------
+
+  health(): HealthView {
+    const reasons: string[] = [];
+    if (this.#tenant?.wireguard && (!this.#wg || this.#wg.closed)) reasons.push('the WireGuard device is not open');
+    if (this.#tenant && this.#tenant.tunnels.length > 0) {
+      if (!this.#ipsec) reasons.push('the IPsec device is not open');
+      else if (this.#ipsec.supervisor.pid === undefined) reasons.push('charon is not running (installed SAs keep forwarding)');
+    }
+    return { live: true, ready: reasons.length === 0, reasons };
+  }
+
+  configVersion(): ConfigVersionView {
+    return { version: configVersion(this.#state), appliedAt: this.#appliedAt };
+  }
+
+  tenants(): TenantView[] {
+    return this.#state.tenants.map((t) => ({ id: t.id, tunnels: t.tunnels.length, wireguard_peers: t.peers.length, tuns: t.tuns.length }));
+  }
+
+  tunnels(): TunnelView[] {
+    const t = this.#tenant;
+    if (!t) return [];
+    return t.tunnels.map((spec) => {
+      const sa = this.#ikeSas.find((s) => s.name === spec.id);
+      const now = Date.now() / 1000;
+      return {
+        id: spec.id,
+        tenant: t.id,
+        type: 'ipsec' as const,
+        remote_id: spec.remoteId,
+        auth_method: spec.auth.method,
+        state: tunnelState(sa),
+        ike_sa: sa
+          ? {
+              state: sa.state ?? 'UNKNOWN',
+              algorithms: { encryption: sa.encrAlg ?? '', integrity: null, prf: sa.prfAlg ?? '', dh_group: sa.dhGroup ?? '' },
+              established_at: sa.established !== undefined ? new Date((now - sa.established) * 1000).toISOString() : null,
+              rekey_in_s: null,
+            }
+          : null,
+        child_sas: (sa?.childSas ?? []).map((c) => ({
+          name: c.name,
+          spi_in: hex8(c.spiIn),
+          spi_out: hex8(c.spiOut),
+          algorithms: { encryption: c.encrAlg ?? '', integrity: null, esn: false },
+          local_ts: c.localTs ?? [],
+          remote_ts: c.remoteTs ?? [],
+          bytes_in: c.bytesIn ?? 0,
+          bytes_out: c.bytesOut ?? 0,
+          packets_in: c.packetsIn ?? 0,
+          packets_out: c.packetsOut ?? 0,
+          rekey_in_s: null,
+        })),
+      };
+    });
+  }
+
+  wireguardPeers(): PeerView[] {
+    const t = this.#tenant;
+    if (!t || !this.#wg || this.#wg.closed) return [];
+    return this.#wg.state().peers.map((p) => ({
+      public_key: Buffer.from(p.publicKey).toString('base64'),
+      tenant: t.id,
+      endpoint: p.endpoint,
+      allowed_ips: p.allowedIps,
+      latest_handshake: p.lastHandshake ? new Date(p.lastHandshake.sec * 1000).toISOString() : null,
+      rx_bytes: Number(p.rxBytes),
+      tx_bytes: Number(p.txBytes),
+      persistent_keepalive_s: p.persistentKeepalive > 0 ? p.persistentKeepalive : null,
+    }));
+  }
+
+  routes(tenant: string): RouteView[] | undefined {
+    const t = this.#state.tenants.find((x) => x.id === tenant);
+    if (!t) return undefined;
+    return t.routes.map((r) => ({
+      prefix: r.prefix,
+      via: r.via.kind === 'wireguard' ? { kind: 'wireguard', id: r.via.peer } : r.via.kind === 'ipsec' ? { kind: 'ipsec', id: r.via.tunnel } : { kind: 'tun', id: r.via.device },
+    }));
+  }
+
+  #allStats(): WorkerStats[] {
+    const out: WorkerStats[] = [];
+    for (const d of [this.#wg, this.#ipsec?.device]) if (d && !d.closed) out.push(...d.stats());
+    return out;
+  }
+
+  drops(): DropView[] {
+    const known = new Set<string>(DROP_REASONS);
+    const out: DropView[] = [];
+    const tenant = this.#tenant?.id ?? null;
+    const stats = this.#allStats();
+    stats.forEach((w, i) => {
+      for (const d of w.drops) out.push({ reason: (known.has(d.reason) ? d.reason : 'other') as DropReason, count: Number(d.count), worker: i, tenant });
+    });
+    const extra = [...(this.#wg && !this.#wg.closed ? this.#wg.counters().drops : []), ...(this.#ipsec && !this.#ipsec.device.closed ? this.#ipsec.counters().drops : [])];
+    for (const d of extra) out.push({ reason: (known.has(d.reason) ? d.reason : 'other') as DropReason, count: Number(d.count), worker: null, tenant });
+    return out.filter((d) => d.count > 0);
+  }
+
+  workers(): WorkerView[] {
+    return this.#allStats().map((w, i) => ({
+      index: i,
+      rx_packets: Number(w.tunRxPackets + w.udpRxPackets),
+      tx_packets: Number(w.tunTxPackets + w.udpTxPackets),
+      rx_bytes: Number(w.tunRxBytes + w.udpRxBytes),
+      tx_bytes: Number(w.tunTxBytes + w.udpTxBytes),
+      batches: Number(w.batches),
+      restarts: Number(w.restarts),
+      busy_ratio: null,
+    }));
+  }
+
+  counters(): CounterSnapshot {
+    const t = this.#tenant;
+    const peers = this.wireguardPeers();
+    const tunnels = this.tunnels();
+    const drops = new Map<DropReason, number>();
+    for (const d of this.drops()) drops.set(d.reason, (drops.get(d.reason) ?? 0) + d.count);
+    const wgc = this.#wg && !this.#wg.closed ? this.#wg.counters() : undefined;
+    return {
+      tunnels_active: t
+        ? [
+            { tenant: t.id, type: 'ipsec', count: tunnels.filter((x) => x.state === 'up' || x.state === 'rekeying').length },
+            { tenant: t.id, type: 'wireguard', count: peers.filter((p) => p.latest_handshake !== null && Date.now() - Date.parse(p.latest_handshake) < 180_000).length },
+          ]
+        : [],
+      tunnels: [
+        ...tunnels.map((x) => ({
+          tunnel: x.id,
+          bytes_in: x.child_sas.reduce((s, c) => s + c.bytes_in, 0),
+          bytes_out: x.child_sas.reduce((s, c) => s + c.bytes_out, 0),
+          packets_in: x.child_sas.reduce((s, c) => s + c.packets_in, 0),
+          packets_out: x.child_sas.reduce((s, c) => s + c.packets_out, 0),
+        })),
+        ...peers.map((p) => ({ tunnel: `wg:${p.public_key}`, bytes_in: p.rx_bytes, bytes_out: p.tx_bytes, packets_in: 0, packets_out: 0 })),
+      ],
+      ike_sa_active: this.#ikeSas.filter((s) => s.state === 'ESTABLISHED').length,
+      child_sa_active: this.#ikeSas.reduce((n, s) => n + s.childSas.filter((c) => c.state === 'INSTALLED').length, 0),
+      ike_rekeys_total: this.#ikeRekeys,
+      drops: [...drops].map(([reason, count]) => ({ reason, count })),
+      handshakes: t && wgc ? [
+        { tenant: t.id, result: 'success', count: Number(wgc.handshakesCompleted) },
+        { tenant: t.id, result: 'auth_failure', count: Number(wgc.handshakesFailed) },
+      ] : [],
+      workers: this.workers().map((w) => ({ worker: w.index, rx_packets: w.rx_packets, tx_packets: w.tx_packets, restarts: w.restarts })),
+    };
+  }
+
+  /** A short human summary for the demo and `run`'s stop line. */
+  summary(): { tunnels: TunnelView[]; peers: PeerView[]; workers: ReturnType<typeof totals> } {
+    return { tunnels: this.tunnels(), peers: this.wireguardPeers(), workers: totals(this.#allStats()) };
+  }
+}
+
