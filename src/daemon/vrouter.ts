@@ -28,7 +28,7 @@ import { IpsecService } from '../ipsec/service.js';
 import type { IpsecAuth, IpsecTunnel } from '../ipsec/connections.js';
 import { eventLog, type EventLog } from '../log.js';
 import { startUapiServer, type UapiServer } from '../wireguard/uapi-server.js';
-import type { IkeSaInfo } from '../strongswan/vici/types.js';
+import { str as viciStr, type IkeSaInfo } from '../strongswan/vici/types.js';
 import {
   DROP_REASONS,
   type ConfigVersionView,
@@ -129,6 +129,34 @@ function tunnelFingerprint(s: IpsecTunnelSpec, key: Buffer): string {
 function peerFingerprint(p: WireguardPeerSpec, key: Buffer): string {
   return tunnelFingerprint(p as unknown as IpsecTunnelSpec, key);
 }
+
+/**
+ * charon's level-1 lines that mean "the peer failed to authenticate (or we failed to)". The IKE_SA
+ * name comes from the `<conn|n>` prefix; identities in quotes are identities, never secrets.
+ */
+const AUTH_FAILURE_PATTERNS: [RegExp, string][] = [
+  [/tried \d+ shared keys? for '([^']*)' - '([^']*)', but MAC mismatched/, 'PSK mismatch'],
+  [/received AUTHENTICATION_FAILED notify/, 'the peer refused our authentication'],
+  [/EAP method (\S+) failed/, 'EAP failed'],
+  [/no trusted (?:\S+ )?public key found for '([^']*)'/, 'no trusted public key for the peer'],
+  [/constraint check failed/, 'certificate constraints not met'],
+  [/no shared key found for '([^']*)'/, 'no PSK configured for the identities'],
+];
+
+export function authFailure(line: string): { conn?: string; remote?: string; reason: string } | undefined {
+  for (const [re, reason] of AUTH_FAILURE_PATTERNS) {
+    const m = re.exec(line);
+    if (!m) continue;
+    const conn = /<([^|>]+)\|\d+>/.exec(line)?.[1];
+    const remote = m[2] ?? m[1];
+    return { ...(conn ? { conn } : {}), ...(remote && reason !== 'EAP failed' ? { remote } : {}), reason };
+  }
+  return undefined;
+}
+
+const seconds = (v: string | undefined): number | null => (v !== undefined && /^\d+$/.test(v) ? Number(v) : null);
+/** `AES_GCM_16` + 256 → `AES_GCM_16_256`, as charon's own log prints it. */
+const keyed = (alg: string | undefined, size: string | number | undefined): string => (alg ? (size !== undefined ? `${alg}_${size}` : alg) : '');
 
 const hex8 = (s: string | undefined): string => (s ?? '').padStart(8, '0').slice(-8);
 
@@ -254,7 +282,15 @@ export class Vrouter implements RouterStateSource {
 
   async #watchCharon(): Promise<void> {
     const vici = this.#ipsec!.vici;
+    const supervisor = this.#ipsec!.supervisor;
     const tenant = this.#tenant!.id;
+    let lastExit: { code: number | null; signal: string | null } = { code: null, signal: null };
+    supervisor.on('exited', (e) => (lastExit = { code: e.code, signal: e.signal }));
+    supervisor.on('restarting', (r) => this.#events.charonRestart({ attempt: r.attempt, backoff_ms: r.delayMs, exit_code: lastExit.code, signal: lastExit.signal }));
+    supervisor.on('line', (line) => {
+      const failure = authFailure(line);
+      if (failure) this.#events.authFailure({ tenant, tunnel: failure.conn ?? null, remote: failure.remote ?? 'unknown', method: 'ike', reason: failure.reason });
+    });
     vici.on('event', (name, msg) => {
       for (const [conn, v] of Object.entries(msg)) {
         if (typeof v !== 'object' || v === null) continue;
@@ -423,23 +459,23 @@ export class Vrouter implements RouterStateSource {
         ike_sa: sa
           ? {
               state: sa.state ?? 'UNKNOWN',
-              algorithms: { encryption: sa.encrAlg ?? '', integrity: null, prf: sa.prfAlg ?? '', dh_group: sa.dhGroup ?? '' },
+              algorithms: { encryption: keyed(sa.encrAlg, viciStr(sa.raw, 'encr-keysize')), integrity: viciStr(sa.raw, 'integ-alg') ?? null, prf: sa.prfAlg ?? '', dh_group: sa.dhGroup ?? '' },
               established_at: sa.established !== undefined ? new Date((now - sa.established) * 1000).toISOString() : null,
-              rekey_in_s: null,
+              rekey_in_s: seconds(viciStr(sa.raw, 'rekey-time')),
             }
           : null,
         child_sas: (sa?.childSas ?? []).map((c) => ({
           name: c.name,
           spi_in: hex8(c.spiIn),
           spi_out: hex8(c.spiOut),
-          algorithms: { encryption: c.encrAlg ?? '', integrity: null, esn: false },
+          algorithms: { encryption: keyed(c.encrAlg, c.encrKeysize), integrity: viciStr(c.raw, 'integ-alg') ?? null, esn: viciStr(c.raw, 'esn') === '1' },
           local_ts: c.localTs ?? [],
           remote_ts: c.remoteTs ?? [],
           bytes_in: c.bytesIn ?? 0,
           bytes_out: c.bytesOut ?? 0,
           packets_in: c.packetsIn ?? 0,
           packets_out: c.packetsOut ?? 0,
-          rekey_in_s: null,
+          rekey_in_s: seconds(viciStr(c.raw, 'rekey-time')),
         })),
       };
     });

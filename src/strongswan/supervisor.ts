@@ -76,6 +76,8 @@ export interface CharonSupervisorEvents {
   'hook-failed': [{ info: StartInfo; error: Error }];
   /** maxRestarts consecutive failures: supervision stopped. */
   'gave-up': [{ attempts: number }];
+  /** One line charon wrote (stdout or stderr), for whoever watches for authentication failures. */
+  line: [string];
 }
 
 const OUTPUT_LINES = 200;
@@ -250,6 +252,7 @@ export class CharonSupervisor extends EventEmitter<CharonSupervisorEvents> {
           if (this.output.length > OUTPUT_LINES) this.output.shift();
           // charon's level is capped at 2 in conf.ts, where no key material is printed.
           this.opts.logger?.debug({ charon: line }, 'charon');
+          this.emit('line', line);
         }
       });
     }

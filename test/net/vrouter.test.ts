@@ -14,6 +14,7 @@ import { demo, startDemoTopology, DEMO_NET } from '../../src/cli/demo.js';
 import { useLab, closeLab } from '../harness/tap.js';
 import { missingPrerequisites } from '../harness/tools.js';
 import { genKeyPair } from '../harness/wireguard.js';
+import { strongswanPeer } from '../harness/strongswan.js';
 import { ping, waitForPing, iperfServer, iperfClient } from '../harness/ping.js';
 import { sleep } from '../harness/exec.js';
 import { cvlanTestbedMissing, CVLAN_CLI } from '../harness/cvlan.js';
@@ -112,6 +113,26 @@ t.test('run: IPsec ⇄ WireGuard through the vrouter, metrics, vrouterctl, reloa
   const peers = JSON.parse((await adminGet(target, '/v1/peers')).body) as { peers: { public_key: string }[] };
   t.ok(peers.peers.some((p) => p.public_key === extra.publicKey), 'the new peer is configured');
   t.equal((await ping(topo.nsA, DEMO_NET.legacyLan, { count: 3 })).received, 3, 'the first peer still forwards');
+
+  // A second "legacy router" with the wrong PSK: refused, logged as an authentication failure of
+  // that tunnel, and the established tunnel is not disturbed.
+  const nsX = await lab.namespace('impostor');
+  await lab.veth({ ns: nsX, addresses: ['203.0.113.1/24'] }, { ns: topo.nsR, addresses: ['203.0.113.2/24'] });
+  await lab.addRoute(nsX, `${DEMO_NET.vrouterLegacy}/32`, { via: '203.0.113.2' });
+  const impostor = await strongswanPeer(lab, nsX, {
+    localAddr: '203.0.113.1',
+    remoteAddr: DEMO_NET.vrouterLegacy,
+    localId: 'legacy.demo.cvlan',
+    remoteId: 'vrouter.demo.cvlan',
+    localTs: ['10.10.0.0/24'],
+    remoteTs: ['10.20.0.0/24'],
+    auth: { method: 'psk', psk: 'not-the-right-pre-shared-key' },
+    forceEncap: true,
+  });
+  await t.rejects(impostor.initiate(10), 'the impostor is refused');
+  await topo.daemon.waitReady({ line: /"event":"auth_failure".*"tunnel":"legacy-site"/, timeoutMs: 10_000 });
+  t.pass('auth_failure logged with tenant and tunnel');
+  t.equal((await ping(topo.nsA, DEMO_NET.legacyLan, { count: 3 })).received, 3, 'the real tunnel still forwards');
 
   const st = await topo.daemon.stop(15_000);
   t.equal(st.code, 0, 'SIGTERM: clean exit');
