@@ -5,7 +5,7 @@
  */
 import type { Lab } from '../test/harness/lab.js';
 import type { TwoHosts } from '../test/harness/topology.js';
-import { boringtun, wgPair, wireguardGo } from '../test/harness/wireguard.js';
+import { boringtun, cvlanWireguard, wgPair, wireguardGo } from '../test/harness/wireguard.js';
 import { cvlanTestbed, cvlanTestbedMissing } from '../test/harness/cvlan.js';
 import { missingPrerequisites } from '../test/harness/tools.js';
 import { waitForPing } from '../test/harness/ping.js';
@@ -15,8 +15,11 @@ export interface SystemUnderTest {
   description: string;
   /** Why the system cannot run here, or undefined. */
   missing(): string | undefined;
-  /** Builds the tunnel over `h`; resolves with the address in B that iperf3 targets. */
-  setup(lab: Lab, h: TwoHosts): Promise<string>;
+  /**
+   * Builds the tunnel over `h`; resolves with the address in B that iperf3 targets, or with the
+   * target and the namespace its iperf3 server runs in when that is not B (a host behind B).
+   */
+  setup(lab: Lab, h: TwoHosts): Promise<string | { target: string; serverNs: string }>;
 }
 
 const INNER: [string, string] = ['10.99.0.1/24', '10.99.0.2/24'];
@@ -44,6 +47,16 @@ export const SYSTEMS: SystemUnderTest[] = [
     missing: () => missingPrerequisites('boringtun', 'wg'),
     setup: async (lab, h) => {
       await wgPair(lab, [h.a, h.b], [boringtun, boringtun], { underlay: [h.addrA, h.addrB], inner: INNER });
+      await waitForPing(h.a, '10.99.0.2', 10_000);
+      return '10.99.0.2';
+    },
+  },
+  {
+    name: 'cvlan-wireguard',
+    description: 'cvlan-vrouter wireguard ⇄ cvlan-vrouter wireguard (Rust workers, 2 each, offloads)',
+    missing: () => cvlanTestbedMissing() ?? missingPrerequisites('wg'),
+    setup: async (lab, h) => {
+      await wgPair(lab, [h.a, h.b], [cvlanWireguard, cvlanWireguard], { underlay: [h.addrA, h.addrB], inner: INNER });
       await waitForPing(h.a, '10.99.0.2', 10_000);
       return '10.99.0.2';
     },

@@ -4,6 +4,7 @@
  * rotating start) so drift in background load spreads evenly instead of favouring whoever ran first.
  *
  *   npx tsc -p tsconfig.json && node dist/bench/throughput.js [--systems a,b] [--rounds 3]
+ *     (systems: ./systems.ts for WireGuard and the baselines, ./systems-ipsec.ts for IPsec and translation)
  *     [--duration 8] [--flows 1,4] [--omit 1] [--baseline wireguard-go] [--no-write]
  */
 import { execFileSync } from 'node:child_process';
@@ -16,7 +17,10 @@ import { twoHosts } from '../test/harness/topology.js';
 import { iperfClient, iperfServer } from '../test/harness/ping.js';
 import { missingPrerequisites, tools } from '../test/harness/tools.js';
 import { REPO_ROOT } from '../test/harness/cvlan.js';
-import { SYSTEMS, type SystemUnderTest } from './systems.js';
+import { SYSTEMS as WG_SYSTEMS, type SystemUnderTest } from './systems.js';
+import { IPSEC_SYSTEMS } from './systems-ipsec.js';
+
+const SYSTEMS: SystemUnderTest[] = [...WG_SYSTEMS, ...IPSEC_SYSTEMS];
 
 interface Sample {
   system: string;
@@ -106,8 +110,9 @@ async function main(): Promise<void> {
       labs.push(lab);
       const h = await twoHosts(lab);
       try {
-        const target = await sys.setup(lab, h);
-        await iperfServer(lab, h.b, { bind: target });
+        const r = await sys.setup(lab, h);
+        const { target, serverNs } = typeof r === 'string' ? { target: r, serverNs: h.b } : r;
+        await iperfServer(lab, serverNs, { bind: target });
         targets.set(sys.name, { ns: h.a, target });
         process.stderr.write(`${sys.name}: ready (iperf3 → ${target})\n`);
       } catch (err) {
