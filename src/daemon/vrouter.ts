@@ -193,6 +193,7 @@ export class Vrouter implements RouterStateSource {
   #ikeRekeys = 0;
   #refresh: NodeJS.Timeout | undefined;
   #routes = new Set<string>();
+  readonly #startedNs = process.hrtime.bigint();
   /** Keyed-digest key for fingerprints of secrets; lives only in this process. */
   readonly #fpKey = Buffer.from(crypto.getRandomValues(new Uint8Array(32)));
 
@@ -525,6 +526,7 @@ export class Vrouter implements RouterStateSource {
   }
 
   workers(): WorkerView[] {
+    const wallNs = Number(process.hrtime.bigint() - this.#startedNs);
     return this.#allStats().map((w, i) => ({
       index: i,
       rx_packets: Number(w.tunRxPackets + w.udpRxPackets),
@@ -533,7 +535,8 @@ export class Vrouter implements RouterStateSource {
       tx_bytes: Number(w.tunTxBytes + w.udpTxBytes),
       batches: Number(w.batches),
       restarts: Number(w.restarts),
-      busy_ratio: null,
+      // Average since the devices opened (a restarted worker's time counts from its first start).
+      busy_ratio: wallNs > 0 ? Math.min(1, Number(w.busyNs) / wallNs) : null,
     }));
   }
 
