@@ -7,7 +7,7 @@ export PATH="$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
 bash scripts/setup.sh || { echo "setup failed"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 
 counts=$(mktemp)
-trap 'rm -f "$counts"' EXIT
+trap 'rm -f "$counts" "${cargo_log:-}"' EXIT
 check() { # name, command...: a lint or build gate counts as one test
   local name=$1; shift
   echo "=== $name"
@@ -20,10 +20,14 @@ check "tsc --noEmit" npx tsc -p tsconfig.json --noEmit
 check "eslint" npx eslint --max-warnings 0 .
 
 echo "=== cargo test"
-cargo test --workspace 2>&1 | tee /dev/stderr | awk '
+# The output goes to our stdout and to a file that is counted afterwards (`tee /dev/stderr`
+# would reopen, and so truncate, a log file that stderr is redirected to).
+cargo_log=$(mktemp)
+cargo test --workspace 2>&1 | tee "$cargo_log"
+awk '
   /^test result:/ { for (i=1;i<=NF;i++) { if ($(i+1) ~ /^passed/) p+=$i; if ($(i+1) ~ /^failed/) f+=$i; if ($(i+1) ~ /^ignored/) s+=$i } }
   /^error(\[|:)/ { e=1 }
-  END { if (e && p+f==0) f=1; print p+0, f+0, s+0 }' >>"$counts"
+  END { if (e && p+f==0) f=1; print p+0, f+0, s+0 }' "$cargo_log" >>"$counts"
 
 echo "=== TypeScript unit tests"
 npx tap --reporter=tap --jobs=2 'test/unit/**/*.test.ts' | node scripts/tap-count.mjs "$counts"
