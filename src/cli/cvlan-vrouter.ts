@@ -23,8 +23,9 @@ import { startUapiServer } from '../wireguard/uapi-server.js';
 import { runDaemon } from './run.js';
 
 const USAGE = `usage: cvlan-vrouter <command> [options]
-  run --config FILE [--local TOML] [--runtime-dir DIR] [--admin-socket PATH]
-                          the vrouter daemon (standalone: the controller JSON from FILE)
+  run [--config FILE] [--local TOML] [--runtime-dir DIR] [--admin-socket PATH]
+                          the vrouter daemon (standalone: the controller JSON from FILE, else
+                          the last applied configuration stored in the state dir)
   demo                    legacy IPsec router ⇄ cvlan-vrouter ⇄ WireGuard agent in namespaces,
                           on the embedded default configuration; traffic, report, teardown
   testbed --config FILE   run the plain test/benchmark transport (never for production)
@@ -165,15 +166,11 @@ export async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'run': {
       const config = opt('--config');
-      if (!config) {
-        process.stderr.write(USAGE);
-        return 1;
-      }
       const local = opt('--local');
       const runtimeDir = opt('--runtime-dir');
       const adminSocket = opt('--admin-socket');
       return await runDaemon(
-        { config, ...(local ? { local } : {}), ...(runtimeDir ? { runtimeDir } : {}), ...(adminSocket ? { adminSocket: adminSocket === 'none' ? null : adminSocket } : {}) },
+        { ...(config ? { config } : {}), ...(local ? { local } : {}), ...(runtimeDir ? { runtimeDir } : {}), ...(adminSocket ? { adminSocket: adminSocket === 'none' ? null : adminSocket } : {}) },
         log,
       );
     }

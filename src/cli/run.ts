@@ -1,7 +1,9 @@
 /**
- * `cvlan-vrouter run --config FILE [--local TOML] [--runtime-dir DIR]`: the daemon in standalone
+ * `cvlan-vrouter run [--config FILE] [--local TOML] [--runtime-dir DIR]`: the daemon in standalone
  * mode. Loads and validates the controller JSON and the local TOML, applies them (`Vrouter`),
- * serves the admin API and /metrics on the unix socket of `[admin]`, and logs JSON lines.
+ * stores what was applied (`../reconcile/store.ts`, secrets sealed) so a restart without the file
+ * comes back with it, serves the admin API and /metrics on the unix socket of `[admin]`, and logs
+ * JSON lines.
  *
  *   SIGTERM / SIGINT   tunnels terminated, charon stopped, devices closed, exit 0
  *   SIGHUP             the files are read again; a valid state is reconciled (only what changed),
@@ -14,27 +16,59 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from '../api/server.js';
-import { loadStandalone, configVersion } from '../config/load.js';
+import { existsSync } from 'node:fs';
+import { loadDesiredState, readJsonFile, configVersion } from '../config/load.js';
 import { loadLocalToml, DEFAULT_LOCAL_TOML } from '../config/local.js';
 import type { DesiredState } from '../config/model.js';
 import { disposeDesiredState } from '../config/model.js';
 import { ConfigError, CvlanError } from '../errors.js';
-import { loadOrCreateSealKeypair } from '../secrets/sealed.js';
+import { loadOrCreateSealKeypair, SECRETS_KEY_FILE, type SealKeypair } from '../secrets/sealed.js';
+import { APPLIED_FILE, loadApplied, storeApplied } from '../reconcile/store.js';
 import { Vrouter } from '../daemon/vrouter.js';
 import { eventLog } from '../log.js';
 
 export interface RunOptions {
-  config: string;
+  /** The controller JSON. Without it (or when the file is gone) the stored last applied configuration is used. */
+  config?: string;
   local?: string;
   runtimeDir?: string;
   /** Overrides `[admin] socket`; `null` serves no admin socket. */
   adminSocket?: string | null;
 }
 
-function load(o: RunOptions): DesiredState {
+interface Loaded {
+  state: DesiredState;
+  /** The documents the state came from, stored (secrets sealed) once the state is applied. */
+  documents: unknown[];
+  keypair: SealKeypair;
+  source: string;
+}
+
+function load(o: RunOptions, log: Logger): Loaded {
   const local = loadLocalToml(o.local ?? DEFAULT_LOCAL_TOML);
-  const secretsKey = loadOrCreateSealKeypair(join(local.state.dir, 'secrets.key'));
-  return loadStandalone(o.config, { localToml: local, secretsKey });
+  const keypair = loadOrCreateSealKeypair(join(local.state.dir, SECRETS_KEY_FILE));
+  let documents: unknown[] | undefined;
+  let source = '';
+  if (o.config !== undefined && (existsSync(o.config) || !loadApplied(local.state.dir))) {
+    documents = [readJsonFile(o.config)];
+    source = o.config;
+  } else {
+    const stored = loadApplied(local.state.dir);
+    if (!stored) throw new CvlanError('CVLAN_ERR_CONFIG', `no --config given and no stored configuration in ${local.state.dir}`);
+    if (o.config !== undefined) log.warn({ config: o.config, stored_version: stored.version }, 'the configuration file is gone; using the last applied configuration');
+    documents = stored.documents;
+    source = `${local.state.dir}/${APPLIED_FILE} (saved ${stored.savedAt})`;
+  }
+  return { state: loadDesiredState({ controllerDocs: documents, localToml: local, secretsKey: keypair }), documents, keypair, source };
+}
+
+function store(l: Loaded, log: Logger): void {
+  try {
+    storeApplied(l.state.local.state.dir, l.documents, l.keypair, configVersion(l.state));
+  } catch (e) {
+    // Forwarding goes on; only a restart without the file would miss this version.
+    log.error({ err: (e as Error).message }, 'cannot store the applied configuration');
+  }
 }
 
 function issuesOf(e: unknown): { path: string; reason: string }[] | undefined {
@@ -43,16 +77,19 @@ function issuesOf(e: unknown): { path: string; reason: string }[] | undefined {
 
 export async function runDaemon(o: RunOptions, log: Logger): Promise<number> {
   const events = eventLog(log);
-  let state: DesiredState;
+  let loaded: Loaded;
   try {
-    state = load(o);
+    loaded = load(o, log);
   } catch (e) {
     const issues = issuesOf(e);
     events.configRefused({ tenant: null, version: null, reason: (e as Error).message, ...(issues ? { issues } : {}) });
     throw e;
   }
+  const state = loaded.state;
   const runtimeDir = o.runtimeDir ?? join(state.local.state.dir, 'run');
   const vrouter = await Vrouter.start(state, { logger: log, runtimeDir });
+  store(loaded, log);
+  log.info({ source: loaded.source, version: configVersion(state) }, 'configuration loaded');
   let admin: AdminServer | undefined;
   const socketPath = o.adminSocket !== undefined ? o.adminSocket : state.local.admin.socket;
   if (socketPath !== null) {
@@ -97,9 +134,9 @@ export async function runDaemon(o: RunOptions, log: Logger): Promise<number> {
     let reloading = Promise.resolve();
     process.on('SIGHUP', () => {
       reloading = reloading.then(async () => {
-        let next: DesiredState;
+        let next: Loaded;
         try {
-          next = load(o);
+          next = load(o, log);
         } catch (e) {
           const issues = issuesOf(e);
           events.configRefused({ tenant: null, version: null, reason: (e as Error).message, ...(issues ? { issues } : {}) });
@@ -107,12 +144,13 @@ export async function runDaemon(o: RunOptions, log: Logger): Promise<number> {
         }
         const prev = vrouter.state;
         try {
-          await vrouter.reconcile(next);
+          await vrouter.reconcile(next.state);
+          store(next, log);
           disposeDesiredState(prev);
         } catch (e) {
           const issues = issuesOf(e);
-          events.configRefused({ tenant: null, version: configVersion(next), reason: e instanceof CvlanError ? e.message : String(e), ...(issues ? { issues } : {}) });
-          disposeDesiredState(next);
+          events.configRefused({ tenant: null, version: configVersion(next.state), reason: e instanceof CvlanError ? e.message : String(e), ...(issues ? { issues } : {}) });
+          disposeDesiredState(next.state);
         }
       });
     });

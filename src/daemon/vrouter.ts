@@ -27,6 +27,7 @@ import { WireGuardDevice, totals, type WorkerStats } from '../dataplane/index.js
 import { IpsecService } from '../ipsec/service.js';
 import type { IpsecAuth, IpsecTunnel } from '../ipsec/connections.js';
 import { eventLog, type EventLog } from '../log.js';
+import { plan } from '../reconcile/plan.js';
 import { startUapiServer, type UapiServer } from '../wireguard/uapi-server.js';
 import { str as viciStr, type IkeSaInfo } from '../strongswan/vici/types.js';
 import {
@@ -120,14 +121,6 @@ export async function ipsecTunnelOf(spec: IpsecTunnelSpec, ifId: number, localAd
     espProposals: [...spec.espProposals],
     initiate: spec.remoteAddress !== undefined,
   };
-}
-
-/** Everything of a tunnel that charon sees, secrets by keyed digest: equal fingerprints, nothing to do. */
-function tunnelFingerprint(s: IpsecTunnelSpec, key: Buffer): string {
-  return JSON.stringify(s, (_k, v: unknown) => (v && typeof v === 'object' && 'keyedDigest' in v ? (v as { keyedDigest(k: Buffer): string }).keyedDigest(key) : v));
-}
-function peerFingerprint(p: WireguardPeerSpec, key: Buffer): string {
-  return tunnelFingerprint(p as unknown as IpsecTunnelSpec, key);
 }
 
 /**
@@ -263,7 +256,7 @@ export class Vrouter implements RouterStateSource {
         }
       });
       this.#uapi = await startUapiServer(this.#wg);
-      await this.#applyPeers([], t.peers);
+      await this.#applyPeerOps([], t.peers);
     }
     if (t.tunnels.length > 0) {
       this.#ipsec = await IpsecService.start({
@@ -332,14 +325,9 @@ export class Vrouter implements RouterStateSource {
     this.#events.routingChange({ tenant: this.#tenant!.id, tunnel: via.kind === 'ipsec' ? via.id : null, action, prefix, via });
   }
 
-  async #applyPeers(before: readonly WireguardPeerSpec[], after: readonly WireguardPeerSpec[]): Promise<number> {
+  async #applyPeerOps(removed: readonly WireguardPeerSpec[], changed: readonly WireguardPeerSpec[]): Promise<void> {
     const wg = this.#wg;
-    if (!wg) return 0;
-    const old = new Map(before.map((p) => [p.publicKey, peerFingerprint(p, this.#fpKey)]));
-    const keep = new Set(after.map((p) => p.publicKey));
-    const changed = after.filter((p) => old.get(p.publicKey) !== peerFingerprint(p, this.#fpKey));
-    const removed = before.filter((p) => !keep.has(p.publicKey));
-    if (changed.length === 0 && removed.length === 0) return 0;
+    if (!wg || (removed.length === 0 && changed.length === 0)) return;
     const k = (b64: string): Uint8Array => new Uint8Array(Buffer.from(b64, 'base64'));
     wg.apply({
       peers: [
@@ -357,7 +345,6 @@ export class Vrouter implements RouterStateSource {
     const dev = wg.tunName;
     for (const p of removed) for (const a of p.allowedIps) await this.#route('remove', a, dev, { kind: 'wireguard', id: p.publicKey });
     for (const p of changed) for (const a of p.allowedIps) await this.#route('add', a, dev, { kind: 'wireguard', id: p.publicKey });
-    return changed.length + removed.length;
   }
 
   async #addTunnel(spec: IpsecTunnelSpec): Promise<void> {
@@ -382,35 +369,28 @@ export class Vrouter implements RouterStateSource {
   async reconcile(next: DesiredState): Promise<number> {
     const refused = unsupported(next);
     if (refused) throw refused;
-    const a = this.#tenant;
+    // Planned in full before anything changes: a refused plan leaves the running state as it is.
+    const ops = plan(this.#state, next, this.#fpKey);
     const b = next.tenants[0];
-    if (a?.id !== b?.id) throw new ConfigError([{ path: 'tenant_id', reason: 'changing the tenant needs a restart' }]);
-    if (!a || !b) return 0;
-    const fp = (x: unknown): string => tunnelFingerprint(x as IpsecTunnelSpec, this.#fpKey);
-    if (fp(a.wireguard) !== fp(b.wireguard)) throw new ConfigError([{ path: 'wireguard', reason: 'listen port and private key change only with a restart' }]);
-    if ((a.tunnels.length > 0 || b.tunnels.length > 0) && next.local.network.listenAddress !== this.#state.local.network.listenAddress) {
-      throw new ConfigError([{ path: 'network.listen_address', reason: 'changes only with a restart' }]);
+    const removed = ops.flatMap((o) => (o.kind === 'peer-remove' ? [o.peer] : []));
+    const upserted = ops.flatMap((o) => (o.kind === 'peer-upsert' ? [o.peer] : []));
+    await this.#applyPeerOps(removed, upserted);
+    for (const o of ops) {
+      if (o.kind !== 'peer-upsert' || !o.previous || !this.#wg) continue;
+      const kept = new Set(o.peer.allowedIps);
+      for (const prefix of o.previous.allowedIps) {
+        if (!kept.has(prefix)) await this.#route('remove', prefix, this.#wg.tunName, { kind: 'wireguard', id: o.peer.publicKey });
+      }
     }
-    if (!this.#ipsec && b.tunnels.length > 0) throw new ConfigError([{ path: 'tunnels', reason: 'the first IPsec tunnel needs a restart (charon is started with the vrouter)' }]);
-    let changes = await this.#applyPeers(a.peers, b.peers);
-    const old = new Map(a.tunnels.map((t) => [t.id, fp(t)]));
-    const keep = new Set(b.tunnels.map((t) => t.id));
-    for (const t of a.tunnels) {
-      if (keep.has(t.id)) continue;
-      await this.#ipsec!.removeTunnel(t.id);
-      changes++;
-    }
-    for (const t of b.tunnels) {
-      if (old.get(t.id) === fp(t)) continue;
-      if (old.has(t.id)) await this.#ipsec!.removeTunnel(t.id);
-      await this.#addTunnel(t);
-      changes++;
+    for (const o of ops) {
+      if (o.kind === 'tunnel-remove' || o.kind === 'tunnel-replace') await this.#ipsec!.removeTunnel(o.kind === 'tunnel-remove' ? o.tunnel.id : o.previous.id);
+      if (o.kind === 'tunnel-add' || o.kind === 'tunnel-replace') await this.#addTunnel(o.tunnel);
     }
     this.#state = next;
     this.#tenant = b;
     this.#appliedAt = new Date().toISOString();
-    this.#events.configApplied({ tenant: b.id, version: configVersion(next), changes });
-    return changes;
+    this.#events.configApplied({ tenant: b?.id ?? null, version: configVersion(next), changes: ops.length });
+    return ops.length;
   }
 
   async stop(): Promise<void> {

@@ -5,14 +5,14 @@
 // SIGTERM. And the README's main job, `cvlan-vrouter demo`, end to end.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { adminGet } from '../../src/api/client.js';
 import { METRIC_LABELS } from '../../src/metrics/registry.js';
 import { demo, startDemoTopology, DEMO_NET } from '../../src/cli/demo.js';
 import { useLab, closeLab } from '../harness/tap.js';
-import { missingPrerequisites } from '../harness/tools.js';
+import { missingPrerequisites, tools } from '../harness/tools.js';
 import { genKeyPair } from '../harness/wireguard.js';
 import { strongswanPeer } from '../harness/strongswan.js';
 import { ping, waitForPing, iperfServer, iperfClient } from '../harness/ping.js';
@@ -143,6 +143,24 @@ t.test('run: IPsec ⇄ WireGuard through the vrouter, metrics, vrouterctl, reloa
   t.match(topo.daemon.lastOutput(50), /"msg":"stopped"/, 'stop logged');
   const links = (await lab.ip(topo.nsR, ['-o', 'link', 'show'])).stdout;
   t.notMatch(links, /wg-demo|ipsec-demo/, 'TUN devices removed');
+
+  // Restart without the file: the last applied configuration (with the peer added by SIGHUP)
+  // comes back from the state dir, secrets sealed there.
+  const stored = readFileSync(`${lab.dir}/state/applied.json`, 'utf8');
+  for (const x of secrets) t.notOk(stored.includes(x), 'no secret in clear in the stored configuration');
+  rmSync(topo.config);
+  const again = lab.spawn('cvlan-vrouter run (restart)', tools.node, [CVLAN_CLI, 'run', '--config', topo.config, '--local', topo.local, '--runtime-dir', `${lab.dir}/run2`], {
+    ns: topo.nsR,
+    env: { CVLAN_LOG_LEVEL: 'info' },
+  });
+  await again.waitReady({ line: /"event":"ready"/, timeoutMs: 30_000 });
+  t.match(again.lastOutput(200), /using the last applied configuration/, 'restarted from the stored configuration');
+  const peersAgain = JSON.parse((await adminGet(target, '/v1/peers')).body) as { peers: { public_key: string }[] };
+  t.equal(peersAgain.peers.length, 2, 'both peers are back, including the one added by reload');
+  await topo.legacy.initiate(20);
+  // wireguard-go notices the lost session by itself (keepalive + rekey timeout, ≈ 15 s).
+  t.ok((await waitForPing(topo.nsA, DEMO_NET.legacyLan, 40_000)).received > 0, 'traffic flows again after the restart');
+  t.equal((await again.stop(15_000)).code, 0, 'the restarted daemon stops cleanly');
   await closeLab(t, lab);
 });
 

@@ -1,0 +1,73 @@
+/**
+ * Desired state vs applied state → the smallest list of operations, computed before anything is
+ * touched. Pure: no I/O, no clock. Secrets are compared through keyed digests (`Secret.keyedDigest`),
+ * so a changed PSK is a change, and nothing about the PSK leaks into the plan.
+ *
+ * Changes this build applies only with a restart (the tenant set, a WireGuard interface's port or
+ * key, the IPsec listen address, the first IPsec tunnel — charon starts with the vrouter) make the
+ * plan a ConfigError naming the field: the whole new state is refused and the running one stays.
+ */
+import { randomBytes } from 'node:crypto';
+import { ConfigError } from '../errors.js';
+import { Secret, type DesiredState, type IpsecTunnelSpec, type WireguardPeerSpec } from '../config/model.js';
+
+export type Op =
+  | { kind: 'peer-remove'; tenant: string; peer: WireguardPeerSpec }
+  | { kind: 'peer-upsert'; tenant: string; peer: WireguardPeerSpec; previous?: WireguardPeerSpec }
+  | { kind: 'tunnel-remove'; tenant: string; tunnel: IpsecTunnelSpec }
+  | { kind: 'tunnel-add'; tenant: string; tunnel: IpsecTunnelSpec }
+  | { kind: 'tunnel-replace'; tenant: string; tunnel: IpsecTunnelSpec; previous: IpsecTunnelSpec };
+
+/**
+ * Canonical JSON of a spec with every secret replaced by its keyed digest. (A JSON.stringify
+ * replacer would come too late: it sees what `Secret.toJSON()` returned, `<redacted>`, so every
+ * secret would compare equal.)
+ */
+export function fingerprint(v: unknown, key: Buffer): string {
+  const walk = (x: unknown): unknown => {
+    if (x instanceof Secret) return { secret: x.keyedDigest(key) };
+    if (Array.isArray(x)) return x.map(walk);
+    if (x !== null && typeof x === 'object') return Object.fromEntries(Object.keys(x).sort().map((k) => [k, walk((x as Record<string, unknown>)[k])]));
+    return x;
+  };
+  return JSON.stringify(walk(v)) ?? 'undefined';
+}
+
+export function plan(applied: DesiredState, desired: DesiredState, key: Buffer = randomBytes(32)): Op[] {
+  const fp = (v: unknown): string => fingerprint(v, key);
+  const issues: { path: string; reason: string }[] = [];
+  const ids = (s: DesiredState): string => s.tenants.map((t) => t.id).join(',');
+  if (ids(applied) !== ids(desired)) issues.push({ path: 'tenants', reason: 'adding, removing or renaming a tenant needs a restart' });
+  const ops: Op[] = [];
+  desired.tenants.forEach((b, i) => {
+    const a = applied.tenants.find((t) => t.id === b.id);
+    if (!a) return;
+    const at = `tenants[${i}]`;
+    if (fp(a.wireguard) !== fp(b.wireguard)) issues.push({ path: `${at}.wireguard`, reason: 'the listen port and private key change only with a restart' });
+    if (fp(a.tuns) !== fp(b.tuns)) issues.push({ path: `${at}.tun`, reason: 'tenant TUN devices change only with a restart' });
+    if (a.tunnels.length === 0 && b.tunnels.length > 0) issues.push({ path: `${at}.tunnels`, reason: 'the first IPsec tunnel needs a restart (charon starts with the vrouter)' });
+    if (a.tunnels.length > 0 && applied.local.network.listenAddress !== desired.local.network.listenAddress) {
+      issues.push({ path: 'network.listen_address', reason: 'changes only with a restart' });
+    }
+
+    const oldPeers = new Map(a.peers.map((p) => [p.publicKey, p]));
+    const newKeys = new Set(b.peers.map((p) => p.publicKey));
+    for (const p of a.peers) if (!newKeys.has(p.publicKey)) ops.push({ kind: 'peer-remove', tenant: b.id, peer: p });
+    for (const p of b.peers) {
+      const prev = oldPeers.get(p.publicKey);
+      if (!prev) ops.push({ kind: 'peer-upsert', tenant: b.id, peer: p });
+      else if (fp(prev) !== fp(p)) ops.push({ kind: 'peer-upsert', tenant: b.id, peer: p, previous: prev });
+    }
+
+    const oldTunnels = new Map(a.tunnels.map((x) => [x.id, x]));
+    const newIds = new Set(b.tunnels.map((x) => x.id));
+    for (const x of a.tunnels) if (!newIds.has(x.id)) ops.push({ kind: 'tunnel-remove', tenant: b.id, tunnel: x });
+    for (const x of b.tunnels) {
+      const prev = oldTunnels.get(x.id);
+      if (!prev) ops.push({ kind: 'tunnel-add', tenant: b.id, tunnel: x });
+      else if (fp(prev) !== fp(x)) ops.push({ kind: 'tunnel-replace', tenant: b.id, tunnel: x, previous: prev });
+    }
+  });
+  if (issues.length > 0) throw new ConfigError(issues);
+  return ops;
+}

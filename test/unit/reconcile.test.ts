@@ -1,0 +1,126 @@
+// Reconcile: the plan is the smallest set of operations (unchanged peers and tunnels are not
+// touched, a changed PSK is a change), restart-only changes refuse the whole state with the field
+// named; the stored configuration is atomic, 0600, holds no secret in clear and loads back to the
+// same state.
+import t from 'tap';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError } from '../../src/errors.js';
+import { configVersion, loadDesiredState } from '../../src/config/load.js';
+import type { DesiredState } from '../../src/config/model.js';
+import { plan } from '../../src/reconcile/plan.js';
+import { loadApplied, sealSecrets, storeApplied } from '../../src/reconcile/store.js';
+import { genkey, pubkey } from '../../src/secrets/keys.js';
+import { generateSealKeypair, SEALED_PREFIX } from '../../src/secrets/sealed.js';
+
+const PSK = 'a-pre-shared-key-never-stored-in-clear';
+const WG_PRIV = genkey();
+const [P1, P2, P3] = [pubkey(genkey()), pubkey(genkey()), pubkey(genkey())];
+const PEER_PSK = genkey();
+
+type Doc = Record<string, unknown> & { tunnels: Record<string, unknown>[]; wireguard_peers: Record<string, unknown>[] };
+
+function doc(): Doc {
+  return {
+    vrouter_id: 'vr',
+    tenant_id: 'acme',
+    tunnels: [
+      {
+        id: 'site-a',
+        type: 'ipsec',
+        remote_id: 'a.example.net',
+        auth: { method: 'psk', psk: PSK },
+        local_subnets: ['10.1.0.0/24'],
+        remote_subnets: ['10.2.0.0/24'],
+      },
+      {
+        id: 'site-b',
+        type: 'ipsec',
+        remote_id: 'b.example.net',
+        auth: { method: 'psk', psk: PSK },
+        local_subnets: ['10.1.0.0/24'],
+        remote_subnets: ['10.3.0.0/24'],
+      },
+    ],
+    wireguard: { listen_port: 51820, private_key: WG_PRIV },
+    wireguard_peers: [
+      { public_key: P1, allowed_ips: ['10.9.0.1/32'] },
+      { public_key: P2, allowed_ips: ['10.9.0.2/32'], preshared_key: PEER_PSK },
+    ],
+  };
+}
+
+const LOCAL = '[network]\nlisten_address = "192.0.2.1"\n';
+const load = (d: unknown): DesiredState => loadDesiredState({ controllerDocs: [d], localToml: LOCAL, stateDir: null });
+/** The issues of the ConfigError `f` throws (fails the test when it throws nothing else). */
+function issuesOf(f: () => unknown): { path: string; reason: string }[] {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof ConfigError) return e.issues;
+    throw e;
+  }
+  return [];
+}
+const kinds = (ops: { kind: string }[]): string[] => ops.map((o) => o.kind).sort();
+
+t.test('an identical state plans nothing', async (t) => {
+  t.same(plan(load(doc()), load(doc())), []);
+});
+
+t.test('only what changed is touched', async (t) => {
+  const next = doc();
+  next.wireguard_peers[0]!.allowed_ips = ['10.9.0.1/32', '10.9.1.0/24'];
+  next.wireguard_peers.push({ public_key: P3, allowed_ips: ['10.9.0.3/32'] });
+  next.tunnels.pop();
+  const ops = plan(load(doc()), load(next));
+  t.same(kinds(ops), ['peer-upsert', 'peer-upsert', 'tunnel-remove']);
+  t.ok(ops.some((o) => o.kind === 'peer-upsert' && o.peer.publicKey === P1 && o.previous !== undefined), 'P1 changed in place');
+  t.ok(ops.some((o) => o.kind === 'peer-upsert' && o.peer.publicKey === P3 && o.previous === undefined), 'P3 is new');
+  t.notOk(ops.some((o) => 'peer' in o && o.peer.publicKey === P2), 'P2 untouched');
+  t.ok(ops.some((o) => o.kind === 'tunnel-remove' && o.tunnel.id === 'site-b'));
+});
+
+t.test('a changed secret is a change (compared by digest)', async (t) => {
+  const next = doc();
+  (next.tunnels[0]!.auth as Record<string, string>).psk = `${PSK}-rotated`;
+  const ops = plan(load(doc()), load(next));
+  t.same(kinds(ops), ['tunnel-replace']);
+  t.notMatch(JSON.stringify(ops.map((o) => ({ ...o, tunnel: undefined, previous: undefined }))), PSK);
+});
+
+t.test('restart-only changes refuse the whole state with the field named', async (t) => {
+  const next = doc();
+  next.wireguard = { listen_port: 51821, private_key: WG_PRIV };
+  next.wireguard_peers.pop();
+  t.ok(issuesOf(() => plan(load(doc()), load(next))).some((i) => i.path === 'tenants[0].wireguard'), 'WireGuard port change refused');
+  const moved = loadDesiredState({ controllerDocs: [doc()], localToml: '[network]\nlisten_address = "192.0.2.2"\n', stateDir: null });
+  t.ok(issuesOf(() => plan(load(doc()), moved)).some((i) => i.path === 'network.listen_address'), 'listen address change refused');
+  const renamed = { ...doc(), tenant_id: 'other' };
+  t.ok(issuesOf(() => plan(load(doc()), load(renamed))).some((i) => i.path === 'tenants'), 'tenant rename refused');
+});
+
+t.test('the stored configuration: atomic, 0600, sealed, and loads back to the same state', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cvlan-store-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const kp = generateSealKeypair();
+  const d = doc();
+  const state = loadDesiredState({ controllerDocs: [d], localToml: LOCAL, secretsKey: kp, stateDir: null });
+  const path = storeApplied(dir, [d], kp, configVersion(state));
+  t.equal(statSync(path).mode & 0o777, 0o600, 'mode 0600');
+  t.same(readdirSync(dir), ['applied.json'], 'no temporary file left');
+  const text = readFileSync(path, 'utf8');
+  t.notMatch(text, PSK, 'no PSK in clear');
+  t.notMatch(text, WG_PRIV, 'no private key in clear');
+  t.notMatch(text, (d.wireguard_peers[1] as { preshared_key: string }).preshared_key, 'no preshared key in clear');
+  t.match(text, SEALED_PREFIX);
+  const back = loadApplied(dir)!;
+  t.equal(back.version, configVersion(state));
+  const again = loadDesiredState({ controllerDocs: back.documents, localToml: LOCAL, secretsKey: kp, stateDir: null });
+  t.equal(configVersion(again), configVersion(state), 'same state after a restart');
+  const foreign = issuesOf(() => loadDesiredState({ controllerDocs: back.documents, localToml: LOCAL, secretsKey: generateSealKeypair(), stateDir: null }));
+  t.ok(foreign.some((i) => /tunnels\[0\]\.auth\.psk/.test(i.path) && /cannot decrypt/.test(i.reason)), 'another vrouter key cannot open it');
+  t.equal(loadApplied(join(dir, 'none')), undefined, 'nothing stored yet');
+  t.same(sealSecrets({ private_key: 'file:/etc/cvlan/key.pem' }, kp.publicKey), { private_key: 'file:/etc/cvlan/key.pem' }, 'file references stay');
+});
