@@ -112,6 +112,9 @@ export function connSection(t: IpsecTunnel): ViciInputSection {
     dpd_delay: `${t.dpdDelay ?? 30}s`,
     rekey_time: `${t.ikeRekeyTime ?? 14400}s`,
     unique: 'replace',
+    // An initiating tunnel keeps trying (0 = forever, with charon's backoff): a peer that is down
+    // at start or after a charon restart is reached once it is back, as a gateway must.
+    keyingtries: t.initiate ? 0 : 1,
     if_id_in: t.ifId,
     if_id_out: t.ifId,
     local,

@@ -27,6 +27,8 @@ export interface VrouterRun {
   admin: string;
   /** Path of the document; rewrite it and send SIGHUP to reload. */
   config: string;
+  /** The daemon's charon VICI socket (for `swanctl --uri unix://...`). */
+  charonVici: string;
   /** The `ready` line, parsed. */
   ready: { wireguard: { interface: string; listen_port: number; public_key: string | null } | null; ipsec: { interface: string } | null };
 }
@@ -55,5 +57,5 @@ export async function vrouterRun(lab: Lab, ns: string, o: VrouterRunOptions): Pr
   });
   const line = await process.waitReady({ line: /"event":"ready"/, timeoutMs: o.timeoutMs ?? 30_000 });
   const ready = JSON.parse(line.slice(line.indexOf('{'))) as VrouterRun['ready'];
-  return { ns, process, admin, config, ready };
+  return { ns, process, admin, config, ready, charonVici: `${dir}/run/charon/charon.vici` };
 }

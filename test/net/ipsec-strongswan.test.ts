@@ -1,0 +1,213 @@
+// cvlan-vrouter's IPsec (charon + cvlan plugin for IKEv2, ESP in the Rust workers) against
+// strongSwan charon with kernel-libipsec as the legacy router, in namespaces: every ESP cipher
+// the issue names, in both initiator roles; the legacy router behind NAT; `swanctl --list-sas` on
+// our charon reporting the data plane's counters; our charon SIGKILLed during traffic; and ESN
+// between two cvlan-vrouters (kernel-libipsec refuses ESN).
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { adminGet } from '../../src/api/client.js';
+import type { TunnelView } from '../../src/api/state.js';
+import { useLab, closeLab } from '../harness/tap.js';
+import type { Lab } from '../harness/lab.js';
+import { twoHosts, natTopology } from '../harness/topology.js';
+import { strongswanPeer, type StrongswanPeer } from '../harness/strongswan.js';
+import { vrouterRun, type VrouterRun } from '../harness/vrouter.js';
+import { cvlanTestbedMissing } from '../harness/cvlan.js';
+import { missingPrerequisites, tools } from '../harness/tools.js';
+import { run, sleep } from '../harness/exec.js';
+import { ping, waitForPing, iperfServer, iperfClient } from '../harness/ping.js';
+
+const skip = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'swanctl', 'iperf3', 'nft');
+const OURS = { lan: '10.88.1.1', net: '10.88.1.0/24' };
+const LEGACY = { lan: '10.88.2.1', net: '10.88.2.0/24' };
+
+interface Site {
+  ours: VrouterRun;
+  legacy: StrongswanPeer;
+  nsOurs: string;
+  nsLegacy: string;
+}
+
+/** Ours (responder unless `weInitiate`) ⇄ kernel-libipsec, PSK, the given ESP proposal. */
+async function site(lab: Lab, o: { esp: string; weInitiate: boolean; ours: [string, string]; legacy: [string, string]; legacyAddrSeenByUs?: string }): Promise<Site> {
+  const psk = randomBytes(24).toString('base64');
+  const [nsOurs, ourAddr] = o.ours;
+  const [nsLegacy, legacyAddr] = o.legacy;
+  await lab.addAddress(nsLegacy, 'lo', `${LEGACY.lan}/32`);
+  const startOurs = async (): Promise<VrouterRun> => {
+    const ours = await vrouterRun(lab, nsOurs, {
+      listenAddress: ourAddr,
+      logLevel: 'info',
+      document: {
+        vrouter_id: 'ours',
+        tenant_id: 't1',
+        tunnels: [
+          {
+            id: 'legacy',
+            type: 'ipsec',
+            local_id: 'ours.test.cvlan',
+            remote_id: 'legacy.test.cvlan',
+            ...(o.weInitiate ? { remote_address: o.legacyAddrSeenByUs ?? legacyAddr } : {}),
+            auth: { method: 'psk', psk },
+            local_subnets: [OURS.net],
+            remote_subnets: [LEGACY.net],
+            proposals: { ike: ['aes256gcm16-prfsha256-ecp256', 'aes256gcm16-prfsha384-x25519'], esp: [o.esp] },
+          },
+        ],
+      },
+    });
+    await lab.addAddress(nsOurs, ours.ready.ipsec!.interface, `${OURS.lan}/32`);
+    return ours;
+  };
+  const startLegacy = (): Promise<StrongswanPeer> =>
+    strongswanPeer(lab, nsLegacy, {
+      localAddr: legacyAddr,
+      remoteAddr: ourAddr,
+      localId: 'legacy.test.cvlan',
+      remoteId: 'ours.test.cvlan',
+      localTs: [LEGACY.net],
+      remoteTs: [OURS.net],
+      auth: { method: 'psk', psk },
+      ikeProposals: 'aes256gcm16-prfsha256-ecp256',
+      espProposals: o.esp,
+      forceEncap: true,
+    });
+  // Whoever answers is started first, so the initiator's first attempt already meets a peer.
+  let ours: VrouterRun;
+  let legacy: StrongswanPeer;
+  if (o.weInitiate) {
+    legacy = await startLegacy();
+    ours = await startOurs();
+  } else {
+    ours = await startOurs();
+    legacy = await startLegacy();
+    await legacy.initiate(20);
+  }
+  return { ours, legacy, nsOurs, nsLegacy };
+}
+
+async function tunnels(s: Site): Promise<TunnelView[]> {
+  return (JSON.parse((await adminGet({ kind: 'unix', socketPath: s.ours.admin }, '/v1/tunnels')).body) as { tunnels: TunnelView[] }).tunnels;
+}
+
+async function waitUp(s: Site, timeoutMs = 20_000): Promise<TunnelView> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = (await tunnels(s))[0];
+    if (v?.state === 'up') return v;
+    if (Date.now() > end) throw new Error(`tunnel not up: ${JSON.stringify(v)}`);
+    await sleep(250);
+  }
+}
+
+const CIPHERS: [string, RegExp][] = [
+  ['aes128gcm16', /AES_GCM_16_128/],
+  ['aes256gcm16', /AES_GCM_16_256/],
+  ['chacha20poly1305', /CHACHA20_POLY1305/],
+  ['aes256-sha256', /AES_CBC_256/],
+];
+
+for (const [esp, alg] of CIPHERS) {
+  for (const weInitiate of [false, true]) {
+    t.test(`${esp}, ${weInitiate ? 'we' : 'the legacy router'} initiate${weInitiate ? '' : 's'}`, { skip }, async (t) => {
+      const lab = useLab(t, { label: 'esp' });
+      const h = await twoHosts(lab);
+      const s = await site(lab, { esp, weInitiate, ours: [h.a, h.addrA], legacy: [h.b, h.addrB] });
+      const view = await waitUp(s);
+      t.match(view.child_sas[0]?.algorithms.encryption ?? '', alg, `negotiated ${esp}`);
+      if (esp === 'aes256-sha256') t.match(view.child_sas[0]?.algorithms.integrity ?? '', /HMAC_SHA2_256/, 'integrity HMAC-SHA-256');
+      t.ok((await waitForPing(h.a, LEGACY.lan, 15_000, OURS.lan)).received > 0, 'ours → legacy');
+      t.equal((await ping(h.b, OURS.lan, { count: 3, source: LEGACY.lan })).received, 3, 'legacy → ours');
+      await iperfServer(lab, h.b, { bind: LEGACY.lan });
+      const up = await iperfClient(h.a, LEGACY.lan, { duration: 1 });
+      t.ok(up.bitsPerSecond > 20e6, `iperf3 ${(up.bitsPerSecond / 1e6).toFixed(0)} Mbit/s`);
+      await closeLab(t, lab);
+    });
+  }
+}
+
+t.test('legacy router behind NAT: ESP-in-UDP through masquerade', { skip }, async (t) => {
+  const lab = useLab(t, { label: 'espnat' });
+  const n = await natTopology(lab);
+  // The legacy router sits inside, we are outside; only it can initiate.
+  const s = await site(lab, { esp: 'aes256gcm16', weInitiate: false, ours: [n.outside, n.outsideAddr], legacy: [n.inside, n.insideAddr] });
+  const view = await waitUp(s);
+  t.ok(view.ike_sa !== null, 'IKE_SA through NAT');
+  const raw = (await run(tools.swanctl, ['--list-sas', '--uri', `unix://${s.ours.charonVici}`], { ns: n.outside })).stdout;
+  t.match(raw, /203\.0\.113\.1\[4500\]|NAT|UDP_ENCAP/, 'our charon sees the peer at the NAT router, on 4500');
+  t.ok((await waitForPing(n.outside, LEGACY.lan, 15_000, OURS.lan)).received > 0, 'ours → legacy through NAT');
+  t.equal((await ping(n.inside, OURS.lan, { count: 3, source: LEGACY.lan })).received, 3, 'legacy → ours through NAT');
+  await closeLab(t, lab);
+});
+
+t.test('swanctl --list-sas on our charon shows the data plane counters; charon killed, traffic goes on', { skip }, async (t) => {
+  const lab = useLab(t, { label: 'espkill' });
+  const h = await twoHosts(lab);
+  const s = await site(lab, { esp: 'aes256gcm16', weInitiate: true, ours: [h.a, h.addrA], legacy: [h.b, h.addrB] });
+  await waitUp(s);
+  await waitForPing(h.a, LEGACY.lan, 15_000, OURS.lan);
+  await iperfServer(lab, h.b, { bind: LEGACY.lan });
+  const up = await iperfClient(h.a, LEGACY.lan, { duration: 1 });
+  const listed = (await run(tools.swanctl, ['--list-sas', '--uri', `unix://${s.ours.charonVici}`], { ns: h.a })).stdout;
+  // swanctl prints `out  c0ffee01,  80180388 bytes,  55000 packets, ...` per CHILD_SA.
+  const bytesOut = Number(/\bout\s+[0-9a-f]{8}[^,\n]*,\s+(\d+) bytes/.exec(listed)?.[1] ?? 0);
+  t.ok(bytesOut >= up.bytes, `swanctl: ${bytesOut} bytes out ≥ iperf3's ${up.bytes}`, { listed });
+
+  // Our charon: the one process named charon in our namespace.
+  const pids = (await run(tools.ip, ['netns', 'pids', h.a])).stdout.trim().split('\n').map(Number);
+  const charon = pids.find((p) => {
+    try {
+      return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'charon';
+    } catch {
+      return false;
+    }
+  });
+  t.ok(charon !== undefined, 'found our charon');
+  process.kill(charon!, 'SIGKILL');
+  // charon is restarted after a 500 ms backoff: these pings all fall into the time it is gone.
+  const down = await ping(h.a, LEGACY.lan, { count: 3, intervalMs: 100, source: OURS.lan });
+  t.equal(down.received, 3, 'installed SAs keep forwarding while charon is down');
+  // The new charon flushes the SAs it does not know and negotiates fresh ones: a short gap (see
+  // docs/charon-plugin.md, "charon restarts"), never a stop.
+  const across = await ping(h.a, LEGACY.lan, { count: 20, intervalMs: 100, source: OURS.lan });
+  t.ok(across.received >= 16, `${across.received}/20 pings across charon's restart and re-negotiation`);
+  await s.ours.process.waitReady({ line: /"event":"charon_restart"/, timeoutMs: 10_000 });
+  t.pass('charon restart logged');
+  const back = await waitUp(s, 30_000);
+  t.ok(back.ike_sa !== null, 'the tunnel is listed again by the new charon');
+  t.ok(readdirSync('/proc').includes(String(s.ours.process.pid)), 'the daemon kept running');
+  t.equal((await ping(h.a, LEGACY.lan, { count: 3, source: OURS.lan })).received, 3, 'traffic after the restart');
+  await closeLab(t, lab);
+});
+
+t.test('ESN between two cvlan-vrouters', { skip }, async (t) => {
+  const lab = useLab(t, { label: 'esn' });
+  const h = await twoHosts(lab);
+  const psk = randomBytes(24).toString('base64');
+  const doc = (self: 'a' | 'b', remote?: string): object => ({
+    vrouter_id: self,
+    tenant_id: 't1',
+    tunnels: [
+      {
+        id: 'site',
+        type: 'ipsec',
+        local_id: `${self}.test.cvlan`,
+        remote_id: `${self === 'a' ? 'b' : 'a'}.test.cvlan`,
+        ...(remote ? { remote_address: remote } : {}),
+        auth: { method: 'psk', psk },
+        local_subnets: [self === 'a' ? OURS.net : LEGACY.net],
+        remote_subnets: [self === 'a' ? LEGACY.net : OURS.net],
+        proposals: { ike: ['aes256gcm16-prfsha256-x25519'], esp: ['aes256gcm16-esn'] },
+      },
+    ],
+  });
+  const b = await vrouterRun(lab, h.b, { document: doc('b'), listenAddress: h.addrB });
+  const a = await vrouterRun(lab, h.a, { document: doc('a', h.addrB), listenAddress: h.addrA });
+  await lab.addAddress(h.a, a.ready.ipsec!.interface, `${OURS.lan}/32`);
+  await lab.addAddress(h.b, b.ready.ipsec!.interface, `${LEGACY.lan}/32`);
+  t.ok((await waitForPing(h.a, LEGACY.lan, 20_000, OURS.lan)).received > 0, 'traffic with ESN');
+  const view = (JSON.parse((await adminGet({ kind: 'unix', socketPath: a.admin }, '/v1/tunnels')).body) as { tunnels: TunnelView[] }).tunnels[0];
+  t.equal(view?.child_sas[0]?.algorithms.esn, true, 'ESN negotiated and reported');
+  await closeLab(t, lab);
+});
