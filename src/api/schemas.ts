@@ -100,6 +100,7 @@ export const statsSchema = obj({
   ike_sa_active: count,
   child_sa_active: count,
   ike_rekeys_total: count,
+  child_rekeys_total: count,
   wireguard_peers: count,
   bytes_in: count,
   bytes_out: count,

@@ -246,6 +246,7 @@ export function summary(src: RouterStateSource) {
     ike_sa_active: c.ike_sa_active,
     child_sa_active: c.child_sa_active,
     ike_rekeys_total: c.ike_rekeys_total,
+    child_rekeys_total: c.child_rekeys_total,
     wireguard_peers: src.wireguardPeers().length,
     bytes_in: sum(c.tunnels, (t) => t.bytes_in),
     bytes_out: sum(c.tunnels, (t) => t.bytes_out),

@@ -184,6 +184,8 @@ export interface CounterSnapshot {
   child_sa_active: number;
   /** Total IKE_SA rekeys since start. */
   ike_rekeys_total: number;
+  /** Total CHILD_SA rekeys since start. */
+  child_rekeys_total: number;
   drops: Array<{ reason: DropReason; count: number }>;
   handshakes: Array<{ tenant: string; result: HandshakeResult; count: number }>;
   workers: Array<{ worker: number; rx_packets: number; tx_packets: number; restarts: number }>;

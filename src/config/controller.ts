@@ -77,7 +77,10 @@ const IKE_PORTS = [500, 4500];
 
 const TENANT_KEYS = ['vrouter_id', 'tenant_id', 'tunnels', 'wireguard', 'wireguard_peers', 'tun', 'rules'] as const;
 const WRAPPER_KEYS = ['vrouter_id', 'tenants', 'rules'] as const;
-const TUNNEL_KEYS = ['id', 'type', 'remote_id', 'remote_address', 'local_id', 'auth', 'local_subnets', 'remote_subnets', 'proposals'] as const;
+const TUNNEL_KEYS = ['id', 'type', 'remote_id', 'remote_address', 'local_id', 'auth', 'local_subnets', 'remote_subnets', 'proposals', 'dpd_delay', 'rekey'] as const;
+const REKEY_KEYS = ['ike_seconds', 'child_seconds', 'child_bytes', 'child_packets'] as const;
+/** Shortest rekey interval accepted, s: charon subtracts up to 10% jitter and needs time to negotiate. */
+const MIN_REKEY_SECONDS = 10;
 const PEER_KEYS = ['public_key', 'allowed_ips', 'endpoint', 'preshared_key', 'persistent_keepalive', 'name'] as const;
 const TUN_KEYS = ['name', 'addresses', 'mtu', 'subnets', 'netns'] as const;
 const RULE_KEYS = ['from_tenant', 'from_prefix', 'to_tenant', 'to_prefix'] as const;
@@ -353,6 +356,8 @@ function parseTenant(
     const local = prefixList(o.local_subnets, at(tp, 'local_subnets'), issues, { nonEmpty: true });
     const remote = prefixList(o.remote_subnets, at(tp, 'remote_subnets'), issues, { nonEmpty: true });
     const proposals = parseProposals(o.proposals, at(tp, 'proposals'), issues);
+    const dpdDelay = issues.integer(o.dpd_delay, at(tp, 'dpd_delay'), 0, 3600, { optional: true, unit: 'seconds between liveness checks of an idle peer, 0 = off' });
+    const rekey = parseRekey(o.rekey, at(tp, 'rekey'), issues);
     if (remoteId !== undefined) {
       const clash = wide.identities.find(
         (x) => x.remoteId === remoteId && x.localId === (localId ?? '') && !(x.remoteAddress && remoteAddress && x.remoteAddress !== remoteAddress),
@@ -361,7 +366,7 @@ function parseTenant(
         issues.add(at(tp, 'remote_id'), `${show(remoteId)} (with the same local_id) is already the peer identity of ${clash.path}; charon could not tell the tunnels apart. Use distinct identities or distinct remote_address values`);
       } else wide.identities.push({ remoteId, localId: localId ?? '', ...(remoteAddress ? { remoteAddress } : {}), path: tp });
     }
-    if (id === undefined || remoteId === undefined || !auth || !local || !remote || !proposals) return;
+    if (id === undefined || remoteId === undefined || !auth || !local || !remote || !proposals || !rekey) return;
     remote.forEach((r, j) => routes.claim(r, { kind: 'ipsec', tunnel: id }, at(at(tp, 'remote_subnets'), j)));
     tunnels.push({
       id,
@@ -374,6 +379,8 @@ function parseTenant(
       remoteSubnets: remote.map((x) => x.text),
       ikeProposals: proposals.ike,
       espProposals: proposals.esp,
+      ...(dpdDelay !== undefined ? { dpdDelay } : {}),
+      ...rekey,
     });
   });
 
@@ -470,6 +477,30 @@ function parseProposals(v: unknown, path: string, issues: Issues): { ike: string
   const ike = list('ike', DEFAULT_IKE_PROPOSALS);
   const esp = list('esp', DEFAULT_ESP_PROPOSALS);
   return ok ? { ike, esp } : undefined;
+}
+
+type RekeySpec = Pick<IpsecTunnelSpec, 'ikeRekeySeconds' | 'childRekeySeconds' | 'childRekeyBytes' | 'childRekeyPackets'>;
+
+/** `rekey`: when charon renews the IKE_SA and the CHILD_SA (by time, and the CHILD_SA also by volume). */
+function parseRekey(v: unknown, path: string, issues: Issues): RekeySpec | undefined {
+  if (v === undefined) return {};
+  const o = issues.object(v, path);
+  if (!o) return undefined;
+  issues.unknownKeys(o, REKEY_KEYS, path);
+  const before = issues.count;
+  const secs = (k: 'ike_seconds' | 'child_seconds'): number | undefined =>
+    issues.integer(o[k], at(path, k), MIN_REKEY_SECONDS, 7 * 86400, { optional: true, unit: 'seconds' });
+  const ikeRekeySeconds = secs('ike_seconds');
+  const childRekeySeconds = secs('child_seconds');
+  const childRekeyBytes = issues.integer(o.child_bytes, at(path, 'child_bytes'), 0, Number.MAX_SAFE_INTEGER, { optional: true, unit: 'bytes, 0 = off' });
+  const childRekeyPackets = issues.integer(o.child_packets, at(path, 'child_packets'), 0, Number.MAX_SAFE_INTEGER, { optional: true, unit: 'packets, 0 = off' });
+  if (issues.count !== before) return undefined;
+  return {
+    ...(ikeRekeySeconds !== undefined ? { ikeRekeySeconds } : {}),
+    ...(childRekeySeconds !== undefined ? { childRekeySeconds } : {}),
+    ...(childRekeyBytes !== undefined ? { childRekeyBytes } : {}),
+    ...(childRekeyPackets !== undefined ? { childRekeyPackets } : {}),
+  };
 }
 
 function parseAuth(v: unknown, path: string, issues: Issues, made: Secret[], opts: ParseControllerOptions): TunnelAuth | undefined {

@@ -152,6 +152,13 @@ export interface IpsecTunnelSpec {
   remoteSubnets: readonly string[];
   ikeProposals: readonly string[];
   espProposals: readonly string[];
+  /** Dead-peer detection interval, s (0 = off); undefined = 30. */
+  dpdDelay?: number;
+  /** Rekey intervals; undefined = charon's defaults as set in ../ipsec/connections.ts (4 h IKE, 1 h CHILD, no volume limit). */
+  ikeRekeySeconds?: number;
+  childRekeySeconds?: number;
+  childRekeyBytes?: number;
+  childRekeyPackets?: number;
 }
 
 export interface WireguardPeerSpec {

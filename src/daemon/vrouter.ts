@@ -90,17 +90,15 @@ async function ipsecAuth(spec: IpsecTunnelSpec): Promise<IpsecAuth> {
     case 'pubkey':
       return { method: 'pubkey', certificate: await pem(a.certificate), privateKey: await pem(a.privateKey), ca: await pem(a.ca) };
     case 'eap':
-      if (!a.certificate || !a.privateKey || !a.ca) {
-        throw new CvlanError('CVLAN_ERR_CONFIG', `tunnel ${spec.id}: EAP needs our certificate, key and CA`);
-      }
+      // The loader guarantees the server its certificate and key and the client its CA.
       return {
         method: 'eap',
         role: a.role,
         eapIdentity: a.eapIdentity,
         eapSecret: a.eapSecret.text(),
-        certificate: await pem(a.certificate),
-        privateKey: await pem(a.privateKey),
-        ca: await pem(a.ca),
+        ...(a.certificate ? { certificate: await pem(a.certificate) } : {}),
+        ...(a.privateKey ? { privateKey: await pem(a.privateKey) } : {}),
+        ...(a.ca ? { ca: await pem(a.ca) } : {}),
       };
   }
 }
@@ -120,6 +118,11 @@ export async function ipsecTunnelOf(spec: IpsecTunnelSpec, ifId: number, localAd
     ikeProposals: [...spec.ikeProposals],
     espProposals: [...spec.espProposals],
     initiate: spec.remoteAddress !== undefined,
+    ...(spec.dpdDelay !== undefined ? { dpdDelay: spec.dpdDelay } : {}),
+    ...(spec.ikeRekeySeconds !== undefined ? { ikeRekeyTime: spec.ikeRekeySeconds } : {}),
+    ...(spec.childRekeySeconds !== undefined ? { childRekeyTime: spec.childRekeySeconds } : {}),
+    ...(spec.childRekeyBytes !== undefined ? { childRekeyBytes: spec.childRekeyBytes } : {}),
+    ...(spec.childRekeyPackets !== undefined ? { childRekeyPackets: spec.childRekeyPackets } : {}),
   };
 }
 
@@ -130,7 +133,10 @@ export async function ipsecTunnelOf(spec: IpsecTunnelSpec, ifId: number, localAd
 const AUTH_FAILURE_PATTERNS: [RegExp, string][] = [
   [/tried \d+ shared keys? for '([^']*)' - '([^']*)', but MAC mismatched/, 'PSK mismatch'],
   [/received AUTHENTICATION_FAILED notify/, 'the peer refused our authentication'],
-  [/EAP method (\S+) failed/, 'EAP failed'],
+  // the server's wording, then the client's
+  [/EAP method \S+ failed|EAP_\S+ method failed/, 'EAP failed'],
+  [/EAP-MS-CHAPv2 verification failed/, 'EAP-MSCHAPv2 password mismatch'],
+  [/parsed INFORMATIONAL request \d+ \[ N\(AUTH_FAILED\) \]/, 'the peer refused our authentication'],
   [/no trusted (?:\S+ )?public key found for '([^']*)'/, 'no trusted public key for the peer'],
   [/constraint check failed/, 'certificate constraints not met'],
   [/no shared key found for '([^']*)'/, 'no PSK configured for the identities'],
@@ -142,7 +148,7 @@ export function authFailure(line: string): { conn?: string; remote?: string; rea
     if (!m) continue;
     const conn = /<([^|>]+)\|\d+>/.exec(line)?.[1];
     const remote = m[2] ?? m[1];
-    return { ...(conn ? { conn } : {}), ...(remote && reason !== 'EAP failed' ? { remote } : {}), reason };
+    return { ...(conn ? { conn } : {}), ...(remote && !reason.startsWith('EAP') && !reason.startsWith('the peer') ? { remote } : {}), reason };
   }
   return undefined;
 }
@@ -184,6 +190,7 @@ export class Vrouter implements RouterStateSource {
   #nextIfId = 1;
   #ikeSas: IkeSaInfo[] = [];
   #ikeRekeys = 0;
+  #childRekeys = 0;
   #refresh: NodeJS.Timeout | undefined;
   #routes = new Set<string>();
   readonly #startedNs = process.hrtime.bigint();
@@ -274,6 +281,30 @@ export class Vrouter implements RouterStateSource {
     this.#events.configApplied({ tenant: t.id, version: configVersion(this.#state), changes: t.peers.length + t.tunnels.length });
   }
 
+  /**
+   * An EAP server asks the client for its identity (`eap_id = %any`: charon skips EAP-Identity
+   * when a fixed one is configured, and clients then log in with their IKE identity), so any user
+   * whose password charon holds could authenticate. Here the login is held to the tunnel's
+   * configured user: another one is torn down at once and logged as an authentication failure.
+   */
+  #wrongEapIdentity(conn: string, sa: { 'remote-host'?: string; 'remote-eap-id'?: string; uniqueid?: string }): boolean {
+    const auth = this.#tenant?.tunnels.find((x) => x.id === conn)?.auth;
+    if (auth?.method !== 'eap' || auth.role !== 'server') return false;
+    const got = sa['remote-eap-id'];
+    if (got === auth.eapIdentity) return false;
+    this.#events.authFailure({
+      tenant: this.#tenant!.id,
+      tunnel: conn,
+      remote: sa['remote-host'] ?? 'unknown',
+      method: 'ike',
+      reason: `EAP identity ${JSON.stringify(got ?? null)} is not the tunnel's user`,
+    });
+    void this.#ipsec?.vici
+      .terminate({ ...(sa.uniqueid ? { ikeId: Number(sa.uniqueid) } : { ike: conn }), force: true, timeoutMs: -1 })
+      .catch((e: unknown) => this.#opts.logger.warn({ tunnel: conn, err: (e as Error).message }, 'terminating an IKE_SA with the wrong EAP identity'));
+    return true;
+  }
+
   async #watchCharon(): Promise<void> {
     const vici = this.#ipsec!.vici;
     const supervisor = this.#ipsec!.supervisor;
@@ -288,12 +319,16 @@ export class Vrouter implements RouterStateSource {
     vici.on('event', (name, msg) => {
       for (const [conn, v] of Object.entries(msg)) {
         if (typeof v !== 'object' || v === null) continue;
-        const sa = v as { state?: string; 'remote-host'?: string };
+        const sa = v as { state?: string; 'remote-host'?: string; 'remote-eap-id'?: string; uniqueid?: string };
         if (name === 'ike-updown') {
-          if (msg.up === 'yes') this.#events.tunnelUp({ tenant, tunnel: conn, type: 'ipsec', ...(sa['remote-host'] ? { remote: sa['remote-host'] } : {}) });
-          else this.#events.tunnelDown({ tenant, tunnel: conn, type: 'ipsec', reason: `IKE_SA ${sa.state ?? 'down'}` });
+          if (msg.up === 'yes') {
+            if (this.#wrongEapIdentity(conn, sa)) continue;
+            this.#events.tunnelUp({ tenant, tunnel: conn, type: 'ipsec', ...(sa['remote-host'] ? { remote: sa['remote-host'] } : {}) });
+          } else this.#events.tunnelDown({ tenant, tunnel: conn, type: 'ipsec', reason: `IKE_SA ${sa.state ?? 'down'}` });
         } else if (name === 'ike-rekey') {
           this.#ikeRekeys++;
+        } else if (name === 'child-rekey') {
+          this.#childRekeys++;
         }
       }
       void this.refreshSas();
@@ -353,12 +388,8 @@ export class Vrouter implements RouterStateSource {
     this.#ifIds.set(spec.id, ifId);
     await svc.addTunnel(await ipsecTunnelOf(spec, ifId, this.#state.local.network.listenAddress!));
     for (const s of spec.remoteSubnets) this.#events.routingChange({ tenant: this.#tenant!.id, tunnel: spec.id, action: 'add', prefix: s, via: { kind: 'ipsec', id: spec.id } });
-    if (spec.remoteAddress !== undefined) {
-      // start_action=start initiates too; this waits so `run` reports the outcome.
-      await svc.initiate(spec.id).catch((e: unknown) =>
-        this.#events.tunnelDown({ tenant: this.#tenant!.id, tunnel: spec.id, type: 'ipsec', reason: `initiate: ${(e as Error).message}` }),
-      );
-    }
+    // An initiating tunnel is started by charon itself (start_action=start, retried forever): a
+    // second initiation from here would race it and leave a spurious failed IKE_SA behind.
   }
 
   /**
@@ -547,6 +578,7 @@ export class Vrouter implements RouterStateSource {
       ike_sa_active: this.#ikeSas.filter((s) => s.state === 'ESTABLISHED').length,
       child_sa_active: this.#ikeSas.reduce((n, s) => n + s.childSas.filter((c) => c.state === 'INSTALLED').length, 0),
       ike_rekeys_total: this.#ikeRekeys,
+      child_rekeys_total: this.#childRekeys,
       drops: [...drops].map(([reason, count]) => ({ reason, count })),
       handshakes: t && wgc ? [
         { tenant: t.id, result: 'success', count: Number(wgc.handshakesCompleted) },

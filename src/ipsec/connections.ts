@@ -19,14 +19,15 @@ export type IpsecAuth =
     }
   | {
       method: 'eap';
-      /** We are the EAP server (responder) authenticating the peer with EAP-MSCHAPv2; our side uses a certificate. */
+      /** EAP-MSCHAPv2 user name and password. */
       eapIdentity: string;
       eapSecret: string;
-      certificate: string;
-      privateKey: string;
-      ca: string;
-      /** `server`: we verify the peer's EAP identity. `client`: we authenticate to the peer with EAP. */
+      /** `server`: we verify the peer's EAP identity and authenticate ourselves with `certificate`.
+       * `client`: we log in with EAP and verify the server's certificate against `ca`. */
       role: 'server' | 'client';
+      certificate?: string;
+      privateKey?: string;
+      ca?: string;
     };
 
 export interface IpsecTunnel {
@@ -78,9 +79,10 @@ export function connSection(t: IpsecTunnel): ViciInputSection {
     case 'eap':
       if (t.auth.role === 'server') {
         local.auth = 'pubkey';
-        local.certs = [t.auth.certificate];
+        if (t.auth.certificate) local.certs = [t.auth.certificate];
         remote.auth = 'eap-mschapv2';
-        remote.eap_id = t.auth.eapIdentity;
+        // Ask for the identity (EAP-Identity); the daemon holds it to eapIdentity once up.
+        remote.eap_id = '%any';
       } else {
         local.auth = 'eap-mschapv2';
         local.eap_id = t.auth.eapIdentity;
@@ -110,6 +112,7 @@ export function connSection(t: IpsecTunnel): ViciInputSection {
     encap: 'yes',
     mobike: 'no',
     dpd_delay: `${t.dpdDelay ?? 30}s`,
+    // DPD on an idle IKE_SA only: charon asks query_sa for last use, so ESP traffic counts as life.
     rekey_time: `${t.ikeRekeyTime ?? 14400}s`,
     unique: 'replace',
     // An initiating tunnel keeps trying (0 = forever, with charon's backoff): a peer that is down

@@ -102,9 +102,9 @@ export class IpsecService {
   async #load(t: IpsecTunnel): Promise<void> {
     for (const s of sharedSecrets(t)) await this.vici.loadShared(s);
     if (t.auth.method !== 'psk') {
-      await this.vici.loadCert({ type: 'X509', flag: 'CA', data: t.auth.ca });
-      await this.vici.loadCert({ type: 'X509', data: t.auth.certificate });
-      await this.vici.loadKey({ type: 'ANY', data: t.auth.privateKey });
+      if (t.auth.ca) await this.vici.loadCert({ type: 'X509', flag: 'CA', data: t.auth.ca });
+      if (t.auth.certificate) await this.vici.loadCert({ type: 'X509', data: t.auth.certificate });
+      if (t.auth.privateKey) await this.vici.loadKey({ type: 'ANY', data: t.auth.privateKey });
     }
     await this.vici.loadConn(t.id, connSection(t));
   }

@@ -46,6 +46,7 @@ export const METRIC_LABELS = {
   cvlan_vrouter_ike_sa_active: [],
   cvlan_vrouter_child_sa_active: [],
   cvlan_vrouter_ike_rekeys_total: [],
+  cvlan_vrouter_child_rekeys_total: [],
   cvlan_vrouter_drops_total: ['reason'],
   cvlan_vrouter_handshakes_total: ['tenant', 'result'],
   cvlan_vrouter_worker_packets_total: ['worker', 'direction'],
@@ -121,6 +122,15 @@ export class VrouterMetrics {
       collect() {
         rekeys.reset();
         rekeys.inc(snap().ike_rekeys_total);
+      },
+    });
+    const childRekeys = new Counter({
+      name: 'cvlan_vrouter_child_rekeys_total',
+      help: 'CHILD_SA rekeys, total.',
+      registers,
+      collect() {
+        childRekeys.reset();
+        childRekeys.inc(snap().child_rekeys_total);
       },
     });
 

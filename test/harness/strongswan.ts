@@ -18,7 +18,7 @@ export type StrongswanAuth =
   /** X.509: PEM files copied into the instance's swanctl dir. */
   | { method: 'pubkey'; cert: string; key: string; caCerts?: string[] }
   /** EAP as client (`eap-md5`, `eap-mschapv2`, ...) with username/password; the server side uses `server: true`. */
-  | { method: 'eap'; eapType: string; identity: string; secret: string; server?: boolean; serverCert?: string; serverKey?: string };
+  | { method: 'eap'; eapType: string; identity: string; secret: string; server?: boolean; serverCert?: string; serverKey?: string; caCerts?: string[] };
 
 export interface StrongswanOptions {
   /** Underlay address charon uses (`local_addrs`). */
@@ -38,6 +38,9 @@ export interface StrongswanOptions {
   espProposals?: string;
   /** `start_action` of the CHILD_SA: `none` (initiate by hand), `start`, `trap`. Default `none`. */
   startAction?: 'none' | 'start' | 'trap';
+  /** IKE_SA and CHILD_SA rekey times (swanctl syntax, e.g. `20s`). Default charon's (4h / 1h). */
+  ikeRekeyTime?: string;
+  childRekeyTime?: string;
   /** Force UDP encapsulation (ESP-in-UDP on 4500) even without NAT. Default false. */
   forceEncap?: boolean;
   /** Extra lines inside `charon { }` of strongswan.conf. */
@@ -117,6 +120,7 @@ export async function strongswanPeer(lab: Lab, ns: string, o: StrongswanOptions)
     copyFileSync(o.auth.serverCert, join(dir, 'x509', basename(o.auth.serverCert)));
     copyFileSync(o.auth.serverKey, join(dir, 'private', basename(o.auth.serverKey)));
   }
+  if (o.auth.method === 'eap') for (const ca of o.auth.caCerts ?? []) copyFileSync(ca, join(dir, 'x509ca', basename(ca)));
 
   // Debian's plugin set (load_modular with the packaged per-plugin files), then the overrides that
   // make a userspace-ESP peer work here: kernel-libipsec on; bypass-lan off (it would route the
@@ -167,7 +171,8 @@ ${o.extraCharonConf ?? ''}
     remote_addrs = ${o.remoteAddr}
     proposals = ${o.ikeProposals ?? 'aes256gcm16-prfsha256-x25519'}
     encap = ${o.forceEncap ? 'yes' : 'no'}
-    local {
+${o.ikeRekeyTime ? `    rekey_time = ${o.ikeRekeyTime}
+` : ''}    local {
 ${authSection('local', o.auth, localId)}
     }
     remote {
@@ -179,7 +184,8 @@ ${authSection('remote', o.auth, remoteId)}
         remote_ts = ${o.remoteTs.join(',')}
         esp_proposals = ${o.espProposals ?? 'aes256gcm16'}
         start_action = ${o.startAction ?? 'none'}
-      }
+${o.childRekeyTime ? `        rekey_time = ${o.childRekeyTime}
+` : ''}      }
     }
   }
 }

@@ -30,6 +30,8 @@ export const tools = {
   charon: pick('CVLAN_CHARON', '/usr/lib/ipsec/charon'),
   /** Env CVLAN_SWANCTL, default `swanctl`. */
   swanctl: pick('CVLAN_SWANCTL', 'swanctl'),
+  /** strongSwan's PKI tool (certificates for IKE auth tests). Env CVLAN_PKI, default `pki`. */
+  pki: pick('CVLAN_PKI', 'pki'),
   /** Node.js used to run cvlan-vrouter. Env CVLAN_NODE, default the running node. */
   node: pick('CVLAN_NODE', process.execPath),
   /** util-linux, used to give children a parent-death signal and a private mount namespace. */

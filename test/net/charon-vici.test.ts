@@ -175,6 +175,7 @@ void t.test('two supervised charons over our VICI client', { skip, timeout: 120_
   const [saA] = await A.client.listSas({ ike: 'gw' });
   const [saB] = await B.client.listSas({ ike: 'gw' });
   t.equal(saA?.childSas[0]?.spiOut, saB?.childSas[0]?.spiIn, 'SPIs pair up across the two charons');
+  t.same((await A.client.listSas({ ikeId: saA!.uniqueId! })).map((s) => s.uniqueId), [saA!.uniqueId], 'list-sas by ike-id');
 
   // Traffic between the inner subnets goes through kernel-libipsec's userspace ESP.
   const ping = await inNs(a.ns, 'ping', ['-c', '3', '-i', '0.2', '-w', '10', '-I', a.inner, b.inner], 20_000);
@@ -191,7 +192,8 @@ void t.test('two supervised charons over our VICI client', { skip, timeout: 120_
     A.client.on('ike-updown', f);
     return () => A.client.off('ike-updown', f);
   });
-  await A.client.terminate({ ike: 'gw', timeoutMs: 10_000 });
+  // by unique id (`ike-id`), as the daemon tears down one IKE_SA of a connection
+  await A.client.terminate({ ikeId: saA!.uniqueId!, timeoutMs: 10_000 });
   t.equal((await ikeDown).ike.name, 'gw');
   t.same(await A.client.listSas(), [], 'A has no SA after terminate');
   await until('B to drop the SA', 10_000, async () => ((await B.client.listSas()).length === 0 ? true : undefined));

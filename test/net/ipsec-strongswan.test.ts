@@ -9,98 +9,15 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { adminGet } from '../../src/api/client.js';
 import type { TunnelView } from '../../src/api/state.js';
 import { useLab, closeLab } from '../harness/tap.js';
-import type { Lab } from '../harness/lab.js';
 import { twoHosts, natTopology } from '../harness/topology.js';
-import { strongswanPeer, type StrongswanPeer } from '../harness/strongswan.js';
-import { vrouterRun, type VrouterRun } from '../harness/vrouter.js';
+import { vrouterRun } from '../harness/vrouter.js';
+import { site, waitUp, OURS, LEGACY } from '../harness/ipsec-site.js';
 import { cvlanTestbedMissing } from '../harness/cvlan.js';
 import { missingPrerequisites, tools } from '../harness/tools.js';
-import { run, sleep } from '../harness/exec.js';
+import { run } from '../harness/exec.js';
 import { ping, waitForPing, iperfServer, iperfClient } from '../harness/ping.js';
 
 const skip = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'swanctl', 'iperf3', 'nft');
-const OURS = { lan: '10.88.1.1', net: '10.88.1.0/24' };
-const LEGACY = { lan: '10.88.2.1', net: '10.88.2.0/24' };
-
-interface Site {
-  ours: VrouterRun;
-  legacy: StrongswanPeer;
-  nsOurs: string;
-  nsLegacy: string;
-}
-
-/** Ours (responder unless `weInitiate`) ⇄ kernel-libipsec, PSK, the given ESP proposal. */
-async function site(lab: Lab, o: { esp: string; weInitiate: boolean; ours: [string, string]; legacy: [string, string]; legacyAddrSeenByUs?: string }): Promise<Site> {
-  const psk = randomBytes(24).toString('base64');
-  const [nsOurs, ourAddr] = o.ours;
-  const [nsLegacy, legacyAddr] = o.legacy;
-  await lab.addAddress(nsLegacy, 'lo', `${LEGACY.lan}/32`);
-  const startOurs = async (): Promise<VrouterRun> => {
-    const ours = await vrouterRun(lab, nsOurs, {
-      listenAddress: ourAddr,
-      logLevel: 'info',
-      document: {
-        vrouter_id: 'ours',
-        tenant_id: 't1',
-        tunnels: [
-          {
-            id: 'legacy',
-            type: 'ipsec',
-            local_id: 'ours.test.cvlan',
-            remote_id: 'legacy.test.cvlan',
-            ...(o.weInitiate ? { remote_address: o.legacyAddrSeenByUs ?? legacyAddr } : {}),
-            auth: { method: 'psk', psk },
-            local_subnets: [OURS.net],
-            remote_subnets: [LEGACY.net],
-            proposals: { ike: ['aes256gcm16-prfsha256-ecp256', 'aes256gcm16-prfsha384-x25519'], esp: [o.esp] },
-          },
-        ],
-      },
-    });
-    await lab.addAddress(nsOurs, ours.ready.ipsec!.interface, `${OURS.lan}/32`);
-    return ours;
-  };
-  const startLegacy = (): Promise<StrongswanPeer> =>
-    strongswanPeer(lab, nsLegacy, {
-      localAddr: legacyAddr,
-      remoteAddr: ourAddr,
-      localId: 'legacy.test.cvlan',
-      remoteId: 'ours.test.cvlan',
-      localTs: [LEGACY.net],
-      remoteTs: [OURS.net],
-      auth: { method: 'psk', psk },
-      ikeProposals: 'aes256gcm16-prfsha256-ecp256',
-      espProposals: o.esp,
-      forceEncap: true,
-    });
-  // Whoever answers is started first, so the initiator's first attempt already meets a peer.
-  let ours: VrouterRun;
-  let legacy: StrongswanPeer;
-  if (o.weInitiate) {
-    legacy = await startLegacy();
-    ours = await startOurs();
-  } else {
-    ours = await startOurs();
-    legacy = await startLegacy();
-    await legacy.initiate(20);
-  }
-  return { ours, legacy, nsOurs, nsLegacy };
-}
-
-async function tunnels(s: Site): Promise<TunnelView[]> {
-  return (JSON.parse((await adminGet({ kind: 'unix', socketPath: s.ours.admin }, '/v1/tunnels')).body) as { tunnels: TunnelView[] }).tunnels;
-}
-
-async function waitUp(s: Site, timeoutMs = 20_000): Promise<TunnelView> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = (await tunnels(s))[0];
-    if (v?.state === 'up') return v;
-    if (Date.now() > end) throw new Error(`tunnel not up: ${JSON.stringify(v)}`);
-    await sleep(250);
-  }
-}
-
 const CIPHERS: [string, RegExp][] = [
   ['aes128gcm16', /AES_GCM_16_128/],
   ['aes256gcm16', /AES_GCM_16_256/],

@@ -111,6 +111,7 @@ export function sampleSnapshot(): StateSnapshot {
       ike_sa_active: 1,
       child_sa_active: 1,
       ike_rekeys_total: 5,
+      child_rekeys_total: 7,
       drops: [
         { reason: 'no_route', count: 17 },
         { reason: 'replay', count: 3 },

@@ -102,6 +102,7 @@ void t.test('every route answers with its schema', async (t) => {
     ike_sa_active: 1,
     child_sa_active: 1,
     ike_rekeys_total: 5,
+    child_rekeys_total: 7,
     wireguard_peers: 1,
     bytes_in: 123456789,
     bytes_out: 987654,

@@ -178,6 +178,10 @@ t.test('every bad-input class names its field and reason', async (t) => {
     { name: 'CBC without integrity', doc: tenantDoc({ tunnels: [tunnel({ proposals: { esp: ['aes128'] } })] }), path: 'tunnels[0].proposals.esp[0]', reason: /need an integrity algorithm/ },
     { name: 'IKE without PRF', doc: tenantDoc({ tunnels: [tunnel({ proposals: { ike: ['chacha20poly1305-x25519'] } })] }), path: 'tunnels[0].proposals.ike[0]', reason: /needs a PRF/ },
     { name: 'empty subnets', doc: tenantDoc({ tunnels: [tunnel({ local_subnets: [] })] }), path: 'tunnels[0].local_subnets', reason: /at least one entry/ },
+    { name: 'dpd delay negative', doc: tenantDoc({ tunnels: [tunnel({ dpd_delay: -1 })] }), path: 'tunnels[0].dpd_delay', reason: /expected an integer 0\.\.3600/ },
+    { name: 'rekey too soon', doc: tenantDoc({ tunnels: [tunnel({ rekey: { child_seconds: 5 } })] }), path: 'tunnels[0].rekey.child_seconds', reason: /expected an integer 10\.\./ },
+    { name: 'rekey unknown field', doc: tenantDoc({ tunnels: [tunnel({ rekey: { child_minutes: 5 } })] }), path: 'tunnels[0].rekey.child_minutes', reason: /unknown/ },
+    { name: 'rekey bytes not a number', doc: tenantDoc({ tunnels: [tunnel({ rekey: { child_bytes: '1G' } })] }), path: 'tunnels[0].rekey.child_bytes', reason: /expected an integer/ },
     { name: 'remote address with port', doc: tenantDoc({ tunnels: [tunnel({ remote_address: '192.0.2.1:500' })] }), path: 'tunnels[0].remote_address', reason: /not a host name or IP address/ },
     { name: 'TUN name too long', doc: tenantDoc({ tun: [{ name: 'a-very-long-interface', subnets: [] }] }), path: 'tun[0].name', reason: /1-15/ },
     { name: 'TUN mtu', doc: tenantDoc({ tun: [{ name: 'cv0', mtu: 100 }] }), path: 'tun[0].mtu', reason: /576\.\.65535 \(bytes\)/ },
@@ -202,6 +206,23 @@ function tunnel(over: Doc = {}): Doc {
 function withPeer(over: Doc): Doc {
   return tenantDoc({ wireguard_peers: [{ public_key: PEER1, allowed_ips: ['10.20.0.2/32'], ...over }] });
 }
+
+t.test('dpd_delay and rekey reach the tunnel spec; absent they stay undefined (defaults apply)', async (t) => {
+  const base = (tenantDoc().tunnels as Doc[])[0]!;
+  const s = load(
+    tenantDoc({
+      tunnels: [
+        { ...base, dpd_delay: 5, rekey: { ike_seconds: 600, child_seconds: 60, child_bytes: 1_000_000_000, child_packets: 0 } },
+        { ...base, id: 'site-b', remote_id: 'b', remote_subnets: ['10.11.0.0/24'] },
+      ],
+    }),
+  );
+  t.teardown(() => disposeDesiredState(s));
+  const [a, b] = s.tenants[0]!.tunnels;
+  t.match(a, { dpdDelay: 5, ikeRekeySeconds: 600, childRekeySeconds: 60, childRekeyBytes: 1_000_000_000, childRekeyPackets: 0 });
+  t.equal(b?.dpdDelay, undefined);
+  t.equal(b?.childRekeySeconds, undefined);
+});
 
 t.test('nested prefixes in one tenant are allowed (longest prefix wins)', async (t) => {
   const s = load(tenantDoc({ wireguard_peers: [{ public_key: PEER1, allowed_ips: ['10.0.0.0/16'] }, { public_key: PEER2, allowed_ips: ['10.0.1.0/24'] }] }));

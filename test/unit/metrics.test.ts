@@ -58,6 +58,7 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
     cvlan_vrouter_ike_sa_active: [],
     cvlan_vrouter_child_sa_active: [],
     cvlan_vrouter_ike_rekeys_total: [],
+    cvlan_vrouter_child_rekeys_total: [],
     cvlan_vrouter_drops_total: ['reason'],
     cvlan_vrouter_handshakes_total: ['tenant', 'result'],
     cvlan_vrouter_worker_packets_total: ['worker', 'direction'],
@@ -79,6 +80,7 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
   t.equal(find(samples, 'cvlan_vrouter_bytes_out_total', { tunnel: 'site-a' }), 987654);
   t.equal(find(samples, 'cvlan_vrouter_packets_in_total', { tunnel: 'site-a' }), 100000);
   t.equal(find(samples, 'cvlan_vrouter_ike_rekeys_total'), 5);
+  t.equal(find(samples, 'cvlan_vrouter_child_rekeys_total'), 7);
   t.equal(find(samples, 'cvlan_vrouter_handshakes_total', { tenant: 'globex', result: 'auth_failure' }), 4);
   t.equal(find(samples, 'cvlan_vrouter_worker_packets_total', { worker: '1', direction: 'tx' }), 480);
   t.equal(find(samples, 'cvlan_vrouter_worker_restarts_total', { worker: '1' }), 2);

@@ -146,7 +146,12 @@ struct OutboundEntry {
 struct OutPolicy {
     src: WireTs,
     dst: WireTs,
+    /// The reqid of the newest installation: its SAs carry the traffic.
     reqid: u32,
+    /// reqids of every installation of this policy id, oldest first. charon installs a policy
+    /// again for each CHILD_SA that uses it (a rekey installs the new one before deleting the
+    /// old) and deletes it once per installation, as kernel-netlink counts them.
+    installs: Vec<u32>,
     if_id: u32,
     /// Smaller is more specific and wins.
     rank: u128,
@@ -160,9 +165,9 @@ struct Table {
     /// Outbound SAs by reqid, newest last.
     by_reqid: HashMap<u32, Vec<Arc<OutboundEntry>>>,
     out_policies: Vec<Arc<OutPolicy>>,
-    /// In/fwd policies are kept only to answer charon consistently; inbound checks use the SA's
-    /// own selectors.
-    other_policies: Vec<PolicyId>,
+    /// In/fwd policies (with their installation count) are kept only to answer charon
+    /// consistently; inbound checks use the SA's own selectors.
+    other_policies: Vec<(PolicyId, usize)>,
 }
 
 /// A view of one installed SA, for the control plane (no key material).
@@ -704,17 +709,26 @@ impl IpsecEngine {
     fn add_policy(&self, p: Policy) -> Result<(), Status> {
         self.commit(|t| {
             if p.id.dir != PolicyDir::Out {
-                if !t.other_policies.contains(&p.id) {
-                    t.other_policies.push(p.id.clone());
+                match t.other_policies.iter_mut().find(|(id, _)| *id == p.id) {
+                    Some((_, n)) => *n += 1,
+                    None => t.other_policies.push((p.id.clone(), 1)),
                 }
                 return Ok(());
             }
+            let mut installs = t
+                .out_policies
+                .iter()
+                .find(|x| x.id == p.id)
+                .map(|x| x.installs.clone())
+                .unwrap_or_default();
+            installs.push(p.sa.reqid);
             t.out_policies.retain(|x| x.id != p.id);
             let rank = range_size(&p.id.src_ts).saturating_add(range_size(&p.id.dst_ts));
             t.out_policies.push(Arc::new(OutPolicy {
                 src: p.id.src_ts,
                 dst: p.id.dst_ts,
                 reqid: p.sa.reqid,
+                installs,
                 if_id: p.id.if_id,
                 rank: if p.manual_prio != 0 {
                     u128::from(p.manual_prio)
@@ -728,16 +742,51 @@ impl IpsecEngine {
         })
     }
 
+    /// Removes one installation; the policy stays while others use it.
     fn del_policy(&self, p: &Policy) -> Result<(), Status> {
         self.commit(|t| {
-            let before = t.out_policies.len() + t.other_policies.len();
-            t.out_policies.retain(|x| x.id != p.id);
-            t.other_policies.retain(|x| *x != p.id);
-            if t.out_policies.len() + t.other_policies.len() < before {
-                Ok(())
-            } else {
-                Err(Status::NotFound)
+            if p.id.dir != PolicyDir::Out {
+                let i = t
+                    .other_policies
+                    .iter()
+                    .position(|(id, _)| *id == p.id)
+                    .ok_or(Status::NotFound)?;
+                t.other_policies[i].1 -= 1;
+                if t.other_policies[i].1 == 0 {
+                    t.other_policies.remove(i);
+                }
+                return Ok(());
             }
+            let i = t
+                .out_policies
+                .iter()
+                .position(|x| x.id == p.id)
+                .ok_or(Status::NotFound)?;
+            let old = t.out_policies[i].clone();
+            let mut installs = old.installs.clone();
+            // The installation of this CHILD_SA's reqid; the newest if none matches.
+            let k = installs
+                .iter()
+                .rposition(|r| *r == p.sa.reqid)
+                .unwrap_or(installs.len() - 1);
+            installs.remove(k);
+            match installs.last() {
+                None => {
+                    t.out_policies.remove(i);
+                }
+                Some(&reqid) => {
+                    t.out_policies[i] = Arc::new(OutPolicy {
+                        src: old.src,
+                        dst: old.dst,
+                        reqid,
+                        installs,
+                        if_id: old.if_id,
+                        rank: old.rank,
+                        id: old.id.clone(),
+                    });
+                }
+            }
+            Ok(())
         })
     }
 
@@ -935,5 +984,81 @@ mod tests {
             6,
             None
         ));
+    }
+
+    fn policy(dir: PolicyDir, reqid: u32, spi: u32) -> Policy {
+        let ts = |net: &str| WireTs {
+            protocol: 0,
+            from_port: 0,
+            to_port: 65535,
+            from: format!("{net}.0").parse().unwrap(),
+            to: format!("{net}.255").parse().unwrap(),
+        };
+        Policy {
+            id: PolicyId {
+                dir,
+                src_ts: ts("10.1.0"),
+                dst_ts: ts("10.2.0"),
+                mark: proto::Mark { value: 0, mask: 0 },
+                if_id: 7,
+                interface: None,
+            },
+            kind: proto::PolicyType::Ipsec,
+            prio: proto::PolicyPriority::Default,
+            manual_prio: 0,
+            src: "192.0.2.1:4500".parse().unwrap(),
+            dst: "192.0.2.2:4500".parse().unwrap(),
+            sa: proto::SaCfg {
+                mode: Mode::Tunnel,
+                reqid,
+                esp_spi: Some(spi),
+                ah_spi: None,
+                ipcomp_transform: 0,
+                ipcomp_cpi: 0,
+            },
+        }
+    }
+
+    /// A CHILD_SA rekey installs the policy for the new SA, then deletes it for the old one: the
+    /// policy must survive until its last user is gone.
+    #[test]
+    fn policies_are_counted_per_installation() {
+        let e = IpsecEngine::new("192.0.2.1".parse().unwrap());
+        for dir in [PolicyDir::Out, PolicyDir::In, PolicyDir::Fwd] {
+            e.add_policy(policy(dir, 1, 0xc0ffee01)).unwrap();
+        }
+        assert_eq!(e.policy_count(), 3);
+        // the rekey: same policy ids, new SA
+        for dir in [PolicyDir::Out, PolicyDir::In, PolicyDir::Fwd] {
+            e.add_policy(policy(dir, 1, 0xc0ffee02)).unwrap();
+        }
+        assert_eq!(e.policy_count(), 3, "one entry per policy id");
+        for dir in [PolicyDir::Out, PolicyDir::In, PolicyDir::Fwd] {
+            e.del_policy(&policy(dir, 1, 0xc0ffee01)).unwrap();
+        }
+        assert_eq!(e.policy_count(), 3, "still used by the new CHILD_SA");
+        assert_eq!(e.policy_if_ids(), [7]);
+        for dir in [PolicyDir::Out, PolicyDir::In, PolicyDir::Fwd] {
+            e.del_policy(&policy(dir, 1, 0xc0ffee02)).unwrap();
+        }
+        assert_eq!(e.policy_count(), 0);
+        assert_eq!(
+            e.del_policy(&policy(PolicyDir::Out, 1, 0xc0ffee02)),
+            Err(Status::NotFound)
+        );
+    }
+
+    #[test]
+    fn newest_installation_gives_the_reqid() {
+        let e = IpsecEngine::new("192.0.2.1".parse().unwrap());
+        e.add_policy(policy(PolicyDir::Out, 1, 1)).unwrap();
+        e.add_policy(policy(PolicyDir::Out, 2, 2)).unwrap();
+        assert_eq!(e.snapshot().out_policies[0].reqid, 2);
+        e.del_policy(&policy(PolicyDir::Out, 2, 2)).unwrap();
+        assert_eq!(
+            e.snapshot().out_policies[0].reqid,
+            1,
+            "back to the remaining installation"
+        );
     }
 }

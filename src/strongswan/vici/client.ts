@@ -387,8 +387,8 @@ export class ViciClient extends EventEmitter<ViciClientEvents> {
       {
         ike: opts.ike,
         child: opts.child,
-        ike_id: opts.ikeId,
-        child_id: opts.childId,
+        'ike-id': opts.ikeId,
+        'child-id': opts.childId,
         force: opts.force,
         timeout: charonTimeout,
       },
@@ -399,7 +399,7 @@ export class ViciClient extends EventEmitter<ViciClientEvents> {
   async listSas(filter: { ike?: string; ikeId?: number; noblock?: boolean } = {}): Promise<IkeSaInfo[]> {
     const { events } = await this.streamedRequest('list-sas', 'list-sa', {
       ike: filter.ike,
-      ike_id: filter.ikeId,
+      'ike-id': filter.ikeId,
       noblock: filter.noblock ? 'yes' : undefined,
     });
     return events.flatMap(parseListSa);

@@ -1,0 +1,19 @@
+// charon's log lines (as 5.9.8 prints them at level 1) that the daemon turns into auth_failure
+// events: which tunnel, which peer, and a reason that never carries a secret.
+import t from 'tap';
+import { authFailure } from '../../src/daemon/vrouter.js';
+
+t.test('charon lines become auth failures with tunnel and reason', async (t) => {
+  t.same(authFailure("08[IKE] <legacy|1> tried 1 shared key for 'ours.test.cvlan' - 'legacy.test.cvlan', but MAC mismatched"), {
+    conn: 'legacy',
+    remote: 'legacy.test.cvlan',
+    reason: 'PSK mismatch',
+  });
+  t.same(authFailure('08[IKE] <legacy|1> EAP-MS-CHAPv2 verification failed, retry (1)'), { conn: 'legacy', reason: 'EAP-MSCHAPv2 password mismatch' });
+  t.same(authFailure('10[ENC] <legacy|1> parsed INFORMATIONAL request 4 [ N(AUTH_FAILED) ]'), { conn: 'legacy', reason: 'the peer refused our authentication' });
+  t.same(authFailure('12[IKE] <site|3> EAP_MSCHAPV2 method failed'), { conn: 'site', reason: 'EAP failed' });
+  t.same(authFailure("12[IKE] <site|3> EAP method EAP_MSCHAPV2 failed for peer 'legacy-site'"), { conn: 'site', reason: 'EAP failed' });
+  t.same(authFailure("06[CFG] <5> no trusted ECDSA public key found for 'impostor.example'"), { remote: 'impostor.example', reason: 'no trusted public key for the peer' });
+  t.equal(authFailure('09[IKE] <legacy|1> IKE_SA legacy[1] established between 192.0.2.1[a]...192.0.2.2[b]'), undefined);
+  t.equal(authFailure('17[ENC] <legacy|1> parsed INFORMATIONAL request 5 [ ]'), undefined, 'a plain liveness check is no failure');
+});
