@@ -86,6 +86,7 @@ export const workerSchema = obj({
   tx_bytes: count,
   batches: count,
   restarts: count,
+  translated: count,
   busy_ratio: { type: ['number', 'null'] },
 });
 

@@ -171,6 +171,8 @@ export interface WorkerView {
   batches: number;
   /** Times the worker thread was restarted after a failure. */
   restarts: number;
+  /** Packets this worker translated between the protocols (ESP in → WireGuard out and back). */
+  translated: number;
   /** Share of wall time spent working, 0..1, null if the data plane does not measure it. */
   busy_ratio: number | null;
 }

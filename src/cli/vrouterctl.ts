@@ -278,7 +278,7 @@ function render(command: string, body: unknown): string {
     case 'workers': {
       const { workers } = body as { workers: WorkerView[] };
       return table(
-        ['WORKER', 'RX_PKTS', 'TX_PKTS', 'RX', 'TX', 'BATCHES', 'RESTARTS', 'BUSY'],
+        ['WORKER', 'RX_PKTS', 'TX_PKTS', 'RX', 'TX', 'BATCHES', 'RESTARTS', 'TRANSLATED', 'BUSY'],
         workers.map((w) => [
           String(w.index),
           String(w.rx_packets),
@@ -287,6 +287,7 @@ function render(command: string, body: unknown): string {
           humanBytes(w.tx_bytes),
           String(w.batches),
           String(w.restarts),
+          String(w.translated),
           w.busy_ratio === null ? '-' : `${(w.busy_ratio * 100).toFixed(0)}%`,
         ]),
       );

@@ -23,7 +23,7 @@ import type { Logger } from 'pino';
 import { ConfigError, CvlanError } from '../errors.js';
 import { configVersion } from '../config/load.js';
 import type { DesiredState, IpsecTunnelSpec, PemSource, SecretPemSource, TenantSpec, WireguardPeerSpec } from '../config/model.js';
-import { WireGuardDevice, totals, type WorkerStats } from '../dataplane/index.js';
+import { WireGuardDevice, pairDevices, totals, type WorkerStats } from '../dataplane/index.js';
 import { IpsecService } from '../ipsec/service.js';
 import type { IpsecAuth, IpsecTunnel } from '../ipsec/connections.js';
 import { eventLog, type EventLog } from '../log.js';
@@ -237,7 +237,8 @@ export class Vrouter implements RouterStateSource {
   async #up(): Promise<void> {
     const t = this.#tenant;
     if (!t) return;
-    // The two devices hand each other packets through this namespace's IP stack.
+    // Packets the workers do not translate themselves (to local subnets, the vrouter's own
+    // addresses) cross between the devices through this namespace's IP stack.
     writeFileSync('/proc/sys/net/ipv4/ip_forward', '1\n');
     writeFileSync('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
     if (t.wireguard) {
@@ -274,6 +275,8 @@ export class Vrouter implements RouterStateSource {
         logger: this.#opts.logger,
       });
       await this.#watchCharon();
+      // ESP in → WireGuard out and back, on the workers (see docs/translation.md).
+      if (this.#wg) pairDevices(this.#wg, this.#ipsec.device);
       for (const spec of t.tunnels) await this.#addTunnel(spec);
       this.#refresh = setInterval(() => void this.refreshSas(), this.#opts.saRefreshMs ?? 2000);
       this.#refresh.unref();
@@ -427,6 +430,7 @@ export class Vrouter implements RouterStateSource {
   async stop(): Promise<void> {
     if (this.#refresh) clearInterval(this.#refresh);
     this.#refresh = undefined;
+    if (this.#wg && this.#ipsec && !this.#wg.closed && !this.#ipsec.device.closed) pairDevices(this.#wg, this.#ipsec.device, false);
     if (this.#ipsec) await this.#ipsec.close().catch((e: unknown) => this.#opts.logger.warn({ err: (e as Error).message }, 'closing IPsec'));
     this.#ipsec = undefined;
     if (this.#uapi) await this.#uapi.close().catch(() => undefined);
@@ -546,6 +550,7 @@ export class Vrouter implements RouterStateSource {
       tx_bytes: Number(w.tunTxBytes + w.udpTxBytes),
       batches: Number(w.batches),
       restarts: Number(w.restarts),
+      translated: Number(w.forwarded),
       // Average since the devices opened (a restarted worker's time counts from its first start).
       busy_ratio: wallNs > 0 ? Math.min(1, Number(w.busyNs) / wallNs) : null,
     }));

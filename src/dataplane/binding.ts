@@ -53,6 +53,8 @@ export interface BindingWorkerStats {
   batches: bigint;
   restarts: bigint;
   busyNs: bigint;
+  /** Packets translated to the other device of a pair on this worker (IPsec ⇄ WireGuard). */
+  forwarded: bigint;
   /** Syscalls (TUN read/write, recvmmsg, sendmmsg): packets per call shows the batching. */
   tunReads: bigint;
   tunWrites: bigint;
@@ -206,6 +208,7 @@ export interface Binding {
   PlainDevice: new (options: BindingPlainDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingPlainDevice;
   IpsecDevice: new (options: BindingIpsecDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingIpsecDevice;
   WireGuardDevice: new (options: BindingWireGuardDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingWireGuardDevice;
+  pairDevices(wireguard: BindingWireGuardDevice, ipsec: BindingIpsecDevice, link: boolean): void;
 }
 
 function repoRoot(): string {

@@ -157,6 +157,22 @@ export class PlainDevice extends EventEmitter<DeviceEvents> {
   }
 }
 
+/** The binding object behind each device wrapper, for calls that take two devices. */
+const natives = new WeakMap<object, BindingIpsecDevice | BindingWireGuardDevice>();
+
+/**
+ * Translates between a WireGuard and an IPsec device on their worker threads (`link = false`
+ * undoes it): an inner packet one decapsulates whose destination the other routes is
+ * encapsulated by the other and leaves from its port, without a TUN or kernel hop.
+ */
+export function pairDevices(wireguard: WireGuardDevice, ipsec: IpsecDevice, link = true): void {
+  try {
+    loadBinding().pairDevices(natives.get(wireguard) as BindingWireGuardDevice, natives.get(ipsec) as BindingIpsecDevice, link);
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
 export interface IpsecDeviceOptions {
   /** TUN interface to create (must not exist). */
   tunName: string;
@@ -187,6 +203,7 @@ export class IpsecDevice extends EventEmitter<DeviceEvents> {
   private constructor(native: BindingIpsecDevice) {
     super();
     this.#native = native;
+    natives.set(this, native);
   }
 
   static open(options: IpsecDeviceOptions): IpsecDevice {
@@ -265,6 +282,7 @@ export class WireGuardDevice extends EventEmitter<DeviceEvents> implements WireG
   private constructor(native: BindingWireGuardDevice) {
     super();
     this.#native = native;
+    natives.set(this, native);
   }
 
   static open(options: WireGuardDeviceOptions): WireGuardDevice {
@@ -368,7 +386,7 @@ export function totals(stats: WorkerStats[]): Omit<WorkerStats, 'index' | 'activ
   const sum = {
     tunRxPackets: 0n, tunRxBytes: 0n, tunTxPackets: 0n, tunTxBytes: 0n,
     udpRxPackets: 0n, udpRxBytes: 0n, udpTxPackets: 0n, udpTxBytes: 0n,
-    batches: 0n, restarts: 0n, busyNs: 0n,
+    batches: 0n, restarts: 0n, busyNs: 0n, forwarded: 0n,
     tunReads: 0n, tunWrites: 0n, udpRecvs: 0n, udpSends: 0n,
     drops: [] as { reason: string; count: bigint }[],
   };
@@ -378,7 +396,7 @@ export function totals(stats: WorkerStats[]): Omit<WorkerStats, 'index' | 'activ
     sum.tunTxPackets += s.tunTxPackets; sum.tunTxBytes += s.tunTxBytes;
     sum.udpRxPackets += s.udpRxPackets; sum.udpRxBytes += s.udpRxBytes;
     sum.udpTxPackets += s.udpTxPackets; sum.udpTxBytes += s.udpTxBytes;
-    sum.batches += s.batches; sum.restarts += s.restarts; sum.busyNs += s.busyNs;
+    sum.batches += s.batches; sum.restarts += s.restarts; sum.busyNs += s.busyNs; sum.forwarded += s.forwarded;
     sum.tunReads += s.tunReads; sum.tunWrites += s.tunWrites;
     sum.udpRecvs += s.udpRecvs; sum.udpSends += s.udpSends;
     for (const d of s.drops) drops.set(d.reason, (drops.get(d.reason) ?? 0n) + d.count);

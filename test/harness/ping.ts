@@ -102,6 +102,8 @@ export interface IperfOptions {
   reverse?: boolean;
   /** UDP at this target rate in bit/s instead of TCP. */
   udpBitrate?: number;
+  /** UDP datagram payload, bytes (`-l`); keep it under the tunnel's MTU. Default iperf3's. */
+  udpLength?: number;
 }
 
 export interface IperfResult {
@@ -129,6 +131,7 @@ export async function iperfClient(ns: string, server: string, opts: IperfOptions
   if ((opts.omit ?? 0) > 0) args.push('-O', String(opts.omit));
   if (opts.reverse) args.push('-R');
   if (opts.udpBitrate !== undefined) args.push('-u', '-b', String(opts.udpBitrate));
+  if (opts.udpLength !== undefined) args.push('-l', String(opts.udpLength));
   const r = await run(tools.iperf3, args, { ns, allowFailure: true, timeoutMs: (duration + (opts.omit ?? 0) + 20) * 1000 });
   let json: {
     error?: string;

@@ -80,7 +80,10 @@ t.test('run: IPsec ⇄ WireGuard through the vrouter, metrics, vrouterctl, reloa
   const ctl = JSON.parse((await exec(process.execPath, [VROUTERCTL, '--socket', topo.admin, 'stats', '--json'])).stdout) as Record<string, number>;
   t.equal(ctl.ike_sa_active, 1, 'vrouterctl stats: one IKE_SA');
   t.ok((ctl.bytes_out ?? 0) >= dOut, 'vrouterctl stats: bytes out cover the transfer');
-  const workers = JSON.parse((await adminGet(target, '/v1/workers')).body) as { workers: { busy_ratio: number | null; rx_packets: number }[] };
+  const workers = JSON.parse((await adminGet(target, '/v1/workers')).body) as { workers: { busy_ratio: number | null; rx_packets: number; translated: number }[] };
+  const translated = workers.workers.reduce((s, w) => s + w.translated, 0);
+  // Every data segment of the transfer was ESP in → WireGuard out on an IPsec worker.
+  t.ok(translated >= up.bytes / 1500, `${translated} packets translated on the workers (not through the TUN devices)`);
   t.equal(workers.workers.length, 4, 'two workers per device (WireGuard, IPsec)');
   t.ok(workers.workers.every((w) => w.busy_ratio !== null && w.busy_ratio >= 0 && w.busy_ratio <= 1), 'worker load is a share of wall time');
   t.ok(workers.workers.some((w) => (w.busy_ratio ?? 0) > 0 && w.rx_packets > 0), 'workers that moved packets show load');

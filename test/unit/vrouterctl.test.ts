@@ -79,7 +79,8 @@ void t.test('human tables', async (t) => {
   r = await run(['--socket', socketPath, 'drops']);
   t.match(r.out, /no_route\s+0\s+acme\s+17/);
   r = await run(['--socket', socketPath, 'workers']);
-  t.match(r.out, /^1\s+500\s+480\s+.*\s+2\s+-$/m);
+  t.match(r.out, /^1\s+500\s+480\s+.*\s+2\s+0\s+-$/m);
+  t.match(r.out, /^0\s+1000\s+990\s+.*\s+0\s+300\s+25%$/m, 'translated packets per worker');
   r = await run(['--socket', socketPath, 'stats']);
   t.match(r.out, /^ike_rekeys_total\s+5$/m);
   t.match(r.out, /^drops_total\s+21$/m);

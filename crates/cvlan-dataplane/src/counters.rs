@@ -59,6 +59,9 @@ pub struct WorkerCounters {
     pub restarts: AtomicU64,
     /// Nanoseconds spent processing (not waiting in epoll): load = busy / wall.
     pub busy_ns: AtomicU64,
+    /// Decapsulated packets this worker encapsulated for the other device of a translating
+    /// pair and sent from its port (`crate::handoff`).
+    pub forwarded: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
 }
 
@@ -91,6 +94,7 @@ impl WorkerCounters {
             batches: self.batches.load(Relaxed),
             restarts: self.restarts.load(Relaxed),
             busy_ns: self.busy_ns.load(Relaxed),
+            forwarded: self.forwarded.load(Relaxed),
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (*r, self.drops[*r as usize].load(Relaxed)))
@@ -117,5 +121,6 @@ pub struct CounterSnapshot {
     pub batches: u64,
     pub restarts: u64,
     pub busy_ns: u64,
+    pub forwarded: u64,
     pub drops: Vec<(DropReason, u64)>,
 }

@@ -5,11 +5,13 @@
 
 use crate::counters::{CounterSnapshot, WorkerCounters};
 use crate::error::{Code, Error, Result};
+use crate::handoff::Handoff;
 use crate::transport::{Senders, SendersInner, Transport};
 use crate::tun::{self, TunQueue};
 use crate::udp::{self, UdpSocket};
 use crate::worker::{self, Control, WorkerArgs, WorkerIo};
 use crate::{Event, EventSink};
+use arc_swap::ArcSwapOption;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -79,6 +81,8 @@ pub struct Device {
     workers: Vec<WorkerHandle>,
     /// The transport's senders, closed on stop so the ports are free again.
     senders: Option<Arc<SendersInner>>,
+    /// The other device of a translating pair, shared with every worker.
+    handoff: Arc<ArcSwapOption<Handoff>>,
 }
 
 fn validate(cfg: &DeviceConfig) -> Result<()> {
@@ -168,6 +172,7 @@ impl Device {
             counters: Vec::new(),
             workers: Vec::new(),
             senders: None,
+            handoff: Arc::new(ArcSwapOption::empty()),
         };
         // Senders are dups of worker 0's sockets and wake worker 0; the transport gets them
         // before any worker runs, so it never sees a packet without a way to answer.
@@ -209,6 +214,7 @@ impl Device {
             control: control.clone(),
             counters,
             transport: self.transport.clone(),
+            handoff: self.handoff.clone(),
             events: self.events.clone(),
             epoch: self.epoch,
         };
@@ -264,6 +270,20 @@ impl Device {
         Ok(())
     }
 
+    /// This device's transport and ports, for the other device of a translating pair.
+    pub fn handoff_target(&self) -> Option<Handoff> {
+        Some(Handoff {
+            transport: self.transport.clone(),
+            senders: Senders::from_inner(self.senders.clone()?),
+        })
+    }
+
+    /// Makes the workers hand decapsulated packets that `other` routes to it (`None`: stop).
+    /// Takes effect with the next batch; no packet is in flight between the two.
+    pub fn set_handoff(&self, other: Option<Handoff>) {
+        self.handoff.store(other.map(Arc::new));
+    }
+
     pub fn stats(&self) -> Vec<WorkerStats> {
         self.counters
             .iter()
@@ -300,6 +320,7 @@ impl Device {
         for mut w in self.workers.drain(..) {
             stop_worker(&mut w);
         }
+        self.handoff.store(None);
         if let Some(s) = self.senders.take() {
             s.close();
         }

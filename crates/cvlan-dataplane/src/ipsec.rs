@@ -422,17 +422,21 @@ impl IpsecEngine {
     }
 
     /// Outbound: protects one IP packet from a TUN queue; sets `Send` to the peer or drops.
-    fn protect(&self, t: &Table, pkt: &mut Packet, now: Duration) -> Result<(), IpsecDrop> {
-        let info = ip::parse(pkt.data()).map_err(|_| IpsecDrop::MalformedIp)?;
-        let port = ports_of(pkt.data(), &info);
-        let policy = t
-            .out_policies
+    /// The outbound policy that covers a packet (policies are sorted, most specific first).
+    fn select_policy<'t>(t: &'t Table, pkt: &[u8], info: &ip::IpInfo) -> Option<&'t OutPolicy> {
+        let port = ports_of(pkt, info);
+        t.out_policies
             .iter()
             .find(|p| {
                 wire_ts_matches(&p.src, info.src, info.proto, None)
                     && wire_ts_matches(&p.dst, info.dst, info.proto, port)
             })
-            .ok_or(IpsecDrop::NoPolicy)?;
+            .map(|p| p.as_ref())
+    }
+
+    fn protect(&self, t: &Table, pkt: &mut Packet, now: Duration) -> Result<(), IpsecDrop> {
+        let info = ip::parse(pkt.data()).map_err(|_| IpsecDrop::MalformedIp)?;
+        let policy = Self::select_policy(t, pkt.data(), &info).ok_or(IpsecDrop::NoPolicy)?;
         let entry = t
             .by_reqid
             .get(&policy.reqid)
@@ -893,6 +897,16 @@ impl Transport for IpsecTransport {
             }
         }
         let _ = ctx;
+    }
+
+    /// Claims the inner packets an outbound policy covers (a tunnel's traffic selectors).
+    fn claims(&self, pkts: &mut [Packet]) {
+        let t = self.engine.table.load();
+        for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
+            if let Ok(info) = ip::parse(p.data()) {
+                p.claimed = IpsecEngine::select_policy(&t, p.data(), &info).is_some();
+            }
+        }
     }
 
     fn decapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {

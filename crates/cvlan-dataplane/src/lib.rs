@@ -6,6 +6,7 @@ pub mod charon;
 pub mod counters;
 pub mod device;
 pub mod error;
+pub mod handoff;
 pub mod ipsec;
 pub mod offload;
 pub mod plain;

@@ -3,7 +3,7 @@
 //! (headroom in front, tailroom behind) and marks what happens to it.
 
 use crate::counters::{DropReason, WorkerCounters};
-use crate::udp::UdpSocket;
+use crate::udp::{MmsgScratch, SendStats, UdpSocket};
 use crate::worker::Control;
 use arc_swap::ArcSwapOption;
 use std::io;
@@ -26,6 +26,9 @@ pub enum Verdict {
     Send,
     /// Write `data()` to the TUN queue.
     ToTun,
+    /// Handed to the other device of a translating pair, which sent it (or dropped and counted
+    /// it): nothing left to do here.
+    Forwarded,
 }
 
 /// One packet buffer owned by a worker.
@@ -38,6 +41,8 @@ pub struct Packet {
     pub addr: SocketAddr,
     /// Index of the device's UDP socket the datagram came in on, or is to leave from.
     pub sock: usize,
+    /// Set by `Transport::claims`: the other device of a translating pair routes this packet.
+    pub claimed: bool,
 }
 
 impl Default for Packet {
@@ -55,6 +60,7 @@ impl Packet {
             verdict: Verdict::Drop,
             addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             sock: 0,
+            claimed: false,
         }
     }
     pub fn data(&self) -> &[u8] {
@@ -172,6 +178,23 @@ impl Senders {
         self.inner.clone()
     }
 
+    pub(crate) fn from_inner(inner: Arc<SendersInner>) -> Senders {
+        Senders { inner }
+    }
+
+    /// Sends a batch from socket `sock` the way the workers do (`sendmmsg`, UDP GSO where the
+    /// socket has it). `None` for an unknown index or a stopped device.
+    pub(crate) fn send_batch(
+        &self,
+        sock: usize,
+        datagrams: &[(&[u8], SocketAddr)],
+        scratch: &mut MmsgScratch,
+    ) -> Option<SendStats> {
+        let socks = self.inner.socks.load();
+        let (s, _) = socks.as_ref()?.get(sock)?;
+        Some(s.send(datagrams, scratch))
+    }
+
     /// Sends one datagram from socket `sock` (an index into the device's ports), without
     /// blocking: a full socket buffer is `WouldBlock`, a stopped device `NotConnected`.
     pub fn send_to(&self, sock: usize, data: &[u8], addr: SocketAddr) -> io::Result<()> {
@@ -219,6 +242,10 @@ pub trait Transport: Send + Sync + 'static {
     /// Stage "decapsulate": datagrams received on UDP (`addr` = source). Set `verdict` to
     /// `ToTun` (inner packet at `data()`), `Send` (a reply), or drop.
     fn decapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]);
+    /// For translation between devices (`crate::handoff`): sets `claimed` on the packets among
+    /// `pkts` with verdict `ToTun` (inner IP packets another device decapsulated) that this
+    /// transport has a route for. Default: none.
+    fn claims(&self, _pkts: &mut [Packet]) {}
     /// Called at least every `tick_interval` on each worker, for protocol timers.
     fn tick(&self, _ctx: &mut Ctx<'_>) {}
     fn tick_interval(&self) -> Duration {

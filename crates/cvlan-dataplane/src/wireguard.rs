@@ -275,6 +275,17 @@ impl Transport for WireGuardTransport {
         self.wg.finish(out, Some(ctx.extra));
     }
 
+    /// Claims the inner packets whose destination a peer's allowed IPs cover (cryptokey
+    /// routing), one lock for the batch.
+    fn claims(&self, pkts: &mut [Packet]) {
+        let dev = self.wg.lock();
+        for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
+            if let Ok(info) = ip::parse(p.data()) {
+                p.claimed = dev.route(info.dst).is_some();
+            }
+        }
+    }
+
     fn decapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
         let t = self.wg.time();
         let mut out = Outbox::default();

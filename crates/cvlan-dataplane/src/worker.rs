@@ -10,15 +10,18 @@
 //! 4. `recv_udp`     — one `recvmmsg`; with `UDP_GRO` a message may hold many datagrams, which
 //!    are spread over separate packets (the transport sees one datagram per `Packet`).
 //! 5. `decapsulate`  — the transport authenticates/unwraps them in place.
-//! 6. `write_tun`    — inner packets to the TUN queue; with offload on, in-order TCP segments of
+//! 6. `handoff`      — inner packets the other device of a translating pair routes are
+//!    encapsulated by its transport and sent from its ports, here (`crate::handoff`).
+//! 7. `write_tun`    — inner packets to the TUN queue; with offload on, in-order TCP segments of
 //!    one flow are coalesced into one write (`offload::gro`). Replies go through `send`.
-//! 7. `tick`         — protocol timers, at least every `tick_interval`, and whenever a control
+//! 8. `tick`         — protocol timers, at least every `tick_interval`, and whenever a control
 //!    thread asks for it (`Senders::wake`).
 //!
 //! A panic inside the loop is caught, counted and the loop restarted on the same fds; a worker
 //! that keeps panicking gives up and reports it, instead of spinning.
 
 use crate::counters::{DropReason, WorkerCounters};
+use crate::handoff::{self, Handoff};
 use crate::offload::gro::Coalescer;
 use crate::offload::virtio::{GsoType, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use crate::offload::{tso, udp_gso};
@@ -27,6 +30,7 @@ use crate::transport::{Ctx, Outgoing, Packet, Transport, Verdict, BUF_SIZE, HEAD
 use crate::tun::TunQueue;
 use crate::udp::{MmsgScratch, SendStats, UdpSocket};
 use crate::Event;
+use arc_swap::ArcSwapOption;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -91,6 +95,8 @@ pub struct WorkerArgs {
     pub control: Arc<Control>,
     pub counters: Arc<WorkerCounters>,
     pub transport: Arc<dyn Transport>,
+    /// The other device of a translating pair, if any (`crate::handoff`); swapped at runtime.
+    pub handoff: Arc<ArcSwapOption<Handoff>>,
     pub events: crate::EventSink,
     pub epoch: Instant,
 }
@@ -149,6 +155,7 @@ pub fn run(args: WorkerArgs) {
         control,
         counters,
         transport,
+        handoff,
         events,
         epoch,
     } = args;
@@ -163,6 +170,7 @@ pub fn run(args: WorkerArgs) {
                 &control,
                 &counters,
                 transport.as_ref(),
+                &handoff,
                 epoch,
                 &mut bufs,
             )
@@ -217,12 +225,14 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn event_loop(
     index: usize,
     io: &WorkerIo,
     control: &Control,
     counters: &WorkerCounters,
     transport: &dyn Transport,
+    handoff: &ArcSwapOption<Handoff>,
     epoch: Instant,
     bufs: &mut Buffers,
 ) -> io::Result<()> {
@@ -269,7 +279,7 @@ fn event_loop(
         }
         for (sock, ready) in udp_ready.iter().enumerate() {
             if *ready {
-                did_work |= from_udp(index, io, sock, counters, transport, now, bufs)?;
+                did_work |= from_udp(index, io, sock, counters, transport, handoff, now, bufs)?;
             }
         }
         if woke >= next_tick || control.tick_now.swap(false, Ordering::AcqRel) {
@@ -433,12 +443,14 @@ fn place_read(counters: &WorkerCounters, bufs: &mut Buffers, len: usize, at: usi
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn from_udp(
     index: usize,
     io: &WorkerIo,
     sock: usize,
     counters: &WorkerCounters,
     transport: &dyn Transport,
+    handoff: &ArcSwapOption<Handoff>,
     now: Duration,
     bufs: &mut Buffers,
 ) -> io::Result<bool> {
@@ -473,7 +485,7 @@ fn from_udp(
             continue;
         }
         if n + k > BATCH {
-            udp_batch(index, io, counters, transport, now, bufs, n);
+            udp_batch(index, io, counters, transport, handoff, now, bufs, n);
             n = 0;
         }
         // Datagrams after the first are copied out before the first's buffer is handed on.
@@ -495,17 +507,19 @@ fn from_udp(
         n += k;
     }
     if n > 0 {
-        udp_batch(index, io, counters, transport, now, bufs, n);
+        udp_batch(index, io, counters, transport, handoff, now, bufs, n);
     }
     Ok(true)
 }
 
-/// Stages 5 and 6 for the first `n` packets of the UDP batch.
+/// Stages 5 to 7 for the first `n` packets of the UDP batch.
+#[allow(clippy::too_many_arguments)]
 fn udp_batch(
     index: usize,
     io: &WorkerIo,
     counters: &WorkerCounters,
     transport: &dyn Transport,
+    handoff: &ArcSwapOption<Handoff>,
     now: Duration,
     bufs: &mut Buffers,
     n: usize,
@@ -518,7 +532,18 @@ fn udp_batch(
         extra: &mut bufs.extra,
     };
     transport.decapsulate(&mut ctx, &mut bufs.udp[..n]);
-    // 6. write_tun
+    // 6. handoff: translation to the other device of a pair, on this worker
+    if let Some(h) = handoff.load().as_ref() {
+        handoff::run(
+            h,
+            index,
+            counters,
+            now,
+            &mut bufs.udp[..n],
+            &mut bufs.scratch,
+        );
+    }
+    // 7. write_tun
     write_tun(io, counters, bufs, n);
     send_verdicts(io, counters, &bufs.udp[..n], &mut bufs.scratch);
     send_extra(io, counters, bufs);

@@ -125,6 +125,10 @@ impl IpsecDevice {
         })
     }
 
+    pub(crate) fn device(&self) -> Option<&Device> {
+        self.device.as_ref()
+    }
+
     #[napi(getter)]
     pub fn tun_name(&self) -> String {
         self.tun_name.clone()

@@ -94,6 +94,8 @@ pub struct WorkerStatsJs {
     pub batches: BigInt,
     pub restarts: BigInt,
     pub busy_ns: BigInt,
+    /// Packets translated to the other device of the pair on this worker (IPsec ⇄ WireGuard).
+    pub forwarded: BigInt,
     /// Syscalls: TUN reads/writes, recvmmsg/sendmmsg calls (packets per call = batching).
     pub tun_reads: BigInt,
     pub tun_writes: BigInt,
@@ -121,6 +123,7 @@ pub(crate) fn worker_stats(dev: &Device) -> Vec<WorkerStatsJs> {
                 batches: c.batches.into(),
                 restarts: c.restarts.into(),
                 busy_ns: c.busy_ns.into(),
+                forwarded: c.forwarded.into(),
                 tun_reads: c.tun_reads.into(),
                 tun_writes: c.tun_writes.into(),
                 udp_recvs: c.udp_recvs.into(),
@@ -245,4 +248,33 @@ pub(crate) fn parse_ip(v: &Option<String>, name: &str) -> Result<Option<std::net
         }),
         None => Ok(None),
     }
+}
+
+/// Translation between a WireGuard and an IPsec device on their worker threads: an inner packet
+/// one of them decapsulates whose destination the other routes (a peer's allowed IPs, a tunnel's
+/// outbound policy) is encapsulated by the other and sent from its port on the same worker,
+/// never through the TUN devices. `link = false` undoes it. Both devices must be open.
+#[napi]
+pub fn pair_devices(
+    wireguard: &wireguard::WireGuardDevice,
+    ipsec: &ipsec::IpsecDevice,
+    link: bool,
+) -> Result<()> {
+    let closed = || err("CVLAN_ERR_CLOSED", "pair_devices: a device is closed");
+    let (w, i) = (
+        wireguard.device().ok_or_else(closed)?,
+        ipsec.device().ok_or_else(closed)?,
+    );
+    if link {
+        let (to_i, to_w) = (
+            i.handoff_target().ok_or_else(closed)?,
+            w.handoff_target().ok_or_else(closed)?,
+        );
+        w.set_handoff(Some(to_i));
+        i.set_handoff(Some(to_w));
+    } else {
+        w.set_handoff(None);
+        i.set_handoff(None);
+    }
+    Ok(())
 }

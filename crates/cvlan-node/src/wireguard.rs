@@ -257,6 +257,10 @@ impl WireGuardDevice {
         })
     }
 
+    pub(crate) fn device(&self) -> Option<&Device> {
+        self.device.as_ref()
+    }
+
     fn dev(&self) -> Result<&Device> {
         self.device.as_ref().ok_or_else(|| {
             err(
