@@ -4,6 +4,8 @@
  *   cvlan-ipsec         `cvlan-vrouter run` ⇄ `cvlan-vrouter run`, site to site, AES-256-GCM
  *                       (ESP-in-UDP; IKE by each side's supervised charon with the cvlan plugin)
  *   cvlan-ipsec-esn     the same with 64-bit extended sequence numbers
+ *   cvlan-ipsec-raw     the same with ESP directly over IP (protocol 50, `esp_encapsulation =
+ *                       "auto"`, no NAT): no UDP GSO/GRO on that path
  *   strongswan-libipsec charon + kernel-libipsec ⇄ charon + kernel-libipsec, AES-256-GCM, the
  *                       userspace ESP a host without kernel ESP would otherwise use
  *   cvlan-translate     ours-ESP site (A) ⇄ ours translator (B) ⇄ ours WireGuard agent (C, behind
@@ -45,16 +47,18 @@ function siteDoc(o: { self: 'a' | 'b'; remote?: string; psk: string; local: stri
   };
 }
 
-async function cvlanSites(lab: Lab, h: TwoHosts, esp: string): Promise<string> {
+async function cvlanSites(lab: Lab, h: TwoHosts, esp: string, espEncapsulation: 'udp' | 'auto' = 'udp'): Promise<string> {
   const key = psk();
   // B answers, A initiates (remote_address set): the order matters only for who dials.
   const b = await vrouterRun(lab, h.b, {
     document: siteDoc({ self: 'b', psk: key, local: '10.88.2.0/24', remote_subnet: '10.88.1.0/24', esp }),
     listenAddress: h.addrB,
+    espEncapsulation,
   });
   const a = await vrouterRun(lab, h.a, {
     document: siteDoc({ self: 'a', remote: h.addrB, psk: key, local: '10.88.1.0/24', remote_subnet: '10.88.2.0/24', esp }),
     listenAddress: h.addrA,
+    espEncapsulation,
   });
   await lab.addAddress(h.a, a.ready.ipsec!.interface, '10.88.1.1/32');
   await lab.addAddress(h.b, b.ready.ipsec!.interface, '10.88.2.1/32');
@@ -74,6 +78,12 @@ export const IPSEC_SYSTEMS: SystemUnderTest[] = [
     description: 'the same with extended sequence numbers (aes256gcm16-esn)',
     missing: () => cvlanTestbedMissing() ?? missingPrerequisites('charon'),
     setup: (lab, h) => cvlanSites(lab, h, 'aes256gcm16-esn'),
+  },
+  {
+    name: 'cvlan-ipsec-raw',
+    description: 'the same as cvlan-ipsec with ESP directly over IP (protocol 50) instead of ESP-in-UDP',
+    missing: () => cvlanTestbedMissing() ?? missingPrerequisites('charon'),
+    setup: (lab, h) => cvlanSites(lab, h, 'aes256gcm16', 'auto'),
   },
   {
     name: 'strongswan-libipsec',

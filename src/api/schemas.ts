@@ -30,6 +30,7 @@ export const childSaSchema = obj({
   spi_in: str,
   spi_out: str,
   algorithms: obj({ encryption: str, integrity: nstr, esn: { type: 'boolean' } }),
+  udp_encap: { type: 'boolean' },
   local_ts: list(str),
   remote_ts: list(str),
   bytes_in: count,

@@ -101,6 +101,8 @@ export interface ChildSaView {
   /** Outbound SPI, 8 lowercase hex digits. */
   spi_out: string;
   algorithms: ChildAlgorithms;
+  /** ESP-in-UDP (RFC 3948); false: ESP directly over IP (protocol 50). */
+  udp_encap: boolean;
   /** Traffic selectors as CIDR strings. */
   local_ts: string[];
   remote_ts: string[];

@@ -239,7 +239,7 @@ function render(command: string, body: unknown): string {
           const a = c.algorithms;
           out.push(
             `  CHILD_SA ${c.name}: SPIs ${c.spi_in}_i ${c.spi_out}_o, rekey in ${secs(c.rekey_in_s)}`,
-            `    ${[a.encryption, a.integrity].filter((x) => x !== null).join('/')}${a.esn ? '/ESN' : ''}`,
+            `    ${[a.encryption, a.integrity].filter((x) => x !== null).join('/')}${a.esn ? '/ESN' : ''}, ${c.udp_encap ? 'ESP-in-UDP' : 'ESP'}`,
             `    in  ${humanBytes(c.bytes_in)}, ${c.packets_in} packets`,
             `    out ${humanBytes(c.bytes_out)}, ${c.packets_out} packets`,
             `    local  ${c.local_ts.join(' ')}`,

@@ -27,7 +27,7 @@ export const DEFAULT_POLL_INTERVAL = 30;
 const SECTIONS: Record<string, readonly string[]> = {
   controller: ['url', 'token_file', 'poll_interval'],
   network: ['public_interface', 'private_interface', 'listen_address'],
-  ipsec: ['backend', 'strongswan_socket', 'charon_path'],
+  ipsec: ['backend', 'strongswan_socket', 'charon_path', 'esp_encapsulation'],
   performance: ['worker_threads'],
   admin: ['socket', 'tcp', 'token_file'],
   state: ['dir'],
@@ -138,6 +138,9 @@ export function parseLocalToml(text: string, file = DEFAULT_LOCAL_TOML): LocalCo
   }
   const sock = absPath(ip.strongswan_socket, 'ipsec.strongswan_socket');
   const charon = absPath(ip.charon_path, 'ipsec.charon_path');
+  if (ip.esp_encapsulation !== undefined && ip.esp_encapsulation !== 'udp' && ip.esp_encapsulation !== 'auto') {
+    located.add('ipsec.esp_encapsulation', `${show(ip.esp_encapsulation)} is not valid; expected "udp" (always ESP-in-UDP) or "auto" (ESP without UDP unless NAT is detected)`);
+  }
 
   const perf = sec('performance');
   const workers = located.integer(perf.worker_threads, 'performance.worker_threads', 1, 256, { optional: true, unit: 'threads' });
@@ -181,6 +184,7 @@ export function parseLocalToml(text: string, file = DEFAULT_LOCAL_TOML): LocalCo
       backend: 'strongswan',
       strongswanSocket: sock ?? DEFAULT_STRONGSWAN_SOCKET,
       charonPath: charon ?? DEFAULT_CHARON_PATH,
+      espEncapsulation: ip.esp_encapsulation === 'auto' ? 'auto' : 'udp',
     },
     performance: { workerThreads: workers ?? availableParallelism() },
     admin: {

@@ -240,6 +240,8 @@ export interface LocalConfig {
     backend: 'strongswan';
     strongswanSocket: string;
     charonPath: string;
+    /** `udp`: every CHILD_SA uses ESP-in-UDP; `auto`: ESP without UDP unless NAT is detected. */
+    espEncapsulation: 'udp' | 'auto';
   };
   performance: {
     workerThreads: number;

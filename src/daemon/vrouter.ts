@@ -271,6 +271,7 @@ export class Vrouter implements RouterStateSource {
         tunName: ifname('ipsec-', t.id),
         listenAddress: this.#state.local.network.listenAddress!,
         runtimeDir: this.#opts.runtimeDir,
+        rawEsp: this.#state.local.ipsec.espEncapsulation === 'auto',
         ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
         logger: this.#opts.logger,
       });
@@ -485,6 +486,7 @@ export class Vrouter implements RouterStateSource {
           spi_in: hex8(c.spiIn),
           spi_out: hex8(c.spiOut),
           algorithms: { encryption: keyed(c.encrAlg, c.encrKeysize), integrity: viciStr(c.raw, 'integ-alg') ?? null, esn: viciStr(c.raw, 'esn') === '1' },
+          udp_encap: c.encap,
           local_ts: c.localTs ?? [],
           remote_ts: c.remoteTs ?? [],
           bytes_in: c.bytesIn ?? 0,

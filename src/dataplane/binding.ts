@@ -102,6 +102,7 @@ export interface BindingIpsecDeviceOptions {
   ikePort?: number;
   workers?: number;
   charonSocket: string;
+  rawEsp?: boolean;
 }
 
 export interface BindingSaInfo {
@@ -131,6 +132,8 @@ export interface BindingIpsecDevice {
   readonly natPort: number;
   readonly ikePort: number;
   readonly closed: boolean;
+  readonly rawEsp: boolean;
+  readonly rawEspError: string | null;
   sas(): BindingSaInfo[];
   counters(): BindingIpsecCounters;
   stats(): BindingWorkerStats[];

@@ -188,6 +188,8 @@ export interface IpsecDeviceOptions {
   workers?: number;
   /** Unix socket for charon's `cvlan` plugin. */
   charonSocket: string;
+  /** Also carry ESP without UDP (IP protocol 50) on a raw socket where the host allows it. */
+  rawEsp?: boolean;
 }
 
 export type SaInfo = BindingSaInfo;
@@ -230,6 +232,14 @@ export class IpsecDevice extends EventEmitter<DeviceEvents> {
   }
   get ikePort(): number {
     return this.#native.ikePort;
+  }
+  /** A raw ESP socket is open: charon may negotiate ESP without UDP where there is no NAT. */
+  get rawEsp(): boolean {
+    return this.#native.rawEsp;
+  }
+  /** Why a raw ESP socket was asked for and not opened (e.g. no CAP_NET_RAW), else null. */
+  get rawEspError(): string | null {
+    return this.#native.rawEspError ?? null;
   }
   get closed(): boolean {
     return this.#native.closed;

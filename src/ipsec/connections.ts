@@ -3,8 +3,10 @@
  * `load-conn` sections and `load-shared` secrets. Pure functions: the service applies them.
  *
  * Every CHILD_SA carries the tunnel's `if_id` (in and out), which the data plane uses to tell
- * tunnels (and later tenants) apart. UDP encapsulation is forced (`encap = yes`): ESP then always
- * arrives on the NAT-T port the data plane owns, which works with every peer and through NAT.
+ * tunnels (and later tenants) apart. By default UDP encapsulation is forced (`encap = yes`): ESP
+ * then always arrives on the NAT-T port the data plane owns, which works with every peer and
+ * through NAT, and takes the UDP GSO/GRO fast path. With a raw ESP socket (local
+ * `[ipsec] esp_encapsulation = "auto"`) charon encapsulates only where it detects NAT.
  */
 import type { ViciInputSection } from '../strongswan/vici/encoding.js';
 
@@ -62,8 +64,11 @@ export interface IpsecTunnel {
   childRekeyPackets?: number;
 }
 
-/** The `load-conn` section for one tunnel. */
-export function connSection(t: IpsecTunnel): ViciInputSection {
+/**
+ * The `load-conn` section for one tunnel. `udpEncap` (default) forces ESP-in-UDP; off, charon
+ * uses ESP without UDP unless it detects NAT (the data plane then needs its raw ESP socket).
+ */
+export function connSection(t: IpsecTunnel, o: { udpEncap?: boolean } = {}): ViciInputSection {
   const local: ViciInputSection = { id: t.localId };
   const remote: ViciInputSection = { id: t.remoteId };
   switch (t.auth.method) {
@@ -109,7 +114,7 @@ export function connSection(t: IpsecTunnel): ViciInputSection {
     local_addrs: [t.localAddress],
     remote_addrs: [t.remoteAddress ?? '%any'],
     proposals: t.ikeProposals,
-    encap: 'yes',
+    encap: (o.udpEncap ?? true) ? 'yes' : 'no',
     mobike: 'no',
     dpd_delay: `${t.dpdDelay ?? 30}s`,
     // DPD on an idle IKE_SA only: charon asks query_sa for last use, so ESP traffic counts as life.

@@ -35,6 +35,11 @@ export interface IpsecServiceOptions {
   logger?: SupervisorLogger;
   /** Supervisor backoff for tests, ms. */
   backoffInitialMs?: number;
+  /**
+   * ESP without UDP where the path allows it (no NAT) and the host lets the data plane open a raw
+   * socket; otherwise (default) every CHILD_SA uses ESP-in-UDP on the NAT-T port.
+   */
+  rawEsp?: boolean;
 }
 
 export class IpsecService {
@@ -64,7 +69,9 @@ export class IpsecService {
       ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
       ...(opts.ikePort !== undefined ? { ikePort: opts.ikePort } : {}),
       ...(opts.natPort !== undefined ? { natPort: opts.natPort } : {}),
+      ...(opts.rawEsp ? { rawEsp: true } : {}),
     });
+    if (opts.rawEsp && !device.rawEsp) opts.logger?.warn({ reason: device.rawEspError }, 'raw ESP unavailable; every CHILD_SA uses ESP-in-UDP');
     const holder: { service?: IpsecService } = {};
     const supervisor = new CharonSupervisor({
       runtimeDir: join(opts.runtimeDir, 'charon'),
@@ -73,6 +80,8 @@ export class IpsecService {
         cvlanSocket: charonSocket,
         port: device.ikePort,
         portNatT: device.natPort,
+        // Without a raw socket the plugin makes charon encapsulate even where there is no NAT.
+        pluginSettings: { cvlan: { require_udp_encap: !device.rawEsp } },
         charonSettings: { install_routes: 'no', install_virtual_ip: 'no', retransmit_tries: 3, retransmit_timeout: 2 },
       },
       ...(opts.backoffInitialMs !== undefined ? { backoffInitialMs: opts.backoffInitialMs } : {}),
@@ -106,7 +115,7 @@ export class IpsecService {
       if (t.auth.certificate) await this.vici.loadCert({ type: 'X509', data: t.auth.certificate });
       if (t.auth.privateKey) await this.vici.loadKey({ type: 'ANY', data: t.auth.privateKey });
     }
-    await this.vici.loadConn(t.id, connSection(t));
+    await this.vici.loadConn(t.id, connSection(t, { udpEncap: !this.device.rawEsp }));
   }
 
   /** Adds or replaces a tunnel: secrets, connection, and routes of its remote subnets into the TUN. */

@@ -43,6 +43,8 @@ export interface SiteOptions {
   moreTunnels?: (auth: Record<string, unknown>) => object[];
   /** Our daemon's log level. Default `info`. */
   logLevel?: string;
+  /** Our `[ipsec] esp_encapsulation`. Default the daemon's (`udp`). */
+  espEncapsulation?: 'udp' | 'auto';
   /** Initiate the tunnel when the legacy router is the initiator. Default true. */
   initiate?: boolean;
 }
@@ -100,6 +102,7 @@ export async function site(lab: Lab, o: SiteOptions): Promise<Site> {
     const ours = await vrouterRun(lab, nsOurs, {
       listenAddress: ourAddr,
       logLevel: o.logLevel ?? 'info',
+      ...(o.espEncapsulation ? { espEncapsulation: o.espEncapsulation } : {}),
       document: {
         vrouter_id: 'ours',
         tenant_id: 't1',

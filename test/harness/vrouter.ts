@@ -17,6 +17,8 @@ export interface VrouterRunOptions {
   workers?: number;
   /** Daemon log level. Default `warn`. */
   logLevel?: string;
+  /** `[ipsec] esp_encapsulation`. Default the daemon's (`udp`). */
+  espEncapsulation?: 'udp' | 'auto';
   timeoutMs?: number;
 }
 
@@ -40,6 +42,7 @@ export async function vrouterRun(lab: Lab, ns: string, o: VrouterRunOptions): Pr
   const admin = `${dir}/admin.sock`;
   const toml = [
     ...(o.listenAddress ? ['[network]', `listen_address = "${o.listenAddress}"`, ''] : []),
+    ...(o.espEncapsulation ? ['[ipsec]', `esp_encapsulation = "${o.espEncapsulation}"`, ''] : []),
     '[performance]',
     `worker_threads = ${o.workers ?? 2}`,
     '',

@@ -1,8 +1,9 @@
 // cvlan-vrouter's IPsec (charon + cvlan plugin for IKEv2, ESP in the Rust workers) against
 // strongSwan charon with kernel-libipsec as the legacy router, in namespaces: every ESP cipher
 // the issue names, in both initiator roles; the legacy router behind NAT; `swanctl --list-sas` on
-// our charon reporting the data plane's counters; our charon SIGKILLed during traffic; and ESN
-// between two cvlan-vrouters (kernel-libipsec refuses ESN).
+// our charon reporting the data plane's counters; our charon SIGKILLed during traffic; ESN
+// between two cvlan-vrouters (kernel-libipsec refuses ESN); and ESP without UDP between two
+// cvlan-vrouters (kernel-libipsec only does ESP-in-UDP), falling back to UDP through NAT.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -127,4 +128,66 @@ t.test('ESN between two cvlan-vrouters', { skip }, async (t) => {
   const view = (JSON.parse((await adminGet({ kind: 'unix', socketPath: a.admin }, '/v1/tunnels')).body) as { tunnels: TunnelView[] }).tunnels[0];
   t.equal(view?.child_sas[0]?.algorithms.esn, true, 'ESN negotiated and reported');
   await closeLab(t, lab);
+});
+
+/** Two cvlan-vrouters with `esp_encapsulation = "auto"` over `topo`; returns A's CHILD_SA view. */
+async function rawEspPair(
+  lab: Parameters<typeof vrouterRun>[0],
+  a: [string, string],
+  b: [string, string],
+  bSeenByA: string,
+): Promise<{ view: TunnelView | undefined; ping: number }> {
+  const psk = randomBytes(24).toString('base64');
+  const doc = (self: 'a' | 'b', remote?: string): object => ({
+    vrouter_id: self,
+    tenant_id: 't1',
+    tunnels: [
+      {
+        id: 'site',
+        type: 'ipsec',
+        local_id: `${self}.test.cvlan`,
+        remote_id: `${self === 'a' ? 'b' : 'a'}.test.cvlan`,
+        ...(remote ? { remote_address: remote } : {}),
+        auth: { method: 'psk', psk },
+        local_subnets: [self === 'a' ? OURS.net : LEGACY.net],
+        remote_subnets: [self === 'a' ? LEGACY.net : OURS.net],
+      },
+    ],
+  });
+  const vb = await vrouterRun(lab, b[0], { document: doc('b'), listenAddress: b[1], espEncapsulation: 'auto' });
+  const va = await vrouterRun(lab, a[0], { document: doc('a', bSeenByA), listenAddress: a[1], espEncapsulation: 'auto' });
+  await lab.addAddress(a[0], va.ready.ipsec!.interface, `${OURS.lan}/32`);
+  await lab.addAddress(b[0], vb.ready.ipsec!.interface, `${LEGACY.lan}/32`);
+  const received = (await waitForPing(a[0], LEGACY.lan, 20_000, OURS.lan)).received;
+  const view = (JSON.parse((await adminGet({ kind: 'unix', socketPath: va.admin }, '/v1/tunnels')).body) as { tunnels: TunnelView[] }).tunnels[0];
+  return { view, ping: received };
+}
+
+t.test('esp_encapsulation "auto": ESP without UDP between two cvlan-vrouters, ESP-in-UDP through NAT', { skip }, async (t) => {
+  const lab = useLab(t, { label: 'rawesp' });
+  const h = await twoHosts(lab);
+  const direct = await rawEspPair(lab, [h.a, h.addrA], [h.b, h.addrB], h.addrB);
+  t.ok(direct.ping > 0, 'traffic over raw ESP');
+  t.equal(direct.view?.child_sas[0]?.udp_encap, false, 'no NAT: ESP directly over IP (protocol 50)');
+  await iperfServer(lab, h.b, { bind: LEGACY.lan });
+  const up = await iperfClient(h.a, LEGACY.lan, { duration: 2 });
+  t.ok(up.bitsPerSecond > 100e6, `iperf3 over raw ESP ${(up.bitsPerSecond / 1e6).toFixed(0)} Mbit/s`);
+  await closeLab(t, lab);
+
+  const lab2 = useLab(t, { label: 'rawnat' });
+  const n = await natTopology(lab2);
+  // A (inside, behind masquerade) initiates to B (outside): charon detects the NAT.
+  const natted = await rawEspPair(lab2, [n.inside, n.insideAddr], [n.outside, n.outsideAddr], n.outsideAddr);
+  t.ok(natted.ping > 0, 'traffic through NAT');
+  t.equal(natted.view?.child_sas[0]?.udp_encap, true, 'NAT detected: ESP-in-UDP');
+  await closeLab(t, lab2);
+
+  // kernel-libipsec requires UDP encapsulation (it fakes NAT detection): "auto" still interoperates.
+  const lab3 = useLab(t, { label: 'rawlib' });
+  const h3 = await twoHosts(lab3);
+  const s = await site(lab3, { esp: 'aes256gcm16', weInitiate: true, ours: [h3.a, h3.addrA], legacy: [h3.b, h3.addrB], espEncapsulation: 'auto' });
+  const view = await waitUp(s);
+  t.equal(view.child_sas[0]?.udp_encap, true, 'with kernel-libipsec: ESP-in-UDP');
+  t.ok((await waitForPing(h3.a, LEGACY.lan, 15_000, OURS.lan)).received > 0, 'traffic with kernel-libipsec');
+  await closeLab(t, lab3);
 });

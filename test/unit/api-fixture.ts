@@ -37,6 +37,7 @@ export function sampleSnapshot(): StateSnapshot {
         spi_in: 'c1a2b3d4',
         spi_out: '0badf00d',
         algorithms: { encryption: 'AES_GCM_16_256', integrity: null, esn: true },
+        udp_encap: true,
         local_ts: ['10.10.0.0/16'],
         remote_ts: ['192.168.50.0/24'],
         bytes_in: 123456789,

@@ -38,7 +38,7 @@ void t.test('every route answers with its schema', async (t) => {
   const tenantKeys = ['id', 'tunnels', 'wireguard_peers', 'tuns'];
   const tunnelKeys = ['id', 'tenant', 'type', 'remote_id', 'auth_method', 'state', 'ike_sa', 'child_sas'];
   const childKeys = [
-    'name', 'spi_in', 'spi_out', 'algorithms', 'local_ts', 'remote_ts',
+    'name', 'spi_in', 'spi_out', 'algorithms', 'udp_encap', 'local_ts', 'remote_ts',
     'bytes_in', 'bytes_out', 'packets_in', 'packets_out', 'rekey_in_s',
   ];
   const peerKeys = [

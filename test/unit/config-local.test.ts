@@ -24,7 +24,7 @@ t.test('defaults', async (t) => {
   t.same(c, {
     controller: { pollInterval: 30 },
     network: {},
-    ipsec: { backend: 'strongswan', strongswanSocket: '/run/cvlan/charon.vici', charonPath: '/usr/lib/ipsec/charon' },
+    ipsec: { backend: 'strongswan', strongswanSocket: '/run/cvlan/charon.vici', charonPath: '/usr/lib/ipsec/charon', espEncapsulation: 'udp' },
     performance: { workerThreads: availableParallelism() },
     admin: { socket: '/run/cvlan/admin.sock' },
     state: { dir: '/var/lib/cvlan' },
@@ -47,6 +47,7 @@ listen_address = "2001:db8::1"
 backend = "strongswan"
 strongswan_socket = "/run/cvlan/vici"
 charon_path = "/usr/libexec/ipsec/charon"
+esp_encapsulation = "auto"
 
 [performance]
 worker_threads = 4
@@ -62,7 +63,7 @@ dir = "/srv/cvlan"
   t.same(c, {
     controller: { url: 'https://controller.example.net/api', tokenFile: '/etc/cvlan/controller.token', pollInterval: 15 },
     network: { publicInterface: 'eth0', privateInterface: 'eth1', listenAddress: '2001:db8::1' },
-    ipsec: { backend: 'strongswan', strongswanSocket: '/run/cvlan/vici', charonPath: '/usr/libexec/ipsec/charon' },
+    ipsec: { backend: 'strongswan', strongswanSocket: '/run/cvlan/vici', charonPath: '/usr/libexec/ipsec/charon', espEncapsulation: 'auto' },
     performance: { workerThreads: 4 },
     admin: { socket: null, tcp: { host: '127.0.0.1', port: 9180 }, tokenFile: '/etc/cvlan/admin.token' },
     state: { dir: '/srv/cvlan' },
@@ -99,6 +100,12 @@ t.test('unknown keys and wrong types name the field, the file and the line; all 
   t.match(byPath['admin.token_file'], /missing; the TCP listener \(admin.tcp\) requires a bearer token file/);
   t.match(byPath.extra, /unknown section .*vrouter\.toml:14\)/);
   t.equal(issues.length, 8);
+});
+
+t.test('esp_encapsulation: "udp" or "auto", anything else named', async (t) => {
+  t.equal(parseLocalToml('[ipsec]\nesp_encapsulation = "udp"\n', 'v.toml').ipsec.espEncapsulation, 'udp');
+  const { issues } = issuesOf(() => parseLocalToml('[ipsec]\nesp_encapsulation = "raw"\n', 'v.toml'));
+  t.match(issues, [{ path: 'ipsec.esp_encapsulation', reason: /"raw" is not valid; expected "udp" .* or "auto" .*v\.toml:2\)/ }]);
 });
 
 t.test('a stray top-level key is located too', async (t) => {

@@ -38,6 +38,10 @@ pub struct DeviceConfig {
     /// worker, TCP segments coalesced on the way back) and UDP GSO/GRO, each where the kernel
     /// allows. `false` keeps one syscall per packet on TUN and one message per datagram.
     pub offload: bool,
+    /// Also open a raw IP-protocol-50 socket on `listen` (ESP without UDP), shared by the
+    /// workers as the socket after the ports. Where the host refuses it the device starts
+    /// without one (see [`Device::raw_esp`]).
+    pub raw_esp: bool,
 }
 
 impl Default for DeviceConfig {
@@ -49,6 +53,7 @@ impl Default for DeviceConfig {
             listen_ports: vec![0],
             workers: 1,
             offload: true,
+            raw_esp: false,
         }
     }
 }
@@ -83,6 +88,10 @@ pub struct Device {
     senders: Option<Arc<SendersInner>>,
     /// The other device of a translating pair, shared with every worker.
     handoff: Arc<ArcSwapOption<Handoff>>,
+    /// The raw ESP socket every worker shares (after the ports), if one was opened.
+    raw: Option<UdpSocket>,
+    /// Why `raw_esp` was asked for but is not available.
+    raw_error: Option<String>,
 }
 
 fn validate(cfg: &DeviceConfig) -> Result<()> {
@@ -148,9 +157,17 @@ impl Device {
         for a in listen.iter().filter(|a| a.port() != 0) {
             udp::check_port_free(*a)?;
         }
+        let (raw, raw_error) = match (cfg.raw_esp, cfg.listen) {
+            (false, _) => (None, None),
+            (true, None) => (None, Some("raw ESP needs a listen address".to_string())),
+            (true, Some(local)) => match UdpSocket::raw_esp(local) {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+        };
         let mut ios = Vec::with_capacity(cfg.workers);
         for _ in 0..cfg.workers {
-            let io = open_io(&cfg.tun_name, &listen, cfg.offload)?;
+            let io = open_io(&cfg.tun_name, &listen, cfg.offload, raw.as_ref())?;
             for (i, a) in listen.iter_mut().enumerate() {
                 if a.port() == 0 {
                     // The first socket picked a port; the others must join it.
@@ -173,6 +190,8 @@ impl Device {
             workers: Vec::new(),
             senders: None,
             handoff: Arc::new(ArcSwapOption::empty()),
+            raw,
+            raw_error,
         };
         // Senders are dups of worker 0's sockets and wake worker 0; the transport gets them
         // before any worker runs, so it never sees a packet without a way to answer.
@@ -180,8 +199,8 @@ impl Device {
         let clones = ios[0]
             .udp
             .iter()
-            .zip(&dev.listen)
-            .map(|(u, a)| u.try_clone().map(|c| (c, a.port())))
+            .zip(dev.listen.iter().map(|a| a.port()).chain([0]))
+            .map(|(u, port)| u.try_clone().map(|c| (c, port)))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::os(Code::Socket, "dup", e))?;
         let senders = Senders::new(clones, control0.clone());
@@ -258,7 +277,12 @@ impl Device {
             ..self.cfg.clone()
         })?;
         while self.workers.len() < n {
-            let io = open_io(&self.cfg.tun_name, &self.listen, self.cfg.offload)?;
+            let io = open_io(
+                &self.cfg.tun_name,
+                &self.listen,
+                self.cfg.offload,
+                self.raw.as_ref(),
+            )?;
             self.spawn(io, new_control()?)?;
         }
         while self.workers.len() > n {
@@ -268,6 +292,15 @@ impl Device {
         }
         self.cfg.workers = n;
         Ok(())
+    }
+
+    /// Whether the workers have a raw ESP socket (`Err`: it was asked for, and why it is not).
+    pub fn raw_esp(&self) -> std::result::Result<bool, String> {
+        match (&self.raw, &self.raw_error) {
+            (Some(_), _) => Ok(true),
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Ok(false),
+        }
     }
 
     /// This device's transport and ports, for the other device of a translating pair.
@@ -347,12 +380,23 @@ fn new_control() -> Result<Arc<Control>> {
     ))
 }
 
-fn open_io(tun_name: &str, listen: &[SocketAddr], offload: bool) -> Result<WorkerIo> {
+fn open_io(
+    tun_name: &str,
+    listen: &[SocketAddr],
+    offload: bool,
+    raw: Option<&UdpSocket>,
+) -> Result<WorkerIo> {
     let tun: TunQueue = tun::open_queue(tun_name, offload)?;
-    let udp = listen
+    let mut udp = listen
         .iter()
         .map(|a| UdpSocket::bind_reuseport(*a, offload))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(r) = raw {
+        udp.push(
+            r.try_clone()
+                .map_err(|e| Error::os(Code::Socket, "dup raw ESP socket", e))?,
+        );
+    }
     Ok(WorkerIo { tun, udp })
 }
 

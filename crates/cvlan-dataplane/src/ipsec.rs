@@ -35,9 +35,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Socket indices of an IPsec device: NAT-T first (it carries ESP), IKE second.
+/// Socket indices of an IPsec device: NAT-T first (it carries ESP), IKE second, and the raw
+/// ESP socket third where the device has one (`DeviceConfig::raw_esp`).
 pub const SOCK_NATT: usize = 0;
 pub const SOCK_IKE: usize = 1;
+pub const SOCK_RAW: usize = 2;
 /// IANA protocol number of ESP (RFC 4303).
 const PROTO_ESP: u8 = 50;
 /// RFC 4303 §2.1: SPIs 1..=255 are reserved by IANA.
@@ -442,9 +444,15 @@ impl IpsecEngine {
             .get(&policy.reqid)
             .and_then(|v| v.last())
             .ok_or(IpsecDrop::NoSa)?;
-        if !entry.encap {
+        // ESP without UDP goes out on the raw socket; charon negotiates it only when the plugin
+        // did not announce KERNEL_REQUIRE_UDP_ENCAPSULATION, i.e. when the device has one.
+        let (sock, addr) = if entry.encap {
+            (SOCK_NATT, entry.peer)
+        } else if self.raw_esp() {
+            (SOCK_RAW, SocketAddr::new(entry.peer.ip(), 0))
+        } else {
             return Err(IpsecDrop::RawEspUnsupported);
-        }
+        };
         // The proto crate seals at `inner` inside the whole buffer, growing into head/tailroom.
         let inner = pkt.start..pkt.start + info.len;
         let sealed = entry
@@ -456,8 +464,8 @@ impl IpsecEngine {
         }
         pkt.start = sealed.esp.start;
         pkt.len = sealed.esp.len();
-        pkt.addr = entry.peer;
-        pkt.sock = SOCK_NATT;
+        pkt.addr = addr;
+        pkt.sock = sock;
         pkt.verdict = Verdict::Send;
         Ok(())
     }
@@ -467,7 +475,19 @@ impl IpsecEngine {
         if pkt.sock == SOCK_IKE {
             return self.to_charon(pkt);
         }
-        let (spi, esp_len) = match udp_encap::classify(pkt.data()) {
+        let classified = if pkt.sock == SOCK_RAW {
+            // An IPv4 raw socket delivers the IP header too (IPv6 ones do not).
+            if pkt.addr.is_ipv4() {
+                let ihl = usize::from(pkt.data().first().copied().unwrap_or(0) & 0x0f) * 4;
+                if ihl < 20 || !pkt.pull_front(ihl) {
+                    return Err(IpsecDrop::from(esp::DropReason::Truncated));
+                }
+            }
+            udp_encap::classify_raw(pkt.data())
+        } else {
+            udp_encap::classify(pkt.data())
+        };
+        let (spi, esp_len) = match classified {
             Ok(udp_encap::Datagram::Keepalive) => {
                 self.counters.nat_keepalives.fetch_add(1, Relaxed);
                 pkt.verdict = Verdict::Drop;
@@ -511,6 +531,11 @@ impl IpsecEngine {
         c.send_ike(ike).map_err(|_| IpsecDrop::IkeRelayFailed)?;
         self.counters.ike_in.fetch_add(1, Relaxed);
         Ok(())
+    }
+
+    /// Whether the device has a raw ESP socket (known once the workers' senders are attached).
+    pub fn raw_esp(&self) -> bool {
+        self.senders.get().is_some_and(|s| s.len() > SOCK_RAW)
     }
 
     /// Checks time-based lifetimes (called from a worker tick; cheap when nothing expires).

@@ -204,6 +204,41 @@ impl UdpSocket {
         })
     }
 
+    /// A raw socket for IP protocol 50 (ESP without UDP, RFC 4303) bound to `local`. The kernel
+    /// hands every ESP packet to every such socket, so a device opens one and its workers share
+    /// it (`try_clone`). Receives carry the IPv4 header (not the IPv6 one); sends get it from
+    /// the kernel. Needs CAP_NET_RAW: the caller falls back to ESP-in-UDP without it.
+    pub fn raw_esp(local: IpAddr) -> Result<UdpSocket> {
+        let v6 = local.is_ipv6();
+        let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+        // SAFETY: plain syscall.
+        let fd = cvt(unsafe {
+            libc::socket(
+                family,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                libc::IPPROTO_ESP,
+            )
+        })
+        .map_err(|e| Error::os(Code::Socket, "raw ESP socket (needs CAP_NET_RAW)", e))?;
+        // SAFETY: fresh valid descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let raw = fd.as_raw_fd();
+        if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, SOCKET_BUFFER).is_err() {
+            let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, SOCKET_BUFFER);
+        }
+        if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
+            let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
+        }
+        bind(raw, SocketAddr::new(local, 0), v6)
+            .map_err(|e| Error::os(Code::Socket, format!("cannot bind raw ESP to {local}"), e))?;
+        Ok(UdpSocket {
+            fd,
+            v6,
+            gso: AtomicBool::new(false),
+            gro: false,
+        })
+    }
+
     /// Whether sends still use `UDP_SEGMENT`.
     pub fn gso(&self) -> bool {
         self.gso.load(Ordering::Relaxed)
@@ -222,8 +257,8 @@ impl UdpSocket {
         Ok(UdpSocket {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             v6: self.v6,
-            // One datagram per send: the clone never needs GSO.
-            gso: AtomicBool::new(false),
+            // Batches sent on a clone (a translating pair's handoff) keep using UDP_SEGMENT.
+            gso: AtomicBool::new(self.gso()),
             gro: self.gro,
         })
     }

@@ -18,6 +18,7 @@ fn cfg(name: &str, workers: usize) -> DeviceConfig {
         listen_ports: vec![0],
         workers,
         offload: true,
+        raw_esp: false,
     }
 }
 

@@ -89,6 +89,7 @@ fn device(
                 listen_ports: vec![7000],
                 workers: 2,
                 offload,
+                raw_esp: false,
             },
             Arc::new(PlainTransport::new(vec![peer])),
             no_events(),

@@ -77,6 +77,7 @@ fn start(tag: &str, offload: bool) -> (Device, Arc<Echo>, UdpSocket, [u16; 2]) {
             listen_ports: vec![0, 0],
             workers: 2,
             offload,
+            raw_esp: false,
         },
         t.clone(),
         no_events(),

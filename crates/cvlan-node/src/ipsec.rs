@@ -26,6 +26,8 @@ pub struct IpsecDeviceOptions {
     pub workers: Option<u32>,
     /// Unix socket the charon plugin connects to (`charon.plugins.cvlan.socket`).
     pub charon_socket: String,
+    /// Also carry ESP without UDP on a raw socket where the host allows it; default false.
+    pub raw_esp: Option<bool>,
 }
 
 #[napi(object)]
@@ -109,6 +111,7 @@ impl IpsecDevice {
             listen_ports,
             workers: options.workers.unwrap_or_else(crate::default_workers) as usize,
             offload: true,
+            raw_esp: options.raw_esp.unwrap_or(false),
         };
         let sink = event_sink(&js_events(&env, on_event)?);
         let transport = Arc::new(IpsecTransport {
@@ -127,6 +130,20 @@ impl IpsecDevice {
 
     pub(crate) fn device(&self) -> Option<&Device> {
         self.device.as_ref()
+    }
+
+    /// Whether ESP without UDP is carried (a raw socket is open).
+    #[napi(getter)]
+    pub fn raw_esp(&self) -> bool {
+        self.device
+            .as_ref()
+            .is_some_and(|d| d.raw_esp() == Ok(true))
+    }
+
+    /// Why a raw ESP socket was asked for but could not be opened (null otherwise).
+    #[napi(getter)]
+    pub fn raw_esp_error(&self) -> Option<String> {
+        self.device.as_ref().and_then(|d| d.raw_esp().err())
     }
 
     #[napi(getter)]

@@ -98,6 +98,7 @@ impl PlainDevice {
             listen_ports: vec![listen_port],
             workers: options.workers.unwrap_or_else(crate::default_workers) as usize,
             offload: options.offload.unwrap_or(true),
+            raw_esp: false,
         };
         let device = Device::start(cfg, transport.clone(), event_sink(&events)).map_err(dp_err)?;
         Ok(PlainDevice {

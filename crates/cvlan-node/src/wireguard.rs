@@ -246,6 +246,7 @@ impl WireGuardDevice {
             listen_ports: vec![port],
             workers: options.workers.unwrap_or_else(crate::default_workers) as usize,
             offload: true,
+            raw_esp: false,
         };
         let transport = Arc::new(WireGuardTransport { wg: wg.clone() });
         let device = Device::start(cfg, transport, event_sink(&events)).map_err(dp_err)?;
