@@ -30,8 +30,8 @@ import { eventLog, type EventLog } from '../log.js';
 import { plan } from '../reconcile/plan.js';
 import { startUapiServer, type UapiServer } from '../wireguard/uapi-server.js';
 import { str as viciStr, type IkeSaInfo } from '../strongswan/vici/types.js';
+import { dropReasonOf } from './drops.js';
 import {
-  DROP_REASONS,
   type ConfigVersionView,
   type CounterSnapshot,
   type DropReason,
@@ -530,16 +530,23 @@ export class Vrouter implements RouterStateSource {
   }
 
   drops(): DropView[] {
-    const known = new Set<string>(DROP_REASONS);
-    const out: DropView[] = [];
     const tenant = this.#tenant?.id ?? null;
-    const stats = this.#allStats();
-    stats.forEach((w, i) => {
-      for (const d of w.drops) out.push({ reason: (known.has(d.reason) ? d.reason : 'other') as DropReason, count: Number(d.count), worker: i, tenant });
+    // Summed per (reason, worker): several data-plane codes share one API reason.
+    const sums = new Map<string, DropView>();
+    const add = (code: string, count: bigint, worker: number | null): void => {
+      if (count === 0n) return;
+      const reason = dropReasonOf(code);
+      const key = `${reason}/${worker ?? '-'}`;
+      const v = sums.get(key) ?? { reason, count: 0, worker, tenant };
+      v.count += Number(count);
+      sums.set(key, v);
+    };
+    this.#allStats().forEach((w, i) => {
+      for (const d of w.drops) add(d.reason, d.count, i);
     });
     const extra = [...(this.#wg && !this.#wg.closed ? this.#wg.counters().drops : []), ...(this.#ipsec && !this.#ipsec.device.closed ? this.#ipsec.counters().drops : [])];
-    for (const d of extra) out.push({ reason: (known.has(d.reason) ? d.reason : 'other') as DropReason, count: Number(d.count), worker: null, tenant });
-    return out.filter((d) => d.count > 0);
+    for (const d of extra) add(d.reason, d.count, null);
+    return [...sums.values()];
   }
 
   workers(): WorkerView[] {

@@ -20,6 +20,8 @@ export interface PingOptions {
   source?: string;
   /** Payload bytes (`-s`). Default ping's 56. */
   size?: number;
+  /** Set DF and never fragment locally (`-M do`): path MTU discovery. Default false. */
+  dontFragment?: boolean;
 }
 
 export interface PingResult {
@@ -40,6 +42,7 @@ export async function ping(ns: string | undefined, dest: string, opts: PingOptio
   const args = ['-n', '-q', '-c', String(count), '-i', String(interval), '-W', String(wait)];
   if (opts.source !== undefined) args.push('-I', opts.source);
   if (opts.size !== undefined) args.push('-s', String(opts.size));
+  if (opts.dontFragment) args.push('-M', 'do');
   if (dest.includes(':')) args.unshift('-6');
   args.push(dest);
   const r = await run(tools.ping, args, {

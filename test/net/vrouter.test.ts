@@ -55,6 +55,16 @@ t.test('run: IPsec ⇄ WireGuard through the vrouter, metrics, vrouterctl, reloa
   await iperfServer(lab, topo.nsL, { bind: DEMO_NET.legacyLan });
   const up = await iperfClient(topo.nsA, DEMO_NET.legacyLan, { duration: 3 });
   t.ok(up.bitsPerSecond > 50e6, `agent → legacy through the vrouter: ${(up.bitsPerSecond / 1e6).toFixed(0)} Mbit/s`);
+
+  // Path MTU across the translation: a 1420-byte DF packet fits the agent's WireGuard (MTU 1420)
+  // but not the ESP tunnel (1400). The workers answer it with "fragmentation needed" (from the
+  // original destination, through WireGuard back to the agent), whose kernel then caches the MTU.
+  await ping(topo.nsA, DEMO_NET.legacyLan, { count: 2, size: 1392, dontFragment: true });
+  const route = (await exec('ip', ['netns', 'exec', topo.nsA, 'ip', 'route', 'get', DEMO_NET.legacyLan])).stdout;
+  t.match(route, /mtu 1400/, 'the agent learned the ESP tunnel\'s MTU from our ICMP error');
+  const dropped = JSON.parse((await adminGet(target, '/v1/drops')).body) as { drops: { reason: string; count: number }[] };
+  t.ok(dropped.drops.some((d) => d.reason === 'mtu_exceeded' && d.count >= 1), 'the oversized packet is counted as mtu_exceeded');
+  t.equal((await ping(topo.nsA, DEMO_NET.legacyLan, { count: 3, size: 1372, dontFragment: true })).received, 3, '1400-byte DF packets pass');
   // The IKE view is refreshed every 2 s; wait until the scrape has the whole transfer.
   let after = await scrape();
   for (let i = 0; i < 20 && ipsecOut(after) - ipsecOut(before) < up.bytes; i++) {

@@ -308,6 +308,7 @@ impl Device {
         Some(Handoff {
             transport: self.transport.clone(),
             senders: Senders::from_inner(self.senders.clone()?),
+            mtu: self.cfg.mtu as usize,
         })
     }
 

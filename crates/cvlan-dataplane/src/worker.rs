@@ -11,7 +11,8 @@
 //!    are spread over separate packets (the transport sees one datagram per `Packet`).
 //! 5. `decapsulate`  — the transport authenticates/unwraps them in place.
 //! 6. `handoff`      — inner packets the other device of a translating pair routes are
-//!    encapsulated by its transport and sent from its ports, here (`crate::handoff`).
+//!    encapsulated by its transport and sent from its ports, here (`crate::handoff`); those too
+//!    big for its tunnels are answered with an ICMP error through this transport.
 //! 7. `write_tun`    — inner packets to the TUN queue; with offload on, in-order TCP segments of
 //!    one flow are coalesced into one write (`offload::gro`). Replies go through `send`.
 //! 8. `tick`         — protocol timers, at least every `tick_interval`, and whenever a control
@@ -536,11 +537,13 @@ fn udp_batch(
     if let Some(h) = handoff.load().as_ref() {
         handoff::run(
             h,
+            transport,
             index,
             counters,
             now,
             &mut bufs.udp[..n],
             &mut bufs.scratch,
+            &mut bufs.extra,
         );
     }
     // 7. write_tun

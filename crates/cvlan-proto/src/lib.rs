@@ -5,6 +5,7 @@
 //! replay windows and routing testable with a virtual clock and in-memory peer pairs.
 
 pub mod esp;
+pub mod icmp;
 pub mod ip;
 pub mod replay;
 pub mod wireguard;
