@@ -3,14 +3,17 @@
  * to charon, and read back for the admin API and /metrics (`RouterStateSource`).
  *
  * What this build applies, per vrouter:
- *   - one tenant (several are refused with the field named: per-tenant tables in the Rust core
- *     are not built yet, and sharing the kernel's one table would let tenants see each other);
- *   - its WireGuard interface: a userspace WireGuard device `wg-<tenant>` with the UAPI socket,
- *     so `wg show` works, and a route per allowed-IPs prefix;
- *   - its IPsec tunnels: one IPsec device `ipsec-<tenant>` (UDP 500/4500, ESP in Rust) and a
- *     supervised charon with the `cvlan` plugin, a route per remote subnet.
- * Between the two devices packets are forwarded by the namespace's IP stack (TUN to TUN): the
- * translation stays out of JavaScript, but not yet inside the workers (docs/status.md).
+ *   - per tenant, its WireGuard interface: a userspace WireGuard device `wg-<tenant>` with the
+ *     UAPI socket, so `wg show` works;
+ *   - every tenant's IPsec tunnels on one IPsec device `ipsec-<first tenant>` (UDP 500/4500, ESP
+ *     in Rust) and one supervised charon with the `cvlan` plugin; each tunnel's CHILD_SAs carry
+ *     its own if_id, which tells the data plane the tenant;
+ *   - translation on the workers (docs/translation.md): a packet one device decapsulates goes
+ *     out through the device that routes it for the packet's tenant.
+ * With one tenant the namespace's IP stack also routes each peer's allowed IPs and each tunnel's
+ * remote subnets into the devices (traffic of the vrouter itself, hosts behind it). With several,
+ * the namespace has no routes into them: its one table cannot keep overlapping tenants apart, so
+ * tenants meet only in the workers, isolated, and inter-tenant rules open single prefix pairs.
  *
  * Apply order is "data plane first, then routes, then charon"; `stop()` runs it backwards.
  * `reconcile()` changes only the peers and tunnels whose specification changed.
@@ -23,7 +26,7 @@ import type { Logger } from 'pino';
 import { ConfigError, CvlanError } from '../errors.js';
 import { configVersion } from '../config/load.js';
 import type { DesiredState, IpsecTunnelSpec, PemSource, SecretPemSource, TenantSpec, WireguardPeerSpec } from '../config/model.js';
-import { WireGuardDevice, pairDevices, totals, type WorkerStats } from '../dataplane/index.js';
+import { WireGuardDevice, setTranslation, totals, type TranslationTarget, type WorkerStats } from '../dataplane/index.js';
 import { IpsecService } from '../ipsec/service.js';
 import type { IpsecAuth, IpsecTunnel } from '../ipsec/connections.js';
 import { eventLog, type EventLog } from '../log.js';
@@ -66,8 +69,6 @@ function ifname(prefix: string, tenant: string): string {
 /** The reasons this build cannot apply a state it otherwise accepts; empty when it can. */
 export function unsupported(state: DesiredState): ConfigError | undefined {
   const issues: { path: string; reason: string }[] = [];
-  if (state.tenants.length > 1) issues.push({ path: 'tenants', reason: 'this build runs one tenant per vrouter (per-tenant tables are not built yet)' });
-  if (state.rules.length > 0) issues.push({ path: 'rules', reason: 'inter-tenant rules need more than one tenant' });
   state.tenants.forEach((t, i) => {
     if (t.tuns.length > 0) issues.push({ path: `tenants[${i}].tun`, reason: 'tenant TUN devices are not built yet' });
     if (t.tunnels.length > 0 && !state.local.network.listenAddress) {
@@ -176,14 +177,22 @@ function tunnelState(sa: IkeSaInfo | undefined): TunnelState {
   }
 }
 
+/** A tenant as it runs: its spec, its data-plane tag, its WireGuard device and UAPI socket. */
+interface TenantRuntime {
+  spec: TenantSpec;
+  /** ≥ 1; how the workers name the tenant (`Packet::tag`). */
+  tag: number;
+  wg?: WireGuardDevice | undefined;
+  uapi?: UapiServer | undefined;
+}
+
 export class Vrouter implements RouterStateSource {
   readonly #opts: VrouterOptions;
   readonly #events: EventLog;
   #state: DesiredState;
   #appliedAt: string;
-  #tenant: TenantSpec | undefined;
-  #wg: WireGuardDevice | undefined;
-  #uapi: UapiServer | undefined;
+  /** Per tenant, in the state's order; tags (≥ 1) are this run's data-plane names of tenants. */
+  #tenants = new Map<string, TenantRuntime>();
   #ipsec: IpsecService | undefined;
   /** Tunnel id → if_id; if_ids are never reused within a run (a stale SA cannot match a new tunnel). */
   #ifIds = new Map<string, number>();
@@ -202,7 +211,17 @@ export class Vrouter implements RouterStateSource {
     this.#opts = opts;
     this.#events = eventLog(opts.logger);
     this.#appliedAt = new Date().toISOString();
-    this.#tenant = state.tenants[0];
+    state.tenants.forEach((t, i) => this.#tenants.set(t.id, { spec: t, tag: i + 1 }));
+  }
+
+  /** One tenant: the namespace routes into the devices too. Several: only the workers do. */
+  get #shared(): boolean {
+    return this.#tenants.size > 1;
+  }
+
+  #tenantOfTunnel(id: string): TenantRuntime | undefined {
+    for (const t of this.#tenants.values()) if (t.spec.tunnels.some((x) => x.id === id)) return t;
+    return undefined;
   }
 
   /** Applies `state` from nothing. On failure everything already created is removed again. */
@@ -222,8 +241,9 @@ export class Vrouter implements RouterStateSource {
   get state(): DesiredState {
     return this.#state;
   }
+  /** The first tenant's WireGuard device (what `run`'s ready line reports). */
   get wireguard(): WireGuardDevice | undefined {
-    return this.#wg;
+    return [...this.#tenants.values()][0]?.wg;
   }
   get ipsec(): IpsecService | undefined {
     return this.#ipsec;
@@ -235,40 +255,18 @@ export class Vrouter implements RouterStateSource {
   }
 
   async #up(): Promise<void> {
-    const t = this.#tenant;
-    if (!t) return;
-    // Packets the workers do not translate themselves (to local subnets, the vrouter's own
-    // addresses) cross between the devices through this namespace's IP stack.
-    writeFileSync('/proc/sys/net/ipv4/ip_forward', '1\n');
-    writeFileSync('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
-    if (t.wireguard) {
-      // A short-lived copy for the addon (which keeps its own zeroed-on-drop copy).
-      const key = t.wireguard.privateKey?.use((b) => Buffer.from(b));
-      try {
-        this.#wg = WireGuardDevice.open({
-          tunName: ifname('wg-', t.id),
-          listenPort: t.wireguard.listenPort,
-          ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
-          ...(key ? { privateKey: key } : {}),
-        });
-      } finally {
-        key?.fill(0);
-      }
-      this.#wg.on('event', (ev) => {
-        if (ev.type === 'handshake-failed') {
-          this.#events.authFailure({ tenant: t.id, tunnel: ev.peer ?? null, remote: ev.endpoint ?? 'unknown', method: 'wireguard', reason: ev.reason ?? 'handshake failed' });
-        } else if (ev.type === 'handshake-complete') {
-          this.#events.tunnelUp({ tenant: t.id, tunnel: ev.peer ?? 'unknown', type: 'wireguard', ...(ev.endpoint ? { remote: ev.endpoint } : {}) });
-        } else {
-          this.#opts.logger.info({ event: ev.type, worker: ev.worker, reason: ev.reason }, `wireguard ${ev.type}`);
-        }
-      });
-      this.#uapi = await startUapiServer(this.#wg);
-      await this.#applyPeerOps([], t.peers);
+    if (this.#tenants.size === 0) return;
+    if (!this.#shared) {
+      // Packets the workers do not translate themselves (to local subnets, the vrouter's own
+      // addresses) cross between the devices through this namespace's IP stack.
+      writeFileSync('/proc/sys/net/ipv4/ip_forward', '1\n');
+      writeFileSync('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
     }
-    if (t.tunnels.length > 0) {
+    for (const rt of this.#tenants.values()) await this.#openWireguard(rt);
+    const withTunnels = [...this.#tenants.values()].filter((rt) => rt.spec.tunnels.length > 0);
+    if (withTunnels.length > 0) {
       this.#ipsec = await IpsecService.start({
-        tunName: ifname('ipsec-', t.id),
+        tunName: ifname('ipsec-', withTunnels[0]!.spec.id),
         listenAddress: this.#state.local.network.listenAddress!,
         runtimeDir: this.#opts.runtimeDir,
         rawEsp: this.#state.local.ipsec.espEncapsulation === 'auto',
@@ -276,13 +274,74 @@ export class Vrouter implements RouterStateSource {
         logger: this.#opts.logger,
       });
       await this.#watchCharon();
-      // ESP in → WireGuard out and back, on the workers (see docs/translation.md).
-      if (this.#wg) pairDevices(this.#wg, this.#ipsec.device);
-      for (const spec of t.tunnels) await this.#addTunnel(spec);
+      for (const rt of withTunnels) for (const spec of rt.spec.tunnels) await this.#addTunnel(rt, spec);
       this.#refresh = setInterval(() => void this.refreshSas(), this.#opts.saRefreshMs ?? 2000);
       this.#refresh.unref();
     }
-    this.#events.configApplied({ tenant: t.id, version: configVersion(this.#state), changes: t.peers.length + t.tunnels.length });
+    this.#translate();
+    for (const rt of this.#tenants.values()) {
+      this.#events.configApplied({ tenant: rt.spec.id, version: configVersion(this.#state), changes: rt.spec.peers.length + rt.spec.tunnels.length });
+    }
+  }
+
+  async #openWireguard(rt: TenantRuntime): Promise<void> {
+    const t = rt.spec;
+    if (!t.wireguard) return;
+    // A short-lived copy for the addon (which keeps its own zeroed-on-drop copy).
+    const key = t.wireguard.privateKey?.use((b) => Buffer.from(b));
+    try {
+      rt.wg = WireGuardDevice.open({
+        tunName: ifname('wg-', t.id),
+        listenPort: t.wireguard.listenPort,
+        ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
+        ...(key ? { privateKey: key } : {}),
+      });
+    } finally {
+      key?.fill(0);
+    }
+    rt.wg.on('event', (ev) => {
+      if (ev.type === 'handshake-failed') {
+        this.#events.authFailure({ tenant: t.id, tunnel: ev.peer ?? null, remote: ev.endpoint ?? 'unknown', method: 'wireguard', reason: ev.reason ?? 'handshake failed' });
+      } else if (ev.type === 'handshake-complete') {
+        this.#events.tunnelUp({ tenant: t.id, tunnel: ev.peer ?? 'unknown', type: 'wireguard', ...(ev.endpoint ? { remote: ev.endpoint } : {}) });
+      } else {
+        this.#opts.logger.info({ tenant: t.id, event: ev.type, worker: ev.worker, reason: ev.reason }, `wireguard ${ev.type}`);
+      }
+    });
+    rt.uapi = await startUapiServer(rt.wg);
+    await this.#applyPeerOps(rt, [], t.peers);
+  }
+
+  /**
+   * Where each device's workers send what they decapsulate (docs/translation.md). One tenant: the
+   * WireGuard and IPsec devices are a pair, and what neither routes goes to the namespace. Several:
+   * every device may hand to every tenant's devices, a packet is taken by its own tenant's (or by
+   * another's when an inter-tenant rule admits its prefix pair), and the rest is dropped.
+   */
+  #translate(): void {
+    const ipsec = this.#ipsec && !this.#ipsec.device.closed ? this.#ipsec.device : undefined;
+    const tenants = [...this.#tenants.values()];
+    if (!this.#shared) {
+      const wg = tenants[0]?.wg;
+      ipsec?.setTenants([]);
+      if (wg && ipsec) {
+        setTranslation(wg, { stamp: 0, isolated: false, targets: [{ device: ipsec, tenant: 0 }] });
+        setTranslation(ipsec, { stamp: 0, isolated: false, targets: [{ device: wg, tenant: 0 }] });
+      }
+      return;
+    }
+    const tagOf = new Map(tenants.map((rt) => [rt.spec.id, rt.tag]));
+    ipsec?.setTenants(tenants.flatMap((rt) => rt.spec.tunnels.map((x) => ({ ifId: this.#ifIds.get(x.id)!, tenant: rt.tag }))).filter((x) => x.ifId !== undefined));
+    const rulesInto = (rt: TenantRuntime): TranslationTarget['rules'] =>
+      this.#state.rules
+        .filter((r) => r.toTenant === rt.spec.id && tagOf.has(r.fromTenant))
+        .map((r) => ({ fromTenant: tagOf.get(r.fromTenant)!, source: r.fromPrefix, destination: r.toPrefix }));
+    const targets: TranslationTarget[] = tenants.flatMap((rt) => [
+      ...(rt.wg ? [{ device: rt.wg, tenant: rt.tag, rules: rulesInto(rt) }] : []),
+      ...(ipsec && rt.spec.tunnels.length > 0 ? [{ device: ipsec, tenant: rt.tag, rules: rulesInto(rt) }] : []),
+    ]);
+    for (const rt of tenants) if (rt.wg) setTranslation(rt.wg, { stamp: rt.tag, isolated: true, targets });
+    if (ipsec) setTranslation(ipsec, { stamp: 0, isolated: true, targets });
   }
 
   /**
@@ -292,12 +351,13 @@ export class Vrouter implements RouterStateSource {
    * configured user: another one is torn down at once and logged as an authentication failure.
    */
   #wrongEapIdentity(conn: string, sa: { 'remote-host'?: string; 'remote-eap-id'?: string; uniqueid?: string }): boolean {
-    const auth = this.#tenant?.tunnels.find((x) => x.id === conn)?.auth;
+    const rt = this.#tenantOfTunnel(conn);
+    const auth = rt?.spec.tunnels.find((x) => x.id === conn)?.auth;
     if (auth?.method !== 'eap' || auth.role !== 'server') return false;
     const got = sa['remote-eap-id'];
     if (got === auth.eapIdentity) return false;
     this.#events.authFailure({
-      tenant: this.#tenant!.id,
+      tenant: rt!.spec.id,
       tunnel: conn,
       remote: sa['remote-host'] ?? 'unknown',
       method: 'ike',
@@ -312,18 +372,19 @@ export class Vrouter implements RouterStateSource {
   async #watchCharon(): Promise<void> {
     const vici = this.#ipsec!.vici;
     const supervisor = this.#ipsec!.supervisor;
-    const tenant = this.#tenant!.id;
+    const tenantOf = (tunnel: string | undefined): string | null => (tunnel ? (this.#tenantOfTunnel(tunnel)?.spec.id ?? null) : null);
     let lastExit: { code: number | null; signal: string | null } = { code: null, signal: null };
     supervisor.on('exited', (e) => (lastExit = { code: e.code, signal: e.signal }));
     supervisor.on('restarting', (r) => this.#events.charonRestart({ attempt: r.attempt, backoff_ms: r.delayMs, exit_code: lastExit.code, signal: lastExit.signal }));
     supervisor.on('line', (line) => {
       const failure = authFailure(line);
-      if (failure) this.#events.authFailure({ tenant, tunnel: failure.conn ?? null, remote: failure.remote ?? 'unknown', method: 'ike', reason: failure.reason });
+      if (failure) this.#events.authFailure({ tenant: tenantOf(failure.conn), tunnel: failure.conn ?? null, remote: failure.remote ?? 'unknown', method: 'ike', reason: failure.reason });
     });
     vici.on('event', (name, msg) => {
       for (const [conn, v] of Object.entries(msg)) {
         if (typeof v !== 'object' || v === null) continue;
         const sa = v as { state?: string; 'remote-host'?: string; 'remote-eap-id'?: string; uniqueid?: string };
+        const tenant = tenantOf(conn) ?? 'unknown';
         if (name === 'ike-updown') {
           if (msg.up === 'yes') {
             if (this.#wrongEapIdentity(conn, sa)) continue;
@@ -350,7 +411,10 @@ export class Vrouter implements RouterStateSource {
     }
   }
 
-  async #route(action: 'add' | 'remove', prefix: string, dev: string, via: RouteView['via']): Promise<void> {
+  async #route(rt: TenantRuntime, action: 'add' | 'remove', prefix: string, dev: string, via: RouteView['via']): Promise<void> {
+    this.#events.routingChange({ tenant: rt.spec.id, tunnel: via.kind === 'ipsec' ? via.id : null, action, prefix, via });
+    // Several tenants: the tables live in the workers only (see the module doc).
+    if (this.#shared) return;
     const key = `${prefix} ${dev}`;
     if (action === 'add' && this.#routes.has(key)) return;
     const v6 = prefix.includes(':');
@@ -361,11 +425,10 @@ export class Vrouter implements RouterStateSource {
     });
     if (action === 'add') this.#routes.add(key);
     else this.#routes.delete(key);
-    this.#events.routingChange({ tenant: this.#tenant!.id, tunnel: via.kind === 'ipsec' ? via.id : null, action, prefix, via });
   }
 
-  async #applyPeerOps(removed: readonly WireguardPeerSpec[], changed: readonly WireguardPeerSpec[]): Promise<void> {
-    const wg = this.#wg;
+  async #applyPeerOps(rt: TenantRuntime, removed: readonly WireguardPeerSpec[], changed: readonly WireguardPeerSpec[]): Promise<void> {
+    const wg = rt.wg;
     if (!wg || (removed.length === 0 && changed.length === 0)) return;
     const k = (b64: string): Uint8Array => new Uint8Array(Buffer.from(b64, 'base64'));
     wg.apply({
@@ -382,16 +445,17 @@ export class Vrouter implements RouterStateSource {
       ],
     });
     const dev = wg.tunName;
-    for (const p of removed) for (const a of p.allowedIps) await this.#route('remove', a, dev, { kind: 'wireguard', id: p.publicKey });
-    for (const p of changed) for (const a of p.allowedIps) await this.#route('add', a, dev, { kind: 'wireguard', id: p.publicKey });
+    for (const p of removed) for (const a of p.allowedIps) await this.#route(rt, 'remove', a, dev, { kind: 'wireguard', id: p.publicKey });
+    for (const p of changed) for (const a of p.allowedIps) await this.#route(rt, 'add', a, dev, { kind: 'wireguard', id: p.publicKey });
   }
 
-  async #addTunnel(spec: IpsecTunnelSpec): Promise<void> {
+  async #addTunnel(rt: TenantRuntime, spec: IpsecTunnelSpec): Promise<void> {
     const svc = this.#ipsec!;
     const ifId = this.#ifIds.get(spec.id) ?? this.#nextIfId++;
     this.#ifIds.set(spec.id, ifId);
-    await svc.addTunnel(await ipsecTunnelOf(spec, ifId, this.#state.local.network.listenAddress!));
-    for (const s of spec.remoteSubnets) this.#events.routingChange({ tenant: this.#tenant!.id, tunnel: spec.id, action: 'add', prefix: s, via: { kind: 'ipsec', id: spec.id } });
+    // The service routes remote subnets into its TUN only for a vrouter of one tenant.
+    await svc.addTunnel(await ipsecTunnelOf(spec, ifId, this.#state.local.network.listenAddress!), { route: !this.#shared });
+    for (const s of spec.remoteSubnets) this.#events.routingChange({ tenant: rt.spec.id, tunnel: spec.id, action: 'add', prefix: s, via: { kind: 'ipsec', id: spec.id } });
     // An initiating tunnel is started by charon itself (start_action=start, retried forever): a
     // second initiation from here would race it and leave a spurious failed IKE_SA behind.
   }
@@ -405,47 +469,58 @@ export class Vrouter implements RouterStateSource {
     const refused = unsupported(next);
     if (refused) throw refused;
     // Planned in full before anything changes: a refused plan leaves the running state as it is.
+    // The tenant set is the same (plan refuses otherwise), so the runtimes and tags stay.
     const ops = plan(this.#state, next, this.#fpKey);
-    const b = next.tenants[0];
-    const removed = ops.flatMap((o) => (o.kind === 'peer-remove' ? [o.peer] : []));
-    const upserted = ops.flatMap((o) => (o.kind === 'peer-upsert' ? [o.peer] : []));
-    await this.#applyPeerOps(removed, upserted);
-    for (const o of ops) {
-      if (o.kind !== 'peer-upsert' || !o.previous || !this.#wg) continue;
-      const kept = new Set(o.peer.allowedIps);
-      for (const prefix of o.previous.allowedIps) {
-        if (!kept.has(prefix)) await this.#route('remove', prefix, this.#wg.tunName, { kind: 'wireguard', id: o.peer.publicKey });
+    for (const spec of next.tenants) this.#tenants.get(spec.id)!.spec = spec;
+    for (const rt of this.#tenants.values()) {
+      const mine = ops.filter((o) => o.tenant === rt.spec.id);
+      const removed = mine.flatMap((o) => (o.kind === 'peer-remove' ? [o.peer] : []));
+      const upserted = mine.flatMap((o) => (o.kind === 'peer-upsert' ? [o.peer] : []));
+      await this.#applyPeerOps(rt, removed, upserted);
+      for (const o of mine) {
+        if (o.kind !== 'peer-upsert' || !o.previous || !rt.wg) continue;
+        const kept = new Set(o.peer.allowedIps);
+        for (const prefix of o.previous.allowedIps) {
+          if (!kept.has(prefix)) await this.#route(rt, 'remove', prefix, rt.wg.tunName, { kind: 'wireguard', id: o.peer.publicKey });
+        }
+      }
+      for (const o of mine) {
+        if (o.kind === 'tunnel-remove' || o.kind === 'tunnel-replace') await this.#ipsec!.removeTunnel(o.kind === 'tunnel-remove' ? o.tunnel.id : o.previous.id);
+        if (o.kind === 'tunnel-add' || o.kind === 'tunnel-replace') await this.#addTunnel(rt, o.tunnel);
       }
     }
-    for (const o of ops) {
-      if (o.kind === 'tunnel-remove' || o.kind === 'tunnel-replace') await this.#ipsec!.removeTunnel(o.kind === 'tunnel-remove' ? o.tunnel.id : o.previous.id);
-      if (o.kind === 'tunnel-add' || o.kind === 'tunnel-replace') await this.#addTunnel(o.tunnel);
-    }
     this.#state = next;
-    this.#tenant = b;
+    // New tunnels' if_ids and changed inter-tenant rules reach the workers.
+    this.#translate();
     this.#appliedAt = new Date().toISOString();
-    this.#events.configApplied({ tenant: b?.id ?? null, version: configVersion(next), changes: ops.length });
+    this.#events.configApplied({ tenant: this.#shared ? null : (next.tenants[0]?.id ?? null), version: configVersion(next), changes: ops.length });
     return ops.length;
   }
 
   async stop(): Promise<void> {
     if (this.#refresh) clearInterval(this.#refresh);
     this.#refresh = undefined;
-    if (this.#wg && this.#ipsec && !this.#wg.closed && !this.#ipsec.device.closed) pairDevices(this.#wg, this.#ipsec.device, false);
+    // Translation first: no worker hands a packet to a device that is going away.
+    for (const rt of this.#tenants.values()) if (rt.wg && !rt.wg.closed) setTranslation(rt.wg, null);
+    if (this.#ipsec && !this.#ipsec.device.closed) setTranslation(this.#ipsec.device, null);
     if (this.#ipsec) await this.#ipsec.close().catch((e: unknown) => this.#opts.logger.warn({ err: (e as Error).message }, 'closing IPsec'));
     this.#ipsec = undefined;
-    if (this.#uapi) await this.#uapi.close().catch(() => undefined);
-    this.#uapi = undefined;
-    this.#wg?.close();
-    this.#wg = undefined;
+    for (const rt of this.#tenants.values()) {
+      if (rt.uapi) await rt.uapi.close().catch(() => undefined);
+      rt.uapi = undefined;
+      rt.wg?.close();
+      rt.wg = undefined;
+    }
   }
 
   // --- RouterStateSource -------------------------------------------------------------------
 
   health(): HealthView {
     const reasons: string[] = [];
-    if (this.#tenant?.wireguard && (!this.#wg || this.#wg.closed)) reasons.push('the WireGuard device is not open');
-    if (this.#tenant && this.#tenant.tunnels.length > 0) {
+    for (const rt of this.#tenants.values()) {
+      if (rt.spec.wireguard && (!rt.wg || rt.wg.closed)) reasons.push(`tenant ${rt.spec.id}: the WireGuard device is not open`);
+    }
+    if ([...this.#tenants.values()].some((rt) => rt.spec.tunnels.length > 0)) {
       if (!this.#ipsec) reasons.push('the IPsec device is not open');
       else if (this.#ipsec.supervisor.pid === undefined) reasons.push('charon is not running (installed SAs keep forwarding)');
     }
@@ -461,8 +536,10 @@ export class Vrouter implements RouterStateSource {
   }
 
   tunnels(): TunnelView[] {
-    const t = this.#tenant;
-    if (!t) return [];
+    return [...this.#tenants.values()].flatMap(({ spec: t }) => this.#tunnelsOf(t));
+  }
+
+  #tunnelsOf(t: TenantSpec): TunnelView[] {
     return t.tunnels.map((spec) => {
       const sa = this.#ikeSas.find((s) => s.name === spec.id);
       const now = Date.now() / 1000;
@@ -500,11 +577,14 @@ export class Vrouter implements RouterStateSource {
   }
 
   wireguardPeers(): PeerView[] {
-    const t = this.#tenant;
-    if (!t || !this.#wg || this.#wg.closed) return [];
-    return this.#wg.state().peers.map((p) => ({
+    return [...this.#tenants.values()].flatMap((rt) => this.#peersOf(rt));
+  }
+
+  #peersOf(rt: TenantRuntime): PeerView[] {
+    if (!rt.wg || rt.wg.closed) return [];
+    return rt.wg.state().peers.map((p) => ({
       public_key: Buffer.from(p.publicKey).toString('base64'),
-      tenant: t.id,
+      tenant: rt.spec.id,
       endpoint: p.endpoint,
       allowed_ips: p.allowedIps,
       latest_handshake: p.lastHandshake ? new Date(p.lastHandshake.sec * 1000).toISOString() : null,
@@ -525,12 +605,13 @@ export class Vrouter implements RouterStateSource {
 
   #allStats(): WorkerStats[] {
     const out: WorkerStats[] = [];
-    for (const d of [this.#wg, this.#ipsec?.device]) if (d && !d.closed) out.push(...d.stats());
+    for (const d of [...[...this.#tenants.values()].map((rt) => rt.wg), this.#ipsec?.device]) if (d && !d.closed) out.push(...d.stats());
     return out;
   }
 
   drops(): DropView[] {
-    const tenant = this.#tenant?.id ?? null;
+    // Worker counters are per device, not per tenant: a tenant only when there is one.
+    const tenant = this.#shared ? null : ([...this.#tenants.keys()][0] ?? null);
     // Summed per (reason, worker): several data-plane codes share one API reason.
     const sums = new Map<string, DropView>();
     const add = (code: string, count: bigint, worker: number | null): void => {
@@ -544,7 +625,10 @@ export class Vrouter implements RouterStateSource {
     this.#allStats().forEach((w, i) => {
       for (const d of w.drops) add(d.reason, d.count, i);
     });
-    const extra = [...(this.#wg && !this.#wg.closed ? this.#wg.counters().drops : []), ...(this.#ipsec && !this.#ipsec.device.closed ? this.#ipsec.counters().drops : [])];
+    const extra = [
+      ...[...this.#tenants.values()].flatMap((rt) => (rt.wg && !rt.wg.closed ? rt.wg.counters().drops : [])),
+      ...(this.#ipsec && !this.#ipsec.device.closed ? this.#ipsec.counters().drops : []),
+    ];
     for (const d of extra) add(d.reason, d.count, null);
     return [...sums.values()];
   }
@@ -566,19 +650,20 @@ export class Vrouter implements RouterStateSource {
   }
 
   counters(): CounterSnapshot {
-    const t = this.#tenant;
     const peers = this.wireguardPeers();
     const tunnels = this.tunnels();
     const drops = new Map<DropReason, number>();
     for (const d of this.drops()) drops.set(d.reason, (drops.get(d.reason) ?? 0) + d.count);
-    const wgc = this.#wg && !this.#wg.closed ? this.#wg.counters() : undefined;
+    const rts = [...this.#tenants.values()];
     return {
-      tunnels_active: t
-        ? [
-            { tenant: t.id, type: 'ipsec', count: tunnels.filter((x) => x.state === 'up' || x.state === 'rekeying').length },
-            { tenant: t.id, type: 'wireguard', count: peers.filter((p) => p.latest_handshake !== null && Date.now() - Date.parse(p.latest_handshake) < 180_000).length },
-          ]
-        : [],
+      tunnels_active: rts.flatMap((rt) => [
+        { tenant: rt.spec.id, type: 'ipsec' as const, count: tunnels.filter((x) => x.tenant === rt.spec.id && (x.state === 'up' || x.state === 'rekeying')).length },
+        {
+          tenant: rt.spec.id,
+          type: 'wireguard' as const,
+          count: peers.filter((p) => p.tenant === rt.spec.id && p.latest_handshake !== null && Date.now() - Date.parse(p.latest_handshake) < 180_000).length,
+        },
+      ]),
       tunnels: [
         ...tunnels.map((x) => ({
           tunnel: x.id,
@@ -594,10 +679,15 @@ export class Vrouter implements RouterStateSource {
       ike_rekeys_total: this.#ikeRekeys,
       child_rekeys_total: this.#childRekeys,
       drops: [...drops].map(([reason, count]) => ({ reason, count })),
-      handshakes: t && wgc ? [
-        { tenant: t.id, result: 'success', count: Number(wgc.handshakesCompleted) },
-        { tenant: t.id, result: 'auth_failure', count: Number(wgc.handshakesFailed) },
-      ] : [],
+      handshakes: rts.flatMap((rt) => {
+        const c = rt.wg && !rt.wg.closed ? rt.wg.counters() : undefined;
+        return c
+          ? [
+              { tenant: rt.spec.id, result: 'success' as const, count: Number(c.handshakesCompleted) },
+              { tenant: rt.spec.id, result: 'auth_failure' as const, count: Number(c.handshakesFailed) },
+            ]
+          : [];
+      }),
       workers: this.workers().map((w) => ({ worker: w.index, rx_packets: w.rx_packets, tx_packets: w.tx_packets, restarts: w.restarts })),
     };
   }

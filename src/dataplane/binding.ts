@@ -134,6 +134,8 @@ export interface BindingIpsecDevice {
   readonly closed: boolean;
   readonly rawEsp: boolean;
   readonly rawEspError: string | null;
+  readonly handoffId: number;
+  setTenants(tunnels: { ifId: number; tenant: number }[]): void;
   sas(): BindingSaInfo[];
   counters(): BindingIpsecCounters;
   stats(): BindingWorkerStats[];
@@ -198,6 +200,7 @@ export interface BindingWireGuardDevice {
   readonly tunName: string;
   readonly listenPort: number;
   readonly closed: boolean;
+  readonly handoffId: number;
   state(): BindingWgDeviceState;
   apply(update: BindingWgDeviceUpdate): void;
   counters(): BindingWgCounters;
@@ -211,7 +214,19 @@ export interface Binding {
   PlainDevice: new (options: BindingPlainDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingPlainDevice;
   IpsecDevice: new (options: BindingIpsecDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingIpsecDevice;
   WireGuardDevice: new (options: BindingWireGuardDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingWireGuardDevice;
-  pairDevices(wireguard: BindingWireGuardDevice, ipsec: BindingIpsecDevice, link: boolean): void;
+  setTranslation(device: number, translation: BindingTranslation | null): void;
+}
+
+export interface BindingTranslationRule {
+  fromTenant: number;
+  source: string;
+  destination: string;
+}
+
+export interface BindingTranslation {
+  stamp: number;
+  isolated: boolean;
+  targets: { device: number; tenant: number; rules?: BindingTranslationRule[] }[];
 }
 
 function repoRoot(): string {

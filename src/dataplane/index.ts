@@ -157,17 +157,40 @@ export class PlainDevice extends EventEmitter<DeviceEvents> {
   }
 }
 
-/** The binding object behind each device wrapper, for calls that take two devices. */
-const natives = new WeakMap<object, BindingIpsecDevice | BindingWireGuardDevice>();
+/** A device a translation hands packets to, for one tenant (`crates/cvlan-dataplane/src/handoff.rs`). */
+export interface TranslationTarget {
+  device: WireGuardDevice | IpsecDevice;
+  /** Tenant tag whose packets it takes (≥ 1); 0 = every packet (a single-tenant pair). */
+  tenant: number;
+  /** Packets of other tenants it also takes: from tenant `fromTenant`, `source` → `destination`. */
+  rules?: { fromTenant: number; source: string; destination: string }[];
+}
+
+export interface Translation {
+  /** Tenant tag of everything the device decapsulates (a tenant's WireGuard device); 0 when it tags packets itself (IPsec, by tunnel) or there is one tenant. */
+  stamp: number;
+  /** Drop (and count) tagged packets no target takes instead of writing them to the TUN. */
+  isolated: boolean;
+  targets: TranslationTarget[];
+}
 
 /**
- * Translates between a WireGuard and an IPsec device on their worker threads (`link = false`
- * undoes it): an inner packet one decapsulates whose destination the other routes is
- * encapsulated by the other and leaves from its port, without a TUN or kernel hop.
+ * Sets (`null`: clears) where `device`'s workers send inner packets other devices route:
+ * ESP in → WireGuard out and back, per tenant, without a TUN or kernel hop. Validated in full
+ * first; on error nothing changes.
  */
-export function pairDevices(wireguard: WireGuardDevice, ipsec: IpsecDevice, link = true): void {
+export function setTranslation(device: WireGuardDevice | IpsecDevice, translation: Translation | null): void {
   try {
-    loadBinding().pairDevices(natives.get(wireguard) as BindingWireGuardDevice, natives.get(ipsec) as BindingIpsecDevice, link);
+    loadBinding().setTranslation(
+      device.handoffId,
+      translation === null
+        ? null
+        : {
+            stamp: translation.stamp,
+            isolated: translation.isolated,
+            targets: translation.targets.map((t) => ({ device: t.device.handoffId, tenant: t.tenant, ...(t.rules ? { rules: t.rules } : {}) })),
+          },
+    );
   } catch (e) {
     throw fromNative(e);
   }
@@ -205,7 +228,6 @@ export class IpsecDevice extends EventEmitter<DeviceEvents> {
   private constructor(native: BindingIpsecDevice) {
     super();
     this.#native = native;
-    natives.set(this, native);
   }
 
   static open(options: IpsecDeviceOptions): IpsecDevice {
@@ -232,6 +254,18 @@ export class IpsecDevice extends EventEmitter<DeviceEvents> {
   }
   get ikePort(): number {
     return this.#native.ikePort;
+  }
+  /** This device's id for `setTranslation`. */
+  get handoffId(): number {
+    return this.#native.handoffId;
+  }
+  /** Which tenant (tag ≥ 1) each tunnel (CHILD_SA if_id) belongs to; empty: one tenant. */
+  setTenants(tunnels: { ifId: number; tenant: number }[]): void {
+    try {
+      this.#native.setTenants(tunnels);
+    } catch (e) {
+      throw fromNative(e);
+    }
   }
   /** A raw ESP socket is open: charon may negotiate ESP without UDP where there is no NAT. */
   get rawEsp(): boolean {
@@ -292,7 +326,6 @@ export class WireGuardDevice extends EventEmitter<DeviceEvents> implements WireG
   private constructor(native: BindingWireGuardDevice) {
     super();
     this.#native = native;
-    natives.set(this, native);
   }
 
   static open(options: WireGuardDeviceOptions): WireGuardDevice {
@@ -319,6 +352,10 @@ export class WireGuardDevice extends EventEmitter<DeviceEvents> implements WireG
   }
   get closed(): boolean {
     return this.#native.closed;
+  }
+  /** This device's id for `setTranslation`. */
+  get handoffId(): number {
+    return this.#native.handoffId;
   }
   /** The interface name (the UAPI socket is named after it). */
   get name(): string {

@@ -118,10 +118,14 @@ export class IpsecService {
     await this.vici.loadConn(t.id, connSection(t, { udpEncap: !this.device.rawEsp }));
   }
 
-  /** Adds or replaces a tunnel: secrets, connection, and routes of its remote subnets into the TUN. */
-  async addTunnel(t: IpsecTunnel): Promise<void> {
+  /**
+   * Adds or replaces a tunnel: secrets, connection, and (unless `route` is false) routes of its
+   * remote subnets into the TUN.
+   */
+  async addTunnel(t: IpsecTunnel, o: { route?: boolean } = {}): Promise<void> {
     await this.#load(t);
     this.#tunnels.set(t.id, t);
+    if (o.route === false) return;
     for (const subnet of t.remoteSubnets) {
       if (this.#routes.has(subnet)) continue;
       await exec('ip', ['route', 'replace', subnet, 'dev', this.#opts.tunName]).catch((e: unknown) => {

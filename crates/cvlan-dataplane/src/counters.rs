@@ -31,6 +31,7 @@ drop_reasons! {
     TunWriteFailed => "tun_write_failed",
     UdpSendFailed => "udp_send_failed",
     BadOffload => "bad_offload",
+    InterTenantDenied => "inter_tenant_denied",
 }
 
 /// Counters of one worker.

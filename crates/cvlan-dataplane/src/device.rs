@@ -5,7 +5,7 @@
 
 use crate::counters::{CounterSnapshot, WorkerCounters};
 use crate::error::{Code, Error, Result};
-use crate::handoff::Handoff;
+use crate::handoff::{Handoff, Rule, Target};
 use crate::transport::{Senders, SendersInner, Transport};
 use crate::tun::{self, TunQueue};
 use crate::udp::{self, UdpSocket};
@@ -303,19 +303,28 @@ impl Device {
         }
     }
 
-    /// This device's transport and ports, for the other device of a translating pair.
-    pub fn handoff_target(&self) -> Option<Handoff> {
-        Some(Handoff {
+    /// This device as a translation target for `tenant` (0: any) with `rules` (see
+    /// [`crate::handoff`]); `None` once stopped.
+    pub fn handoff_target(&self, tenant: u32, rules: Vec<Rule>) -> Option<Target> {
+        Some(Target {
             transport: self.transport.clone(),
             senders: Senders::from_inner(self.senders.clone()?),
             mtu: self.cfg.mtu as usize,
+            tenant,
+            rules,
         })
     }
 
-    /// Makes the workers hand decapsulated packets that `other` routes to it (`None`: stop).
-    /// Takes effect with the next batch; no packet is in flight between the two.
-    pub fn set_handoff(&self, other: Option<Handoff>) {
-        self.handoff.store(other.map(Arc::new));
+    /// What the workers do with decapsulated packets other devices route (`None`: nothing, every
+    /// inner packet goes to the TUN). Takes effect with the next batch.
+    pub fn set_handoff(&self, handoff: Option<Handoff>) {
+        self.handoff.store(handoff.map(Arc::new));
+    }
+
+    /// The cell [`Device::set_handoff`] writes, for a control plane that keeps it apart from
+    /// the device.
+    pub fn handoff_cell(&self) -> Arc<ArcSwapOption<Handoff>> {
+        self.handoff.clone()
     }
 
     pub fn stats(&self) -> Vec<WorkerStats> {

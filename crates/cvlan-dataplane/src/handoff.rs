@@ -1,20 +1,27 @@
-//! Translation between two devices on the workers (IPsec ⇄ WireGuard): an inner packet one
-//! device decapsulated, whose destination the other device's protocol routes, is encapsulated by
-//! that protocol on the same worker and sent from the other device's port. It never crosses a
-//! TUN device or the kernel's forwarding path.
+//! Translation between devices on the workers (IPsec ⇄ WireGuard), per tenant: an inner packet
+//! one device decapsulated, whose destination another device's protocol routes for the packet's
+//! tenant, is encapsulated by that protocol on the same worker and sent from that device's port.
+//! It never crosses a TUN device or the kernel's forwarding path.
 //!
-//! Pipeline (after the receiving transport's `decapsulate`, before the TUN write):
-//! 1. `claim`       — the other transport marks the `ToTun` packets it has a route for
-//!    (WireGuard: allowed IPs of the destination; IPsec: an outbound policy);
-//! 2. `too_big`     — a claimed packet longer than the other tunnel carries (its device's MTU)
+//! Pipeline (after the receiving transport's `decapsulate`, before the TUN write), per target:
+//! 1. `select`      — the `ToTun` packets the target takes: its tenant's (the tag the receiving
+//!    side gave: the IPsec tunnel's tenant, the WireGuard device's), or another tenant's that an
+//!    inter-tenant rule lets through for this source and destination prefix;
+//! 2. `claim`       — the target transport marks those it has a route for (WireGuard: a peer's
+//!    allowed IPs hold the destination; IPsec: an outbound policy of the tenant's tunnels);
+//! 3. `too_big`     — a claimed packet longer than the target's tunnels carry (its device's MTU)
 //!    becomes an ICMP "fragmentation needed" / "packet too big" for its sender, unless it may be
 //!    fragmented (IPv4 without DF: the outer datagram is fragmented instead);
-//! 3. `partition`   — claimed packets move to the front, then the ICMP replies, in order (flows
+//! 4. `partition`   — claimed packets move to the front, then the ICMP replies, in order (flows
 //!    stay in order);
-//! 4. `encapsulate` — the other transport's own outbound stage, on the same buffers; the
-//!    replies go back through this device's transport to where the packet came from;
-//! 5. `send`        — batched on the other device's sockets; its handshake or keepalive
+//! 5. `encapsulate` — the target's own outbound stage, on the same buffers; the replies go back
+//!    through the receiving transport to where the packet came from;
+//! 6. `send`        — batched on the target device's sockets; its handshake or keepalive
 //!    datagrams too. Replies leave with the batch on this device's sockets.
+//!
+//! Then, with tenants isolated, a tagged packet no target took is dropped: `inter_tenant_denied`
+//! when another tenant routes its destination, else `no_route`. It never reaches the TUN, whose
+//! namespace has one routing table for everyone.
 //!
 //! The source was checked by the receiving protocol (allowed IPs, traffic selectors) before the
 //! packet gets here.
@@ -22,30 +29,77 @@
 use crate::counters::{DropReason, WorkerCounters};
 use crate::transport::{Ctx, Outgoing, Packet, Senders, Transport, Verdict};
 use crate::udp::MmsgScratch;
+use cvlan_proto::ip::{self, Prefix};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The other device of a translating pair, as this device's workers see it.
-pub struct Handoff {
-    pub transport: Arc<dyn Transport>,
-    pub senders: Senders,
-    /// The largest inner packet the other device's tunnels carry (its TUN MTU).
-    pub mtu: usize,
+/// Lets packets of tenant `from` with a source in `src` and a destination in `dst` into the
+/// target's tenant (one direction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub from: u32,
+    pub src: Prefix,
+    pub dst: Prefix,
 }
 
-/// Where a packet goes after stage 2 (the partition order).
-fn group(p: &Packet, reply: &[bool], i: usize) -> u8 {
-    if reply[i] {
-        1
-    } else if p.claimed && p.verdict == Verdict::ToTun {
-        0
-    } else {
-        2
+/// A device the workers hand packets to, for one tenant.
+pub struct Target {
+    pub transport: Arc<dyn Transport>,
+    pub senders: Senders,
+    /// The largest inner packet the target's tunnels carry (its TUN MTU).
+    pub mtu: usize,
+    /// Tenant tag whose packets it takes; 0 = every packet (a single-tenant pair).
+    pub tenant: u32,
+    pub rules: Vec<Rule>,
+}
+
+impl Target {
+    /// Whether the target takes `p`: as its tenant's own packet, or (`by_rule`) as another
+    /// tenant's that a rule lets in.
+    fn takes(&self, p: &Packet, by_rule: bool) -> bool {
+        if p.verdict != Verdict::ToTun {
+            return false;
+        }
+        if !by_rule {
+            return self.tenant == 0 || p.tag == self.tenant;
+        }
+        if self.tenant == 0 || p.tag == self.tenant || self.rules.is_empty() {
+            return false;
+        }
+        let Ok(info) = ip::parse(p.data()) else {
+            return false;
+        };
+        self.rules
+            .iter()
+            .any(|r| r.from == p.tag && r.src.contains(info.src) && r.dst.contains(info.dst))
     }
 }
 
-/// Runs stages 1–5 on a decapsulated batch. Packets handed off end as `Verdict::Forwarded`;
+/// What a device's workers do with decapsulated packets other devices route.
+pub struct Handoff {
+    /// Tenant tag of everything this device decapsulates (a tenant's WireGuard device); 0 when
+    /// the transport tags each packet itself (IPsec: by tunnel) or there is one tenant.
+    pub stamp: u32,
+    /// Tenants are isolated (see the module doc); false for a single-tenant pair.
+    pub isolated: bool,
+    pub targets: Vec<Target>,
+}
+
+/// Moves the packets matching `pred` to the front, each side in its order; returns how many.
+fn front(pkts: &mut [Packet], pred: impl Fn(&Packet) -> bool) -> usize {
+    let mut order: Vec<(bool, usize)> = pkts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (!pred(p), i))
+        .collect();
+    order.sort_by_key(|x| x.0);
+    let from: Vec<usize> = order.iter().map(|x| x.1).collect();
+    permute(pkts, &from);
+    order.iter().filter(|x| !x.0).count()
+}
+
+/// Runs the pipeline on a decapsulated batch. Packets handed off end as `Verdict::Forwarded`;
 /// ICMP replies as `ingress` left them (normally `Send` on this device's sockets).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
@@ -58,12 +112,106 @@ pub(crate) fn run(
     scratch: &mut MmsgScratch,
     extra: &mut Vec<Outgoing>,
 ) {
-    // 1. claim
-    for p in pkts.iter_mut() {
-        p.claimed = false;
-    }
     if !pkts.iter().any(|p| p.verdict == Verdict::ToTun) {
         return;
+    }
+    for p in pkts.iter_mut() {
+        if h.stamp != 0 {
+            p.tag = h.stamp;
+        }
+        p.home = p.tag;
+    }
+    // A tenant's own routes first; rules only for what those leave.
+    for by_rule in [false, true] {
+        for t in &h.targets {
+            // 1. select
+            let k = front(pkts, |p| t.takes(p, by_rule));
+            if k == 0 {
+                continue;
+            }
+            // Admitted by a rule: routed as the target tenant's packet.
+            if t.tenant != 0 {
+                for p in pkts[..k].iter_mut() {
+                    p.tag = t.tenant;
+                }
+            }
+            to_target(
+                t,
+                ingress,
+                worker,
+                counters,
+                now,
+                &mut pkts[..k],
+                scratch,
+                extra,
+            );
+            for p in pkts[..k].iter_mut() {
+                p.tag = p.home;
+            }
+        }
+    }
+    if h.isolated {
+        isolate(h, counters, pkts);
+    }
+}
+
+/// Drops what no target took, with the reason (see the module doc).
+fn isolate(h: &Handoff, counters: &WorkerCounters, pkts: &mut [Packet]) {
+    let k = front(pkts, |p| p.verdict == Verdict::ToTun && p.home != 0);
+    if k == 0 {
+        return;
+    }
+    let left = &mut pkts[..k];
+    let mut elsewhere = vec![false; k];
+    // Would another tenant route it? Each is asked with its own tag.
+    for t in h.targets.iter().filter(|t| t.tenant != 0) {
+        for p in left.iter_mut() {
+            p.tag = t.tenant;
+            p.claimed = false;
+        }
+        t.transport.claims(left);
+        for (i, p) in left.iter().enumerate() {
+            elsewhere[i] |= p.claimed && p.home != t.tenant;
+        }
+    }
+    for (i, p) in left.iter_mut().enumerate() {
+        p.tag = p.home;
+        p.claimed = false;
+        p.verdict = Verdict::Drop;
+        counters.drop_packet(if elsewhere[i] {
+            DropReason::InterTenantDenied
+        } else {
+            DropReason::NoRoute
+        });
+    }
+}
+
+/// Where a packet goes after stage 3 (the partition order).
+fn group(p: &Packet, reply: &[bool], i: usize) -> u8 {
+    if reply[i] {
+        1
+    } else if p.claimed && p.verdict == Verdict::ToTun {
+        0
+    } else {
+        2
+    }
+}
+
+/// Stages 2–6 for the packets `t` takes (all `ToTun`).
+#[allow(clippy::too_many_arguments)]
+fn to_target(
+    h: &Target,
+    ingress: &dyn Transport,
+    worker: usize,
+    counters: &WorkerCounters,
+    now: Duration,
+    pkts: &mut [Packet],
+    scratch: &mut MmsgScratch,
+    extra: &mut Vec<Outgoing>,
+) {
+    // 2. claim
+    for p in pkts.iter_mut() {
+        p.claimed = false;
     }
     h.transport.claims(pkts);
     if !pkts
@@ -72,7 +220,7 @@ pub(crate) fn run(
     {
         return;
     }
-    // 2. too_big
+    // 3. too_big
     let mut reply = vec![false; pkts.len()];
     let mut icmp = [0u8; 1280];
     for (i, p) in pkts.iter_mut().enumerate() {
@@ -88,7 +236,7 @@ pub(crate) fn run(
             reply[i] = true;
         }
     }
-    // 3. partition (stable: a flow's packets keep their order)
+    // 4. partition (stable: a flow's packets keep their order)
     let mut order: Vec<(u8, usize)> = pkts
         .iter()
         .enumerate()
@@ -103,7 +251,7 @@ pub(crate) fn run(
         p.verdict = Verdict::Drop;
         p.sock = 0;
     }
-    // 4. encapsulate: the replies back the way they came, on this device
+    // 5. encapsulate: the replies back the way they came, on this device
     if r > 0 {
         let mut ctx = Ctx {
             worker,
@@ -125,7 +273,7 @@ pub(crate) fn run(
         extra: &mut extra,
     };
     h.transport.encapsulate(&mut ctx, group);
-    // 5. send
+    // 6. send
     for sock in 0..h.senders.len() {
         let out: Vec<(&[u8], SocketAddr)> = group
             .iter()
@@ -210,6 +358,25 @@ mod tests {
         fn decapsulate(&self, _ctx: &mut Ctx<'_>, _pkts: &mut [Packet]) {}
     }
 
+    fn target<T: Transport>(t: T, tenant: u32, rules: Vec<Rule>) -> Target {
+        Target {
+            transport: Arc::new(t),
+            senders: Senders::new(Vec::new(), Arc::new(Control::new().unwrap())),
+            mtu: 1400,
+            tenant,
+            rules,
+        }
+    }
+
+    /// A single-tenant pair, as `cvlan-vrouter run` with one tenant sets it up.
+    fn pair<T: Transport>(t: T) -> Handoff {
+        Handoff {
+            stamp: 0,
+            isolated: false,
+            targets: vec![target(t, 0, Vec::new())],
+        }
+    }
+
     fn packet(tag: u8, verdict: Verdict) -> Packet {
         let mut p = Packet::new();
         p.len = 20;
@@ -220,12 +387,8 @@ mod tests {
 
     #[test]
     fn claimed_packets_move_to_the_other_transport_in_order() {
-        let h = Handoff {
-            transport: Arc::new(Odd),
-            // No sockets: sends fail and are counted, which is what this test can observe.
-            senders: Senders::new(Vec::new(), Arc::new(Control::new().unwrap())),
-            mtu: 1400,
-        };
+        // No sockets: sends fail and are counted, which is what this test can observe.
+        let h = pair(Odd);
         let counters = WorkerCounters::default();
         let mut scratch = MmsgScratch::new(8);
         let mut pkts: Vec<Packet> = [
@@ -257,10 +420,10 @@ mod tests {
                 (5, Verdict::Forwarded),
                 (7, Verdict::Forwarded),
                 (2, Verdict::ToTun),
-                (3, Verdict::Drop),
                 (4, Verdict::ToTun),
+                (3, Verdict::Drop),
             ],
-            "claimed first, each group in arrival order; dropped packets are not claimed"
+            "claimed first, then the rest the target was offered, each in arrival order; dropped packets are not offered"
         );
         let failed = counters
             .snapshot()
@@ -277,11 +440,7 @@ mod tests {
 
     #[test]
     fn nothing_claimed_leaves_the_batch_alone() {
-        let h = Handoff {
-            transport: Arc::new(Odd),
-            senders: Senders::new(Vec::new(), Arc::new(Control::new().unwrap())),
-            mtu: 1400,
-        };
+        let h = pair(Odd);
         let counters = WorkerCounters::default();
         let mut scratch = MmsgScratch::new(8);
         let mut pkts: Vec<Packet> = [2u8, 4, 6]
@@ -331,11 +490,7 @@ mod tests {
 
     #[test]
     fn too_big_for_the_other_tunnel_is_answered_back_the_way_it_came() {
-        let h = Handoff {
-            transport: Arc::new(Odd),
-            senders: Senders::new(Vec::new(), Arc::new(Control::new().unwrap())),
-            mtu: 1400,
-        };
+        let h = pair(Odd);
         // IPv4, DF, 1500 bytes: its first byte (0x45) is odd, so `Odd` claims it.
         let mut big = Packet::new();
         big.len = 1500;
@@ -383,5 +538,142 @@ mod tests {
             .find(|(r, _)| *r == DropReason::Oversized)
             .map(|(_, n)| *n);
         assert_eq!(oversized, Some(1));
+    }
+
+    /// Routes `(tenant tag, destination)` pairs; sends whatever it is given.
+    struct Routes(Vec<(u32, [u8; 4])>);
+    impl Transport for Routes {
+        fn name(&self) -> &'static str {
+            "routes"
+        }
+        fn claims(&self, pkts: &mut [Packet]) {
+            for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
+                let d = p.data();
+                let dst = [d[16], d[17], d[18], d[19]];
+                p.claimed = self.0.contains(&(p.tag, dst));
+            }
+        }
+        fn encapsulate(&self, _ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
+            for p in pkts {
+                p.verdict = Verdict::Send;
+            }
+        }
+        fn decapsulate(&self, _ctx: &mut Ctx<'_>, _pkts: &mut [Packet]) {}
+    }
+
+    fn v4(tag: u32, src: [u8; 4], dst: [u8; 4]) -> Packet {
+        let mut p = Packet::new();
+        p.len = 40;
+        let d = p.data_mut();
+        d[0] = 0x45;
+        d[2..4].copy_from_slice(&40u16.to_be_bytes());
+        d[12..16].copy_from_slice(&src);
+        d[16..20].copy_from_slice(&dst);
+        p.tag = tag;
+        p.verdict = Verdict::ToTun;
+        p
+    }
+
+    fn drops(c: &WorkerCounters, r: DropReason) -> u64 {
+        c.snapshot()
+            .drops
+            .iter()
+            .find(|(x, _)| *x == r)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    #[test]
+    fn tenants_are_isolated_and_a_rule_opens_one_prefix_pair() {
+        let prefix = |s: &str| s.parse::<Prefix>().unwrap();
+        // Both tenants route 10.0.0.1 (overlapping prefixes); only tenant 2 routes 10.9.0.1.
+        let h = Handoff {
+            stamp: 0,
+            isolated: true,
+            targets: vec![
+                target(Routes(vec![(1, [10, 0, 0, 1])]), 1, Vec::new()),
+                target(
+                    Routes(vec![(2, [10, 0, 0, 1]), (2, [10, 9, 0, 1])]),
+                    2,
+                    vec![Rule {
+                        from: 1,
+                        src: prefix("10.1.0.0/16"),
+                        dst: prefix("10.9.0.0/24"),
+                    }],
+                ),
+            ],
+        };
+        let mut pkts = vec![
+            v4(1, [10, 2, 0, 5], [10, 0, 0, 1]), // tenant 1, its own route
+            v4(2, [10, 2, 0, 5], [10, 0, 0, 1]), // tenant 2, the same address, its own route
+            v4(1, [10, 2, 0, 5], [10, 9, 0, 1]), // tenant 1 → tenant 2's prefix, no rule for this source
+            v4(1, [10, 1, 0, 5], [10, 9, 0, 1]), // the same, from the prefix the rule allows
+            v4(1, [10, 2, 0, 5], [10, 7, 0, 1]), // nobody routes it
+        ];
+        let counters = WorkerCounters::default();
+        run(
+            &h,
+            &Odd,
+            0,
+            &counters,
+            Duration::ZERO,
+            &mut pkts,
+            &mut MmsgScratch::new(8),
+            &mut Vec::new(),
+        );
+        assert_eq!(
+            pkts.iter()
+                .filter(|p| p.verdict == Verdict::Forwarded)
+                .count(),
+            3,
+            "two own routes and the rule"
+        );
+        let verdict_to = |dst: u8| {
+            pkts.iter()
+                .filter(|p| p.data()[17] == dst)
+                .map(|p| p.verdict)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(verdict_to(7), [Verdict::Drop]);
+        assert_eq!(
+            verdict_to(0),
+            [Verdict::Forwarded, Verdict::Forwarded],
+            "the same address in each tenant"
+        );
+        assert_eq!(
+            drops(&counters, DropReason::InterTenantDenied),
+            1,
+            "10.2.0.5 → 10.9.0.1 of tenant 1"
+        );
+        assert_eq!(drops(&counters, DropReason::NoRoute), 1, "10.7.0.1");
+        assert!(
+            pkts.iter().all(|p| p.verdict != Verdict::ToTun),
+            "nothing reaches the shared TUN"
+        );
+    }
+
+    #[test]
+    fn a_wireguard_device_stamps_its_tenant() {
+        let h = Handoff {
+            stamp: 2,
+            isolated: true,
+            targets: vec![
+                target(Routes(vec![(1, [10, 0, 0, 1])]), 1, Vec::new()),
+                target(Routes(vec![(2, [10, 0, 0, 1])]), 2, Vec::new()),
+            ],
+        };
+        let mut pkts = vec![v4(0, [10, 2, 0, 5], [10, 0, 0, 1])];
+        let counters = WorkerCounters::default();
+        run(
+            &h,
+            &Odd,
+            0,
+            &counters,
+            Duration::ZERO,
+            &mut pkts,
+            &mut MmsgScratch::new(8),
+            &mut Vec::new(),
+        );
+        assert_eq!(pkts[0].verdict, Verdict::Forwarded);
+        assert_eq!(pkts[0].tag, 2, "routed as tenant 2's");
     }
 }

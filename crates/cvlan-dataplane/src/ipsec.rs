@@ -200,6 +200,8 @@ pub struct IpsecEngine {
     senders: OnceLock<Senders>,
     algos: Mutex<HashMap<u32, (String, bool)>>,
     pub counters: IpsecCounters,
+    /// Tenant tag of each tunnel (if_id) when the device serves several tenants; empty: one.
+    tenants: ArcSwap<HashMap<u32, u32>>,
 }
 
 fn ts_in_range(addr: IpAddr, from: IpAddr, to: IpAddr) -> bool {
@@ -345,6 +347,7 @@ impl IpsecEngine {
             senders: OnceLock::new(),
             algos: Mutex::new(HashMap::new()),
             counters: IpsecCounters::new(),
+            tenants: ArcSwap::from_pointee(HashMap::new()),
         })
     }
 
@@ -424,13 +427,27 @@ impl IpsecEngine {
     }
 
     /// Outbound: protects one IP packet from a TUN queue; sets `Send` to the peer or drops.
-    /// The outbound policy that covers a packet (policies are sorted, most specific first).
-    fn select_policy<'t>(t: &'t Table, pkt: &[u8], info: &ip::IpInfo) -> Option<&'t OutPolicy> {
+    /// Sets the tenant tag of each tunnel (if_id → tag). Tagged packets then match only their
+    /// tenant's policies, and packets from a tunnel carry its tenant's tag.
+    pub fn set_tenants(&self, tenants: HashMap<u32, u32>) {
+        self.tenants.store(Arc::new(tenants));
+    }
+
+    /// The outbound policy that covers a packet (policies are sorted, most specific first),
+    /// among the policies of tenant `tag` (0: all).
+    fn select_policy<'t>(
+        t: &'t Table,
+        tenants: &HashMap<u32, u32>,
+        pkt: &[u8],
+        info: &ip::IpInfo,
+        tag: u32,
+    ) -> Option<&'t OutPolicy> {
         let port = ports_of(pkt, info);
         t.out_policies
             .iter()
             .find(|p| {
-                wire_ts_matches(&p.src, info.src, info.proto, None)
+                (tag == 0 || tenants.get(&p.if_id) == Some(&tag))
+                    && wire_ts_matches(&p.src, info.src, info.proto, None)
                     && wire_ts_matches(&p.dst, info.dst, info.proto, port)
             })
             .map(|p| p.as_ref())
@@ -438,7 +455,8 @@ impl IpsecEngine {
 
     fn protect(&self, t: &Table, pkt: &mut Packet, now: Duration) -> Result<(), IpsecDrop> {
         let info = ip::parse(pkt.data()).map_err(|_| IpsecDrop::MalformedIp)?;
-        let policy = Self::select_policy(t, pkt.data(), &info).ok_or(IpsecDrop::NoPolicy)?;
+        let policy = Self::select_policy(t, &self.tenants.load(), pkt.data(), &info, pkt.tag)
+            .ok_or(IpsecDrop::NoPolicy)?;
         let entry = t
             .by_reqid
             .get(&policy.reqid)
@@ -508,6 +526,12 @@ impl IpsecEngine {
         }
         pkt.start = start + opened.inner.start;
         pkt.len = opened.inner.len();
+        pkt.tag = self
+            .tenants
+            .load()
+            .get(&entry.id.if_id)
+            .copied()
+            .unwrap_or(0);
         pkt.verdict = Verdict::ToTun;
         Ok(())
     }
@@ -927,9 +951,11 @@ impl Transport for IpsecTransport {
     /// Claims the inner packets an outbound policy covers (a tunnel's traffic selectors).
     fn claims(&self, pkts: &mut [Packet]) {
         let t = self.engine.table.load();
+        let tenants = self.engine.tenants.load();
         for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
             if let Ok(info) = ip::parse(p.data()) {
-                p.claimed = IpsecEngine::select_policy(&t, p.data(), &info).is_some();
+                p.claimed =
+                    IpsecEngine::select_policy(&t, &tenants, p.data(), &info, p.tag).is_some();
             }
         }
     }

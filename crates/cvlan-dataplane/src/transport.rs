@@ -43,6 +43,13 @@ pub struct Packet {
     pub sock: usize,
     /// Set by `Transport::claims`: the other device of a translating pair routes this packet.
     pub claimed: bool,
+    /// Tenant of the packet where the data plane knows it (the IPsec tunnel it came through, the
+    /// WireGuard device of a tenant); 0 = none (one tenant, or not known). Transports that serve
+    /// several tenants route a tagged packet by that tenant's entries only.
+    pub tag: u32,
+    /// The tag a packet had when translation started (`crate::handoff` routes a packet an
+    /// inter-tenant rule admits as the other tenant's, and gives it back its own afterwards).
+    pub(crate) home: u32,
 }
 
 impl Default for Packet {
@@ -61,6 +68,8 @@ impl Packet {
             addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             sock: 0,
             claimed: false,
+            tag: 0,
+            home: 0,
         }
     }
     pub fn data(&self) -> &[u8] {

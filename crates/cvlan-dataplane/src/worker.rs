@@ -346,6 +346,7 @@ fn reset_packet(p: &mut Packet, len: usize) {
     p.len = len;
     p.verdict = Verdict::Drop;
     p.sock = 0;
+    p.tag = 0;
 }
 
 fn read_tun_plain(io: &WorkerIo, counters: &WorkerCounters, bufs: &mut Buffers) -> usize {

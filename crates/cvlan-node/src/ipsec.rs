@@ -62,6 +62,15 @@ pub struct IpsecDevice {
     engine: Arc<IpsecEngine>,
     tun_name: String,
     ports: Vec<u16>,
+    handoff_id: u32,
+}
+
+#[napi(object)]
+pub struct TunnelTenantJs {
+    /// The tunnel's CHILD_SA if_id.
+    pub if_id: u32,
+    /// Its tenant's tag (non-zero).
+    pub tenant: u32,
 }
 
 fn port(v: Option<u32>, default: u16, name: &str) -> Result<u16> {
@@ -120,6 +129,7 @@ impl IpsecDevice {
         let device = Device::start(cfg, transport, sink).map_err(dp_err)?;
         let ports = device.listen_ports();
         Ok(IpsecDevice {
+            handoff_id: crate::translation::register(&device),
             device: Some(device),
             server: Some(server),
             engine,
@@ -128,8 +138,26 @@ impl IpsecDevice {
         })
     }
 
-    pub(crate) fn device(&self) -> Option<&Device> {
-        self.device.as_ref()
+    /// Id of this device for `setTranslation`.
+    #[napi(getter)]
+    pub fn handoff_id(&self) -> u32 {
+        self.handoff_id
+    }
+
+    /// Which tenant each tunnel (if_id) belongs to, when the device serves several: packets from
+    /// a tunnel carry its tenant's tag, and a tagged packet leaves only through that tenant's
+    /// tunnels. An empty list: one tenant, every policy for every packet.
+    #[napi]
+    pub fn set_tenants(&self, tunnels: Vec<TunnelTenantJs>) -> Result<()> {
+        if let Some(t) = tunnels.iter().find(|t| t.tenant == 0) {
+            return Err(err(
+                "CVLAN_ERR_INVALID_ARG",
+                format!("if_id {}: tenant tag 0 is reserved for \"none\"", t.if_id),
+            ));
+        }
+        self.engine
+            .set_tenants(tunnels.iter().map(|t| (t.if_id, t.tenant)).collect());
+        Ok(())
     }
 
     /// Whether ESP without UDP is carried (a raw socket is open).
@@ -223,9 +251,16 @@ impl IpsecDevice {
     /// forgotten; charon sees the link drop. Idempotent; also run by the finalizer.
     #[napi]
     pub fn close(&mut self) {
+        crate::translation::unregister(self.handoff_id);
         if let Some(mut d) = self.device.take() {
             d.stop();
         }
         self.server.take();
+    }
+}
+
+impl Drop for IpsecDevice {
+    fn drop(&mut self) {
+        crate::translation::unregister(self.handoff_id);
     }
 }

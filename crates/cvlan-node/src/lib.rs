@@ -4,6 +4,7 @@
 
 mod ipsec;
 mod plain;
+pub mod translation;
 mod wireguard;
 
 use cvlan_dataplane::{Device, Event};
@@ -248,33 +249,4 @@ pub(crate) fn parse_ip(v: &Option<String>, name: &str) -> Result<Option<std::net
         }),
         None => Ok(None),
     }
-}
-
-/// Translation between a WireGuard and an IPsec device on their worker threads: an inner packet
-/// one of them decapsulates whose destination the other routes (a peer's allowed IPs, a tunnel's
-/// outbound policy) is encapsulated by the other and sent from its port on the same worker,
-/// never through the TUN devices. `link = false` undoes it. Both devices must be open.
-#[napi]
-pub fn pair_devices(
-    wireguard: &wireguard::WireGuardDevice,
-    ipsec: &ipsec::IpsecDevice,
-    link: bool,
-) -> Result<()> {
-    let closed = || err("CVLAN_ERR_CLOSED", "pair_devices: a device is closed");
-    let (w, i) = (
-        wireguard.device().ok_or_else(closed)?,
-        ipsec.device().ok_or_else(closed)?,
-    );
-    if link {
-        let (to_i, to_w) = (
-            i.handoff_target().ok_or_else(closed)?,
-            w.handoff_target().ok_or_else(closed)?,
-        );
-        w.set_handoff(Some(to_i));
-        i.set_handoff(Some(to_w));
-    } else {
-        w.set_handoff(None);
-        i.set_handoff(None);
-    }
-    Ok(())
 }

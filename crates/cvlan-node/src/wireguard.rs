@@ -191,6 +191,7 @@ pub struct WireGuardDevice {
     wg: Arc<WireGuard>,
     tun_name: String,
     listen_port: u16,
+    handoff_id: u32,
 }
 
 #[napi]
@@ -252,14 +253,17 @@ impl WireGuardDevice {
         let device = Device::start(cfg, transport, event_sink(&events)).map_err(dp_err)?;
         Ok(WireGuardDevice {
             listen_port: device.listen_port(),
+            handoff_id: crate::translation::register(&device),
             device: Some(device),
             wg,
             tun_name: options.tun_name,
         })
     }
 
-    pub(crate) fn device(&self) -> Option<&Device> {
-        self.device.as_ref()
+    /// Id of this device for `setTranslation`.
+    #[napi(getter)]
+    pub fn handoff_id(&self) -> u32 {
+        self.handoff_id
     }
 
     fn dev(&self) -> Result<&Device> {
@@ -414,8 +418,15 @@ impl WireGuardDevice {
     /// Stops the workers and removes the TUN device. Idempotent; also run by the finalizer.
     #[napi]
     pub fn close(&mut self) {
+        crate::translation::unregister(self.handoff_id);
         if let Some(mut d) = self.device.take() {
             d.stop();
         }
+    }
+}
+
+impl Drop for WireGuardDevice {
+    fn drop(&mut self) {
+        crate::translation::unregister(self.handoff_id);
     }
 }
