@@ -8,6 +8,7 @@ import type { DropReason } from '../api/state.js';
 const BY_CODE: Readonly<Record<string, DropReason>> = Object.freeze({
   // worker
   no_route: 'no_route',
+  inter_tenant_denied: 'inter_tenant_denied',
   source_not_allowed: 'source_not_allowed',
   unknown_peer: 'no_peer',
   malformed_ip: 'malformed',

@@ -14,6 +14,7 @@ t.test('each data-plane family maps onto the documented reasons', async (t) => {
     ['wg_source_not_allowed', 'source_not_allowed'],
     ['esp_outside_selectors', 'source_not_allowed'],
     ['ipsec_no_policy', 'no_route'],
+    ['inter_tenant_denied', 'inter_tenant_denied'],
     ['oversized', 'mtu_exceeded'],
     ['esp_truncated', 'malformed'],
     ['wg_rate_limited', 'rate_limited'],
