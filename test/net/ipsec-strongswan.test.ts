@@ -86,10 +86,11 @@ t.test('swanctl --list-sas on our charon shows the data plane counters; charon k
   // charon is restarted after a 500 ms backoff: these pings all fall into the time it is gone.
   const down = await ping(h.a, LEGACY.lan, { count: 3, intervalMs: 100, source: OURS.lan });
   t.equal(down.received, 3, 'installed SAs keep forwarding while charon is down');
-  // The new charon flushes the SAs it does not know and negotiates fresh ones: a short gap (see
-  // docs/charon-plugin.md, "charon restarts"), never a stop.
-  const across = await ping(h.a, LEGACY.lan, { count: 20, intervalMs: 100, source: OURS.lan });
-  t.ok(across.received >= 16, `${across.received}/20 pings across charon's restart and re-negotiation`);
+  // The new charon flushes the SAs it does not know and negotiates fresh ones; the data plane
+  // keeps the old ones forwarding until they are replaced (docs/charon-plugin.md, "charon
+  // restarts"): not one ping is lost.
+  const across = await ping(h.a, LEGACY.lan, { count: 40, intervalMs: 100, source: OURS.lan });
+  t.equal(across.received, 40, `${across.received}/40 pings across charon's restart and re-negotiation`);
   await s.ours.process.waitReady({ line: /"event":"charon_restart"/, timeoutMs: 10_000 });
   t.pass('charon restart logged');
   const back = await waitUp(s, 30_000);

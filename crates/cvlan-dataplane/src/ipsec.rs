@@ -44,6 +44,10 @@ pub const SOCK_RAW: usize = 2;
 const PROTO_ESP: u8 = 50;
 /// RFC 4303 §2.1: SPIs 1..=255 are reserved by IANA.
 const MIN_SPI: u32 = 256;
+/// How long SAs and policies of a previous charon keep forwarding after a new one flushed them
+/// (tuning): long enough for the new charon to negotiate replacements, short enough that a
+/// tunnel the new configuration dropped does not linger.
+const ORPHAN_GRACE: Duration = Duration::from_secs(60);
 
 macro_rules! ipsec_drops {
     ($($variant:ident => $name:literal,)*) => {
@@ -158,6 +162,8 @@ struct OutPolicy {
     /// Smaller is more specific and wins.
     rank: u128,
     id: PolicyId,
+    /// Installed by a previous charon (see `Table::orphan_spis`).
+    orphan: bool,
 }
 
 #[derive(Default, Clone)]
@@ -170,6 +176,10 @@ struct Table {
     /// In/fwd policies (with their installation count) are kept only to answer charon
     /// consistently; inbound checks use the SA's own selectors.
     other_policies: Vec<(PolicyId, usize)>,
+    /// SPIs a previous charon installed and a new one flushed: still in `inbound`/`outbound`,
+    /// forwarding, until replaced or `ORPHAN_GRACE` after `orphaned_at` (see `flush_sas`).
+    orphan_spis: HashSet<u32>,
+    orphaned_at: Option<Duration>,
 }
 
 /// A view of one installed SA, for the control plane (no key material).
@@ -565,6 +575,14 @@ impl IpsecEngine {
     /// Checks time-based lifetimes (called from a worker tick; cheap when nothing expires).
     pub fn poll_lifetimes(&self) {
         let now = self.now();
+        if self
+            .table
+            .load()
+            .orphaned_at
+            .is_some_and(|at| now.saturating_sub(at) >= ORPHAN_GRACE)
+        {
+            self.drop_orphans();
+        }
         let t = self.table.load();
         for e in t.inbound.values() {
             if let Some(ev) = e.sa.poll_lifetime(now) {
@@ -576,6 +594,23 @@ impl IpsecEngine {
                 self.report(e.sa.spi(), e.id.dst, ev);
             }
         }
+    }
+
+    /// Removes what a previous charon installed and the current one did not replace.
+    fn drop_orphans(&self) {
+        self.commit(|t| {
+            let spis = std::mem::take(&mut t.orphan_spis);
+            for spi in &spis {
+                t.inbound.remove(spi);
+                t.outbound.remove(spi);
+            }
+            for list in t.by_reqid.values_mut() {
+                list.retain(|e| !spis.contains(&e.sa.spi()));
+            }
+            t.by_reqid.retain(|_, l| !l.is_empty());
+            t.out_policies.retain(|p| !p.orphan);
+            t.orphaned_at = None;
+        });
     }
 
     fn snapshot(&self) -> arc_swap::Guard<Arc<Table>> {
@@ -661,6 +696,7 @@ impl IpsecEngine {
                 .remove(&sa.id.spi);
             let entry = Arc::new(InboundEntry { sa: esa, id: sa.id });
             self.commit(|t| {
+                t.orphan_spis.remove(&sa.id.spi);
                 t.inbound.insert(sa.id.spi, entry);
             });
         } else {
@@ -674,6 +710,11 @@ impl IpsecEngine {
                 installed: self.install_seq.fetch_add(1, Relaxed),
             });
             self.commit(|t| {
+                if t.orphan_spis.remove(&sa.id.spi) {
+                    for list in t.by_reqid.values_mut() {
+                        list.retain(|e| e.sa.spi() != sa.id.spi);
+                    }
+                }
                 t.outbound.insert(sa.id.spi, entry.clone());
                 let list = t.by_reqid.entry(sa.reqid).or_default();
                 list.push(entry);
@@ -746,6 +787,7 @@ impl IpsecEngine {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id.spi);
         self.commit(|t| {
+            t.orphan_spis.remove(&id.spi);
             let found = t.inbound.remove(&id.spi).is_some() | t.outbound.remove(&id.spi).is_some();
             for list in t.by_reqid.values_mut() {
                 list.retain(|e| e.sa.spi() != id.spi);
@@ -768,10 +810,11 @@ impl IpsecEngine {
                 }
                 return Ok(());
             }
+            // A previous charon's installations do not count for the new one.
             let mut installs = t
                 .out_policies
                 .iter()
-                .find(|x| x.id == p.id)
+                .find(|x| x.id == p.id && !x.orphan)
                 .map(|x| x.installs.clone())
                 .unwrap_or_default();
             installs.push(p.sa.reqid);
@@ -789,6 +832,7 @@ impl IpsecEngine {
                     rank
                 },
                 id: p.id.clone(),
+                orphan: false,
             }));
             t.out_policies.sort_by_key(|x| x.rank);
             Ok(())
@@ -836,6 +880,7 @@ impl IpsecEngine {
                         if_id: old.if_id,
                         rank: old.rank,
                         id: old.id.clone(),
+                        orphan: old.orphan,
                     });
                 }
             }
@@ -896,12 +941,23 @@ impl SaBackend for IpsecBackend {
     fn del_sa(&mut self, id: &SaId) -> Result<(), Status> {
         self.0.del_sa(id)
     }
+    /// A new charon (or a resync) starts from nothing. The SAs it never installed are not
+    /// dropped at once: they keep forwarding as orphans until the new charon has negotiated their
+    /// replacements, at most `ORPHAN_GRACE`, so a charon restart costs no traffic.
     fn flush_sas(&mut self) -> Result<(), Status> {
+        let now = self.0.now();
         self.0.commit(|t| {
-            t.inbound.clear();
-            t.outbound.clear();
-            t.by_reqid.clear();
+            t.orphan_spis
+                .extend(t.inbound.keys().chain(t.outbound.keys()).copied());
+            if !t.orphan_spis.is_empty() {
+                t.orphaned_at = Some(now);
+            }
         });
+        self.0
+            .reserved_spis
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         Ok(())
     }
     fn add_policy(&mut self, policy: Policy) -> Result<(), Status> {
@@ -910,9 +966,24 @@ impl SaBackend for IpsecBackend {
     fn del_policy(&mut self, policy: &Policy) -> Result<(), Status> {
         self.0.del_policy(policy)
     }
+    /// Outbound policies stay as orphans with their SAs (see `flush_sas`); a policy the new
+    /// charon installs again replaces its orphan.
     fn flush_policies(&mut self) -> Result<(), Status> {
         self.0.commit(|t| {
-            t.out_policies.clear();
+            for p in t.out_policies.iter_mut() {
+                if !p.orphan {
+                    *p = Arc::new(OutPolicy {
+                        src: p.src,
+                        dst: p.dst,
+                        reqid: p.reqid,
+                        installs: p.installs.clone(),
+                        if_id: p.if_id,
+                        rank: p.rank,
+                        id: p.id.clone(),
+                        orphan: true,
+                    });
+                }
+            }
             t.other_policies.clear();
         });
         Ok(())
@@ -1124,6 +1195,43 @@ mod tests {
             e.snapshot().out_policies[0].reqid,
             1,
             "back to the remaining installation"
+        );
+    }
+
+    /// A new charon flushes: the old policy keeps forwarding until the new charon installs its
+    /// own (which then counts from scratch), and orphans go when their grace ends.
+    #[test]
+    fn a_new_charon_adopts_nothing_but_stops_nothing() {
+        let e = IpsecEngine::new("192.0.2.1".parse().unwrap());
+        let mut b = IpsecBackend(e.clone());
+        e.add_policy(policy(PolicyDir::Out, 1, 1)).unwrap();
+        e.add_policy(policy(PolicyDir::Out, 1, 2)).unwrap();
+        b.flush_policies().unwrap();
+        b.flush_sas().unwrap();
+        assert_eq!(e.policy_if_ids(), [7], "still routing after the flush");
+        assert!(e.snapshot().out_policies[0].orphan);
+        e.add_policy(policy(PolicyDir::Out, 3, 9)).unwrap();
+        let p = e.snapshot().out_policies[0].clone();
+        assert!(!p.orphan, "replaced by the new charon's policy");
+        assert_eq!(
+            (p.reqid, p.installs.clone()),
+            (3, vec![3]),
+            "the old installations do not count"
+        );
+        e.del_policy(&policy(PolicyDir::Out, 3, 9)).unwrap();
+        assert_eq!(
+            e.policy_count(),
+            0,
+            "one delete from the new charon removes it"
+        );
+
+        e.add_policy(policy(PolicyDir::Out, 1, 1)).unwrap();
+        b.flush_policies().unwrap();
+        e.drop_orphans();
+        assert_eq!(
+            e.policy_count(),
+            0,
+            "an orphan nobody replaced is gone after its grace"
         );
     }
 }
