@@ -377,6 +377,22 @@ mod tests {
         }
     }
 
+    /// One decapsulated batch through `h`, with `Odd` as the receiving transport.
+    fn batch(h: &Handoff, pkts: &mut [Packet]) -> WorkerCounters {
+        let counters = WorkerCounters::default();
+        run(
+            h,
+            &Odd,
+            0,
+            &counters,
+            Duration::ZERO,
+            pkts,
+            &mut MmsgScratch::new(64),
+            &mut Vec::new(),
+        );
+        counters
+    }
+
     fn packet(tag: u8, verdict: Verdict) -> Packet {
         let mut p = Packet::new();
         p.len = 20;
@@ -389,8 +405,6 @@ mod tests {
     fn claimed_packets_move_to_the_other_transport_in_order() {
         // No sockets: sends fail and are counted, which is what this test can observe.
         let h = pair(Odd);
-        let counters = WorkerCounters::default();
-        let mut scratch = MmsgScratch::new(8);
         let mut pkts: Vec<Packet> = [
             (1, Verdict::ToTun),
             (2, Verdict::ToTun),
@@ -402,16 +416,7 @@ mod tests {
         .into_iter()
         .map(|(t, v)| packet(t, v))
         .collect();
-        run(
-            &h,
-            &Odd,
-            0,
-            &counters,
-            Duration::ZERO,
-            &mut pkts,
-            &mut scratch,
-            &mut Vec::new(),
-        );
+        let counters = batch(&h, &mut pkts);
         let seen: Vec<(u8, Verdict)> = pkts.iter().map(|p| (p.data()[0], p.verdict)).collect();
         assert_eq!(
             seen,
@@ -425,15 +430,9 @@ mod tests {
             ],
             "claimed first, then the rest the target was offered, each in arrival order; dropped packets are not offered"
         );
-        let failed = counters
-            .snapshot()
-            .drops
-            .iter()
-            .find(|(r, _)| *r == DropReason::UdpSendFailed)
-            .map(|(_, n)| *n);
         assert_eq!(
-            failed,
-            Some(3),
+            drops(&counters, DropReason::UdpSendFailed),
+            3,
             "the other device's sockets are gone: counted, not lost silently"
         );
     }
@@ -441,22 +440,11 @@ mod tests {
     #[test]
     fn nothing_claimed_leaves_the_batch_alone() {
         let h = pair(Odd);
-        let counters = WorkerCounters::default();
-        let mut scratch = MmsgScratch::new(8);
         let mut pkts: Vec<Packet> = [2u8, 4, 6]
             .into_iter()
             .map(|t| packet(t, Verdict::ToTun))
             .collect();
-        run(
-            &h,
-            &Odd,
-            0,
-            &counters,
-            Duration::ZERO,
-            &mut pkts,
-            &mut scratch,
-            &mut Vec::new(),
-        );
+        batch(&h, &mut pkts);
         assert!(pkts.iter().all(|p| p.verdict == Verdict::ToTun));
         assert_eq!(
             pkts.iter().map(|p| p.data()[0]).collect::<Vec<_>>(),
@@ -503,17 +491,7 @@ mod tests {
         d[16..20].copy_from_slice(&[10, 10, 0, 1]);
         big.verdict = Verdict::ToTun;
         let mut pkts = vec![big, packet(2, Verdict::ToTun)];
-        let counters = WorkerCounters::default();
-        run(
-            &h,
-            &Odd,
-            0,
-            &counters,
-            Duration::ZERO,
-            &mut pkts,
-            &mut MmsgScratch::new(8),
-            &mut Vec::new(),
-        );
+        let counters = batch(&h, &mut pkts);
         let reply = &pkts[0];
         assert_eq!(
             reply.verdict,
@@ -531,13 +509,7 @@ mod tests {
             1400
         );
         assert_eq!(pkts[1].verdict, Verdict::ToTun);
-        let oversized = counters
-            .snapshot()
-            .drops
-            .iter()
-            .find(|(r, _)| *r == DropReason::Oversized)
-            .map(|(_, n)| *n);
-        assert_eq!(oversized, Some(1));
+        assert_eq!(drops(&counters, DropReason::Oversized), 1);
     }
 
     /// Routes `(tenant tag, destination)` pairs; sends whatever it is given.
@@ -609,17 +581,7 @@ mod tests {
             v4(1, [10, 1, 0, 5], [10, 9, 0, 1]), // the same, from the prefix the rule allows
             v4(1, [10, 2, 0, 5], [10, 7, 0, 1]), // nobody routes it
         ];
-        let counters = WorkerCounters::default();
-        run(
-            &h,
-            &Odd,
-            0,
-            &counters,
-            Duration::ZERO,
-            &mut pkts,
-            &mut MmsgScratch::new(8),
-            &mut Vec::new(),
-        );
+        let counters = batch(&h, &mut pkts);
         assert_eq!(
             pkts.iter()
                 .filter(|p| p.verdict == Verdict::Forwarded)
@@ -662,17 +624,7 @@ mod tests {
             ],
         };
         let mut pkts = vec![v4(0, [10, 2, 0, 5], [10, 0, 0, 1])];
-        let counters = WorkerCounters::default();
-        run(
-            &h,
-            &Odd,
-            0,
-            &counters,
-            Duration::ZERO,
-            &mut pkts,
-            &mut MmsgScratch::new(8),
-            &mut Vec::new(),
-        );
+        batch(&h, &mut pkts);
         assert_eq!(pkts[0].verdict, Verdict::Forwarded);
         assert_eq!(pkts[0].tag, 2, "routed as tenant 2's");
     }
