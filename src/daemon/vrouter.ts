@@ -8,8 +8,10 @@
  *   - every tenant's IPsec tunnels on one IPsec device `ipsec-<first tenant>` (UDP 500/4500, ESP
  *     in Rust) and one supervised charon with the `cvlan` plugin; each tunnel's CHILD_SAs carry
  *     its own if_id, which tells the data plane the tenant;
- *   - translation on the workers (docs/translation.md): a packet one device decapsulates goes
- *     out through the device that routes it for the packet's tenant.
+ *   - per tenant TUN (`tun[]`), a TUN-only device for a local network, moved into its `netns`
+ *     and addressed there, with the tenant's other prefixes routed into it;
+ *   - translation on the workers (docs/translation.md): a packet one device decapsulates (or a
+ *     tenant TUN reads) goes out through the device that routes it for the packet's tenant.
  * With one tenant the namespace's IP stack also routes each peer's allowed IPs and each tunnel's
  * remote subnets into the devices (traffic of the vrouter itself, hosts behind it). With several,
  * the namespace has no routes into them: its one table cannot keep overlapping tenants apart, so
@@ -25,8 +27,8 @@ import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import { ConfigError, CvlanError } from '../errors.js';
 import { configVersion } from '../config/load.js';
-import type { DesiredState, IpsecTunnelSpec, PemSource, SecretPemSource, TenantSpec, WireguardPeerSpec } from '../config/model.js';
-import { WireGuardDevice, setTranslation, totals, type TranslationTarget, type WorkerStats } from '../dataplane/index.js';
+import type { DesiredState, IpsecTunnelSpec, PemSource, SecretPemSource, TenantSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
+import { TenantTunDevice, WireGuardDevice, setTranslation, totals, type TranslationTarget, type WorkerStats } from '../dataplane/index.js';
 import { IpsecService } from '../ipsec/service.js';
 import type { IpsecAuth, IpsecTunnel } from '../ipsec/connections.js';
 import { eventLog, type EventLog } from '../log.js';
@@ -68,14 +70,10 @@ function ifname(prefix: string, tenant: string): string {
 
 /** The reasons this build cannot apply a state it otherwise accepts; empty when it can. */
 export function unsupported(state: DesiredState): ConfigError | undefined {
-  const issues: { path: string; reason: string }[] = [];
-  state.tenants.forEach((t, i) => {
-    if (t.tuns.length > 0) issues.push({ path: `tenants[${i}].tun`, reason: 'tenant TUN devices are not built yet' });
-    if (t.tunnels.length > 0 && !state.local.network.listenAddress) {
-      issues.push({ path: 'network.listen_address', reason: 'IPsec tunnels need the address IKE and ESP listen on' });
-    }
-  });
-  return issues.length > 0 ? new ConfigError(issues) : undefined;
+  if (state.tenants.some((t) => t.tunnels.length > 0) && !state.local.network.listenAddress) {
+    return new ConfigError([{ path: 'network.listen_address', reason: 'IPsec tunnels need the address IKE and ESP listen on' }]);
+  }
+  return undefined;
 }
 
 async function pem(src: PemSource | SecretPemSource): Promise<string> {
@@ -184,6 +182,8 @@ interface TenantRuntime {
   tag: number;
   wg?: WireGuardDevice | undefined;
   uapi?: UapiServer | undefined;
+  /** The tenant's local networks on TUN devices of their own (`tun[]`). */
+  tuns: { spec: TunSpec; dev: TenantTunDevice }[];
 }
 
 export class Vrouter implements RouterStateSource {
@@ -211,7 +211,7 @@ export class Vrouter implements RouterStateSource {
     this.#opts = opts;
     this.#events = eventLog(opts.logger);
     this.#appliedAt = new Date().toISOString();
-    state.tenants.forEach((t, i) => this.#tenants.set(t.id, { spec: t, tag: i + 1 }));
+    state.tenants.forEach((t, i) => this.#tenants.set(t.id, { spec: t, tag: i + 1, tuns: [] }));
   }
 
   /** One tenant: the namespace routes into the devices too. Several: only the workers do. */
@@ -278,6 +278,7 @@ export class Vrouter implements RouterStateSource {
       this.#refresh = setInterval(() => void this.refreshSas(), this.#opts.saRefreshMs ?? 2000);
       this.#refresh.unref();
     }
+    for (const rt of this.#tenants.values()) for (const spec of rt.spec.tuns) await this.#openTun(rt, spec);
     this.#translate();
     for (const rt of this.#tenants.values()) {
       this.#events.configApplied({ tenant: rt.spec.id, version: configVersion(this.#state), changes: rt.spec.peers.length + rt.spec.tunnels.length });
@@ -313,6 +314,41 @@ export class Vrouter implements RouterStateSource {
   }
 
   /**
+   * A tenant's local network on a TUN of its own: opened here, moved into `netns` when given,
+   * addressed and brought up there, with the tenant's other prefixes routed into it in that
+   * namespace (the hosts there reach the tunnels through it).
+   */
+  async #openTun(rt: TenantRuntime, spec: TunSpec): Promise<void> {
+    const dev = TenantTunDevice.open({
+      tunName: spec.name,
+      mtu: spec.mtu,
+      subnets: [...spec.subnets],
+      ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
+    });
+    rt.tuns.push({ spec, dev });
+    const ip = async (args: string[]): Promise<void> => {
+      await exec('ip', [...(spec.netns ? ['-n', spec.netns] : []), ...args]).catch((e: unknown) => {
+        throw new CvlanError('CVLAN_ERR_TUN', `tenant ${rt.spec.id}, TUN ${spec.name}: ip ${args.join(' ')}: ${String((e as { stderr?: string }).stderr ?? e).trim()}`);
+      });
+    };
+    if (spec.netns) {
+      await exec('ip', ['link', 'set', 'dev', spec.name, 'netns', spec.netns]).catch((e: unknown) => {
+        throw new CvlanError('CVLAN_ERR_TUN', `tenant ${rt.spec.id}, TUN ${spec.name}: cannot move it into netns ${spec.netns}: ${String((e as { stderr?: string }).stderr ?? e).trim()}`);
+      });
+    }
+    for (const a of spec.addresses) await ip(['addr', 'replace', a, 'dev', spec.name]);
+    await ip(['link', 'set', 'dev', spec.name, 'mtu', String(spec.mtu), 'up']);
+    if (spec.netns) {
+      const own = new Set(spec.subnets);
+      for (const r of rt.spec.routes) {
+        if (own.has(r.prefix)) continue;
+        await ip([...(r.prefix.includes(':') ? ['-6'] : []), 'route', 'replace', r.prefix, 'dev', spec.name]);
+      }
+    }
+    for (const s of spec.subnets) this.#events.routingChange({ tenant: rt.spec.id, tunnel: null, action: 'add', prefix: s, via: { kind: 'tun', id: spec.name } });
+  }
+
+  /**
    * Where each device's workers send what they decapsulate (docs/translation.md). One tenant: the
    * WireGuard and IPsec devices are a pair, and what neither routes goes to the namespace. Several:
    * every device may hand to every tenant's devices, a packet is taken by its own tenant's (or by
@@ -321,12 +357,16 @@ export class Vrouter implements RouterStateSource {
   #translate(): void {
     const ipsec = this.#ipsec && !this.#ipsec.device.closed ? this.#ipsec.device : undefined;
     const tenants = [...this.#tenants.values()];
+    const tunsOf = (rt: TenantRuntime): TenantTunDevice[] => rt.tuns.map((t) => t.dev).filter((d) => !d.closed);
     if (!this.#shared) {
-      const wg = tenants[0]?.wg;
+      const rt = tenants[0];
+      if (!rt) return;
       ipsec?.setTenants([]);
-      if (wg && ipsec) {
-        setTranslation(wg, { stamp: 0, isolated: false, targets: [{ device: ipsec, tenant: 0 }] });
-        setTranslation(ipsec, { stamp: 0, isolated: false, targets: [{ device: wg, tenant: 0 }] });
+      // One tenant: every device hands to every other; a TUN's leftovers are dropped.
+      const devices = [...(rt.wg ? [rt.wg] : []), ...(ipsec ? [ipsec] : []), ...tunsOf(rt)];
+      for (const d of devices) {
+        const targets = devices.filter((x) => x !== d).map((x) => ({ device: x, tenant: 0 }));
+        setTranslation(d, targets.length > 0 ? { stamp: 0, isolated: d instanceof TenantTunDevice, targets } : null);
       }
       return;
     }
@@ -339,8 +379,12 @@ export class Vrouter implements RouterStateSource {
     const targets: TranslationTarget[] = tenants.flatMap((rt) => [
       ...(rt.wg ? [{ device: rt.wg, tenant: rt.tag, rules: rulesInto(rt) }] : []),
       ...(ipsec && rt.spec.tunnels.length > 0 ? [{ device: ipsec, tenant: rt.tag, rules: rulesInto(rt) }] : []),
+      ...tunsOf(rt).map((d) => ({ device: d, tenant: rt.tag, rules: rulesInto(rt) })),
     ]);
-    for (const rt of tenants) if (rt.wg) setTranslation(rt.wg, { stamp: rt.tag, isolated: true, targets });
+    for (const rt of tenants) {
+      if (rt.wg) setTranslation(rt.wg, { stamp: rt.tag, isolated: true, targets });
+      for (const d of tunsOf(rt)) setTranslation(d, { stamp: rt.tag, isolated: true, targets });
+    }
     if (ipsec) setTranslation(ipsec, { stamp: 0, isolated: true, targets });
   }
 
@@ -501,7 +545,10 @@ export class Vrouter implements RouterStateSource {
     if (this.#refresh) clearInterval(this.#refresh);
     this.#refresh = undefined;
     // Translation first: no worker hands a packet to a device that is going away.
-    for (const rt of this.#tenants.values()) if (rt.wg && !rt.wg.closed) setTranslation(rt.wg, null);
+    for (const rt of this.#tenants.values()) {
+      if (rt.wg && !rt.wg.closed) setTranslation(rt.wg, null);
+      for (const t of rt.tuns) if (!t.dev.closed) setTranslation(t.dev, null);
+    }
     if (this.#ipsec && !this.#ipsec.device.closed) setTranslation(this.#ipsec.device, null);
     if (this.#ipsec) await this.#ipsec.close().catch((e: unknown) => this.#opts.logger.warn({ err: (e as Error).message }, 'closing IPsec'));
     this.#ipsec = undefined;
@@ -510,6 +557,8 @@ export class Vrouter implements RouterStateSource {
       rt.uapi = undefined;
       rt.wg?.close();
       rt.wg = undefined;
+      for (const t of rt.tuns) t.dev.close();
+      rt.tuns = [];
     }
   }
 
@@ -519,6 +568,7 @@ export class Vrouter implements RouterStateSource {
     const reasons: string[] = [];
     for (const rt of this.#tenants.values()) {
       if (rt.spec.wireguard && (!rt.wg || rt.wg.closed)) reasons.push(`tenant ${rt.spec.id}: the WireGuard device is not open`);
+      for (const t of rt.tuns) if (t.dev.closed) reasons.push(`tenant ${rt.spec.id}: TUN ${t.spec.name} is not open`);
     }
     if ([...this.#tenants.values()].some((rt) => rt.spec.tunnels.length > 0)) {
       if (!this.#ipsec) reasons.push('the IPsec device is not open');
@@ -605,7 +655,8 @@ export class Vrouter implements RouterStateSource {
 
   #allStats(): WorkerStats[] {
     const out: WorkerStats[] = [];
-    for (const d of [...[...this.#tenants.values()].map((rt) => rt.wg), this.#ipsec?.device]) if (d && !d.closed) out.push(...d.stats());
+    const rts = [...this.#tenants.values()];
+    for (const d of [...rts.map((rt) => rt.wg), this.#ipsec?.device, ...rts.flatMap((rt) => rt.tuns.map((t) => t.dev))]) if (d && !d.closed) out.push(...d.stats());
     return out;
   }
 

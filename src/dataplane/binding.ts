@@ -208,12 +208,28 @@ export interface BindingWireGuardDevice {
   close(): void;
 }
 
+export interface BindingTenantTunOptions {
+  tunName: string;
+  mtu?: number;
+  workers?: number;
+  subnets: string[];
+}
+
+export interface BindingTenantTunDevice {
+  readonly tunName: string;
+  readonly closed: boolean;
+  readonly handoffId: number;
+  stats(): BindingWorkerStats[];
+  close(): void;
+}
+
 export interface Binding {
   nativeInfo(): BindingNativeInfo;
   echoBuffer(buf: Buffer): Buffer;
   PlainDevice: new (options: BindingPlainDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingPlainDevice;
   IpsecDevice: new (options: BindingIpsecDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingIpsecDevice;
   WireGuardDevice: new (options: BindingWireGuardDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingWireGuardDevice;
+  TenantTunDevice: new (options: BindingTenantTunOptions, onEvent?: (ev: BindingEvent) => void) => BindingTenantTunDevice;
   setTranslation(device: number, translation: BindingTranslation | null): void;
 }
 

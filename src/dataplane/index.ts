@@ -18,6 +18,7 @@ import {
   type BindingIpsecDevice,
   type BindingPlainDevice,
   type BindingSaInfo,
+  type BindingTenantTunDevice,
   type BindingWorkerStats,
   type BindingWgCounters,
   type BindingWgDeviceState,
@@ -159,7 +160,7 @@ export class PlainDevice extends EventEmitter<DeviceEvents> {
 
 /** A device a translation hands packets to, for one tenant (`crates/cvlan-dataplane/src/handoff.rs`). */
 export interface TranslationTarget {
-  device: WireGuardDevice | IpsecDevice;
+  device: WireGuardDevice | IpsecDevice | TenantTunDevice;
   /** Tenant tag whose packets it takes (≥ 1); 0 = every packet (a single-tenant pair). */
   tenant: number;
   /** Packets of other tenants it also takes: from tenant `fromTenant`, `source` → `destination`. */
@@ -179,7 +180,7 @@ export interface Translation {
  * ESP in → WireGuard out and back, per tenant, without a TUN or kernel hop. Validated in full
  * first; on error nothing changes.
  */
-export function setTranslation(device: WireGuardDevice | IpsecDevice, translation: Translation | null): void {
+export function setTranslation(device: WireGuardDevice | IpsecDevice | TenantTunDevice, translation: Translation | null): void {
   try {
     loadBinding().setTranslation(
       device.handoffId,
@@ -193,6 +194,68 @@ export function setTranslation(device: WireGuardDevice | IpsecDevice, translatio
     );
   } catch (e) {
     throw fromNative(e);
+  }
+}
+
+export interface TenantTunDeviceOptions {
+  /** TUN interface to create (must not exist). */
+  tunName: string;
+  /** TUN MTU in bytes. Default 1420. */
+  mtu?: number;
+  /** Worker threads. Default: number of CPUs. */
+  workers?: number;
+  /** The prefixes behind the TUN: routed into it, and the only sources accepted from it. */
+  subnets: string[];
+}
+
+/**
+ * A tenant's local network on a TUN of its own: no ports, no protocol. What its hosts send is
+ * routed by the tenant's other devices on the workers (`setTranslation`), and what those
+ * decapsulate for its subnets is written into it.
+ */
+export class TenantTunDevice extends EventEmitter<DeviceEvents> {
+  readonly #native: BindingTenantTunDevice;
+
+  private constructor(native: BindingTenantTunDevice) {
+    super();
+    this.#native = native;
+  }
+
+  static open(options: TenantTunDeviceOptions): TenantTunDevice {
+    const binding = loadBinding();
+    const holder: { ref?: WeakRef<TenantTunDevice> } = {};
+    const onEvent = (ev: DataplaneEvent): void => {
+      holder.ref?.deref()?.emit('event', ev);
+    };
+    let dev: TenantTunDevice;
+    try {
+      dev = new TenantTunDevice(new binding.TenantTunDevice(options, onEvent));
+    } catch (e) {
+      throw fromNative(e);
+    }
+    holder.ref = new WeakRef(dev);
+    return dev;
+  }
+
+  get tunName(): string {
+    return this.#native.tunName;
+  }
+  get closed(): boolean {
+    return this.#native.closed;
+  }
+  /** This device's id for `setTranslation`. */
+  get handoffId(): number {
+    return this.#native.handoffId;
+  }
+  stats(): WorkerStats[] {
+    try {
+      return this.#native.stats();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+  close(): void {
+    this.#native.close();
   }
 }
 

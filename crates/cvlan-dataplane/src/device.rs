@@ -105,11 +105,12 @@ fn validate(cfg: &DeviceConfig) -> Result<()> {
             ),
         ));
     }
-    if cfg.listen_ports.is_empty() || cfg.listen_ports.len() > MAX_PORTS {
+    // No ports: a TUN-only device (a tenant's local network), fed by other devices' workers.
+    if cfg.listen_ports.len() > MAX_PORTS {
         return Err(Error::new(
             Code::InvalidArg,
             format!(
-                "a device needs 1 to {MAX_PORTS} UDP ports, got {}",
+                "a device takes at most {MAX_PORTS} UDP ports, got {}",
                 cfg.listen_ports.len()
             ),
         ));
@@ -203,7 +204,11 @@ impl Device {
             .map(|(u, port)| u.try_clone().map(|c| (c, port)))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|e| Error::os(Code::Socket, "dup", e))?;
-        let senders = Senders::new(clones, control0.clone());
+        let tun = ios[0]
+            .tun
+            .try_clone()
+            .map_err(|e| Error::os(Code::Tun, "dup TUN queue", e))?;
+        let senders = Senders::new(clones, Some(tun), control0.clone());
         dev.senders = Some(senders.inner());
         dev.transport.attach(senders);
         let mut control0 = Some(control0);
@@ -253,8 +258,9 @@ impl Device {
     }
 
     /// The first port (the only one of single-port devices).
+    /// The first port (0 for a device without ports).
     pub fn listen_port(&self) -> u16 {
-        self.listen[0].port()
+        self.listen.first().map_or(0, |a| a.port())
     }
 
     pub fn listen_ports(&self) -> Vec<u16> {

@@ -17,7 +17,8 @@
 //! 5. `encapsulate` — the target's own outbound stage, on the same buffers; the replies go back
 //!    through the receiving transport to where the packet came from;
 //! 6. `send`        — batched on the target device's sockets; its handshake or keepalive
-//!    datagrams too. Replies leave with the batch on this device's sockets.
+//!    datagrams too; for a TUN-only target (a tenant's local network), into its TUN. Replies
+//!    leave with the batch on this device's sockets (or its TUN).
 //!
 //! Then, with tenants isolated, a tagged packet no target took is dropped: `inter_tenant_denied`
 //! when another tenant routes its destination, else `no_route`. It never reaches the TUN, whose
@@ -120,6 +121,7 @@ pub(crate) fn run(
             p.tag = h.stamp;
         }
         p.home = p.tag;
+        p.reply = false;
     }
     // A tenant's own routes first; rules only for what those leave.
     for by_rule in [false, true] {
@@ -233,6 +235,7 @@ fn to_target(
             p.len = n;
             p.data_mut().copy_from_slice(&icmp[..n]);
             p.claimed = false;
+            p.reply = true;
             reply[i] = true;
         }
     }
@@ -301,10 +304,22 @@ fn to_target(
         }
     }
     for p in group.iter_mut() {
-        if p.verdict == Verdict::Send && p.sock >= h.senders.len() {
-            counters.drop_packet(DropReason::UdpSendFailed);
+        match p.verdict {
+            Verdict::Send if p.sock >= h.senders.len() => {
+                counters.drop_packet(DropReason::UdpSendFailed)
+            }
+            // A TUN-only target (a tenant's local network): into its TUN.
+            Verdict::ToTun => match h.senders.write_tun(p.data()) {
+                Some(Ok(_)) => {
+                    WorkerCounters::add(&counters.tun_tx_packets, 1);
+                    WorkerCounters::add(&counters.tun_tx_bytes, p.len as u64);
+                    WorkerCounters::add(&counters.forwarded, 1);
+                }
+                _ => counters.drop_packet(DropReason::TunWriteFailed),
+            },
+            _ => {}
         }
-        // Sent above, or dropped and counted by the other transport.
+        // Sent or written above, or dropped and counted by the target transport.
         p.verdict = Verdict::Forwarded;
     }
     for o in extra {
@@ -361,7 +376,7 @@ mod tests {
     fn target<T: Transport>(t: T, tenant: u32, rules: Vec<Rule>) -> Target {
         Target {
             transport: Arc::new(t),
-            senders: Senders::new(Vec::new(), Arc::new(Control::new().unwrap())),
+            senders: Senders::new(Vec::new(), None, Arc::new(Control::new().unwrap())),
             mtu: 1400,
             tenant,
             rules,

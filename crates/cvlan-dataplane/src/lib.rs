@@ -11,6 +11,7 @@ pub mod ipsec;
 pub mod offload;
 pub mod plain;
 mod sys;
+pub mod tenant_tun;
 pub mod transport;
 pub mod tun;
 pub mod udp;

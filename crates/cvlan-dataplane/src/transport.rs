@@ -3,6 +3,7 @@
 //! (headroom in front, tailroom behind) and marks what happens to it.
 
 use crate::counters::{DropReason, WorkerCounters};
+use crate::tun::TunQueue;
 use crate::udp::{MmsgScratch, SendStats, UdpSocket};
 use crate::worker::Control;
 use arc_swap::ArcSwapOption;
@@ -50,6 +51,8 @@ pub struct Packet {
     /// The tag a packet had when translation started (`crate::handoff` routes a packet an
     /// inter-tenant rule admits as the other tenant's, and gives it back its own afterwards).
     pub(crate) home: u32,
+    /// An ICMP error `crate::handoff` made for this packet's sender.
+    pub(crate) reply: bool,
 }
 
 impl Default for Packet {
@@ -70,6 +73,7 @@ impl Packet {
             claimed: false,
             tag: 0,
             home: 0,
+            reply: false,
         }
     }
     pub fn data(&self) -> &[u8] {
@@ -163,6 +167,8 @@ pub struct Senders {
 
 pub(crate) struct SendersInner {
     socks: ArcSwapOption<Vec<(UdpSocket, u16)>>,
+    /// A queue of the device's TUN, for packets another device's workers hand to it.
+    tun: ArcSwapOption<TunQueue>,
     wake: Arc<Control>,
 }
 
@@ -170,17 +176,28 @@ impl SendersInner {
     /// Closes the descriptors (sends in flight finish on their own reference).
     pub(crate) fn close(&self) {
         self.socks.store(None);
+        self.tun.store(None);
     }
 }
 
 impl Senders {
-    pub(crate) fn new(socks: Vec<(UdpSocket, u16)>, wake: Arc<Control>) -> Senders {
+    pub(crate) fn new(
+        socks: Vec<(UdpSocket, u16)>,
+        tun: Option<TunQueue>,
+        wake: Arc<Control>,
+    ) -> Senders {
         Senders {
             inner: Arc::new(SendersInner {
                 socks: ArcSwapOption::from_pointee(socks),
+                tun: ArcSwapOption::new(tun.map(Arc::new)),
                 wake,
             }),
         }
+    }
+
+    /// Writes one IP packet into the device's TUN (`None`: the device has stopped).
+    pub(crate) fn write_tun(&self, pkt: &[u8]) -> Option<io::Result<usize>> {
+        self.inner.tun.load().as_ref().map(|t| t.write_packet(pkt))
     }
 
     pub(crate) fn inner(&self) -> Arc<SendersInner> {
@@ -248,6 +265,12 @@ pub trait Transport: Send + Sync + 'static {
     /// Stage "encapsulate": packets read from TUN (IP packets at `data()`). Set `verdict`
     /// to `Send` with `addr`, or drop.
     fn encapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]);
+    /// Stage "from TUN" of the worker (`tun_ingress`): packets read from this device's TUN. Default: they are
+    /// to be encapsulated. A transport whose packets are routed by other devices (a tenant TUN)
+    /// marks them `ToTun` instead: the worker then hands them off and never writes them back.
+    fn tun_ingress(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
+        self.encapsulate(ctx, pkts);
+    }
     /// Stage "decapsulate": datagrams received on UDP (`addr` = source). Set `verdict` to
     /// `ToTun` (inner packet at `data()`), `Send` (a reply), or drop.
     fn decapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]);

@@ -96,6 +96,47 @@ impl TunQueue {
         }
     }
 
+    /// A second descriptor of the same queue (writes from another thread land in this queue).
+    pub fn try_clone(&self) -> io::Result<TunQueue> {
+        // SAFETY: F_DUPFD_CLOEXEC on a valid descriptor returns a new owned one.
+        let fd = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(TunQueue {
+            // SAFETY: fd is fresh and valid.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            vnet: self.vnet,
+            offload: self.offload,
+        })
+    }
+
+    /// Writes one plain IP packet, with an all-zero `virtio_net_hdr` in front when the queue
+    /// has `IFF_VNET_HDR` (no segmentation, no checksum to complete).
+    pub fn write_packet(&self, pkt: &[u8]) -> io::Result<usize> {
+        if !self.vnet {
+            return self.write(pkt);
+        }
+        let hdr = [0u8; crate::offload::virtio::VIRTIO_NET_HDR_LEN];
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut _,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: pkt.as_ptr() as *mut _,
+                iov_len: pkt.len(),
+            },
+        ];
+        // SAFETY: both iovecs point at live buffers of the given lengths.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok((n as usize).saturating_sub(hdr.len()))
+        }
+    }
+
     /// Writes one IP packet toward the host stack.
     pub fn write(&self, pkt: &[u8]) -> io::Result<usize> {
         // SAFETY: pkt is valid for pkt.len() bytes.

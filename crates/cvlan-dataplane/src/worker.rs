@@ -4,7 +4,8 @@
 //! 1. `read_tun`     — read IP packets from the TUN queue (non-blocking). With offload on, one
 //!    read may return a TCP/UDP super-packet of up to 64 KB, split here into MSS-sized packets
 //!    (`offload::tso`), so one syscall fills up to ~46 slots of the batch.
-//! 2. `encapsulate`  — the transport rewrites them in place into datagrams.
+//! 2. `encapsulate`  — the transport rewrites them in place into datagrams (a tenant TUN's
+//!    transport instead marks them for the handoff, see 6).
 //! 3. `send`         — one `sendmmsg` per socket for the batch plus any extra protocol messages;
 //!    with offload on, runs of equal-size datagrams to one peer go as one `UDP_SEGMENT` message.
 //! 4. `recv_udp`     — one `recvmmsg`; with `UDP_GRO` a message may hold many datagrams, which
@@ -276,7 +277,7 @@ fn event_loop(
         let now = woke.duration_since(epoch);
         let mut did_work = false;
         if tun_ready {
-            did_work |= from_tun(index, io, counters, transport, now, bufs);
+            did_work |= from_tun(index, io, counters, transport, handoff, now, bufs);
         }
         for (sock, ready) in udp_ready.iter().enumerate() {
             if *ready {
@@ -303,11 +304,13 @@ fn event_loop(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn from_tun(
     index: usize,
     io: &WorkerIo,
     counters: &WorkerCounters,
     transport: &dyn Transport,
+    handoff: &ArcSwapOption<Handoff>,
     now: Duration,
     bufs: &mut Buffers,
 ) -> bool {
@@ -330,7 +333,37 @@ fn from_tun(
             now,
             extra: &mut bufs.extra,
         };
-        transport.encapsulate(&mut ctx, &mut bufs.tun[..n]);
+        transport.tun_ingress(&mut ctx, &mut bufs.tun[..n]);
+        // 2b. packets other devices route (a tenant's TUN): handed off, never written back,
+        // except the ICMP errors made for their senders
+        if bufs.tun[..n].iter().any(|p| p.verdict == Verdict::ToTun) {
+            if let Some(h) = handoff.load().as_ref() {
+                handoff::run(
+                    h,
+                    transport,
+                    index,
+                    counters,
+                    now,
+                    &mut bufs.tun[..n],
+                    &mut bufs.scratch,
+                    &mut bufs.extra,
+                );
+            }
+            for p in bufs.tun[..n]
+                .iter_mut()
+                .filter(|p| p.verdict == Verdict::ToTun)
+            {
+                if p.reply {
+                    match io.tun.write_packet(p.data()) {
+                        Ok(_) => WorkerCounters::add(&counters.tun_tx_packets, 1),
+                        Err(_) => counters.drop_packet(DropReason::TunWriteFailed),
+                    }
+                } else {
+                    counters.drop_packet(DropReason::NoRoute);
+                }
+                p.verdict = Verdict::Drop;
+            }
+        }
         // 3. send
         send_verdicts(io, counters, &bufs.tun[..n], &mut bufs.scratch);
         send_extra(io, counters, bufs);

@@ -4,6 +4,7 @@
 
 mod ipsec;
 mod plain;
+mod tenant_tun;
 pub mod translation;
 mod wireguard;
 
