@@ -123,20 +123,30 @@ pub(crate) fn run(
         p.home = p.tag;
         p.reply = false;
     }
-    // A tenant's own routes first; rules only for what those leave.
-    for by_rule in [false, true] {
-        for t in &h.targets {
-            // 1. select
-            let k = front(pkts, |p| t.takes(p, by_rule));
-            if k == 0 {
-                continue;
+    // A tenant's own routes first, the longest of them (the tenant's table is the union of
+    // its devices' tables); then rules, for what those leave.
+    for p in pkts.iter_mut() {
+        p.best = None;
+    }
+    for (i, t) in h.targets.iter().enumerate() {
+        // 1. select
+        let k = front(pkts, |p| t.takes(p, false));
+        for p in pkts[..k].iter_mut() {
+            p.claimed = false;
+        }
+        t.transport.claims(&mut pkts[..k]);
+        for p in pkts[..k].iter_mut() {
+            if p.claimed && p.best.is_none_or(|(len, _)| p.claim_len > len) {
+                p.best = Some((p.claim_len, i));
             }
-            // Admitted by a rule: routed as the target tenant's packet.
-            if t.tenant != 0 {
-                for p in pkts[..k].iter_mut() {
-                    p.tag = t.tenant;
-                }
-            }
+            p.claimed = false;
+        }
+    }
+    for (i, t) in h.targets.iter().enumerate() {
+        let k = front(pkts, |p| {
+            p.verdict == Verdict::ToTun && p.best.map(|b| b.1) == Some(i)
+        });
+        if k > 0 {
             to_target(
                 t,
                 ingress,
@@ -147,9 +157,29 @@ pub(crate) fn run(
                 scratch,
                 extra,
             );
-            for p in pkts[..k].iter_mut() {
-                p.tag = p.home;
-            }
+        }
+    }
+    for t in &h.targets {
+        let k = front(pkts, |p| p.best.is_none() && t.takes(p, true));
+        if k == 0 {
+            continue;
+        }
+        // Admitted by a rule: routed as the target tenant's packet, then given its tag back.
+        for p in pkts[..k].iter_mut() {
+            p.tag = t.tenant;
+        }
+        to_target(
+            t,
+            ingress,
+            worker,
+            counters,
+            now,
+            &mut pkts[..k],
+            scratch,
+            extra,
+        );
+        for p in pkts[..k].iter_mut() {
+            p.tag = p.home;
         }
     }
     if h.isolated {
@@ -642,5 +672,48 @@ mod tests {
         batch(&h, &mut pkts);
         assert_eq!(pkts[0].verdict, Verdict::Forwarded);
         assert_eq!(pkts[0].tag, 2, "routed as tenant 2's");
+    }
+
+    /// Claims everything with a route of `len` bits; stamps its `id` into what it encapsulates.
+    struct Prefixed {
+        id: u8,
+        len: u8,
+    }
+    impl Transport for Prefixed {
+        fn name(&self) -> &'static str {
+            "prefixed"
+        }
+        fn claims(&self, pkts: &mut [Packet]) {
+            for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
+                p.claimed = true;
+                p.claim_len = self.len;
+            }
+        }
+        fn encapsulate(&self, _ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
+            for p in pkts {
+                p.data_mut()[1] = self.id;
+                p.verdict = Verdict::Send;
+            }
+        }
+        fn decapsulate(&self, _ctx: &mut Ctx<'_>, _pkts: &mut [Packet]) {}
+    }
+
+    /// A tenant's table is the union of its devices' tables: the longest route wins, whichever
+    /// device holds it (10.0.0.0/8 through one, 10.1.0.0/16 through another).
+    #[test]
+    fn the_longest_route_among_the_devices_wins() {
+        let h = Handoff {
+            stamp: 0,
+            isolated: false,
+            targets: vec![
+                target(Prefixed { id: 1, len: 8 }, 0, Vec::new()),
+                target(Prefixed { id: 2, len: 16 }, 0, Vec::new()),
+                target(Prefixed { id: 3, len: 12 }, 0, Vec::new()),
+            ],
+        };
+        let mut pkts = vec![v4(0, [10, 2, 0, 5], [10, 1, 2, 3])];
+        batch(&h, &mut pkts);
+        assert_eq!(pkts[0].verdict, Verdict::Forwarded);
+        assert_eq!(pkts[0].data()[1], 2, "the /16 device encapsulated it");
     }
 }

@@ -234,6 +234,15 @@ fn range_size(ts: &WireTs) -> u128 {
     }
 }
 
+/// How specific a selector's address range is, as a prefix length (the largest prefix that fits
+/// in it), so IPsec routes compare with the tenant's other longest-prefix routes.
+fn prefix_len_of(ts: &WireTs) -> u8 {
+    let width: u32 = if ts.from.is_ipv4() { 32 } else { 128 };
+    // range_size is (to - from): the number of addresses minus one.
+    let host_bits = 128 - range_size(ts).leading_zeros();
+    width.saturating_sub(host_bits) as u8
+}
+
 fn wire_ts_matches(ts: &WireTs, addr: IpAddr, proto: u8, port: Option<u16>) -> bool {
     if !ts_in_range(addr, ts.from, ts.to) {
         return false;
@@ -1025,8 +1034,9 @@ impl Transport for IpsecTransport {
         let tenants = self.engine.tenants.load();
         for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
             if let Ok(info) = ip::parse(p.data()) {
-                p.claimed =
-                    IpsecEngine::select_policy(&t, &tenants, p.data(), &info, p.tag).is_some();
+                let policy = IpsecEngine::select_policy(&t, &tenants, p.data(), &info, p.tag);
+                p.claimed = policy.is_some();
+                p.claim_len = policy.map_or(0, |x| prefix_len_of(&x.dst));
             }
         }
     }
@@ -1073,6 +1083,28 @@ mod tests {
         assert_eq!(r("10.0.0.0", "10.0.2.255"), ["10.0.0.0/23", "10.0.2.0/24"]);
         assert_eq!(r("fd00::", "fd00::ffff:ffff:ffff:ffff"), ["fd00::/64"]);
         assert_eq!(r("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), ["::/0"]);
+    }
+
+    #[test]
+    fn selector_ranges_compare_as_prefix_lengths() {
+        let ts = |a: &str, b: &str| WireTs {
+            protocol: 0,
+            from_port: 0,
+            to_port: 65535,
+            from: a.parse().unwrap(),
+            to: b.parse().unwrap(),
+        };
+        assert_eq!(prefix_len_of(&ts("10.1.0.0", "10.1.255.255")), 16);
+        assert_eq!(prefix_len_of(&ts("10.1.2.3", "10.1.2.3")), 32);
+        assert_eq!(prefix_len_of(&ts("0.0.0.0", "255.255.255.255")), 0);
+        assert_eq!(
+            prefix_len_of(&ts("fd00::", "fd00::ffff:ffff:ffff:ffff")),
+            64
+        );
+        assert_eq!(
+            prefix_len_of(&ts("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
+            0
+        );
     }
 
     #[test]

@@ -64,7 +64,9 @@ impl Transport for TenantTun {
         let subnets = self.subnets.load();
         for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
             if let Ok(info) = ip::parse(p.data()) {
-                p.claimed = subnets.lookup(info.dst).is_some();
+                let hit = subnets.lookup_len(info.dst);
+                p.claimed = hit.is_some();
+                p.claim_len = hit.map_or(0, |(_, len)| len);
             }
         }
     }

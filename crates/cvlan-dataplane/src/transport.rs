@@ -42,8 +42,12 @@ pub struct Packet {
     pub addr: SocketAddr,
     /// Index of the device's UDP socket the datagram came in on, or is to leave from.
     pub sock: usize,
-    /// Set by `Transport::claims`: the other device of a translating pair routes this packet.
+    /// Set by `Transport::claims`: the other device of a translating pair routes this packet,
+    /// by a route whose destination prefix is `claim_len` bits long.
     pub claimed: bool,
+    pub claim_len: u8,
+    /// The target the longest claim came from (`crate::handoff`).
+    pub(crate) best: Option<(u8, usize)>,
     /// Tenant of the packet where the data plane knows it (the IPsec tunnel it came through, the
     /// WireGuard device of a tenant); 0 = none (one tenant, or not known). Transports that serve
     /// several tenants route a tagged packet by that tenant's entries only.
@@ -71,6 +75,8 @@ impl Packet {
             addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             sock: 0,
             claimed: false,
+            claim_len: 0,
+            best: None,
             tag: 0,
             home: 0,
             reply: false,
@@ -276,7 +282,8 @@ pub trait Transport: Send + Sync + 'static {
     fn decapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]);
     /// For translation between devices (`crate::handoff`): sets `claimed` on the packets among
     /// `pkts` with verdict `ToTun` (inner IP packets another device decapsulated) that this
-    /// transport has a route for. Default: none.
+    /// transport has a route for, and `claim_len` to that route's destination prefix length
+    /// (the longest claim among a tenant's devices wins). Default: none.
     fn claims(&self, _pkts: &mut [Packet]) {}
     /// Called at least every `tick_interval` on each worker, for protocol timers.
     fn tick(&self, _ctx: &mut Ctx<'_>) {}

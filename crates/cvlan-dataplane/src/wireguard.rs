@@ -281,7 +281,9 @@ impl Transport for WireGuardTransport {
         let dev = self.wg.lock();
         for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
             if let Ok(info) = ip::parse(p.data()) {
-                p.claimed = dev.route(info.dst).is_some();
+                let len = dev.route_prefix_len(info.dst);
+                p.claimed = len.is_some();
+                p.claim_len = len.unwrap_or(0);
             }
         }
     }

@@ -79,9 +79,10 @@ impl<V: Copy + PartialEq> Trie<V> {
         self.nodes[n as usize].value.replace(v)
     }
 
-    fn lookup(&self, addr: u128) -> Option<V> {
+    /// The longest prefix holding `addr`: its owner and length.
+    fn lookup(&self, addr: u128) -> Option<(V, u8)> {
         let mut n = 0u32;
-        let mut best = self.nodes[0].value;
+        let mut best = self.nodes[0].value.map(|v| (v, 0));
         for i in 0..self.width {
             let c = self.nodes[n as usize].child[bit(addr, i)];
             if c == NONE {
@@ -89,7 +90,7 @@ impl<V: Copy + PartialEq> Trie<V> {
             }
             n = c;
             if let Some(v) = self.nodes[n as usize].value {
-                best = Some(v);
+                best = Some((v, i + 1));
             }
         }
         best
@@ -193,6 +194,11 @@ impl<V: Copy + PartialEq> AllowedIps<V> {
 
     /// The owner of the longest prefix containing `ip`.
     pub fn lookup(&self, ip: IpAddr) -> Option<V> {
+        self.lookup_len(ip).map(|(v, _)| v)
+    }
+
+    /// The owner of the longest prefix containing `ip`, and that prefix's length.
+    pub fn lookup_len(&self, ip: IpAddr) -> Option<(V, u8)> {
         match ip {
             IpAddr::V4(_) => self.v4.lookup(bits(ip)),
             IpAddr::V6(_) => self.v6.lookup(bits(ip)),
@@ -250,6 +256,8 @@ mod tests {
         t.insert("10.1.0.0/16".parse().unwrap(), 2);
         t.insert("::/0".parse().unwrap(), 3);
         assert_eq!(t.lookup("10.1.2.3".parse().unwrap()), Some(2));
+        assert_eq!(t.lookup_len("10.1.2.3".parse().unwrap()), Some((2, 16)));
+        assert_eq!(t.lookup_len("fd00::1".parse().unwrap()), Some((3, 0)));
         assert_eq!(t.lookup("10.2.2.3".parse().unwrap()), Some(1));
         assert_eq!(t.lookup("11.0.0.1".parse().unwrap()), None);
         assert_eq!(t.lookup("fd00::1".parse().unwrap()), Some(3));

@@ -509,6 +509,12 @@ impl Device {
         self.allowed.lookup(dst)
     }
 
+    /// Length of the allowed-IPs prefix that routes `dst`, if any (how specific the route is,
+    /// when another device of the tenant routes `dst` too).
+    pub fn route_prefix_len(&self, dst: IpAddr) -> Option<u8> {
+        self.allowed.lookup_len(dst).map(|(_, len)| len)
+    }
+
     /// Whether `src` is an allowed source address for packets from `id`.
     pub fn allowed_src(&self, id: PeerId, src: IpAddr) -> bool {
         self.allowed.lookup(src) == Some(id)
