@@ -103,8 +103,9 @@ t.test('two tenants, overlapping prefixes: isolation, spoofing, cross-tenant den
     await wireguardGo(lab, s.agentNs, {
       keys: s.agentKeys,
       addresses: s.id === 'ta' ? [`${AGENT}/24`, '10.0.7.7/32'] : [`${AGENT}/24`, `${B_EXTRA}/32`],
-      peers: [{ publicKey: s.vrKeys.publicKey, endpoint: `${s.agentLink}:${s.port}`, allowedIps: ['10.0.1.0/24', '10.50.0.0/24'], persistentKeepalive: 25 }],
-      routes: ['10.0.1.0/24', '10.50.0.0/24'],
+      // 10.60.0.0/24 goes into the tunnel but no tenant routes it.
+      peers: [{ publicKey: s.vrKeys.publicKey, endpoint: `${s.agentLink}:${s.port}`, allowedIps: ['10.0.1.0/24', '10.50.0.0/24', '10.60.0.0/24'], persistentKeepalive: 25 }],
+      routes: ['10.0.1.0/24', '10.50.0.0/24', '10.60.0.0/24'],
     });
   }
   const admin = { kind: 'unix' as const, socketPath: v.admin };
@@ -146,6 +147,14 @@ t.test('two tenants, overlapping prefixes: isolation, spoofing, cross-tenant den
   t.equal((await ping(A.agentNs, LAN, { count: 3, source: '10.0.7.7' })).received, 0, 'spoofed source: no reply');
   const d1 = await drops();
   t.ok((d1.source_not_allowed ?? 0) - (d0.source_not_allowed ?? 0) >= 3, 'counted as source_not_allowed');
+
+  // Nobody routes it: dropped as no_route and answered with "net unreachable" (from the address
+  // asked for: the only source the agent's tunnel accepts from us).
+  const d5 = await drops();
+  const unrouted = await ping(A.agentNs, '10.60.0.1', { count: 3, source: AGENT });
+  t.equal(unrouted.received, 0, 'an unrouted destination: no reply');
+  t.match(unrouted.output, /\+3 errors/, 'but three ICMP errors came back');
+  t.ok(((await drops()).no_route ?? 0) - (d5.no_route ?? 0) >= 3, 'counted as no_route');
 
   // Cross-tenant: agent B asks for a prefix only tenant A routes, from a source no rule allows.
   t.equal((await ping(B.agentNs, A_ONLY, { count: 3, source: AGENT })).received, 0, 'tenant B → tenant A\'s 10.50.0.1: denied');

@@ -32,6 +32,7 @@ use crate::transport::{Ctx, Outgoing, Packet, Senders, Transport, Verdict};
 use crate::udp::MmsgScratch;
 use cvlan_proto::ip::{self, Prefix};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +78,27 @@ impl Target {
     }
 }
 
+/// ICMP errors one device's workers originate per second, at most (tuning; RFC 1812 §4.3.2.8
+/// asks routers to limit them).
+const ICMP_PER_SECOND: u32 = 100;
+
+/// A shared per-second budget for the ICMP errors a handoff originates.
+#[derive(Default)]
+pub struct IcmpLimit {
+    second: AtomicU64,
+    count: AtomicU32,
+}
+
+impl IcmpLimit {
+    fn allow(&self, now: Duration) -> bool {
+        let s = now.as_secs();
+        if self.second.swap(s, Relaxed) != s {
+            self.count.store(0, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed) < ICMP_PER_SECOND
+    }
+}
+
 /// What a device's workers do with decapsulated packets other devices route.
 pub struct Handoff {
     /// Tenant tag of everything this device decapsulates (a tenant's WireGuard device); 0 when
@@ -85,6 +107,7 @@ pub struct Handoff {
     /// Tenants are isolated (see the module doc); false for a single-tenant pair.
     pub isolated: bool,
     pub targets: Vec<Target>,
+    pub icmp: IcmpLimit,
 }
 
 /// Moves the packets matching `pred` to the front, each side in its order; returns how many.
@@ -149,6 +172,7 @@ pub(crate) fn run(
         if k > 0 {
             to_target(
                 t,
+                &h.icmp,
                 ingress,
                 worker,
                 counters,
@@ -170,6 +194,7 @@ pub(crate) fn run(
         }
         to_target(
             t,
+            &h.icmp,
             ingress,
             worker,
             counters,
@@ -183,13 +208,22 @@ pub(crate) fn run(
         }
     }
     if h.isolated {
-        isolate(h, counters, pkts);
+        isolate(h, ingress, worker, counters, now, pkts, extra);
     }
 }
 
-/// Drops what no target took, with the reason (see the module doc).
-fn isolate(h: &Handoff, counters: &WorkerCounters, pkts: &mut [Packet]) {
-    let k = front(pkts, |p| p.verdict == Verdict::ToTun && p.home != 0);
+/// Drops what no target took, with the reason (see the module doc), and answers what nobody
+/// routes with "destination unreachable" through the way it came.
+fn isolate(
+    h: &Handoff,
+    ingress: &dyn Transport,
+    worker: usize,
+    counters: &WorkerCounters,
+    now: Duration,
+    pkts: &mut [Packet],
+    extra: &mut Vec<Outgoing>,
+) {
+    let k = front(pkts, |p| p.verdict == Verdict::ToTun);
     if k == 0 {
         return;
     }
@@ -206,15 +240,33 @@ fn isolate(h: &Handoff, counters: &WorkerCounters, pkts: &mut [Packet]) {
             elsewhere[i] |= p.claimed && p.home != t.tenant;
         }
     }
+    let mut icmp = [0u8; 1280];
     for (i, p) in left.iter_mut().enumerate() {
         p.tag = p.home;
         p.claimed = false;
         p.verdict = Verdict::Drop;
-        counters.drop_packet(if elsewhere[i] {
-            DropReason::InterTenantDenied
-        } else {
-            DropReason::NoRoute
-        });
+        if elsewhere[i] {
+            counters.drop_packet(DropReason::InterTenantDenied);
+            continue;
+        }
+        counters.drop_packet(DropReason::NoRoute);
+        if h.icmp.allow(now) {
+            if let Some(n) = cvlan_proto::icmp::unreachable(p.data(), &mut icmp) {
+                p.len = n;
+                p.data_mut().copy_from_slice(&icmp[..n]);
+                p.reply = true;
+            }
+        }
+    }
+    let r = front(left, |p| p.reply);
+    if r > 0 {
+        let mut ctx = Ctx {
+            worker,
+            counters,
+            now,
+            extra,
+        };
+        ingress.encapsulate(&mut ctx, &mut left[..r]);
     }
 }
 
@@ -233,6 +285,7 @@ fn group(p: &Packet, reply: &[bool], i: usize) -> u8 {
 #[allow(clippy::too_many_arguments)]
 fn to_target(
     h: &Target,
+    limit: &IcmpLimit,
     ingress: &dyn Transport,
     worker: usize,
     counters: &WorkerCounters,
@@ -260,6 +313,13 @@ fn to_target(
             continue;
         }
         let mtu = u16::try_from(h.mtu).unwrap_or(u16::MAX);
+        if !limit.allow(now) {
+            // Over the budget: dropped without an answer (the sender retries).
+            counters.drop_packet(DropReason::Oversized);
+            p.claimed = false;
+            p.verdict = Verdict::Drop;
+            continue;
+        }
         if let Some(n) = cvlan_proto::icmp::too_big(p.data(), mtu, &mut icmp) {
             counters.drop_packet(DropReason::Oversized);
             p.len = n;
@@ -419,6 +479,7 @@ mod tests {
             stamp: 0,
             isolated: false,
             targets: vec![target(t, 0, Vec::new())],
+            icmp: IcmpLimit::default(),
         }
     }
 
@@ -618,6 +679,7 @@ mod tests {
                     }],
                 ),
             ],
+            icmp: IcmpLimit::default(),
         };
         let mut pkts = vec![
             v4(1, [10, 2, 0, 5], [10, 0, 0, 1]), // tenant 1, its own route
@@ -640,7 +702,27 @@ mod tests {
                 .map(|p| p.verdict)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(verdict_to(7), [Verdict::Drop]);
+        assert_eq!(verdict_to(7), [], "the unrouted packet is gone...");
+        let unreachable: Vec<&Packet> = pkts
+            .iter()
+            .filter(|p| p.len > 28 && p.data()[20..22] == [3, 0])
+            .collect();
+        assert_eq!(unreachable.len(), 1, "...answered with net unreachable");
+        assert_eq!(
+            unreachable[0].verdict,
+            Verdict::Send,
+            "back through the ingress transport"
+        );
+        assert_eq!(
+            &unreachable[0].data()[16..20],
+            &[10, 2, 0, 5],
+            "to its sender"
+        );
+        assert_eq!(
+            &unreachable[0].data()[12..16],
+            &[10, 7, 0, 1],
+            "from the destination it asked for"
+        );
         assert_eq!(
             verdict_to(0),
             [Verdict::Forwarded, Verdict::Forwarded],
@@ -667,6 +749,7 @@ mod tests {
                 target(Routes(vec![(1, [10, 0, 0, 1])]), 1, Vec::new()),
                 target(Routes(vec![(2, [10, 0, 0, 1])]), 2, Vec::new()),
             ],
+            icmp: IcmpLimit::default(),
         };
         let mut pkts = vec![v4(0, [10, 2, 0, 5], [10, 0, 0, 1])];
         batch(&h, &mut pkts);
@@ -710,6 +793,7 @@ mod tests {
                 target(Prefixed { id: 2, len: 16 }, 0, Vec::new()),
                 target(Prefixed { id: 3, len: 12 }, 0, Vec::new()),
             ],
+            icmp: IcmpLimit::default(),
         };
         let mut pkts = vec![v4(0, [10, 2, 0, 5], [10, 1, 2, 3])];
         batch(&h, &mut pkts);

@@ -4,7 +4,7 @@
 
 use crate::{err, Result};
 use arc_swap::ArcSwapOption;
-use cvlan_dataplane::handoff::{Handoff, Rule, Target};
+use cvlan_dataplane::handoff::{Handoff, IcmpLimit, Rule, Target};
 use cvlan_dataplane::Device;
 use cvlan_proto::ip::Prefix;
 use napi_derive::napi;
@@ -144,6 +144,7 @@ pub fn set_translation(device: u32, translation: Option<TranslationJs>) -> Resul
         stamp: t.stamp,
         isolated: t.isolated,
         targets,
+        icmp: IcmpLimit::default(),
     })));
     Ok(())
 }

@@ -1,18 +1,25 @@
-//! ICMP errors a router returns through the tunnel a packet came from, so path MTU discovery
-//! works when the tunnel it would leave on carries less than the one it came in on: IPv4
-//! "fragmentation needed" (RFC 792, RFC 1191 §4) and ICMPv6 "packet too big" (RFC 4443 §3.2).
+//! ICMP errors a router returns through the tunnel a packet came from: "fragmentation needed"
+//! (IPv4, RFC 792 and RFC 1191 §4) / "packet too big" (ICMPv6, RFC 4443 §3.2), so path MTU
+//! discovery works when the tunnel a packet would leave on carries less than the one it came in
+//! on, and "destination unreachable" when nothing routes it.
 //!
 //! The error's source is the original packet's destination: the sender's tunnel peer accepts an
 //! inner source only from the prefixes behind us (WireGuard allowed IPs, IPsec selectors), and
 //! the sender's stack matches the error by the quoted header, not by who sent it.
 
 use crate::ip::{IPV4_MIN_HEADER, IPV6_HEADER};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// RFC 792: Destination Unreachable, code 4 "fragmentation needed and DF set".
 pub const ICMPV4_DEST_UNREACH: u8 = 3;
 pub const ICMPV4_FRAG_NEEDED: u8 = 4;
+/// RFC 792: Destination Unreachable, code 0 "net unreachable".
+pub const ICMPV4_NET_UNREACH: u8 = 0;
 /// RFC 4443 §3.2.
 pub const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+/// RFC 4443 §3.1: Destination Unreachable, code 0 "no route to destination".
+pub const ICMPV6_DEST_UNREACH: u8 = 1;
+pub const ICMPV6_NO_ROUTE: u8 = 0;
 const PROTO_ICMP: u8 = 1;
 const PROTO_ICMPV6: u8 = 58;
 /// RFC 1812 §4.3.2.3: an IPv4 error quotes as much of the original as fits in 576 bytes.
@@ -60,24 +67,66 @@ fn is_icmp_error(proto: u8, icmp_type: u8) -> bool {
 /// not parse, or `out` too small.
 pub fn too_big(pkt: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
     match pkt.first()? >> 4 {
-        4 => too_big_v4(pkt, mtu, out),
-        6 => too_big_v6(pkt, mtu, out),
+        4 => {
+            let df = pkt.len() >= IPV4_MIN_HEADER && pkt[6] & 0x40 != 0;
+            let [hi, lo] = mtu.to_be_bytes();
+            df.then(|| {
+                error_v4(
+                    pkt,
+                    ICMPV4_DEST_UNREACH,
+                    ICMPV4_FRAG_NEEDED,
+                    [0, 0, hi, lo],
+                    out,
+                )
+            })?
+        }
+        6 => error_v6(
+            pkt,
+            ICMPV6_PACKET_TOO_BIG,
+            0,
+            u32::from(mtu).max(V6_MIN_MTU).to_be_bytes(),
+            out,
+        ),
         _ => None,
     }
 }
 
-fn too_big_v4(pkt: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
+/// Writes into `out` a "destination unreachable: no route" error for the sender of `pkt` (RFC
+/// 792 code 0, network unreachable; RFC 4443 §3.1 code 0, no route to destination) and returns
+/// its length. `None` where RFC 1812 §4.3.2.7 / RFC 4443 §2.4 (e) forbid one: about an ICMP
+/// error, a non-initial fragment, a multicast or broadcast destination or a source that is not
+/// a unicast host, or when `pkt` does not parse or `out` is too small.
+pub fn unreachable(pkt: &[u8], out: &mut [u8]) -> Option<usize> {
+    match pkt.first()? >> 4 {
+        4 => error_v4(pkt, ICMPV4_DEST_UNREACH, ICMPV4_NET_UNREACH, [0; 4], out),
+        6 => error_v6(pkt, ICMPV6_DEST_UNREACH, ICMPV6_NO_ROUTE, [0; 4], out),
+        _ => None,
+    }
+}
+
+/// An ICMPv4 error of `icmp_type`/`code` (with `rest`, the header's last 4 bytes) about `pkt`.
+fn error_v4(pkt: &[u8], icmp_type: u8, code: u8, rest4: [u8; 4], out: &mut [u8]) -> Option<usize> {
     if pkt.len() < IPV4_MIN_HEADER {
         return None;
     }
     let ihl = usize::from(pkt[0] & 0x0f) * 4;
-    let frag = u16::from_be_bytes([pkt[6], pkt[7]]);
-    let df = frag & 0x4000 != 0;
-    let offset = frag & 0x1fff;
-    if ihl < IPV4_MIN_HEADER || pkt.len() < ihl || !df || offset != 0 {
+    let offset = u16::from_be_bytes([pkt[6], pkt[7]]) & 0x1fff;
+    if ihl < IPV4_MIN_HEADER || pkt.len() < ihl || offset != 0 {
         return None;
     }
     if pkt[9] == PROTO_ICMP && pkt.len() > ihl && is_icmp_error(PROTO_ICMP, pkt[ihl]) {
+        return None;
+    }
+    let (src, dst) = (
+        Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]),
+        Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]),
+    );
+    if dst.is_multicast()
+        || dst.is_broadcast()
+        || src.is_multicast()
+        || src.is_broadcast()
+        || src.is_unspecified()
+    {
         return None;
     }
     let quoted = pkt.len().min(V4_MAX_ERROR - IPV4_MIN_HEADER - ICMP_HEADER);
@@ -93,24 +142,16 @@ fn too_big_v4(pkt: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
     ip[16..20].copy_from_slice(&pkt[12..16]);
     let c = checksum(ip, 0);
     ip[10..12].copy_from_slice(&c);
-    rest[..ICMP_HEADER].copy_from_slice(&[
-        ICMPV4_DEST_UNREACH,
-        ICMPV4_FRAG_NEEDED,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    ]);
-    rest[6..8].copy_from_slice(&mtu.to_be_bytes());
+    rest[..4].copy_from_slice(&[icmp_type, code, 0, 0]);
+    rest[4..8].copy_from_slice(&rest4);
     rest[ICMP_HEADER..].copy_from_slice(&pkt[..quoted]);
     let c = checksum(rest, 0);
     rest[2..4].copy_from_slice(&c);
     Some(total)
 }
 
-fn too_big_v6(pkt: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
+/// An ICMPv6 error of `icmp_type`/`code` (with `rest`, the header's last 4 bytes) about `pkt`.
+fn error_v6(pkt: &[u8], icmp_type: u8, code: u8, rest4: [u8; 4], out: &mut [u8]) -> Option<usize> {
     if pkt.len() < IPV6_HEADER {
         return None;
     }
@@ -119,6 +160,15 @@ fn too_big_v6(pkt: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
     if pkt[6] == PROTO_ICMPV6
         && pkt.len() > IPV6_HEADER
         && is_icmp_error(PROTO_ICMPV6, pkt[IPV6_HEADER])
+    {
+        return None;
+    }
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[8..24]).ok()?);
+    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&pkt[24..40]).ok()?);
+    // RFC 4443 §2.4 (e): "packet too big" is the one error also sent about multicast.
+    if (dst.is_multicast() && icmp_type != ICMPV6_PACKET_TOO_BIG)
+        || src.is_multicast()
+        || src.is_unspecified()
     {
         return None;
     }
@@ -134,8 +184,8 @@ fn too_big_v6(pkt: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
     ip[7] = TTL;
     ip[8..24].copy_from_slice(&pkt[24..40]);
     ip[24..40].copy_from_slice(&pkt[8..24]);
-    rest[..ICMP_HEADER].copy_from_slice(&[ICMPV6_PACKET_TOO_BIG, 0, 0, 0, 0, 0, 0, 0]);
-    rest[4..8].copy_from_slice(&u32::from(mtu).max(V6_MIN_MTU).to_be_bytes());
+    rest[..4].copy_from_slice(&[icmp_type, code, 0, 0]);
+    rest[4..8].copy_from_slice(&rest4);
     rest[ICMP_HEADER..].copy_from_slice(&pkt[..quoted]);
     // RFC 4443 §2.3: the checksum covers the RFC 8200 §8.1 pseudo-header.
     let mut pseudo = sum(&ip[8..40], 0);
@@ -261,5 +311,35 @@ mod tests {
             1280
         );
         assert!(n <= 1280);
+    }
+
+    #[test]
+    fn unreachable_for_unicast_only() {
+        let mut out = [0u8; 2048];
+        let orig = v4(false, 6, &[0; 100]);
+        let n = unreachable(&orig, &mut out).expect("no DF needed for unreachable");
+        let e = &out[..n];
+        assert_eq!((e[20], e[21]), (3, 0), "net unreachable");
+        assert_eq!(sum(&e[20..], 0), 0xffff);
+        assert_eq!(ip::parse(e).unwrap().dst.to_string(), "10.20.0.2");
+        let mut bcast = orig.clone();
+        bcast[16..20].copy_from_slice(&[255, 255, 255, 255]);
+        assert_eq!(
+            unreachable(&bcast, &mut out),
+            None,
+            "never about a broadcast"
+        );
+        let mut mcast = orig.clone();
+        mcast[16..20].copy_from_slice(&[224, 0, 0, 5]);
+        assert_eq!(
+            unreachable(&mcast, &mut out),
+            None,
+            "never about a multicast"
+        );
+        assert_eq!(
+            unreachable(&v4(false, 1, &[11, 0, 0, 0, 0, 0, 0, 0]), &mut out),
+            None,
+            "never about an ICMP error"
+        );
     }
 }
