@@ -180,6 +180,7 @@ pub(crate) fn run(
                 &mut pkts[..k],
                 scratch,
                 extra,
+                true,
             );
         }
     }
@@ -202,6 +203,7 @@ pub(crate) fn run(
             &mut pkts[..k],
             scratch,
             extra,
+            false,
         );
         for p in pkts[..k].iter_mut() {
             p.tag = p.home;
@@ -281,7 +283,8 @@ fn group(p: &Packet, reply: &[bool], i: usize) -> u8 {
     }
 }
 
-/// Stages 2–6 for the packets `t` takes (all `ToTun`).
+/// Stages 2–6 for the packets `t` takes (all `ToTun`); `claimed`: the selection already found
+/// that `t` routes every one of them (its longest claim), so they are not asked again.
 #[allow(clippy::too_many_arguments)]
 fn to_target(
     h: &Target,
@@ -293,12 +296,15 @@ fn to_target(
     pkts: &mut [Packet],
     scratch: &mut MmsgScratch,
     extra: &mut Vec<Outgoing>,
+    claimed: bool,
 ) {
-    // 2. claim
+    // 2. claim (unless the caller already knows these are the target's)
     for p in pkts.iter_mut() {
-        p.claimed = false;
+        p.claimed = claimed;
     }
-    h.transport.claims(pkts);
+    if !claimed {
+        h.transport.claims(pkts);
+    }
     if !pkts
         .iter()
         .any(|p| p.claimed && p.verdict == Verdict::ToTun)
