@@ -77,10 +77,6 @@ fn invalid_config_is_refused_before_touching_the_system() {
             ..cfg("x", 1)
         },
         DeviceConfig {
-            listen_ports: vec![],
-            ..cfg("x", 1)
-        },
-        DeviceConfig {
             listen_ports: vec![7000, 7001, 7000],
             ..cfg("x", 1)
         },
@@ -94,4 +90,33 @@ fn invalid_config_is_refused_before_touching_the_system() {
             .expect("refused");
         assert_eq!(e.code, Code::InvalidArg, "{}", e.message);
     }
+}
+
+/// A tenant's local network: a TUN-only device, no ports, fed by other devices' workers.
+#[test]
+fn a_device_without_ports_is_a_tun_only_device() {
+    if !root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let name = format!("cvtt{}", std::process::id() % 100_000);
+    let t = cvlan_dataplane::tenant_tun::TenantTun::new(&["10.30.0.0/24".parse().unwrap()]);
+    let mut dev = Device::start(
+        DeviceConfig {
+            listen_ports: vec![],
+            offload: false,
+            ..cfg(&name, 2)
+        },
+        t,
+        no_events(),
+    )
+    .expect("start");
+    assert!(exists(&name));
+    assert_eq!(dev.listen_port(), 0);
+    assert!(
+        dev.handoff_target(1, Vec::new()).is_some(),
+        "a target for other devices"
+    );
+    dev.stop();
+    assert!(!exists(&name), "the TUN vanishes with its last queue");
 }
