@@ -13,6 +13,7 @@ import {
 } from '../wireguard/control.js';
 import {
   loadBinding,
+  type Binding,
   type BindingEvent,
   type BindingIpsecCounters,
   type BindingIpsecDevice,
@@ -158,6 +159,25 @@ export class PlainDevice extends EventEmitter<DeviceEvents> {
   }
 }
 
+/**
+ * A wrapper around a new native device. Its events reach the wrapper through a weak reference,
+ * so an unreferenced wrapper can be collected (the finalizer closes the device).
+ */
+function openDevice<N, D extends EventEmitter<DeviceEvents>>(make: (b: Binding, onEvent: (ev: DataplaneEvent) => void) => N, wrap: (native: N) => D): D {
+  const holder: { ref?: WeakRef<D> } = {};
+  const onEvent = (ev: DataplaneEvent): void => {
+    holder.ref?.deref()?.emit('event', ev);
+  };
+  let dev: D;
+  try {
+    dev = wrap(make(loadBinding(), onEvent));
+  } catch (e) {
+    throw fromNative(e);
+  }
+  holder.ref = new WeakRef(dev);
+  return dev;
+}
+
 /** A device a translation hands packets to, for one tenant (`crates/cvlan-dataplane/src/handoff.rs`). */
 export interface TranslationTarget {
   device: WireGuardDevice | IpsecDevice | TenantTunDevice;
@@ -222,19 +242,7 @@ export class TenantTunDevice extends EventEmitter<DeviceEvents> {
   }
 
   static open(options: TenantTunDeviceOptions): TenantTunDevice {
-    const binding = loadBinding();
-    const holder: { ref?: WeakRef<TenantTunDevice> } = {};
-    const onEvent = (ev: DataplaneEvent): void => {
-      holder.ref?.deref()?.emit('event', ev);
-    };
-    let dev: TenantTunDevice;
-    try {
-      dev = new TenantTunDevice(new binding.TenantTunDevice(options, onEvent));
-    } catch (e) {
-      throw fromNative(e);
-    }
-    holder.ref = new WeakRef(dev);
-    return dev;
+    return openDevice((b, onEvent) => new b.TenantTunDevice(options, onEvent), (n) => new TenantTunDevice(n));
   }
 
   get tunName(): string {
@@ -294,19 +302,7 @@ export class IpsecDevice extends EventEmitter<DeviceEvents> {
   }
 
   static open(options: IpsecDeviceOptions): IpsecDevice {
-    const binding = loadBinding();
-    const holder: { ref?: WeakRef<IpsecDevice> } = {};
-    const onEvent = (ev: DataplaneEvent): void => {
-      holder.ref?.deref()?.emit('event', ev);
-    };
-    let dev: IpsecDevice;
-    try {
-      dev = new IpsecDevice(new binding.IpsecDevice(options, onEvent));
-    } catch (e) {
-      throw fromNative(e);
-    }
-    holder.ref = new WeakRef(dev);
-    return dev;
+    return openDevice((b, onEvent) => new b.IpsecDevice(options, onEvent), (n) => new IpsecDevice(n));
   }
 
   get tunName(): string {
@@ -392,19 +388,7 @@ export class WireGuardDevice extends EventEmitter<DeviceEvents> implements WireG
   }
 
   static open(options: WireGuardDeviceOptions): WireGuardDevice {
-    const binding = loadBinding();
-    const holder: { ref?: WeakRef<WireGuardDevice> } = {};
-    const onEvent = (ev: DataplaneEvent): void => {
-      holder.ref?.deref()?.emit('event', ev);
-    };
-    let dev: WireGuardDevice;
-    try {
-      dev = new WireGuardDevice(new binding.WireGuardDevice(options, onEvent));
-    } catch (e) {
-      throw fromNative(e);
-    }
-    holder.ref = new WeakRef(dev);
-    return dev;
+    return openDevice((b, onEvent) => new b.WireGuardDevice(options, onEvent), (n) => new WireGuardDevice(n));
   }
 
   get tunName(): string {
