@@ -6,9 +6,11 @@
  *   npx tsc -p tsconfig.json && node dist/bench/throughput.js [--systems a,b] [--rounds 3]
  *     (systems: ./systems.ts for WireGuard and the baselines, ./systems-ipsec.ts for IPsec and translation)
  *     [--duration 8] [--flows 1,4] [--omit 1] [--baseline wireguard-go] [--no-write]
+ *     [--compare LABEL=DIR]...  (every cvlan-* system again as `<name>@LABEL`, run from the build in
+ *                                DIR — a checkout with dist/ and build/ — for before/after ratios in one run)
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -16,7 +18,7 @@ import { Lab } from '../test/harness/lab.js';
 import { twoHosts } from '../test/harness/topology.js';
 import { iperfClient, iperfServer } from '../test/harness/ping.js';
 import { missingPrerequisites, tools } from '../test/harness/tools.js';
-import { REPO_ROOT } from '../test/harness/cvlan.js';
+import { REPO_ROOT, useCvlanCli } from '../test/harness/cvlan.js';
 import { SYSTEMS as WG_SYSTEMS, type SystemUnderTest } from './systems.js';
 import { IPSEC_SYSTEMS } from './systems-ipsec.js';
 
@@ -72,7 +74,9 @@ async function main(): Promise<void> {
       omit: { type: 'string', default: '1' },
       baseline: { type: 'string', default: 'wireguard-go' },
       'no-write': { type: 'boolean', default: false },
+      compare: { type: 'string', multiple: true, default: [] },
     },
+    strict: true,
   });
   const rounds = Number(values.rounds);
   const duration = Number(values.duration);
@@ -85,6 +89,23 @@ async function main(): Promise<void> {
   const wanted = values.systems.split(',').filter((s) => s !== '');
   const unknown = wanted.filter((w) => !SYSTEMS.some((s) => s.name === w));
   if (unknown.length > 0) usage(`unknown system(s): ${unknown.join(', ')}`);
+  const compared = values.compare.map((spec) => {
+    const m = /^([\w.-]+)=(.+)$/.exec(spec);
+    if (m === null) usage(`--compare: LABEL=DIR, got ${spec}`);
+    const cli = join(m[2] as string, 'dist', 'src', 'cli', 'cvlan-vrouter.js');
+    if (!existsSync(cli)) usage(`--compare ${spec}: ${cli} does not exist (build that checkout first)`);
+    return { label: m[1] as string, cli };
+  });
+  // Each cvlan-* system once more per compared build, run from that build's CLI.
+  for (const { label, cli } of compared) {
+    for (const name of [...wanted]) {
+      const sys = SYSTEMS.find((s) => s.name === name) as SystemUnderTest;
+      if (!name.startsWith('cvlan-')) continue;
+      const twin = `${name}@${label}`;
+      SYSTEMS.push({ ...sys, name: twin, description: `${sys.description} — build ${label}`, setup: (lab, h) => useCvlanCli(cli, () => sys.setup(lab, h)) });
+      wanted.push(twin);
+    }
+  }
   const base = missingPrerequisites('iperf3', 'setpriv');
   if (base !== undefined) usage(`cannot run: ${base}`);
 
@@ -177,7 +198,7 @@ async function main(): Promise<void> {
     benchmark: 'throughput',
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
-    settings: { systems: wanted, rounds, durationSeconds: duration, omitSeconds: omit, flows: flowsList, baseline: values.baseline },
+    settings: { systems: wanted, compare: compared, rounds, durationSeconds: duration, omitSeconds: omit, flows: flowsList, baseline: values.baseline },
     machine: {
       cpus: cpus().length,
       cpuModel: cpus()[0]?.model ?? 'unknown',

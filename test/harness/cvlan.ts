@@ -22,8 +22,22 @@ export const REPO_ROOT = (() => {
   return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 })();
 
-/** The compiled CLI; env CVLAN_VROUTER_CLI overrides. */
-export const CVLAN_CLI = process.env.CVLAN_VROUTER_CLI ?? join(REPO_ROOT, 'dist', 'src', 'cli', 'cvlan-vrouter.js');
+/** The compiled CLI; env CVLAN_VROUTER_CLI overrides. A live binding: see `useCvlanCli`. */
+export let CVLAN_CLI = process.env.CVLAN_VROUTER_CLI ?? join(REPO_ROOT, 'dist', 'src', 'cli', 'cvlan-vrouter.js');
+
+/**
+ * Runs `fn` with another build's CLI (e.g. a checkout of an earlier commit), so a benchmark can
+ * compare two builds in one run. Processes spawned inside `fn` use it; the previous CLI is restored after.
+ */
+export async function useCvlanCli<T>(cli: string, fn: () => Promise<T>): Promise<T> {
+  const previous = CVLAN_CLI;
+  CVLAN_CLI = cli;
+  try {
+    return await fn();
+  } finally {
+    CVLAN_CLI = previous;
+  }
+}
 
 /** Why the testbed cannot run (to pass to tap's `skip`), or undefined when it can. */
 export function cvlanTestbedMissing(): string | undefined {
