@@ -39,6 +39,8 @@ export const ErrorCodes = {
   // --- WireGuard management (UAPI socket, wg-quick files) ---
   CVLAN_ERR_WG_UAPI: 'a WireGuard UAPI request is malformed or carries an invalid value',
   CVLAN_ERR_WG_UAPI_IN_USE: 'another process already answers on the WireGuard UAPI socket of this interface',
+  // --- routing: the BGP speaker (BIRD) ---
+  CVLAN_ERR_ROUTING: 'starting, configuring or reading the BGP speaker failed',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

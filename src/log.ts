@@ -108,12 +108,13 @@ export interface EventLog {
   tunnelDown(e: { tenant: string; tunnel: string; type: 'ipsec' | 'wireguard'; reason: string }): void;
   /** `remote` is the peer's address or identity; the credential that failed is never logged. */
   authFailure(e: { tenant: string | null; tunnel: string | null; remote: string; method: string; reason: string }): void;
+  /** `add`/`remove`/`replace`: the tenant's table; `announce`/`withdraw`: its BGP announcements. */
   routingChange(e: {
     tenant: string;
     tunnel: string | null;
-    action: 'add' | 'remove' | 'replace';
+    action: 'add' | 'remove' | 'replace' | 'announce' | 'withdraw';
     prefix: string;
-    via: { kind: 'wireguard' | 'ipsec' | 'tun'; id: string };
+    via: { kind: 'wireguard' | 'ipsec' | 'tun' | 'aggregate'; id: string };
   }): void;
   configApplied(e: { tenant: string | null; version: string; changes: number }): void;
   configRefused(e: { tenant: string | null; version: string | null; reason: string; issues?: Array<{ path: string; reason: string }> }): void;

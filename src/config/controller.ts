@@ -27,6 +27,7 @@ import { isAbsolute } from 'node:path';
 import { createRequire } from 'node:module';
 import { ConfigError, CvlanError } from '../errors.js';
 import { refuseTestOnly } from './production.js';
+import { checkBgpAcrossTenants, parseBgp } from './bgp.js';
 import { isSealed, open, type SealKeypair } from '../secrets/sealed.js';
 import { publicKeyOf } from '../secrets/keys.js';
 import {
@@ -75,7 +76,7 @@ export const MIN_PSK_BYTES = 16;
 /** UDP ports the data plane keeps for IKE and NAT-T ESP (RFC 7296 §2, RFC 3948). */
 const IKE_PORTS = [500, 4500];
 
-const TENANT_KEYS = ['vrouter_id', 'tenant_id', 'tunnels', 'wireguard', 'wireguard_peers', 'tun', 'rules'] as const;
+const TENANT_KEYS = ['vrouter_id', 'tenant_id', 'tunnels', 'wireguard', 'wireguard_peers', 'tun', 'rules', 'bgp'] as const;
 const WRAPPER_KEYS = ['vrouter_id', 'tenants', 'rules'] as const;
 const TUNNEL_KEYS = ['id', 'type', 'remote_id', 'remote_address', 'local_id', 'auth', 'local_subnets', 'remote_subnets', 'proposals', 'dpd_delay', 'rekey'] as const;
 const REKEY_KEYS = ['ike_seconds', 'child_seconds', 'child_bytes', 'child_packets'] as const;
@@ -192,6 +193,8 @@ export function parseControllerDocs(docs: readonly unknown[], opts: ParseControl
     if (spec) tenants.push(spec);
     issues.array(t.rules, at(p, 'rules'), { optional: true })?.forEach((r, i) => ruleInputs.push({ doc: r, path: at(at(p, 'rules'), i), ...(id ? { owner: id } : {}) }));
   }
+
+  checkBgpAcrossTenants(tenants, tenantPaths, issues);
 
   const rules: InterTenantRule[] = [];
   for (const r of ruleInputs) {
@@ -416,8 +419,11 @@ function parseTenant(
     tuns.push({ name, addresses, mtu: mtu ?? DEFAULT_TUN_MTU, subnets: subnets.map((s) => s.text), ...(netns !== undefined ? { netns } : {}) });
   });
 
+  // ---- BGP (../routing/)
+  const bgp = t.bgp === undefined ? undefined : parseBgp(t.bgp, at(p, 'bgp'), issues, made);
+
   if (issues.count > before || !tenantId) return undefined;
-  return { id: tenantId, tunnels, ...(wireguard ? { wireguard } : {}), peers, tuns, routes: routes.routes() };
+  return { id: tenantId, tunnels, ...(wireguard ? { wireguard } : {}), peers, tuns, routes: routes.routes(), ...(bgp ? { bgp } : {}) };
 }
 
 /** An array of canonical prefixes, each listed once. */

@@ -206,6 +206,42 @@ export interface RouteSpec {
   via: NextHop;
 }
 
+/** A tenant's BGP sessions and what it announces (validated by ./bgp.ts, rendered by ../routing/bird-conf.ts). */
+export interface TenantBgpSpec {
+  /** Local AS of this tenant's sessions. */
+  asn: number;
+  /** IPv4 router id for this tenant's sessions; undefined = the BGP speaker's own. */
+  routerId?: string;
+  neighbors: readonly {
+    /** Unique in the tenant. */
+    name: string;
+    address: string;
+    asn: number;
+    /** Source address of the session; undefined = chosen by the kernel. */
+    localAddress?: string;
+    /** Seconds. */
+    holdTime: number;
+    /** TCP MD5 key (RFC 2385). */
+    password?: Secret;
+    /** Learn routes from this neighbour: at most `maxPrefixes`, only inside `allow`. Undefined = learn nothing. */
+    import?: { maxPrefixes: number; allow: readonly string[] };
+  }[];
+  announce: {
+    /** Announce remote subnets of IPsec tunnels that are up. */
+    ipsec: boolean;
+    /** Announce allowed IPs of WireGuard peers with a live session. */
+    wireguard: boolean;
+    /** Announce the subnets of the tenant's TUN devices. */
+    tun: boolean;
+    /** Announced instead of the reachable prefixes they cover (while any is reachable). */
+    aggregate: readonly string[];
+    /** RFC 1997 standard communities attached to every announcement. */
+    communities: readonly (readonly [number, number])[];
+    /** MULTI_EXIT_DISC attached to every announcement. */
+    med?: number;
+  };
+}
+
 export interface TenantSpec {
   id: string;
   tunnels: readonly IpsecTunnelSpec[];
@@ -214,6 +250,8 @@ export interface TenantSpec {
   tuns: readonly TunSpec[];
   /** Derived from peers' allowed IPs, tunnels' remote subnets and TUN subnets; most specific first. */
   routes: readonly RouteSpec[];
+  /** BGP announcements of what the tenant reaches; undefined = none. */
+  bgp?: TenantBgpSpec;
 }
 
 /** Allows packets from `fromPrefix` in `fromTenant` to `toPrefix` in `toTenant` (one direction). */

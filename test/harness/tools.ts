@@ -37,6 +37,10 @@ export const tools = {
   /** util-linux, used to give children a parent-death signal and a private mount namespace. */
   setpriv: pick('CVLAN_SETPRIV', 'setpriv'),
   unshare: pick('CVLAN_UNSHARE', 'unshare'),
+  /** BIRD 2 (the BGP speaker, and the LAN/VPC router of routing tests). Env CVLAN_BIRD, default `bird`. */
+  bird: pick('CVLAN_BIRD', 'bird'),
+  /** Env CVLAN_BIRDC, default `birdc`. */
+  birdc: pick('CVLAN_BIRDC', 'birdc'),
 } as const;
 
 export type ToolName = keyof typeof tools;
