@@ -53,7 +53,9 @@ export interface UpdownSa {
  */
 export function eapLoginRefusal(auth: IpsecTunnelSpec['auth'] | undefined, sa: UpdownSa): string | undefined {
   if (auth?.method !== 'eap' || auth.role !== 'server') return undefined;
-  const got = sa['remote-eap-id'];
+  // charon's VICI leaves `remote-eap-id` out when it equals the IKE identity (the common client
+  // default: log in as yourself); the login is then the IKE identity.
+  const got = sa['remote-eap-id'] ?? sa['remote-id'];
   if (got === auth.eapIdentity) return undefined;
   return `EAP identity ${JSON.stringify(got ?? null)} is not the tunnel's user`;
 }

@@ -22,6 +22,10 @@ t.test('an EAP login is held to the tunnel user', async (t) => {
   const server = { method: 'eap', role: 'server', eapIdentity: 'alice' } as Parameters<typeof eapLoginRefusal>[0];
   t.equal(eapLoginRefusal(server, { 'remote-eap-id': 'alice', 'remote-id': 'client.example' }), undefined, 'the configured user stays');
   t.equal(eapLoginRefusal(server, { 'remote-eap-id': 'mallory', 'remote-id': 'alice' }), 'EAP identity "mallory" is not the tunnel\'s user');
+  // charon omits remote-eap-id when the EAP identity equals the IKE identity.
+  t.equal(eapLoginRefusal(server, { 'remote-id': 'alice' }), undefined, 'a login as the IKE identity is the IKE identity');
+  t.equal(eapLoginRefusal(server, { 'remote-id': 'mallory' }), 'EAP identity "mallory" is not the tunnel\'s user', 'and is held to the user like any other');
+  t.equal(eapLoginRefusal(server, {}), 'EAP identity null is not the tunnel\'s user', 'no identity at all is refused');
   t.equal(eapLoginRefusal({ method: 'psk' } as Parameters<typeof eapLoginRefusal>[0], { 'remote-id': 'x' }), undefined, 'not EAP: nothing to hold');
   t.equal(eapLoginRefusal({ method: 'eap', role: 'client', eapIdentity: 'alice' } as Parameters<typeof eapLoginRefusal>[0], {}), undefined, 'as the EAP client we are the user');
 });
