@@ -116,7 +116,27 @@ export const statsSchema = obj({
 export const tenantsResponse = obj({ tenants: list(tenantSchema) });
 export const tunnelsResponse = obj({ tunnels: list(tunnelSchema) });
 export const peersResponse = obj({ peers: list(peerSchema) });
-export const routesResponse = obj({ tenant: str, routes: list(routeSchema) });
+export const bgpSchema = {
+  ...obj({
+    running: { type: 'boolean' },
+    announced: list(str),
+    neighbors: list(
+      obj({
+        name: str,
+        address: str,
+        state: str,
+        info: str,
+        announced: count,
+        learned: list(str),
+        limited: count,
+        filtered: count,
+        import_limit_hit: { type: 'boolean' },
+      }),
+    ),
+  }),
+  type: ['object', 'null'],
+} as const;
+export const routesResponse = obj({ tenant: str, routes: list(routeSchema), bgp: bgpSchema });
 export const dropsResponse = obj({ drops: list(dropSchema) });
 export const workersResponse = obj({ workers: list(workerSchema) });
 

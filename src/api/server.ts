@@ -213,7 +213,7 @@ function buildApp(r: Resolved, auth: Buffer | null): FastifyInstance {
     async (req, reply) => {
       const routes = src.routes(req.query.tenant);
       if (routes === undefined) return sendError(reply, 404, 'CVLAN_ERR_API_NOT_FOUND', 'no such tenant');
-      return { tenant: req.query.tenant, routes };
+      return { tenant: req.query.tenant, routes, bgp: src.bgp?.(req.query.tenant) ?? null };
     },
   );
 

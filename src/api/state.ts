@@ -154,6 +154,30 @@ export interface RouteView {
   via: { kind: RouteViaKind; id: string };
 }
 
+/** A tenant's BGP speaker as `/v1/routes` shows it (`../routing/`). */
+export interface BgpView {
+  /** Every BGP tenant's speaker runs. */
+  running: boolean;
+  /** Prefixes announced now (aggregates applied). */
+  announced: string[];
+  neighbors: {
+    name: string;
+    address: string;
+    /** BGP FSM state: `Established` when routes flow. */
+    state: string;
+    /** The speaker's note on the session (last error, …). */
+    info: string;
+    /** Routes exported to the neighbour. */
+    announced: number;
+    /** Prefixes learned from it (only with an import filter). */
+    learned: string[];
+    /** Updates refused by the import limit / outside the allowed prefixes. */
+    limited: number;
+    filtered: number;
+    import_limit_hit: boolean;
+  }[];
+}
+
 export interface DropView {
   reason: DropReason;
   count: number;
@@ -206,6 +230,8 @@ export interface RouterStateSource {
   wireguardPeers(): PeerView[];
   /** undefined when the tenant does not exist (the API answers 404). */
   routes(tenant: string): RouteView[] | undefined;
+  /** The tenant's BGP speaker; null when the tenant announces nothing (optional for fixed sources). */
+  bgp?(tenant: string): BgpView | null;
   drops(): DropView[];
   workers(): WorkerView[];
   counters(): CounterSnapshot;

@@ -16,7 +16,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { adminGet, type AdminTarget } from '../api/client.js';
 import { DEFAULT_ADMIN_SOCKET } from '../api/server.js';
-import type { DropView, PeerView, RouteView, TunnelView, WorkerView } from '../api/state.js';
+import type { BgpView, DropView, PeerView, RouteView, TunnelView, WorkerView } from '../api/state.js';
 import { CvlanError } from '../errors.js';
 import { genkey, pubkey } from '../secrets/keys.js';
 
@@ -169,6 +169,23 @@ async function pubkeyCommand(io: CtlIo): Promise<number> {
 
 // ---- human output -------------------------------------------------------------------------
 
+/** A tenant's BGP speaker: announced prefixes, then one row per neighbour. */
+function bgpText(bgp: BgpView): string {
+  const head = `BGP${bgp.running ? '' : ' (speaker not running)'}: announcing ${bgp.announced.length > 0 ? bgp.announced.join(', ') : 'nothing'}`;
+  return `${head}\n${table(
+    ['NEIGHBOR', 'ADDRESS', 'STATE', 'ANNOUNCED', 'LEARNED', 'REFUSED', 'INFO'],
+    bgp.neighbors.map((n) => [
+      n.name,
+      n.address,
+      n.state,
+      String(n.announced),
+      n.learned.length > 0 ? n.learned.join(',') : '-',
+      `${n.limited} limit, ${n.filtered} filter${n.import_limit_hit ? ' (limit hit)' : ''}`,
+      n.info || '-',
+    ]),
+  )}`;
+}
+
 function table(header: string[], rows: string[][]): string {
   if (rows.length === 0) return '(none)\n';
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
@@ -265,8 +282,9 @@ function render(command: string, body: unknown): string {
       );
     }
     case 'routes': {
-      const { routes } = body as { routes: RouteView[] };
-      return table(['PREFIX', 'VIA', 'ID'], routes.map((r) => [r.prefix, r.via.kind, r.via.id]));
+      const { routes, bgp } = body as { routes: RouteView[]; bgp?: BgpView | null };
+      const out = table(['PREFIX', 'VIA', 'ID'], routes.map((r) => [r.prefix, r.via.kind, r.via.id]));
+      return bgp ? `${out}\n\n${bgpText(bgp)}` : out;
     }
     case 'drops': {
       const { drops } = body as { drops: DropView[] };

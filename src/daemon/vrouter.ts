@@ -16,7 +16,9 @@
  *   - per tenant TUN (`tun[]`), a TUN-only device for a local network, moved into its `netns`
  *     and addressed there, with the tenant's other prefixes routed into it;
  *   - handoff on the workers (docs/translation.md): a packet one device decapsulates (or a
- *     tenant TUN reads) goes out through the device that routes it for the packet's tenant.
+ *     tenant TUN reads) goes out through the device that routes it for the packet's tenant;
+ *   - per tenant with `bgp`, a supervised BGP speaker announcing what the tenant reaches now
+ *     (`advertise.ts` decides, `../routing/` speaks; docs/routing.md).
  * With one tenant the namespace's IP stack also routes each peer's allowed IPs and each tunnel's
  * remote subnets into the devices (traffic of the vrouter itself, hosts behind it). With several,
  * the namespace has no routes into them: its one table cannot keep overlapping tenants apart, so
@@ -42,6 +44,9 @@ import { handoffPlan } from './handoff.js';
 import { addRoute, enableForwarding, ip, removeRoute } from './os.js';
 import { ifname, type TenantRuntime } from './runtime.js';
 import { ipsecTunnelOf } from './tunnels.js';
+import { reachableOf } from './advertise.js';
+import { RoutingService, type RoutingStatus } from '../routing/service.js';
+import type { BgpView } from '../api/state.js';
 import { RouterViews } from './views.js';
 
 
@@ -53,6 +58,8 @@ export interface VrouterOptions {
   workers?: number;
   /** How often the IKE view is refreshed from charon, ms. Default 2000. */
   saRefreshMs?: number;
+  /** How often BGP announcements are re-evaluated and the speakers' status read, ms. Default 1000. */
+  advertiseMs?: number;
 }
 
 /** The reasons this build cannot apply a state it otherwise accepts; empty when it can. */
@@ -78,6 +85,11 @@ export class Vrouter implements RouterStateSource {
   #ikeSas: IkeSaInfo[] = [];
   #refresh: NodeJS.Timeout | undefined;
   #routes = new Set<string>();
+  #routing: RoutingService | undefined;
+  /** The speakers' last status (the API and /metrics never wait on BIRD). */
+  #bgp: RoutingStatus | undefined;
+  #bgpReading = false;
+  #advertiseTimer: NodeJS.Timeout | undefined;
   readonly #views: RouterViews;
   /** Keyed-digest key for fingerprints of secrets; lives only in this process. */
   readonly #fpKey = Buffer.from(crypto.getRandomValues(new Uint8Array(32)));
@@ -171,6 +183,7 @@ export class Vrouter implements RouterStateSource {
     }
     for (const rt of this.#tenants.values()) for (const spec of rt.spec.tuns) await this.#openTun(rt, spec);
     this.#handoff();
+    await this.#configureRouting();
     for (const rt of this.#tenants.values()) {
       this.#events.configApplied({ tenant: rt.spec.id, version: configVersion(this.#state), changes: rt.spec.peers.length + rt.spec.tunnels.length });
     }
@@ -196,6 +209,7 @@ export class Vrouter implements RouterStateSource {
         this.#events.authFailure({ tenant: t.id, tunnel: ev.peer ?? null, remote: ev.endpoint ?? 'unknown', method: 'wireguard', reason: ev.reason ?? 'handshake failed' });
       } else if (ev.type === 'handshake-complete') {
         this.#events.tunnelUp({ tenant: t.id, tunnel: ev.peer ?? 'unknown', type: 'wireguard', ...(ev.endpoint ? { remote: ev.endpoint } : {}) });
+        this.#advertise();
       } else {
         this.#opts.logger.info({ tenant: t.id, event: ev.type, worker: ev.worker, reason: ev.reason }, `wireguard ${ev.type}`);
       }
@@ -255,6 +269,54 @@ export class Vrouter implements RouterStateSource {
       this.#ikeSas = await this.#ipsec.listSas();
     } catch {
       // charon is restarting; the supervisor brings it back and the next refresh fills the view.
+    }
+    this.#advertise();
+  }
+
+  /** Starts, reconfigures or stops the tenants' BGP speakers for the current state. */
+  async #configureRouting(): Promise<void> {
+    const speaking = this.#state.tenants.some((t) => t.bgp !== undefined);
+    if (!speaking && !this.#routing) return;
+    this.#routing ??= new RoutingService({ runtimeDir: `${this.#opts.runtimeDir}/routing`, events: this.#events, logger: this.#opts.logger });
+    this.#routing.on('error', () => undefined); // logged by the service; the next change retries
+    await this.#routing.configure(this.#state.tenants);
+    this.#advertise();
+    if (speaking && !this.#advertiseTimer) {
+      // WireGuard sessions expire silently and tunnels go down between charon events: re-evaluate.
+      this.#advertiseTimer = setInterval(() => {
+        this.#advertise();
+        void this.#readBgp();
+      }, this.#opts.advertiseMs ?? 1000);
+      this.#advertiseTimer.unref();
+    } else if (!speaking && this.#advertiseTimer) {
+      clearInterval(this.#advertiseTimer);
+      this.#advertiseTimer = undefined;
+    }
+  }
+
+  /** Tells each BGP tenant's speaker what the tenant reaches now (`advertise.ts`). */
+  #advertise(): void {
+    const routing = this.#routing;
+    if (!routing?.active) return;
+    const tunnels = this.tunnels();
+    const peers = this.wireguardPeers();
+    const now = Date.now();
+    for (const rt of this.#tenants.values()) {
+      if (!rt.spec.bgp) continue;
+      const open = rt.tuns.filter((t) => !t.dev.closed).map((t) => t.spec.name);
+      routing.setReachable(rt.spec.id, reachableOf(rt.spec, tunnels, peers, open, now));
+    }
+  }
+
+  async #readBgp(): Promise<void> {
+    if (!this.#routing?.active || this.#bgpReading) return;
+    this.#bgpReading = true;
+    try {
+      this.#bgp = await this.#routing.status();
+    } catch {
+      // A speaker is restarting: keep the last status until the next read.
+    } finally {
+      this.#bgpReading = false;
     }
   }
 
@@ -342,6 +404,7 @@ export class Vrouter implements RouterStateSource {
     this.#state = next;
     // New tunnels' if_ids and changed inter-tenant rules reach the workers.
     this.#handoff();
+    await this.#configureRouting();
     this.#appliedAt = new Date().toISOString();
     this.#events.configApplied({ tenant: this.#shared ? null : (next.tenants[0]?.id ?? null), version: configVersion(next), changes: ops.length });
     return ops.length;
@@ -350,6 +413,11 @@ export class Vrouter implements RouterStateSource {
   async stop(): Promise<void> {
     if (this.#refresh) clearInterval(this.#refresh);
     this.#refresh = undefined;
+    if (this.#advertiseTimer) clearInterval(this.#advertiseTimer);
+    this.#advertiseTimer = undefined;
+    // Speakers first: their sessions close and the neighbours withdraw our routes at once.
+    await this.#routing?.stop().catch((e: unknown) => this.#opts.logger.warn({ err: (e as Error).message }, 'stopping the BGP speakers'));
+    this.#routing = undefined;
     // Handoff first: no worker hands a packet to a device that is going away.
     for (const rt of this.#tenants.values()) {
       if (rt.wg && !rt.wg.closed) setHandoff(rt.wg, null);
@@ -387,6 +455,25 @@ export class Vrouter implements RouterStateSource {
   }
   routes(tenant: string): RouteView[] | undefined {
     return this.#views.routes(tenant);
+  }
+  bgp(tenant: string): BgpView | null {
+    const t = this.#bgp?.tenants.find((x) => x.tenant === tenant);
+    if (!t) return null;
+    return {
+      running: this.#bgp?.running ?? false,
+      announced: t.announced,
+      neighbors: t.neighbors.map((n) => ({
+        name: n.neighbor,
+        address: n.address,
+        state: n.state,
+        info: n.info,
+        announced: n.announced,
+        learned: n.learned,
+        limited: n.limited,
+        filtered: n.filtered,
+        import_limit_hit: n.importLimitHit,
+      })),
+    };
   }
   drops(): DropView[] {
     return this.#views.drops();

@@ -52,6 +52,10 @@ export const METRIC_LABELS = {
   cvlan_vrouter_worker_packets_total: ['worker', 'direction'],
   cvlan_vrouter_worker_restarts_total: ['worker'],
   cvlan_vrouter_weak_psk_tunnels: ['tenant'],
+  cvlan_vrouter_bgp_session_established: ['tenant', 'neighbor'],
+  cvlan_vrouter_bgp_prefixes_announced: ['tenant'],
+  cvlan_vrouter_bgp_prefixes_learned: ['tenant', 'neighbor'],
+  cvlan_vrouter_bgp_updates_refused: ['tenant', 'neighbor', 'reason'],
 } as const satisfies Record<string, readonly string[]>;
 
 export class VrouterMetrics {
@@ -108,6 +112,57 @@ export class VrouterMetrics {
       collect() {
         weakPsk.reset();
         for (const t of snap().weak_psk_tunnels ?? []) weakPsk.set({ tenant: t.tenant }, t.count);
+      },
+    });
+
+    // BGP: the speakers' last status as the source holds it (a scrape never waits on BIRD).
+    const bgpViews = () => this.#source.tenants().flatMap((t) => {
+      const v = this.#source.bgp?.(t.id);
+      return v ? [{ tenant: t.id, v }] : [];
+    });
+    const bgpUp = new Gauge({
+      name: 'cvlan_vrouter_bgp_session_established',
+      help: 'BGP sessions of the tenants\' speakers: 1 when Established, else 0.',
+      labelNames: METRIC_LABELS.cvlan_vrouter_bgp_session_established,
+      registers,
+      collect() {
+        bgpUp.reset();
+        for (const { tenant, v } of bgpViews()) for (const n of v.neighbors) bgpUp.set({ tenant, neighbor: n.name }, n.state === 'Established' ? 1 : 0);
+      },
+    });
+    const bgpAnnounced = new Gauge({
+      name: 'cvlan_vrouter_bgp_prefixes_announced',
+      help: 'Prefixes the tenant announces now (what it reaches, aggregates applied).',
+      labelNames: METRIC_LABELS.cvlan_vrouter_bgp_prefixes_announced,
+      registers,
+      collect() {
+        bgpAnnounced.reset();
+        for (const { tenant, v } of bgpViews()) bgpAnnounced.set({ tenant }, v.announced.length);
+      },
+    });
+    const bgpLearned = new Gauge({
+      name: 'cvlan_vrouter_bgp_prefixes_learned',
+      help: 'Prefixes learned from a neighbour (only with an import filter).',
+      labelNames: METRIC_LABELS.cvlan_vrouter_bgp_prefixes_learned,
+      registers,
+      collect() {
+        bgpLearned.reset();
+        for (const { tenant, v } of bgpViews()) for (const n of v.neighbors) bgpLearned.set({ tenant, neighbor: n.name }, n.learned.length);
+      },
+    });
+    const bgpRefused = new Gauge({
+      name: 'cvlan_vrouter_bgp_updates_refused',
+      help: 'Route updates from a neighbour refused since its session came up: over the import limit (limit) or outside the allowed prefixes (filter).',
+      labelNames: METRIC_LABELS.cvlan_vrouter_bgp_updates_refused,
+      registers,
+      collect() {
+        bgpRefused.reset();
+        for (const { tenant, v } of bgpViews()) {
+          for (const n of v.neighbors) {
+            bgpRefused.set({ tenant, neighbor: n.name, reason: 'limit' }, n.limited);
+            bgpRefused.set({ tenant, neighbor: n.name, reason: 'filter' }, n.filtered);
+          }
+        }
       },
     });
 

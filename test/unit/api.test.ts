@@ -76,10 +76,10 @@ void t.test('every route answers with its schema', async (t) => {
 
   r = await getJson('/v1/routes?tenant=acme');
   t.equal(r.status, 200);
-  t.same(r.json, { tenant: 'acme', routes: snap.routes.acme });
+  t.same(r.json, { tenant: 'acme', routes: snap.routes.acme, bgp: null }, 'a tenant without BGP: bgp is null');
 
   r = await getJson('/v1/routes?tenant=globex');
-  t.same(r.json, { tenant: 'globex', routes: [] }, 'known tenant without routes is 200 and empty');
+  t.same(r.json, { tenant: 'globex', routes: [], bgp: null }, 'known tenant without routes is 200 and empty');
 
   r = await getJson('/v1/drops');
   t.same(r.json, { drops: snap.drops });

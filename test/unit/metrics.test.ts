@@ -45,6 +45,18 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
       calls++;
       return super.counters();
     }
+    bgp(tenant: string) {
+      if (tenant !== 'acme') return null;
+      const n = { address: '192.0.2.254', info: '', announced: 2, import_limit_hit: true, limited: 3, filtered: 1 };
+      return {
+        running: true,
+        announced: ['10.20.0.0/24', '10.40.0.0/16'],
+        neighbors: [
+          { ...n, name: 'vpc', state: 'Established', learned: ['10.50.1.0/24'] },
+          { ...n, name: 'lan', state: 'Active', learned: [] },
+        ],
+      };
+    }
   }
   const m = new VrouterMetrics(new Counting(snap));
   const { samples, types } = parse(await m.scrape());
@@ -64,6 +76,10 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
     cvlan_vrouter_worker_packets_total: ['worker', 'direction'],
     cvlan_vrouter_worker_restarts_total: ['worker'],
     cvlan_vrouter_weak_psk_tunnels: ['tenant'],
+    cvlan_vrouter_bgp_session_established: ['tenant', 'neighbor'],
+    cvlan_vrouter_bgp_prefixes_announced: ['tenant'],
+    cvlan_vrouter_bgp_prefixes_learned: ['tenant', 'neighbor'],
+    cvlan_vrouter_bgp_updates_refused: ['tenant', 'neighbor', 'reason'],
   };
   t.same(Object.keys(METRIC_LABELS).sort(), Object.keys(expected).sort(), 'published list is the required list');
   for (const [name, labelNames] of Object.entries(expected)) {
@@ -86,6 +102,11 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
   t.equal(find(samples, 'cvlan_vrouter_worker_packets_total', { worker: '1', direction: 'tx' }), 480);
   t.equal(find(samples, 'cvlan_vrouter_worker_restarts_total', { worker: '1' }), 2);
   t.equal(find(samples, 'cvlan_vrouter_weak_psk_tunnels', { tenant: 'acme' }), 1);
+  t.equal(find(samples, 'cvlan_vrouter_bgp_session_established', { tenant: 'acme', neighbor: 'vpc' }), 1);
+  t.equal(find(samples, 'cvlan_vrouter_bgp_session_established', { tenant: 'acme', neighbor: 'lan' }), 0, 'a session not Established is 0');
+  t.equal(find(samples, 'cvlan_vrouter_bgp_prefixes_announced', { tenant: 'acme' }), 2);
+  t.equal(find(samples, 'cvlan_vrouter_bgp_prefixes_learned', { tenant: 'acme', neighbor: 'vpc' }), 1);
+  t.equal(find(samples, 'cvlan_vrouter_bgp_updates_refused', { tenant: 'acme', neighbor: 'vpc', reason: 'limit' }), 3);
   t.equal(find(samples, 'cvlan_vrouter_drops_total', { reason: 'no_route' }), 17);
   t.equal(find(samples, 'cvlan_vrouter_drops_total', { reason: 'other' }), 1, 'unknown reason folded into other');
   t.notOk(

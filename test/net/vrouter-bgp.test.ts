@@ -1,0 +1,93 @@
+// The daemon announces what a tenant reaches to a LAN router over BGP, and the LAN's traffic
+// follows: a WireGuard agent's allowed IPs are announced once its session is live (not before),
+// the LAN router (BIRD, installing what it learns into its kernel) reaches the agent through the
+// vrouter, the admin API and /metrics show the session, a reload that removes the peer withdraws
+// the prefix within seconds, and stopping the daemon takes its speaker (and routes) away.
+import t from 'tap';
+import { writeFileSync } from 'node:fs';
+import { adminGet } from '../../src/api/client.js';
+import { useLab, closeLab } from '../harness/tap.js';
+import { vrouterRun } from '../harness/vrouter.js';
+import { wireguardGo, genKeyPair } from '../harness/wireguard.js';
+import { birdRouter } from '../harness/bird.js';
+import { cvlanTestbedMissing } from '../harness/cvlan.js';
+import { missingPrerequisites } from '../harness/tools.js';
+import { ping, waitForPing } from '../harness/ping.js';
+
+const skip = cvlanTestbedMissing() ?? missingPrerequisites('wg', 'wireguardGo', 'bird', 'birdc');
+const AGENT = '10.20.0.2';
+const LAN = '192.0.2.254';
+
+async function until<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<{ value: T; ms: number }> {
+  const start = Date.now();
+  let last: T | undefined;
+  while (Date.now() - start < timeoutMs) {
+    last = await fn();
+    if (ok(last)) return { value: last, ms: Date.now() - start };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what}: not reached within ${timeoutMs} ms (last: ${JSON.stringify(last)})`);
+}
+
+t.test('a tenant announces its live WireGuard peer over BGP; the LAN follows the route', { skip }, async (t) => {
+  const lab = useLab(t, { label: 'vbgp' });
+  const [nsA, nsR, nsL] = [await lab.namespace('agent'), await lab.namespace('vr'), await lab.namespace('lan')];
+  await lab.veth({ ns: nsA, addresses: ['192.168.42.2/24'] }, { ns: nsR, addresses: ['192.168.42.1/24'] });
+  await lab.veth({ ns: nsR, addresses: ['192.0.2.1/24'] }, { ns: nsL, addresses: [`${LAN}/24`] });
+  const [vrKeys, agentKeys] = [await genKeyPair(), await genKeyPair()];
+  const peer = { name: 'agent', public_key: agentKeys.publicKey, allowed_ips: [`${AGENT}/32`] };
+  const doc = (peers: unknown[]): unknown => ({
+    vrouter_id: 'vr',
+    tenant_id: 'acme',
+    wireguard: { listen_port: 51820, private_key: vrKeys.privateKey },
+    wireguard_peers: peers,
+    bgp: { asn: 65001, neighbors: [{ name: 'lan', address: LAN, asn: 65000, hold_time: 6 }] },
+  });
+  const lan = await birdRouter(lab, nsL, { localAs: 65000, routerId: LAN, sessions: [{ name: 'acme', neighbor: '192.0.2.1', neighborAs: 65001, kernel: true }] });
+  const v = await vrouterRun(lab, nsR, { document: doc([peer]), logLevel: 'info' });
+  const api = { kind: 'unix' as const, socketPath: v.admin };
+  const routesView = async () =>
+    JSON.parse((await adminGet(api, '/v1/routes?tenant=acme')).body) as { bgp: { announced: string[]; neighbors: { name: string; state: string }[] } | null };
+
+  await until('BGP session', () => lan.state('acme'), (s) => s === 'Established');
+  t.same(await lan.learned('acme'), [], 'a peer without a session is not announced');
+
+  // The agent's first packet makes the handshake; the announcement follows, then the reply.
+  await wireguardGo(lab, nsA, {
+    keys: agentKeys,
+    addresses: [`${AGENT}/24`],
+    peers: [{ publicKey: vrKeys.publicKey, endpoint: '192.168.42.1:51820', allowedIps: ['192.0.2.0/24'] }],
+    routes: ['192.0.2.0/24'],
+  });
+  t.ok((await waitForPing(nsA, LAN, 30_000, AGENT)).received > 0, 'agent → LAN router, the reply routed back by the learned route');
+  const learned = await until('announcement', () => lan.learned('acme'), (p) => p.length > 0);
+  t.same(learned.value, [`${AGENT}/32`], "the live peer's allowed IPs are announced");
+  t.match((await lab.ip(nsL, ['route', 'show', `${AGENT}/32`])).stdout, /via 192\.0\.2\.1/, 'the LAN router installed it');
+  t.equal((await ping(nsL, AGENT, { count: 3, source: LAN })).received, 3, 'LAN → agent follows the learned route');
+
+  const view = await until('bgp view', routesView, (r) => r.bgp?.neighbors[0]?.state === 'Established');
+  t.same(view.value.bgp?.announced, [`${AGENT}/32`], 'the admin API shows the announcement');
+  const metrics = (await adminGet(api, '/metrics')).body;
+  t.match(metrics, /cvlan_vrouter_bgp_session_established\{tenant="acme",neighbor="lan"\} 1/, 'metric: session established');
+  t.match(metrics, /cvlan_vrouter_bgp_prefixes_announced\{tenant="acme"\} 1/, 'metric: one prefix announced');
+
+  // The peer removed by a reload: withdrawn within seconds, logged.
+  writeFileSync(v.config, JSON.stringify(doc([]), null, 2));
+  const hup = Date.now();
+  process.kill(v.process.pid, 'SIGHUP');
+  const gone = await until('withdrawal', () => lan.learned('acme'), (p) => p.length === 0, 10_000);
+  const withdrawMs = Date.now() - hup;
+  t.ok(withdrawMs < 3000, `withdrawn ${withdrawMs} ms after the reload`);
+  t.same(gone.value, []);
+  t.ok(
+    v.process.output().some((l) => /"event":"routing_change"/.test(l.line) && /"action":"withdraw"/.test(l.line) && l.line.includes(`${AGENT}/32`)),
+    'routing_change withdraw logged',
+  );
+  t.equal(await lan.state('acme'), 'Established', 'the session stayed up across the reload');
+
+  // Stop: the speaker goes with the daemon.
+  t.equal((await v.process.stop(15_000)).code, 0, 'the daemon stops cleanly');
+  await until('session down', () => lan.state('acme'), (s) => s !== 'Established', 15_000);
+  t.pass('the LAN router saw the session close');
+  await closeLab(t, lab);
+});
