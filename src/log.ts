@@ -115,7 +115,7 @@ export interface EventLog {
     tunnel: string | null;
     action: 'add' | 'remove' | 'replace' | 'announce' | 'withdraw';
     prefix: string;
-    via: { kind: 'wireguard' | 'ipsec' | 'tun' | 'aggregate'; id: string };
+    via: { kind: 'wireguard' | 'ipsec' | 'tun' | 'aggregate' | 'static'; id: string };
   }): void;
   configApplied(e: { tenant: string | null; version: string; changes: number }): void;
   configRefused(e: { tenant: string | null; version: string | null; reason: string; issues?: Array<{ path: string; reason: string }> }): void;

@@ -17,6 +17,8 @@
  *     "announce": {
  *       "ipsec": true, "wireguard": true, "tun": true,   which reachable prefixes to announce (default all)
  *       "aggregate": ["10.0.0.0/8"],                     announce this instead of the reachable prefixes inside it
+ *       "static": ["198.51.100.10/32"],                  announced while the vrouter runs (e.g. an anycast
+ *                                                        service address behind ECMP: a dead node's path goes)
  *       "communities": ["65001:100"], "med": 50          attached to every announcement
  *     }
  *   }
@@ -28,7 +30,7 @@ import { Secret, type TenantBgpSpec, type TenantSpec } from './model.js';
 const BGP_KEYS = ['asn', 'router_id', 'neighbors', 'announce'] as const;
 const NEIGHBOR_KEYS = ['name', 'address', 'asn', 'local_address', 'hold_time', 'password', 'import'] as const;
 const IMPORT_KEYS = ['max_prefixes', 'allow'] as const;
-const ANNOUNCE_KEYS = ['ipsec', 'wireguard', 'tun', 'aggregate', 'communities', 'med'] as const;
+const ANNOUNCE_KEYS = ['ipsec', 'wireguard', 'tun', 'aggregate', 'static', 'communities', 'med'] as const;
 
 /** RFC 6793 four-octet AS numbers; 0 and 4294967295 are reserved (RFC 7607, RFC 7300). */
 const ASN_MIN = 1;
@@ -168,6 +170,7 @@ function parseAnnounce(raw: unknown, ap: string, issues: Issues): TenantBgpSpec[
   };
   const sources = { ipsec: flag('ipsec'), wireguard: flag('wireguard'), tun: flag('tun') };
   const aggregate = prefixes(o.aggregate, at(ap, 'aggregate'), issues, false) ?? [];
+  const always = prefixes(o.static, at(ap, 'static'), issues, false) ?? [];
   const communities: [number, number][] = [];
   issues.array(o.communities, at(ap, 'communities'), { optional: true })?.forEach((c, i) => {
     const m = typeof c === 'string' ? COMMUNITY_RE.exec(c) : null;
@@ -178,7 +181,7 @@ function parseAnnounce(raw: unknown, ap: string, issues: Issues): TenantBgpSpec[
   });
   const med = issues.integer(o.med, at(ap, 'med'), 0, 4294967295, { optional: true, unit: 'MULTI_EXIT_DISC' });
   if (issues.count > before) return undefined;
-  return { ...sources, aggregate: aggregate.map((p) => p.text), communities, ...(med !== undefined ? { med } : {}) };
+  return { ...sources, aggregate: aggregate.map((p) => p.text), static: always.map((p) => p.text), communities, ...(med !== undefined ? { med } : {}) };
 }
 
 function prefixes(v: unknown, path: string, issues: Issues, nonEmpty: boolean): Prefix[] | undefined {

@@ -240,6 +240,8 @@ export interface TenantBgpSpec {
     tun: boolean;
     /** Announced instead of the reachable prefixes they cover (while any is reachable). */
     aggregate: readonly string[];
+    /** Announced for as long as the speaker runs (an anycast service address behind ECMP). */
+    static: readonly string[];
     /** RFC 1997 standard communities attached to every announcement. */
     communities: readonly (readonly [number, number])[];
     /** MULTI_EXIT_DISC attached to every announcement. */

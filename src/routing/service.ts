@@ -6,7 +6,8 @@
  *   1. reachable    — the daemon reports per tenant which prefixes are live (IPsec tunnel up,
  *                     WireGuard peer with a session, tenant TUN device up): `setReachable`
  *   2. select       — keep the sources the tenant announces (`announce.ipsec/wireguard/tun`)
- *   3. aggregate    — a configured aggregate replaces the live prefixes it covers
+ *   3. aggregate    — a configured aggregate replaces the live prefixes it covers; `static`
+ *                     prefixes are announced whatever is live
  *   4. diff + log   — one `routing_change` event per prefix announced or withdrawn
  *   5. render+apply — write the tenant's bird.conf (0600, atomically) and `configure` its BIRD;
  *                     coalesced, so a burst of tunnel events costs one reconfiguration
@@ -41,6 +42,8 @@ export interface RoutingOptions {
   runtimeDir: string;
   /** Default `bird` from PATH. */
   birdPath?: string;
+  /** util-linux `setpriv` (parent-death signal for the speakers); null to run without. Default from PATH. */
+  setprivPath?: string | null;
   /** Run BIRD in this network namespace (`ip netns exec`); default the daemon's. */
   netns?: string;
   /** BIRD's router id; undefined = BIRD's choice (lowest IPv4 address). */
@@ -79,7 +82,7 @@ interface TenantState {
   bgp: TenantBgpSpec;
   reachable: readonly Reachable[];
   /** prefix → what it stands for (the source, or `aggregate`). */
-  announced: Map<string, { kind: Reachable['source'] | 'aggregate'; id: string }>;
+  announced: Map<string, { kind: Reachable['source'] | 'aggregate' | 'static'; id: string }>;
   dir: string;
   confPath: string;
   socket: string;
@@ -219,6 +222,7 @@ export class RoutingService extends EventEmitter<{ applied: [{ tenant: string; g
     const a = st.bgp.announce;
     const aggregates = a.aggregate.map((p) => prefixOf(p));
     const next: TenantState['announced'] = new Map();
+    for (const p of a.static) next.set(p, { kind: 'static', id: p });
     for (const r of st.reachable) {
       if (!a[r.source]) continue;
       const p = prefixOf(r.prefix);
@@ -289,7 +293,13 @@ export class RoutingService extends EventEmitter<{ applied: [{ tenant: string; g
   }
 
   private async startSpeaker(tenant: string, st: TenantState): Promise<void> {
-    const bird = [this.opts.birdPath ?? 'bird', '-f', '-c', st.confPath, '-s', st.socket, '-P', path.join(st.dir, 'bird.pid')];
+    // The speaker must not outlive the daemon (a killed vrouter would keep attracting traffic it
+    // can no longer forward): the kernel sends it SIGTERM when we die, and BIRD's Cease makes the
+    // neighbours withdraw at once instead of after the hold time.
+    const bird = [
+      ...(this.opts.setprivPath !== null ? [this.opts.setprivPath ?? 'setpriv', '--pdeathsig', 'TERM', '--'] : []),
+      this.opts.birdPath ?? 'bird', '-f', '-c', st.confPath, '-s', st.socket, '-P', path.join(st.dir, 'bird.pid'),
+    ];
     const sup = new EngineSupervisor({
       name: `bird[${tenant}]`,
       errorCode: 'CVLAN_ERR_ROUTING',

@@ -35,19 +35,34 @@ export interface BirdRouter {
   birdc(...args: string[]): Promise<string>;
 }
 
-export async function birdRouter(lab: Lab, ns: string, opts: { localAs: number; routerId: string; sessions: BirdRouterSession[] }): Promise<BirdRouter> {
+export interface BirdRouterOptions {
+  localAs: number;
+  routerId: string;
+  sessions: BirdRouterSession[];
+  /**
+   * One table for every session, installed into the kernel with equal-cost paths merged (an ECMP
+   * router in front of an active-active pair); then `learned(name)` reads that one table.
+   */
+  ecmp?: boolean;
+}
+
+export async function birdRouter(lab: Lab, ns: string, opts: BirdRouterOptions): Promise<BirdRouter> {
   const id = randomSuffix(5);
   const socket = join(lab.dir, `bird-${id}.ctl`);
+  const table = (name: string): string => (opts.ecmp ? 't_all' : `t_${name}`);
   const conf = [
     'log stderr all;',
     `router id ${opts.routerId};`,
     'protocol device { scan time 2; }',
+    ...(opts.ecmp
+      ? ['ipv4 table t_all;', 'protocol kernel k_all { merge paths yes limit 8; ipv4 { table t_all; export where source = RTS_BGP; import none; }; learn off; }']
+      : []),
     ...opts.sessions.flatMap((s) => [
-      `ipv4 table t_${s.name};`,
-      `protocol static ${s.name}_s { ipv4 { table t_${s.name}; }; ${(s.announce ?? []).map((p) => `route ${p} blackhole;`).join(' ')} }`,
-      ...(s.kernel ? [`protocol kernel ${s.name}_k { ipv4 { table t_${s.name}; export where source = RTS_BGP; import none; }; learn off; }`] : []),
+      ...(opts.ecmp ? [] : [`ipv4 table t_${s.name};`]),
+      `protocol static ${s.name}_s { ipv4 { table ${table(s.name)}; }; ${(s.announce ?? []).map((p) => `route ${p} blackhole;`).join(' ')} }`,
+      ...(s.kernel && !opts.ecmp ? [`protocol kernel ${s.name}_k { ipv4 { table t_${s.name}; export where source = RTS_BGP; import none; }; learn off; }`] : []),
       `protocol bgp ${s.name} { local as ${opts.localAs}; neighbor ${s.neighbor} as ${s.neighborAs}; hold time 9; keepalive time 3;`,
-      `  ipv4 { table t_${s.name}; import all; export where source = RTS_STATIC; }; }`,
+      `  ipv4 { table ${table(s.name)}; import all; export where source = RTS_STATIC; }; }`,
     ]),
   ].join('\n');
   const file = lab.writeFile(`bird-${id}.conf`, `${conf}\n`);
@@ -59,7 +74,7 @@ export async function birdRouter(lab: Lab, ns: string, opts: { localAs: number; 
     socket,
     birdc,
     learned: async (session) => {
-      const out = await birdc('show', 'route', 'table', `t_${session}`, 'protocol', session);
+      const out = await birdc('show', 'route', 'table', table(session), 'protocol', session);
       return [...out.matchAll(/^([0-9.]+\/\d+)\s/gm)].map((m) => m[1] as string).sort();
     },
     state: async (session) => /BGP state:\s+(\S+)/.exec(await birdc('show', 'protocols', 'all', session))?.[1] ?? 'unknown',

@@ -41,6 +41,9 @@ export interface StrongswanOptions {
   /** IKE_SA and CHILD_SA rekey times (swanctl syntax, e.g. `20s`). Default charon's (4h / 1h). */
   ikeRekeyTime?: string;
   childRekeyTime?: string;
+  /** Dead-peer detection interval (swanctl syntax, e.g. `2s`) and what to do then (`restart`: initiate again). Default off. */
+  dpdDelay?: string;
+  dpdAction?: 'clear' | 'trap' | 'restart';
   /** Force UDP encapsulation (ESP-in-UDP on 4500) even without NAT. Default false. */
   forceEncap?: boolean;
   /** Extra lines inside `charon { }` of strongswan.conf. */
@@ -172,6 +175,7 @@ ${o.extraCharonConf ?? ''}
     proposals = ${o.ikeProposals ?? 'aes256gcm16-prfsha256-x25519'}
     encap = ${o.forceEncap ? 'yes' : 'no'}
 ${o.ikeRekeyTime ? `    rekey_time = ${o.ikeRekeyTime}
+` : ''}${o.dpdDelay ? `    dpd_delay = ${o.dpdDelay}
 ` : ''}    local {
 ${authSection('local', o.auth, localId)}
     }
@@ -185,6 +189,7 @@ ${authSection('remote', o.auth, remoteId)}
         esp_proposals = ${o.espProposals ?? 'aes256gcm16'}
         start_action = ${o.startAction ?? 'none'}
 ${o.childRekeyTime ? `        rekey_time = ${o.childRekeyTime}
+` : ''}${o.dpdAction ? `        dpd_action = ${o.dpdAction}
 ` : ''}      }
     }
   }

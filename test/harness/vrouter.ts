@@ -20,6 +20,11 @@ export interface VrouterRunOptions {
   /** `[ipsec] esp_encapsulation`. Default the daemon's (`udp`). */
   espEncapsulation?: 'udp' | 'auto';
   timeoutMs?: number;
+  /**
+   * Run with a private /run (own mount namespace): two daemons with the same tenant on one host
+   * (an active-active pair) would otherwise share /var/run/wireguard/wg-<tenant>.sock.
+   */
+  privateRun?: boolean;
 }
 
 export interface VrouterRun {
@@ -57,6 +62,7 @@ export async function vrouterRun(lab: Lab, ns: string, o: VrouterRunOptions): Pr
   const process = lab.spawn(`cvlan-vrouter run@${ns}`, tools.node, [CVLAN_CLI, 'run', '--config', config, '--local', local, '--runtime-dir', `${dir}/run`], {
     ns,
     env: { CVLAN_LOG_LEVEL: o.logLevel ?? 'warn' },
+    privateRun: o.privateRun ?? false,
   });
   const line = await process.waitReady({ line: /"event":"ready"/, timeoutMs: o.timeoutMs ?? 30_000 });
   const ready = JSON.parse(line.slice(line.indexOf('{'))) as VrouterRun['ready'];
