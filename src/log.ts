@@ -93,6 +93,8 @@ export const LogEvents = {
   charonRestart: 'charon_restart',
   haFailover: 'ha_failover',
   weakPsk: 'weak_psk',
+  bgpSession: 'bgp_session',
+  bgpImportRefused: 'bgp_import_refused',
 } as const;
 
 /**
@@ -123,6 +125,10 @@ export interface EventLog {
   haFailover(e: { from_role: 'active' | 'standby'; to_role: 'active' | 'standby'; reason: string }): void;
   /** A tunnel accepted a PSK shorter than `min_bytes` (`allow_weak_psk`); the key is never logged. */
   weakPsk(e: { tenant: string; tunnel: string; min_bytes: number }): void;
+  /** A BGP session of a tenant's speaker changed state (`Established`, or what it fell back to and why). */
+  bgpSession(e: { tenant: string; neighbor: string; state: string; info: string }): void;
+  /** A neighbour sent routes the tenant refuses: over its import limit, or outside its allowed prefixes. */
+  bgpImportRefused(e: { tenant: string; neighbor: string; reason: 'limit' | 'filter'; count: number }): void;
 }
 
 export function eventLog(logger: Logger): EventLog {
@@ -143,5 +149,8 @@ export function eventLog(logger: Logger): EventLog {
     charonRestart: (f) => emit('warn', LogEvents.charonRestart, { tenant: null, tunnel: null }, f, 'charon restarted'),
     haFailover: (f) => emit('warn', LogEvents.haFailover, { tenant: null, tunnel: null }, f, 'HA failover'),
     weakPsk: ({ tenant, tunnel, ...f }) => emit('warn', LogEvents.weakPsk, { tenant, tunnel }, f, 'weak pre-shared key accepted (allow_weak_psk)'),
+    bgpSession: ({ tenant, ...f }) =>
+      emit(f.state === 'Established' ? 'info' : 'warn', LogEvents.bgpSession, { tenant, tunnel: null }, f, `BGP session ${f.state}`),
+    bgpImportRefused: ({ tenant, ...f }) => emit('warn', LogEvents.bgpImportRefused, { tenant, tunnel: null }, f, 'BGP routes refused'),
   };
 }

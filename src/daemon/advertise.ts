@@ -10,7 +10,8 @@
  */
 import type { TenantSpec } from '../config/model.js';
 import type { PeerView, TunnelView } from '../api/state.js';
-import type { Reachable } from '../routing/service.js';
+import type { EventLog } from '../log.js';
+import type { Reachable, RoutingStatus } from '../routing/service.js';
 
 /** s; WireGuard's REJECT_AFTER_TIME. */
 export const WG_SESSION_LIFETIME_S = 180;
@@ -37,6 +38,30 @@ export function reachableOf(
   for (const spec of tenant.tuns) {
     if (!openTuns.includes(spec.name)) continue;
     for (const prefix of spec.subnets) out.push({ prefix, source: 'tun', via: spec.name });
+  }
+  return out;
+}
+
+/**
+ * Log events for what changed between two reads of the speakers' status: session state changes,
+ * and routes a neighbour sent that the tenant refused (import limit hit, updates filtered).
+ */
+export function bgpChanges(prev: RoutingStatus | undefined, next: RoutingStatus): Parameters<EventLog['bgpSession'] | EventLog['bgpImportRefused']>[0][] {
+  const out: (Parameters<EventLog['bgpSession']>[0] | Parameters<EventLog['bgpImportRefused']>[0])[] = [];
+  for (const t of next.tenants) {
+    for (const n of t.neighbors) {
+      const p = prev?.tenants.find((x) => x.tenant === t.tenant)?.neighbors.find((x) => x.neighbor === n.neighbor);
+      const was = p?.state ?? 'down';
+      if (n.state !== was && (n.state === 'Established' || was === 'Established')) {
+        out.push({ tenant: t.tenant, neighbor: n.neighbor, state: n.state, info: n.info });
+      }
+      // Counters start over with a session: a smaller value is a new session, all of it new.
+      const since = (now: number, before: number | undefined): number => (before === undefined || now < before ? now : now - before);
+      const filtered = since(n.filtered, p?.filtered);
+      if (filtered > 0) out.push({ tenant: t.tenant, neighbor: n.neighbor, reason: 'filter', count: filtered });
+      const limited = since(n.limited, p?.limited);
+      if (limited > 0 || (n.importLimitHit && !p?.importLimitHit)) out.push({ tenant: t.tenant, neighbor: n.neighbor, reason: 'limit', count: limited });
+    }
   }
   return out;
 }

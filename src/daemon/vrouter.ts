@@ -44,7 +44,7 @@ import { handoffPlan } from './handoff.js';
 import { addRoute, enableForwarding, ip, removeRoute } from './os.js';
 import { ifname, type TenantRuntime } from './runtime.js';
 import { ipsecTunnelOf } from './tunnels.js';
-import { reachableOf } from './advertise.js';
+import { bgpChanges, reachableOf } from './advertise.js';
 import { RoutingService, type RoutingStatus } from '../routing/service.js';
 import type { BgpView } from '../api/state.js';
 import { RouterViews } from './views.js';
@@ -312,7 +312,12 @@ export class Vrouter implements RouterStateSource {
     if (!this.#routing?.active || this.#bgpReading) return;
     this.#bgpReading = true;
     try {
-      this.#bgp = await this.#routing.status();
+      const next = await this.#routing.status();
+      for (const e of bgpChanges(this.#bgp, next)) {
+        if ('reason' in e) this.#events.bgpImportRefused(e);
+        else this.#events.bgpSession(e);
+      }
+      this.#bgp = next;
     } catch {
       // A speaker is restarting: keep the last status until the next read.
     } finally {

@@ -67,6 +67,10 @@ t.test('a tenant announces its live WireGuard peer over BGP; the LAN follows the
 
   const view = await until('bgp view', routesView, (r) => r.bgp?.neighbors[0]?.state === 'Established');
   t.same(view.value.bgp?.announced, [`${AGENT}/32`], 'the admin API shows the announcement');
+  t.ok(
+    v.process.output().some((l) => /"event":"bgp_session"/.test(l.line) && /"state":"Established"/.test(l.line) && /"neighbor":"lan"/.test(l.line)),
+    'bgp_session Established logged',
+  );
   const metrics = (await adminGet(api, '/metrics')).body;
   t.match(metrics, /cvlan_vrouter_bgp_session_established\{tenant="acme",neighbor="lan"\} 1/, 'metric: session established');
   t.match(metrics, /cvlan_vrouter_bgp_prefixes_announced\{tenant="acme"\} 1/, 'metric: one prefix announced');
