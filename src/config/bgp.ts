@@ -12,7 +12,8 @@
  *       "local_address": "192.0.2.1",        optional source address (two tenants towards one router need two)
  *       "hold_time": 9,                      s, 3..65535 (RFC 4271 §4.2; 0 is not offered: liveness matters here)
  *       "password": "…",                     optional TCP MD5 (RFC 2385); a secret, never logged
- *       "import": { "max_prefixes": 100, "allow": ["10.50.0.0/16"] }   optional: learn routes
+ *       "import": { "max_prefixes": 100, "allow": ["10.50.0.0/16"], "install": true }   optional: learn
+ *                                            routes (and with `install`, route by them: one tenant only)
  *     }],
  *     "announce": {
  *       "ipsec": true, "wireguard": true, "tun": true,   which reachable prefixes to announce (default all)
@@ -29,7 +30,7 @@ import { Secret, type TenantBgpSpec, type TenantSpec } from './model.js';
 
 const BGP_KEYS = ['asn', 'router_id', 'neighbors', 'announce'] as const;
 const NEIGHBOR_KEYS = ['name', 'address', 'asn', 'local_address', 'hold_time', 'password', 'import'] as const;
-const IMPORT_KEYS = ['max_prefixes', 'allow'] as const;
+const IMPORT_KEYS = ['max_prefixes', 'allow', 'install'] as const;
 const ANNOUNCE_KEYS = ['ipsec', 'wireguard', 'tun', 'aggregate', 'static', 'communities', 'med'] as const;
 
 /** RFC 6793 four-octet AS numbers; 0 and 4294967295 are reserved (RFC 7607, RFC 7300). */
@@ -91,12 +92,25 @@ export function parseBgp(raw: unknown, path: string, issues: Issues, made: Secre
  * neighbour names a `local_address`, and no address serves two tenants.
  */
 export function checkBgpAcrossTenants(tenants: readonly TenantSpec[], tenantPaths: ReadonlyMap<string, string>, issues: Issues): void {
+  const pathOf = (t: TenantSpec): string => {
+    const base = tenantPaths.get(t.id);
+    return base === undefined || base === '(document)' ? '' : base;
+  };
+  // Learned routes go into the namespace's one routing table, which only a vrouter of one tenant has to itself.
+  if (tenants.length > 1) {
+    for (const t of tenants) {
+      t.bgp?.neighbors.forEach((n, i) => {
+        if (n.import?.install) {
+          issues.add(at(at(at(at(at(pathOf(t), 'bgp'), 'neighbors'), i), 'import'), 'install'), "needs a vrouter of one tenant: with several, the namespace's routing table cannot keep their learned routes apart");
+        }
+      });
+    }
+  }
   const speakers = tenants.filter((t) => t.bgp !== undefined);
   if (speakers.length < 2) return;
   const owner = new Map<string, string>();
   for (const t of speakers) {
-    const base = tenantPaths.get(t.id);
-    const tp = base === undefined || base === '(document)' ? '' : base;
+    const tp = pathOf(t);
     t.bgp?.neighbors.forEach((n, i) => {
       const np = at(at(at(tp, 'bgp'), 'neighbors'), i);
       if (n.localAddress === undefined) {
@@ -134,7 +148,7 @@ function parseNeighbor(raw: unknown, np: string, issues: Issues, made: Secret[])
       made.push(password);
     }
   }
-  let importSpec: { maxPrefixes: number; allow: readonly string[] } | undefined;
+  let importSpec: { maxPrefixes: number; allow: readonly string[]; install: boolean } | undefined;
   if (o.import !== undefined) {
     const ip = at(np, 'import');
     const im = issues.object(o.import, ip);
@@ -142,7 +156,8 @@ function parseNeighbor(raw: unknown, np: string, issues: Issues, made: Secret[])
       issues.unknownKeys(im, IMPORT_KEYS, ip);
       const maxPrefixes = issues.integer(im.max_prefixes, at(ip, 'max_prefixes'), 1, MAX_PREFIXES_MAX, { unit: 'routes' });
       const allow = prefixes(im.allow, at(ip, 'allow'), issues, true);
-      if (maxPrefixes !== undefined && allow !== undefined) importSpec = { maxPrefixes, allow: allow.map((p) => p.text) };
+      if (im.install !== undefined && typeof im.install !== 'boolean') issues.add(at(ip, 'install'), `${show(im.install)} is not valid; expected true or false`);
+      if (maxPrefixes !== undefined && allow !== undefined) importSpec = { maxPrefixes, allow: allow.map((p) => p.text), install: im.install === true };
     }
   }
   if (issues.count > before || name === undefined || address === undefined || asn === undefined) return undefined;

@@ -228,8 +228,11 @@ export interface TenantBgpSpec {
     holdTime: number;
     /** TCP MD5 key (RFC 2385). */
     password?: Secret;
-    /** Learn routes from this neighbour: at most `maxPrefixes`, only inside `allow`. Undefined = learn nothing. */
-    import?: { maxPrefixes: number; allow: readonly string[] };
+    /**
+     * Learn routes from this neighbour: at most `maxPrefixes`, only inside `allow`; with `install`,
+     * into the namespace's routing table (a vrouter of one tenant). Undefined = learn nothing.
+     */
+    import?: { maxPrefixes: number; allow: readonly string[]; install: boolean };
   }[];
   announce: {
     /** Announce remote subnets of IPsec tunnels that are up. */

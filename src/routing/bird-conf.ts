@@ -14,6 +14,8 @@
  *   ipv4/ipv6 table <T>_v4/_v6       the tenant's view in the speaker
  *   protocol static <T>_s4/_s6       one blackhole route per prefix to announce (never installed
  *                                     anywhere: there is no kernel protocol; it only feeds the export)
+ *   protocol kernel <T>_k4/_k6       only when a neighbour's import says `install`: learned routes
+ *                                     into the namespace's routing table (one tenant only)
  *   protocol bgp <T>_<neighbour>     one session; exports only the static routes of its own table,
  *                                     imports nothing unless `import` is set (then only inside
  *                                     `allow`, at most `max_prefixes`, further routes blocked)
@@ -46,9 +48,9 @@ export function symbolOf(...parts: string[]): string {
 }
 
 /** Symbols of one tenant (tables, static protocols) and its sessions. */
-export function tenantSymbols(tenant: string): { v4: string; v6: string; s4: string; s6: string } {
+export function tenantSymbols(tenant: string): { v4: string; v6: string; s4: string; s6: string; k4: string; k6: string } {
   const t = symbolOf(tenant);
-  return { v4: `${t}_v4`, v6: `${t}_v6`, s4: `${t}_s4`, s6: `${t}_s6` };
+  return { v4: `${t}_v4`, v6: `${t}_v6`, s4: `${t}_s4`, s6: `${t}_s6`, k4: `${t}_k4`, k6: `${t}_k6` };
 }
 
 export function sessionSymbol(tenant: string, neighbor: string): string {
@@ -85,6 +87,14 @@ function renderTenant(t: TenantAnnouncements): string[] {
     ...v6.map((p) => `  route ${p} blackhole;`),
     '}',
   ];
+  if (t.bgp.neighbors.some((n) => n.import?.install)) {
+    // Learned routes into the namespace's main table (a vrouter of one tenant: what the workers do
+    // not hand off reaches that table through the TUN). Only learned routes, never our own.
+    out.push(
+      `protocol kernel ${sym.k4} { ipv4 { table ${sym.v4}; export where source = RTS_BGP; import none; }; learn off; }`,
+      `protocol kernel ${sym.k6} { ipv6 { table ${sym.v6}; export where source = RTS_BGP; import none; }; learn off; }`,
+    );
+  }
   for (const n of t.bgp.neighbors) {
     const family = n.address.includes(':') ? 'ipv6' : 'ipv4';
     const table = family === 'ipv6' ? sym.v6 : sym.v4;

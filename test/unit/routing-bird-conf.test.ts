@@ -49,7 +49,7 @@ t.test('a good bgp section is parsed with defaults', async (t) => {
   const b = parseBgpOf(GOOD);
   t.equal(b.asn, 65001);
   t.equal(b.neighbors[0]?.holdTime, 9, 'hold time defaults to 9 s');
-  t.same(b.neighbors[0]?.import, { maxPrefixes: 50, allow: ['10.50.0.0/16', 'fd50::/48'] });
+  t.same(b.neighbors[0]?.import, { maxPrefixes: 50, allow: ['10.50.0.0/16', 'fd50::/48'], install: false });
   t.same(b.announce.communities, [[65001, 100]]);
   t.equal(b.announce.ipsec && b.announce.wireguard && b.announce.tun, true, 'every source announced by default');
   t.notMatch(inspect(b), MD5, 'the password prints redacted');
@@ -112,6 +112,13 @@ t.test('several BGP tenants: every session names a distinct source address', asy
   t.same(issuesOfDocs(two(undefined, '192.0.2.2')), ['docs[0].bgp.neighbors[0].local_address'], 'missing one is named');
   t.same(issuesOfDocs(two('192.0.2.1', '192.0.2.1')), ['docs[1].bgp.neighbors[0].local_address'], 'a shared one is named');
   t.same(issuesOfDocs([{ tenant_id: 'red', bgp: { asn: 65001, neighbors: [nb(), { ...nb(), name: 'b' }] } }]), ['bgp.neighbors[1].address'], 'one session per neighbour address');
+  const installing = { ...nb('192.0.2.1'), import: { max_prefixes: 5, allow: ['10.50.0.0/16'], install: true } };
+  t.same(issuesOfDocs([{ tenant_id: 'red', bgp: { asn: 65001, neighbors: [installing] } }]), [], 'install: fine with one tenant');
+  t.same(
+    issuesOfDocs([{ tenant_id: 'red', bgp: { asn: 65001, neighbors: [installing] } }, { tenant_id: 'blue' }]),
+    ['docs[0].bgp.neighbors[0].import.install'],
+    'install: refused with several tenants (one routing table in the namespace)',
+  );
   t.same(issuesOfDocs([{ tenant_id: 'red', bgp: { asn: 65001, neighbors: [nb('192.0.2.1'), { ...nb(), name: 'b', address: '192.0.2.253' }] } }]), ['bgp.neighbors'], 'all or none give local_address');
 });
 
@@ -154,6 +161,12 @@ t.test('rendering: tables per tenant, static routes, filters, symbols', async (t
     writeFileSync(file, conf, { mode: 0o600 });
     t.doesNotThrow(() => execFileSync('bird', ['-p', '-c', file], { stdio: 'pipe' }), `BIRD parses the rendered configuration (${what})`);
   }
+  const installs = parseBgpOf({ asn: 65001, neighbors: [{ name: 'vpc', address: '192.0.2.254', asn: 65000, import: { max_prefixes: 5, allow: ['10.50.0.0/16'], install: true } }] });
+  const withKernel = renderBirdConf({ tenant: 'acme', bgp: installs, prefixes: ['10.0.0.0/8'] });
+  t.match(withKernel, `protocol kernel ${a.k4} { ipv4 { table ${a.v4}; export where source = RTS_BGP; import none; }; learn off; }`, 'install: learned routes (only) into the kernel');
+  t.notMatch(text, 'protocol kernel', 'no kernel protocol without install');
+  writeFileSync(file, withKernel);
+  t.doesNotThrow(() => execFileSync('bird', ['-p', '-c', file], { stdio: 'pipe' }), 'BIRD parses it with install');
   writeFileSync(file, renderBirdConf({ tenant: 'acme', bgp: acme, prefixes: [] }));
   t.doesNotThrow(() => execFileSync('bird', ['-p', '-c', file], { stdio: 'pipe' }), 'also with nothing to announce');
 });
