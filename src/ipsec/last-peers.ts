@@ -11,6 +11,9 @@
 import type { IkeSaInfo } from '../strongswan/vici/types.js';
 import type { LastPeer } from './connections.js';
 
+/** The key of an IKE_SA being negotiated again (no unique id yet). */
+const PENDING = 'pending';
+
 export class LastPeers {
   /** Tunnel → IKE_SA unique id → its peer; the last one added is the tunnel's peer. */
   #sas = new Map<string, Map<string, LastPeer>>();
@@ -18,6 +21,7 @@ export class LastPeers {
   /** An IKE_SA of `tunnel` came up with the peer at `address`:`port`. */
   up(tunnel: string, uniqueId: string, address: string, port: number): void {
     const sas = this.#sas.get(tunnel) ?? new Map<string, LastPeer>();
+    sas.delete(PENDING);
     sas.delete(uniqueId);
     sas.set(uniqueId, { address, port });
     this.#sas.set(tunnel, sas);
@@ -38,6 +42,14 @@ export class LastPeers {
       const port = Number(sa.raw['remote-port'] ?? 500);
       this.up(sa.name, String(sa.uniqueId), sa.remoteHost, Number.isInteger(port) && port > 0 && port < 65536 ? port : 500);
     }
+  }
+
+  /**
+   * `tunnel` is being negotiated again towards `peer`: remembered until an IKE_SA of it comes up,
+   * so a charon that dies again before that still finds it.
+   */
+  pending(tunnel: string, peer: LastPeer): void {
+    this.#sas.set(tunnel, new Map([[PENDING, peer]]));
   }
 
   forget(tunnel: string): void {

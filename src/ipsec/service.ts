@@ -134,6 +134,7 @@ export class IpsecService {
     for (const t of this.#tunnels.values()) {
       const peer = had.get(t.id);
       if (t.initiate || !peer) continue;
+      this.#peers.pending(t.id, peer);
       // Not awaited by charon (timeout -1): the outcome arrives as ike-updown like any other.
       await this.vici.initiate({ child: t.id, ike: t.id, timeoutMs: -1 }).catch((e: unknown) => {
         this.#opts.logger?.warn({ tunnel: t.id, peer: peer.address, err: (e as Error).message }, 'cannot negotiate a responder tunnel again after a charon restart');

@@ -32,6 +32,16 @@ t.test('a tunnel is remembered while it has an IKE_SA, with the peer of the newe
   t.same([...p.take()], [], 'taken once: the new charon starts empty');
 });
 
+t.test('a tunnel negotiated again stays remembered until its IKE_SA is up', async (t) => {
+  const p = new LastPeers();
+  p.pending('legacy', { address: '192.0.2.2', port: 500 });
+  t.same([...p.take()], [['legacy', { address: '192.0.2.2', port: 500 }]], 'charon died again first: still known');
+  p.pending('legacy', { address: '192.0.2.2', port: 500 });
+  p.up('legacy', '1', '192.0.2.2', 4500);
+  p.down('legacy', '1');
+  t.same([...p.take()], [], 'once up, only real IKE_SAs count: deleted by the peer, not negotiated again');
+});
+
 t.test('list-sas reads only add established IKE_SAs of known tunnels', async (t) => {
   const p = new LastPeers();
   p.up('a', '1', '192.0.2.2', 500);
