@@ -6,6 +6,7 @@
 // and the announcements return.
 import t from 'tap';
 import { useLab, closeLab } from '../harness/tap.js';
+import { until } from '../harness/wait.js';
 import { missingPrerequisites } from '../harness/tools.js';
 import { birdRouter } from '../harness/bird.js';
 import { parseControllerDocs } from '../../src/config/controller.js';
@@ -13,17 +14,6 @@ import { RoutingService } from '../../src/routing/service.js';
 import type { EventLog } from '../../src/log.js';
 
 const skip = missingPrerequisites('bird', 'birdc');
-
-async function until<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<{ value: T; ms: number }> {
-  const start = Date.now();
-  let last: T | undefined;
-  while (Date.now() - start < timeoutMs) {
-    last = await fn();
-    if (ok(last)) return { value: last, ms: Date.now() - start };
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${what}: not reached within ${timeoutMs} ms (last: ${JSON.stringify(last)})`);
-}
 
 t.test('two tenants announce over BGP to a BIRD router: separate, live, filtered', { skip }, async (t) => {
   const lab = useLab(t, { label: 'bgp' });

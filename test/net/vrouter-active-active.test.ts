@@ -14,6 +14,7 @@ import { wireguardGo, genKeyPair } from '../harness/wireguard.js';
 import { strongswanPeer } from '../harness/strongswan.js';
 import { birdRouter } from '../harness/bird.js';
 import { cvlanTestbedMissing } from '../harness/cvlan.js';
+import { until } from '../harness/wait.js';
 import { missingPrerequisites } from '../harness/tools.js';
 import { ping, iperfServer, iperfClient } from '../harness/ping.js';
 
@@ -22,17 +23,6 @@ const SERVICE = '198.51.100.10';
 const ROUTER = '192.0.2.254';
 const AGENTS = 3;
 const SITES = 2;
-
-async function until<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000, stepMs = 250): Promise<{ value: T; ms: number }> {
-  const start = Date.now();
-  let last: T | undefined;
-  while (Date.now() - start < timeoutMs) {
-    last = await fn();
-    if (ok(last)) return { value: last, ms: Date.now() - start };
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-  throw new Error(`${what}: not reached within ${timeoutMs} ms (last: ${JSON.stringify(last)})`);
-}
 
 t.test('active-active behind ECMP: peers spread, one node killed, every tunnel back on the survivor', { skip }, async (t) => {
   const lab = useLab(t, { label: 'aa' });

@@ -15,23 +15,13 @@ import { strongswanPeer } from '../harness/strongswan.js';
 import { randomBytes } from 'node:crypto';
 import { birdRouter } from '../harness/bird.js';
 import { cvlanTestbedMissing } from '../harness/cvlan.js';
+import { until } from '../harness/wait.js';
 import { missingPrerequisites } from '../harness/tools.js';
 import { ping, waitForPing } from '../harness/ping.js';
 
 const skip = cvlanTestbedMissing() ?? missingPrerequisites('wg', 'wireguardGo', 'bird', 'birdc', 'charon', 'swanctl');
 const AGENT = '10.20.0.2';
 const LAN = '192.0.2.254';
-
-async function until<T>(what: string, fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<{ value: T; ms: number }> {
-  const start = Date.now();
-  let last: T | undefined;
-  while (Date.now() - start < timeoutMs) {
-    last = await fn();
-    if (ok(last)) return { value: last, ms: Date.now() - start };
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${what}: not reached within ${timeoutMs} ms (last: ${JSON.stringify(last)})`);
-}
 
 t.test('a tenant announces its live WireGuard peer over BGP; the LAN follows the route', { skip }, async (t) => {
   const lab = useLab(t, { label: 'vbgp' });
