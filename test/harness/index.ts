@@ -11,3 +11,5 @@ export * from './topology.js';
 export * from './wireguard.js';
 export * from './strongswan.js';
 export * from './cvlan.js';
+export * from './bird.js';
+export * from './wait.js';
