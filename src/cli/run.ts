@@ -26,6 +26,40 @@ import { loadOrCreateSealKeypair, SECRETS_KEY_FILE, type SealKeypair } from '../
 import { APPLIED_FILE, loadApplied, storeApplied } from '../reconcile/store.js';
 import { Vrouter } from '../daemon/vrouter.js';
 import { eventLog } from '../log.js';
+import { cliLogger, parseCommand, stringOption } from './args.js';
+
+export const HELP = `usage: cvlan-vrouter run [--config FILE] [--local TOML] [--runtime-dir DIR] [--admin-socket PATH|none]
+
+The vrouter daemon. Applies the controller JSON FILE (else the last applied configuration kept in
+the state dir) with the local TOML settings, serves the admin API, logs JSON lines.
+
+options:
+  --config FILE          the controller JSON (check it first with \`cvlan-vrouter check\`)
+  --local TOML           local settings (default /etc/cvlan-vrouter/vrouter.toml)
+  --runtime-dir DIR      charon's runtime files (default <state dir>/run)
+  --admin-socket PATH    overrides [admin] socket; \`none\` serves no admin socket
+  -h, --help             this text
+
+signals: SIGTERM/SIGINT stop, SIGHUP reloads the files, SIGUSR1 logs one stats line
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const args = parseCommand(
+    {
+      name: 'cvlan-vrouter run',
+      help: HELP,
+      options: { config: { type: 'string' }, local: { type: 'string' }, 'runtime-dir': { type: 'string' }, 'admin-socket': { type: 'string' } },
+    },
+    argv,
+  );
+  if (!args) return 0;
+  const v = args.values;
+  const [config, local, runtimeDir, adminSocket] = [stringOption(v, 'config'), stringOption(v, 'local'), stringOption(v, 'runtime-dir'), stringOption(v, 'admin-socket')];
+  return await runDaemon(
+    { ...(config ? { config } : {}), ...(local ? { local } : {}), ...(runtimeDir ? { runtimeDir } : {}), ...(adminSocket ? { adminSocket: adminSocket === 'none' ? null : adminSocket } : {}) },
+    cliLogger(),
+  );
+}
 
 export interface RunOptions {
   /** The controller JSON. Without it (or when the file is gone) the stored last applied configuration is used. */
