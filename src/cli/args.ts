@@ -10,6 +10,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Logger } from 'pino';
 import { createLogger } from '../log.js';
+import { describeError } from './errors.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -101,4 +102,24 @@ export function cliLogger(env: NodeJS.ProcessEnv = process.env): Logger {
   const level = env.CVLAN_LOG_LEVEL ?? 'info';
   if (!(LEVELS as readonly string[]).includes(level)) throw new UsageError(`CVLAN_LOG_LEVEL: expected one of ${LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
   return createLogger({ level: level as (typeof LEVELS)[number] });
+}
+
+/**
+ * Runs a program's main and exits: its code, 2 after a UsageError (one line naming the mistake
+ * and where help is), 1 after any other error (one line with its code and message).
+ */
+export function exitWith(program: string, run: Promise<number>): void {
+  run.then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      if (e instanceof UsageError) {
+        process.stderr.write(`${program}: ${e.message}\ntry \`${program} --help\`\n`);
+        process.exit(EXIT_USAGE);
+      }
+      const d = describeError(e);
+      createLogger().fatal({ err: d }, d.message);
+      process.stderr.write(`${program}: ${d.code ? `${d.code}: ` : ''}${d.message}\n`);
+      process.exit(EXIT_FAILURE);
+    },
+  );
 }

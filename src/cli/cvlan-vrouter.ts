@@ -8,9 +8,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { createLogger } from '../log.js';
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from './args.js';
-import { describeError } from './errors.js';
+import { EXIT_OK, exitWith, UsageError } from './args.js';
 
 interface Command {
   /** The synopsis in the command list. */
@@ -90,18 +88,6 @@ function isEntryPoint(): boolean {
 
 if (isEntryPoint()) {
   const argv = process.argv.slice(2);
-  main(argv).then(
-    (code) => process.exit(code),
-    (e: unknown) => {
-      const cmd = argv[0] !== undefined && Object.prototype.hasOwnProperty.call(COMMANDS, argv[0]) ? ` ${argv[0]}` : '';
-      if (e instanceof UsageError) {
-        process.stderr.write(`cvlan-vrouter${cmd}: ${e.message}\ntry \`cvlan-vrouter${cmd || ''} --help\`\n`);
-        process.exit(EXIT_USAGE);
-      }
-      const d = describeError(e);
-      createLogger().fatal({ err: d }, d.message);
-      process.stderr.write(`cvlan-vrouter${cmd}: ${d.code ? `${d.code}: ` : ''}${d.message}\n`);
-      process.exit(EXIT_FAILURE);
-    },
-  );
+  const cmd = argv[0] !== undefined && Object.prototype.hasOwnProperty.call(COMMANDS, argv[0]) ? ` ${argv[0]}` : '';
+  exitWith(`cvlan-vrouter${cmd}`, main(argv));
 }

@@ -62,8 +62,13 @@ interface WireguardArgs {
   config: WgQuickConfig | undefined;
 }
 
-export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const args = parseCommand({ name: 'cvlan-vrouter wireguard', help: HELP, options: OPTIONS, positionals: { min: 1, max: 1, names: 'IFNAME' } }, argv);
+/**
+ * `prefix` is what precedes the options on this program's command line (`['wireguard']` for
+ * cvlan-vrouter, nothing for cvlan-wireguard): the background child is started the same way.
+ */
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env, prefix: readonly string[] = ['wireguard']): Promise<number> {
+  const help = prefix.length ? HELP : HELP.replace('cvlan-vrouter wireguard', 'cvlan-wireguard');
+  const args = parseCommand({ name: 'cvlan-vrouter wireguard', help, options: OPTIONS, positionals: { min: 1, max: 1, names: 'IFNAME' } }, argv);
   if (!args) return 0;
   const name = args.positionals[0]!;
   if (!IFNAME.test(name)) throw new UsageError(`IFNAME: ${JSON.stringify(name)} is not an interface name (1-15 of A-Z a-z 0-9 _ = + . -)`);
@@ -76,7 +81,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     // Read before forking so a bad file is reported by the command the user ran.
     config: configFile === undefined ? undefined : readWgConfig(configFile),
   };
-  if (!args.values.foreground && env.WG_PROCESS_FOREGROUND !== '1') return await daemonize(argv, env);
+  if (!args.values.foreground && env.WG_PROCESS_FOREGROUND !== '1') return await daemonize(argv, env, prefix);
   const readyFd = env[READY_FD_ENV] === undefined ? undefined : Number(env[READY_FD_ENV]);
   delete env[READY_FD_ENV];
   return await foreground(parsed, cliLogger(env), readyFd);
@@ -96,10 +101,10 @@ function readWgConfig(path: string): WgQuickConfig {
  * Starts this command again as a detached child in the foreground and returns once the child
  * reports its UAPI socket, or with the child's exit code if it fails first (its stderr is ours).
  */
-async function daemonize(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
+async function daemonize(argv: string[], env: NodeJS.ProcessEnv, prefix: readonly string[]): Promise<number> {
   const script = process.argv[1];
   if (script === undefined) throw new CvlanError('CVLAN_ERR_STATE', 'cannot tell which script to start in the background; use --foreground');
-  const child = spawn(process.execPath, [...process.execArgv, script, 'wireguard', '--foreground', ...argv], {
+  const child = spawn(process.execPath, [...process.execArgv, script, ...prefix, '--foreground', ...argv], {
     detached: true,
     stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
     env: { ...env, WG_PROCESS_FOREGROUND: '1', [READY_FD_ENV]: '3' },
