@@ -8,7 +8,7 @@
  * is invalid), 2 usage error (unknown command or flag, bad value, missing argument).
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { Logger } from 'pino';
+import pino, { type DestinationStream, type Logger } from 'pino';
 import { createLogger } from '../log.js';
 import { describeError } from './errors.js';
 
@@ -97,11 +97,16 @@ export function stringOption(values: Record<string, unknown>, flag: string): str
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-/** The JSON logger of a daemon command; env CVLAN_LOG_LEVEL (refused when not a level). */
-export function cliLogger(env: NodeJS.ProcessEnv = process.env): Logger {
-  const level = env.CVLAN_LOG_LEVEL ?? 'info';
-  if (!(LEVELS as readonly string[]).includes(level)) throw new UsageError(`CVLAN_LOG_LEVEL: expected one of ${LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
-  return createLogger({ level: level as (typeof LEVELS)[number] });
+/**
+ * The JSON logger of a daemon command, on stdout; env CVLAN_LOG_LEVEL (refused when not a level).
+ * `also` receives the same lines (after redaction), e.g. the admin API's event stream.
+ */
+export function cliLogger(env: NodeJS.ProcessEnv = process.env, also?: DestinationStream): Logger {
+  const text = env.CVLAN_LOG_LEVEL ?? 'info';
+  if (!(LEVELS as readonly string[]).includes(text)) throw new UsageError(`CVLAN_LOG_LEVEL: expected one of ${LEVELS.join(', ')}, got ${JSON.stringify(text)}`);
+  const level = text as (typeof LEVELS)[number];
+  if (!also || level === 'silent') return createLogger({ level });
+  return createLogger({ level, destination: pino.multistream([{ stream: pino.destination(1), level }, { stream: also, level }]) });
 }
 
 /**

@@ -42,6 +42,7 @@ import { addRoute, enableForwarding, ip, removeRoute } from './os.js';
 import { ifname, type TenantRuntime } from './runtime.js';
 import { ipsecTunnelOf } from './tunnels.js';
 import { RouterViews } from './views.js';
+import { initiateTunnel, logWireguardEvent, terminateTunnel, type TunnelActionResult } from './operator.js';
 
 
 export interface VrouterOptions {
@@ -190,15 +191,7 @@ export class Vrouter implements RouterStateSource {
     } finally {
       key?.fill(0);
     }
-    rt.wg.on('event', (ev) => {
-      if (ev.type === 'handshake-failed') {
-        this.#events.authFailure({ tenant: t.id, tunnel: ev.peer ?? null, remote: ev.endpoint ?? 'unknown', method: 'wireguard', reason: ev.reason ?? 'handshake failed' });
-      } else if (ev.type === 'handshake-complete') {
-        this.#events.tunnelUp({ tenant: t.id, tunnel: ev.peer ?? 'unknown', type: 'wireguard', ...(ev.endpoint ? { remote: ev.endpoint } : {}) });
-      } else {
-        this.#opts.logger.info({ tenant: t.id, event: ev.type, worker: ev.worker, reason: ev.reason }, `wireguard ${ev.type}`);
-      }
-    });
+    rt.wg.on('event', (ev) => logWireguardEvent(this.#events, this.#opts.logger, rt.spec, ev));
     rt.uapi = await startUapiServer(rt.wg);
     await this.#applyPeerOps(rt, [], t.peers);
   }
@@ -364,6 +357,15 @@ export class Vrouter implements RouterStateSource {
   }
 
   // --- RouterStateSource (views.ts) ----------------------------------------------------------
+
+  /** `vrouterctl initiate`: see ./operator.ts. */
+  initiateTunnel(id: string): Promise<TunnelActionResult> {
+    return initiateTunnel(this.#state.tenants, this.#ipsec, id);
+  }
+  /** `vrouterctl terminate`: see ./operator.ts. */
+  terminateTunnel(id: string): Promise<TunnelActionResult> {
+    return terminateTunnel(this.#state.tenants, this.#ipsec, id);
+  }
 
   health(): HealthView {
     return this.#views.health();
