@@ -101,10 +101,16 @@ const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as
  * The JSON logger of a daemon command, on stdout; env CVLAN_LOG_LEVEL (refused when not a level).
  * `also` receives the same lines (after redaction), e.g. the admin API's event stream.
  */
-export function cliLogger(env: NodeJS.ProcessEnv = process.env, also?: DestinationStream): Logger {
+export function cliLogger(env: NodeJS.ProcessEnv = process.env, also?: DestinationStream, opts: { detached?: boolean } = {}): Logger {
   const text = env.CVLAN_LOG_LEVEL ?? 'info';
   if (!(LEVELS as readonly string[]).includes(text)) throw new UsageError(`CVLAN_LOG_LEVEL: expected one of ${LEVELS.join(', ')}, got ${JSON.stringify(text)}`);
   const level = text as (typeof LEVELS)[number];
+  if (opts.detached) {
+    // A background process outlives whatever read its stdout: a closed pipe must not end it.
+    const out = pino.destination({ dest: 1, sync: true });
+    out.on('error', () => undefined);
+    return createLogger({ level, destination: out });
+  }
   if (!also || level === 'silent') return createLogger({ level });
   return createLogger({ level, destination: pino.multistream([{ stream: pino.destination(1), level }, { stream: also, level }]) });
 }

@@ -84,7 +84,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
   if (!args.values.foreground && env.WG_PROCESS_FOREGROUND !== '1') return await daemonize(argv, env, prefix);
   const readyFd = env[READY_FD_ENV] === undefined ? undefined : Number(env[READY_FD_ENV]);
   delete env[READY_FD_ENV];
-  return await foreground(parsed, cliLogger(env), readyFd);
+  return await foreground(parsed, cliLogger(env, undefined, { detached: readyFd !== undefined }), readyFd);
 }
 
 function readWgConfig(path: string): WgQuickConfig {
