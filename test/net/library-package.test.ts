@@ -59,7 +59,7 @@ t.test('npm pack → npm install → tsc → run the example as root', { skip, t
 
   writeFileSync(join(app, 'tsconfig.json'), JSON.stringify(CONSUMER_TSCONFIG));
   copyFileSync(join(REPO_ROOT, 'examples', 'wireguard-device.ts'), join(app, 'consumer.ts'));
-  await run(tools.node, [TSC, '-p', join(app, 'tsconfig.json')]);
+  await run(tools.node, [TSC, '-p', join(app, 'tsconfig.json')], { timeoutMs: 180_000 });
   t.ok(existsSync(join(app, 'out', 'consumer.js')), 'the example compiles against the installed declarations');
 
   // A consumer that gets the API wrong is refused by the compiler, naming the mistake.
@@ -69,7 +69,7 @@ t.test('npm pack → npm install → tsc → run the example as root', { skip, t
   writeFileSync(join(wrongDir, 'tsconfig.json'), JSON.stringify({ ...CONSUMER_TSCONFIG, compilerOptions: { ...CONSUMER_TSCONFIG.compilerOptions, noEmit: true } }));
   writeFileSync(join(wrongDir, 'wrong.ts'), "import { WireGuardDevice } from 'cvlan-vrouter';\nWireGuardDevice.open({ tunName: 'x', listenPort: '51820' });\n");
   await run('/bin/ln', ['-s', join(app, 'node_modules'), join(wrongDir, 'node_modules')]);
-  const wrong = await run(tools.node, [TSC, '-p', join(wrongDir, 'tsconfig.json')], { allowFailure: true });
+  const wrong = await run(tools.node, [TSC, '-p', join(wrongDir, 'tsconfig.json')], { allowFailure: true, timeoutMs: 180_000 });
   t.not(wrong.code, 0, 'a wrong option type does not compile');
   // Column 38 of line 2 is `listenPort`.
   t.match(wrong.stdout, /wrong\.ts\(2,38\): error TS2322: Type 'string' is not assignable to type 'number'/, 'the compiler points at listenPort');
