@@ -92,3 +92,46 @@ t.test('wg-quick up/down with cvlan-wireguard as the userspace implementation', 
   t.match(readFileSync(log, 'utf8'), /"msg":"stopped"/, 'the process logged its stop');
   await closeLab(t, lab);
 });
+
+t.test('cvlan-vrouter wireguard --config FILE in the background; a failing start is the command\'s failure', { skip }, async (t) => {
+  const lab = useLab(t, { label: 'wgconf' });
+  const ns = await lab.namespace('c');
+  await lab.ip(ns, ['link', 'set', 'lo', 'up']);
+  const name = lab.ifname('wc');
+  const ours = await genKeyPair();
+  const peer = await genKeyPair();
+  const conf = lab.writeFile(
+    `${name}.conf`,
+    `[Interface]\nPrivateKey = ${ours.privateKey}\nAddress = 10.79.0.1/24\n\n[Peer]\nPublicKey = ${peer.publicKey}\nAllowedIPs = 10.79.0.2/32\nEndpoint = 127.0.0.1:51999\n`,
+  );
+  const cvlan = (...args: string[]) => run(tools.node, [CVLAN_CLI, 'wireguard', '--workers', '1', ...args], { ns, allowFailure: true, timeoutMs: 30_000 });
+  lab.onTeardown(`stop cvlan-vrouter wireguard ${name}`, () => {
+    for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+      try {
+        const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        if (argv.includes('--foreground') && argv.includes(name)) process.kill(Number(pid), 'SIGTERM');
+      } catch {
+        // gone meanwhile
+      }
+    }
+  });
+
+  const up = await cvlan('--config', conf, name);
+  t.equal(up.code, 0, `exit 0 once the interface is up (${up.stderr.trim()})`);
+  t.match(up.stdout, /"msg":"configuration file applied"/, 'the file was applied');
+  t.match(up.stdout, /"not_applied":\["Address"\]/, 'and it says that Address is wg-quick\'s, not applied');
+  const show = await wgShow(ns, name);
+  t.equal(show.publicKey, ours.publicKey, 'the private key from the file');
+  t.same(show.peers.map((p) => [p.publicKey, p.allowedIps, p.endpoint]), [[peer.publicKey, ['10.79.0.2/32'], '127.0.0.1:51999']], 'the peer from the file');
+
+  const twice = await cvlan(name);
+  t.not(twice.code, 0, 'a second interface of the same name fails');
+  t.match(twice.stderr, /CVLAN_ERR_/, 'with the background process\'s error on stderr');
+  t.equal((await wgShow(ns, name)).publicKey, ours.publicKey, 'the first interface is untouched');
+
+  await lab.ip(ns, ['link', 'delete', 'dev', name]);
+  const deadline = Date.now() + 10_000;
+  while (existsSync(`${WG_RUN_DIR}/${name}.sock`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  t.notOk(existsSync(`${WG_RUN_DIR}/${name}.sock`), 'deleting the interface ended the process and removed its socket');
+  await closeLab(t, lab);
+});
