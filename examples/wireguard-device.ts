@@ -3,7 +3,7 @@
  * device, give it a key and a peer, watch its events, send it traffic, read its counters, close
  * it (the TUN interface goes with it). Needs root (TUN, UDP socket) and Linux x64.
  *
- *   npx tsc -p examples && sudo node examples/dist/wireguard-device.js [IFNAME]
+ *   npx tsc -p examples && sudo node dist/examples/wireguard-device.js [IFNAME]
  *
  * Prints one JSON line with what the device reported.
  */
