@@ -14,40 +14,41 @@ interface Command {
   /** The synopsis in the command list. */
   usage: string;
   summary: string;
-  load: () => Promise<{ main(argv: string[]): Promise<number> }>;
+  /** Runs the command on the arguments after its name; its module is loaded only now. */
+  main: (argv: string[]) => Promise<number>;
 }
 
-/** The commands; a new one joins with one entry. */
+/** The commands, in the order `--help` lists them; a new one joins with one entry. */
 export const COMMANDS: Record<string, Command> = {
   run: {
     usage: 'run [--config FILE] [--local TOML] [--runtime-dir DIR] [--admin-socket PATH]',
     summary: 'the vrouter daemon on a controller configuration',
-    load: () => import('./run.js'),
+    main: async (argv) => (await import('./run.js')).main(argv),
   },
   check: {
     usage: 'check --config FILE [--local TOML] [--json]',
     summary: 'validate a configuration without applying it',
-    load: () => import('./check.js'),
+    main: async (argv) => (await import('./check.js')).main(argv),
   },
   wireguard: {
     usage: 'wireguard [-f] [--listen-port N] [--workers N] [--mtu N] [--config FILE] IFNAME',
     summary: 'a userspace WireGuard interface, managed with wg(8) like wireguard-go',
-    load: () => import('./wireguard.js'),
+    main: async (argv) => (await import('./wireguard.js')).main(argv),
   },
   demo: {
     usage: 'demo',
     summary: 'legacy IPsec router ⇄ cvlan-vrouter ⇄ WireGuard agent in namespaces: traffic, report, teardown',
-    load: () => import('./demo.js'),
+    main: async (argv) => (await import('./demo.js')).main(argv),
   },
   testbed: {
     usage: 'testbed --config FILE',
     summary: 'the plain test/benchmark transport (never for production)',
-    load: () => import('./testbed.js'),
+    main: async (argv) => (await import('./testbed.js')).main(argv),
   },
   version: {
     usage: 'version',
     summary: 'versions of the CLI and the native addon',
-    load: () => import('./version.js'),
+    main: async (argv) => (await import('./version.js')).main(argv),
   },
 };
 
@@ -70,10 +71,10 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT_OK;
   }
   if (cmd === undefined) throw new UsageError('no command given');
-  if (cmd === '--version') return await (await COMMANDS.version!.load()).main([]);
+  if (cmd === '--version') return await COMMANDS.version!.main([]);
   const command = Object.prototype.hasOwnProperty.call(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!command) throw new UsageError(cmd.startsWith('-') ? `unknown option ${cmd} (options follow the command)` : `unknown command ${JSON.stringify(cmd)}`);
-  return await (await command.load()).main(rest);
+  return await command.main(rest);
 }
 
 function isEntryPoint(): boolean {
