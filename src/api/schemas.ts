@@ -63,6 +63,7 @@ export const tunnelSchema = obj({
 
 export const peerSchema = obj({
   public_key: str,
+  name: nstr,
   tenant: str,
   endpoint: nstr,
   allowed_ips: list(str),
@@ -148,3 +149,14 @@ export const routesQuery = {
   required: ['tenant'],
   properties: { tenant: { type: 'string', minLength: 1, maxLength: 128 } },
 } as const;
+
+export const eventsQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { follow: { type: 'boolean', default: false } },
+} as const;
+
+/** Tunnel ids as the configuration allows them (`ID_RE` of ../config/normalize.ts). */
+export const tunnelParams = obj({ id: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' } });
+
+export const tunnelActionResponse = obj({ tunnel: str, action: { type: 'string', enum: ['initiate', 'terminate'] } });

@@ -1,5 +1,7 @@
 /**
- * The admin API: read-only views of the router over HTTP/JSON, plus Prometheus text.
+ * The admin API: views of the router over HTTP/JSON, Prometheus text, the event log as NDJSON
+ * (`GET /v1/events[?follow=true]`), and two operator actions on IPsec tunnels
+ * (`POST /v1/tunnels/<id>/initiate|terminate`).
  *
  * Two listeners, same routes. The unix socket (default) is guarded by file permissions: parent
  * directory 0700 when we create it, socket 0600 right after listen. TCP is opt-in and every
@@ -21,12 +23,26 @@ import pino, { type Logger } from 'pino';
 import { CvlanError, type ErrorCode } from '../errors.js';
 import { VrouterMetrics } from '../metrics/registry.js';
 import * as S from './schemas.js';
-import type { RouterStateSource } from './state.js';
+import type { RouterControl, RouterStateSource } from './state.js';
+import type { EventStream } from './events.js';
 
 export const DEFAULT_ADMIN_SOCKET = '/run/cvlan/admin.sock';
 
 /** Shortest bearer token accepted: 128 bits of base64/hex-ish text. */
 export const MIN_TOKEN_CHARS = 22;
+
+/** Bytes a `/v1/events?follow` client may leave unread before it is disconnected. */
+const MAX_FOLLOWER_BACKLOG = 1 << 20;
+/** Longest a tunnel action may take: charon's own timeout plus margin. */
+const ACTION_TIMEOUT_MS = 30_000;
+/** HTTP status of an action's failure, by error code; other errors are internal (500). */
+const ACTION_STATUS: Partial<Record<ErrorCode, number>> = {
+  CVLAN_ERR_API_NOT_FOUND: 404,
+  CVLAN_ERR_STATE: 409,
+  CVLAN_ERR_VICI_COMMAND: 502,
+  CVLAN_ERR_VICI_CLOSED: 503,
+  CVLAN_ERR_VICI_TIMEOUT: 504,
+};
 
 export interface AdminServerOptions {
   /** Where the views come from. Required. */
@@ -46,6 +62,10 @@ export interface AdminServerOptions {
   requestTimeoutMs?: number;
   /** Metrics registry to serve on /metrics. Default: a new one over `source`. */
   metrics?: VrouterMetrics;
+  /** The event log for `/v1/events`. Default: none (the route answers 404). */
+  events?: EventStream;
+  /** Operator actions (`initiate`, `terminate`). Default: none (the routes answer 404). */
+  control?: RouterControl;
 }
 
 export interface AdminServer {
@@ -65,6 +85,8 @@ interface Resolved {
   bodyLimit: number;
   requestTimeoutMs: number;
   metrics: VrouterMetrics;
+  events: EventStream | undefined;
+  control: RouterControl | undefined;
 }
 
 function optionsError(message: string): CvlanError {
@@ -105,6 +127,8 @@ function resolveOptions(o: AdminServerOptions): Resolved {
     bodyLimit,
     requestTimeoutMs,
     metrics: o.metrics ?? new VrouterMetrics(o.source),
+    events: o.events,
+    control: o.control,
   };
 }
 
@@ -216,6 +240,55 @@ function buildApp(r: Resolved, auth: Buffer | null): FastifyInstance {
       return { tenant: req.query.tenant, routes, bgp: src.bgp?.(req.query.tenant) ?? null };
     },
   );
+
+  app.get<{ Querystring: { follow?: boolean } }>('/v1/events', { schema: { querystring: S.eventsQuery } }, (req, reply) => {
+    const events = r.events;
+    if (!events) return sendError(reply, 404, 'CVLAN_ERR_API_NOT_FOUND', 'this daemon keeps no event stream');
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'cache-control': 'no-store' });
+    for (const line of events.recent()) res.write(`${line}\n`);
+    if (!req.query.follow) {
+      res.end();
+      return;
+    }
+    // A follower is idle for as long as nothing happens; only its own close ends it.
+    req.raw.socket.setTimeout(0);
+    const stop = events.follow({
+      line(text) {
+        // Bounded: a client that does not read is cut off rather than buffered for.
+        if (res.writableLength > MAX_FOLLOWER_BACKLOG) {
+          stop();
+          res.destroy();
+          return;
+        }
+        res.write(`${text}\n`);
+      },
+      end: () => res.end(),
+    });
+    res.on('close', stop);
+  });
+
+  for (const action of ['initiate', 'terminate'] as const) {
+    app.post<{ Params: { id: string } }>(
+      `/v1/tunnels/:id/${action}`,
+      { schema: { params: S.tunnelParams, querystring: S.noQuery, response: { 200: S.tunnelActionResponse, ...errorResponses } } },
+      async (req, reply) => {
+        const control = r.control;
+        if (!control) return sendError(reply, 404, 'CVLAN_ERR_API_NOT_FOUND', 'this daemon takes no tunnel actions');
+        // charon may take longer than an idle connection is otherwise allowed to be.
+        req.raw.socket.setTimeout(ACTION_TIMEOUT_MS);
+        try {
+          return await (action === 'initiate' ? control.initiateTunnel(req.params.id) : control.terminateTunnel(req.params.id));
+        } catch (e) {
+          if (!(e instanceof CvlanError)) throw e;
+          const status = ACTION_STATUS[e.code];
+          if (status === undefined) throw e;
+          return sendError(reply, status, e.code, e.message);
+        }
+      },
+    );
+  }
 
   app.get(
     '/metrics',

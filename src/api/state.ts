@@ -133,6 +133,8 @@ export interface TunnelView {
 export interface PeerView {
   /** Public key in WireGuard's base64 form; public by definition. */
   public_key: string;
+  /** The peer's name in the configuration (`wireguard_peers[].name`), null when it has none. */
+  name: string | null;
   tenant: string;
   /** `host:port` last seen or configured, null if unknown. */
   endpoint: string | null;
@@ -235,6 +237,21 @@ export interface RouterStateSource {
   drops(): DropView[];
   workers(): WorkerView[];
   counters(): CounterSnapshot;
+}
+
+/**
+ * What an operator may do to a running daemon through the admin API. Each call resolves when
+ * done or throws a CvlanError: CVLAN_ERR_API_NOT_FOUND (no such tunnel), CVLAN_ERR_STATE (not
+ * possible now), CVLAN_ERR_VICI_* (charon failed or timed out).
+ */
+export interface RouterControl {
+  initiateTunnel(id: string): Promise<TunnelActionView>;
+  terminateTunnel(id: string): Promise<TunnelActionView>;
+}
+
+export interface TunnelActionView {
+  tunnel: string;
+  action: 'initiate' | 'terminate';
 }
 
 /** All of a source's state as plain data, e.g. for a standby's view or a fixed source. */

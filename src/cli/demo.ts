@@ -24,7 +24,23 @@ import { strongswanPeer, type StrongswanPeer } from '../../test/harness/strongsw
 import { wireguardGo, genKeyPair, wgShow, type WgInterface } from '../../test/harness/wireguard.js';
 import { ping, waitForPing, iperfServer, iperfClient, type IperfResult } from '../../test/harness/ping.js';
 import type { PeerView, TunnelView } from '../api/state.js';
+import { parseCommand } from './args.js';
 
+
+export const HELP = `usage: cvlan-vrouter demo
+
+Builds three network namespaces (a strongSwan legacy router, cvlan-vrouter on the embedded
+default configuration, a wireguard-go agent), sends traffic both ways, prints what happened
+and tears everything down. Needs root.
+
+options:
+  -h, --help   this text
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  if (!parseCommand({ name: 'cvlan-vrouter demo', help: HELP, options: {} }, argv)) return 0;
+  return await demo();
+}
 
 export const DEMO_NET = {
   legacy: '192.0.2.1',

@@ -26,6 +26,41 @@ import { loadOrCreateSealKeypair, SECRETS_KEY_FILE, type SealKeypair } from '../
 import { APPLIED_FILE, loadApplied, storeApplied } from '../reconcile/store.js';
 import { Vrouter } from '../daemon/vrouter.js';
 import { eventLog } from '../log.js';
+import { EventStream } from '../api/events.js';
+import { cliLogger, parseCommand, stringOption } from './args.js';
+
+export const HELP = `usage: cvlan-vrouter run [--config FILE] [--local TOML] [--runtime-dir DIR] [--admin-socket PATH|none]
+
+The vrouter daemon. Applies the controller JSON FILE (else the last applied configuration kept in
+the state dir) with the local TOML settings, serves the admin API, logs JSON lines.
+
+options:
+  --config FILE          the controller JSON (check it first with \`cvlan-vrouter check\`)
+  --local TOML           local settings (default /etc/cvlan-vrouter/vrouter.toml)
+  --runtime-dir DIR      charon's runtime files (default <state dir>/run)
+  --admin-socket PATH    overrides [admin] socket; \`none\` serves no admin socket
+  -h, --help             this text
+
+signals: SIGTERM/SIGINT stop, SIGHUP reloads the files, SIGUSR1 logs one stats line
+`;
+
+export async function main(argv: string[]): Promise<number> {
+  const args = parseCommand(
+    {
+      name: 'cvlan-vrouter run',
+      help: HELP,
+      options: { config: { type: 'string' }, local: { type: 'string' }, 'runtime-dir': { type: 'string' }, 'admin-socket': { type: 'string' } },
+    },
+    argv,
+  );
+  if (!args) return 0;
+  const v = args.values;
+  const [config, local, runtimeDir, adminSocket] = [stringOption(v, 'config'), stringOption(v, 'local'), stringOption(v, 'runtime-dir'), stringOption(v, 'admin-socket')];
+  return await runDaemon(
+    { ...(config ? { config } : {}), ...(local ? { local } : {}), ...(runtimeDir ? { runtimeDir } : {}), ...(adminSocket ? { adminSocket: adminSocket === 'none' ? null : adminSocket } : {}) },
+    ...withEvents(),
+  );
+}
 
 export interface RunOptions {
   /** The controller JSON. Without it (or when the file is gone) the stored last applied configuration is used. */
@@ -75,7 +110,13 @@ function issuesOf(e: unknown): { path: string; reason: string }[] | undefined {
   return e instanceof ConfigError ? e.issues : undefined;
 }
 
-export async function runDaemon(o: RunOptions, log: Logger): Promise<number> {
+/** The daemon's logger, whose event lines the admin API also serves (`/v1/events`). */
+function withEvents(): [Logger, EventStream] {
+  const events = new EventStream();
+  return [cliLogger(process.env, events), events];
+}
+
+export async function runDaemon(o: RunOptions, log: Logger, eventStream?: EventStream): Promise<number> {
   const events = eventLog(log);
   let loaded: Loaded;
   try {
@@ -94,7 +135,7 @@ export async function runDaemon(o: RunOptions, log: Logger): Promise<number> {
   const socketPath = o.adminSocket !== undefined ? o.adminSocket : state.local.admin.socket;
   if (socketPath !== null) {
     try {
-      admin = await startAdminServer({ source: vrouter, socketPath, logger: log });
+      admin = await startAdminServer({ source: vrouter, control: vrouter, socketPath, logger: log, ...(eventStream ? { events: eventStream } : {}) });
     } catch (e) {
       await vrouter.stop();
       throw e;
@@ -121,6 +162,7 @@ export async function runDaemon(o: RunOptions, log: Logger): Promise<number> {
       clearInterval(keepAlive);
       const last = vrouter.summary();
       void (async () => {
+        eventStream?.close();
         await admin?.close().catch(() => undefined);
         await vrouter.stop();
         disposeDesiredState(vrouter.state);

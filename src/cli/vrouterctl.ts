@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 /**
- * vrouterctl — reads the running cvlan-vrouter through its admin API, and makes WireGuard keys.
+ * vrouterctl — reads the running cvlan-vrouter through its admin API (views, events), starts and
+ * stops its IPsec tunnels by hand, and makes WireGuard keys. `vrouterctl --help` lists the
+ * commands, `vrouterctl COMMAND --help` describes one; `--json` gives any read as JSON.
  *
  * Exit codes (stable, for scripts):
  *   0  success
@@ -14,7 +16,7 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { adminGet, type AdminTarget } from '../api/client.js';
+import { adminGet, adminRequest, adminStream, type AdminTarget } from '../api/client.js';
 import { DEFAULT_ADMIN_SOCKET } from '../api/server.js';
 import type { BgpView, DropView, PeerView, RouteView, TunnelView, WorkerView } from '../api/state.js';
 import { CvlanError } from '../errors.js';
@@ -29,32 +31,65 @@ export interface CtlIo {
   env: Record<string, string | undefined>;
 }
 
-const USAGE = `usage: vrouterctl [options] <command>
+interface Command {
+  /** Arguments after the command, for the usage line. */
+  args?: string;
+  summary: string;
+  /** Options of this command besides the common ones. */
+  options?: readonly ('tenant' | 'follow')[];
+  /** Positional arguments it takes (after the command). Default 0. */
+  positionals?: number;
+  /** Reads the daemon (GET); false for actions and local commands. */
+  read?: boolean;
+}
 
-commands:
-  stats                 summary: tunnels, SAs, traffic, drops, workers
-  tunnels               IPsec tunnels and their state
-  sas                   IKE and CHILD SAs in detail (algorithms, SPIs, counters, rekey)
-  peers                 WireGuard peers
-  routes --tenant T     routing table of tenant T
-  drops                 dropped packets by reason
-  workers               data-plane worker load
-  genkey                print a new WireGuard private key (like wg genkey)
-  pubkey                read a private key on stdin, print its public key (like wg pubkey)
+/** The commands; a new one joins with one entry (and its case below). */
+const COMMANDS: Record<string, Command> = {
+  stats: { summary: 'summary: tunnels, SAs, traffic, drops, workers', read: true },
+  tunnels: { summary: 'IPsec tunnels and their state', read: true },
+  sas: { summary: 'IKE and CHILD SAs in detail (algorithms, SPIs, counters, rekey)', read: true },
+  peers: { summary: 'WireGuard peers, with the names the configuration gives them', read: true },
+  routes: { args: '--tenant T', summary: 'routing table of tenant T', options: ['tenant'], read: true },
+  drops: { summary: 'dropped packets by reason', read: true },
+  workers: { summary: 'data-plane worker load', read: true },
+  logs: { args: '[-f]', summary: 'recent events (tunnel up/down, auth failures, config); -f follows new ones', options: ['follow'], read: true },
+  initiate: { args: 'TUNNEL', summary: 'bring IPsec tunnel TUNNEL up now (IKE_SA and CHILD_SA)', positionals: 1 },
+  terminate: { args: 'TUNNEL', summary: "delete IPsec tunnel TUNNEL's SAs (it stays configured)", positionals: 1 },
+  genkey: { summary: 'print a new WireGuard private key (like wg genkey)' },
+  pubkey: { summary: 'read a private key on stdin, print its public key (like wg pubkey)' },
+};
 
-options:
+const COMMON_OPTIONS = `options:
   --socket PATH         admin socket (default ${DEFAULT_ADMIN_SOCKET}, env CVLAN_ADMIN_SOCKET)
   --url URL             use TCP instead, e.g. http://10.0.0.1:9180 (needs --token-file)
   --token-file FILE     file holding the bearer token for --url (env CVLAN_ADMIN_TOKEN_FILE)
-  --json                print the API's JSON instead of tables
-  -h, --help            this text
+  --json                print the API's JSON instead of tables (logs: one event per line)
+  -h, --help            this text (\`vrouterctl COMMAND --help\`: that command's)
+`;
 
+const USAGE = `usage: vrouterctl [options] <command>
+
+commands:
+${Object.entries(COMMANDS)
+  .map(([name, c]) => {
+    const head = `${name}${c.args ? ` ${c.args}` : ''}`;
+    return head.length <= 20 ? `  ${head.padEnd(20)}  ${c.summary}` : `  ${head}\n  ${''.padEnd(20)}  ${c.summary}`;
+  })
+  .join('\n')}
+
+${COMMON_OPTIONS}
 exit codes: 0 ok, 1 usage, 2 daemon unreachable, 3 API error
 `;
 
-class UsageError extends Error {}
+function commandHelp(name: string, c: Command): string {
+  const extra = [
+    ...(c.options?.includes('tenant') ? ['  --tenant T            the tenant whose table to print'] : []),
+    ...(c.options?.includes('follow') ? ['  -f, --follow          keep printing events as they happen (until Ctrl-C)'] : []),
+  ];
+  return `usage: vrouterctl [options] ${name}${c.args ? ` ${c.args}` : ''}\n\n${c.summary}\n\n${COMMON_OPTIONS}${extra.length ? `${extra.join('\n')}\n` : ''}\nexit codes: 0 ok, 1 usage, 2 daemon unreachable, 3 API error\n`;
+}
 
-const API_COMMANDS = new Set(['stats', 'tunnels', 'sas', 'peers', 'routes', 'drops', 'workers']);
+class UsageError extends Error {}
 
 export async function main(argv: string[], io: CtlIo): Promise<number> {
   let parsed;
@@ -68,6 +103,7 @@ export async function main(argv: string[], io: CtlIo): Promise<number> {
         url: { type: 'string' },
         'token-file': { type: 'string' },
         tenant: { type: 'string' },
+        follow: { type: 'boolean', short: 'f', default: false },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -77,24 +113,31 @@ export async function main(argv: string[], io: CtlIo): Promise<number> {
     return EXIT.USAGE;
   }
   const { values, positionals } = parsed;
+  const [command, ...extra] = positionals;
+  const spec = command !== undefined && Object.prototype.hasOwnProperty.call(COMMANDS, command) ? COMMANDS[command] : undefined;
   if (values.help) {
-    io.stdout.write(USAGE);
+    io.stdout.write(spec ? commandHelp(command!, spec) : USAGE);
     return EXIT.OK;
   }
-  const [command, ...extra] = positionals;
   try {
     if (command === undefined) throw new UsageError('no command given');
-    if (extra.length > 0) throw new UsageError(`unexpected argument: ${extra[0]}`);
+    if (!spec) throw new UsageError(`unknown command: ${command}`);
+    if (extra.length > (spec.positionals ?? 0)) throw new UsageError(`unexpected argument: ${extra[spec.positionals ?? 0]}`);
+    if (extra.length < (spec.positionals ?? 0)) throw new UsageError(`${command} needs ${spec.args}`);
+    if (values.tenant !== undefined && !spec.options?.includes('tenant')) throw new UsageError(`--tenant is not an option of ${command}`);
+    if (values.follow && !spec.options?.includes('follow')) throw new UsageError(`--follow is not an option of ${command}`);
     if (command === 'genkey') {
       io.stdout.write(`${genkey()}\n`);
       return EXIT.OK;
     }
     if (command === 'pubkey') return await pubkeyCommand(io);
-    if (!API_COMMANDS.has(command)) throw new UsageError(`unknown command: ${command}`);
     if (command === 'routes' && !values.tenant) throw new UsageError('routes needs --tenant T');
     const target = resolveTarget(values, io.env);
-    const path = command === 'routes' ? `/v1/routes?tenant=${encodeURIComponent(values.tenant!)}` : apiPath(command);
-    const res = await adminGet(target, path);
+    if (command === 'logs') return await logsCommand(target, values.follow, values.json, io);
+    const res =
+      command === 'initiate' || command === 'terminate'
+        ? await adminRequest(target, 'POST', `/v1/tunnels/${encodeURIComponent(extra[0]!)}/${command}`, 30_000)
+        : await adminGet(target, command === 'routes' ? `/v1/routes?tenant=${encodeURIComponent(values.tenant!)}` : apiPath(command));
     let body: unknown;
     try {
       body = JSON.parse(res.body);
@@ -111,7 +154,7 @@ export async function main(argv: string[], io: CtlIo): Promise<number> {
     return EXIT.OK;
   } catch (e) {
     if (e instanceof UsageError) {
-      io.stderr.write(`vrouterctl: ${e.message}\n${USAGE}`);
+      io.stderr.write(`vrouterctl: ${e.message}\n${spec ? commandHelp(command!, spec) : USAGE}`);
       return EXIT.USAGE;
     }
     if (e instanceof CvlanError && e.code === 'CVLAN_ERR_DAEMON_UNREACHABLE') {
@@ -124,6 +167,51 @@ export async function main(argv: string[], io: CtlIo): Promise<number> {
     }
     throw e;
   }
+}
+
+/**
+ * `logs [-f]`: the daemon's recent events, then (with -f) new ones as they happen until the
+ * stream ends or the process is interrupted.
+ */
+async function logsCommand(target: AdminTarget, follow: boolean, json: boolean, io: CtlIo): Promise<number> {
+  const abort = new AbortController();
+  const interrupted = (): void => abort.abort();
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  try {
+    const r = await adminStream(target, `/v1/events${follow ? '?follow=true' : ''}`, (line) => io.stdout.write(json ? `${line}\n` : renderEvent(line)), abort.signal);
+    if (r.error !== undefined) {
+      let err: { code?: string; message?: string } | undefined;
+      try {
+        err = (JSON.parse(r.error) as { error?: typeof err }).error;
+      } catch {
+        err = undefined;
+      }
+      io.stderr.write(`vrouterctl: ${err?.code ?? 'error'}: ${err?.message ?? 'request failed'} (HTTP ${r.status})\n`);
+      return EXIT.API;
+    }
+    return EXIT.OK;
+  } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+  }
+}
+
+/** One event line for people: time, level, event, tenant/tunnel, then the other fields. */
+export function renderEvent(line: string): string {
+  let e: Record<string, unknown>;
+  try {
+    e = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return `${line}\n`;
+  }
+  const LEVELS: Record<number, string> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
+  const { time, level, event, tenant, tunnel, msg, pid: _pid, hostname: _host, name: _name, ...rest } = e;
+  const scope = [tenant, tunnel].filter((x) => typeof x === 'string' && x.length > 0).join('/');
+  const fields = Object.entries(rest)
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .join(' ');
+  return `${[String(time ?? ''), (LEVELS[level as number] ?? String(level)).padEnd(5), String(event), scope || '-', String(msg ?? '')].join('  ')}${fields ? `  ${fields}` : ''}\n`;
 }
 
 function apiPath(command: string): string {
@@ -269,8 +357,9 @@ function render(command: string, body: unknown): string {
     case 'peers': {
       const { peers } = body as { peers: PeerView[] };
       return table(
-        ['PUBLIC_KEY', 'TENANT', 'ENDPOINT', 'ALLOWED_IPS', 'HANDSHAKE', 'RX', 'TX'],
+        ['NAME', 'PUBLIC_KEY', 'TENANT', 'ENDPOINT', 'ALLOWED_IPS', 'HANDSHAKE', 'RX', 'TX'],
         peers.map((p) => [
+          p.name ?? '-',
           p.public_key,
           p.tenant,
           p.endpoint ?? '-',
@@ -309,6 +398,11 @@ function render(command: string, body: unknown): string {
           w.busy_ratio === null ? '-' : `${(w.busy_ratio * 100).toFixed(0)}%`,
         ]),
       );
+    }
+    case 'initiate':
+    case 'terminate': {
+      const r = body as { tunnel: string; action: string };
+      return `tunnel ${r.tunnel}: ${r.action === 'initiate' ? 'initiated (established)' : 'terminated'}\n`;
     }
     default:
       return `${JSON.stringify(body)}\n`;

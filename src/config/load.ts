@@ -179,19 +179,167 @@ export function loadOrCreateWireguardKey(path: string): { secret: Secret; public
   }
 }
 
-/** Reads a JSON file and reports a parse error with its position. */
+/** Reads a JSON file; a syntax error is reported as `FILE:LINE:COLUMN` with the parser's reason. */
 export function readJsonFile(path: string): unknown {
+  return readJsonFileWithLines(path).doc;
+}
+
+/** A parsed JSON document and the line of each of its values (see `jsonValueLines`). */
+export interface JsonWithLines {
+  doc: unknown;
+  lines: Map<string, number>;
+}
+
+/** `readJsonFile` that also returns where each value is, so issues can name their line. */
+export function readJsonFileWithLines(path: string): JsonWithLines {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
     throw new ConfigError([{ path, reason: `cannot read: ${(e as Error).message}` }]);
   }
+  return parseJsonWithLines(text, path);
+}
+
+export function parseJsonWithLines(text: string, file: string): JsonWithLines {
+  let doc: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    doc = JSON.parse(text) as unknown;
   } catch (e) {
-    // Node's message carries the position ("... at position 123 (line 4 column 5)"), never a whole value.
-    throw new ConfigError([{ path, reason: `not valid JSON: ${(e as Error).message}` }]);
+    // V8 gives a character offset at best ("... at position 123"), often only a snippet; the
+    // scanner below finds the place itself so the error can name a line and column.
+    let offset: number;
+    let reason: string;
+    try {
+      jsonValueLines(text);
+      const m = / at position (\d+)/.exec((e as Error).message);
+      offset = m ? Number(m[1]) : text.length;
+      reason = (e as Error).message.replace(/ in JSON at position \d+.*$/, '');
+    } catch (syntax) {
+      if (!(syntax instanceof JsonSyntaxError)) throw syntax;
+      offset = syntax.offset;
+      reason = syntax.message;
+    }
+    const { line, column } = lineColumn(text, offset);
+    throw new ConfigError([{ path: `${file}:${line}:${column}`, reason: `JSON syntax error: ${reason}` }]);
+  }
+  return { doc, lines: jsonValueLines(text) };
+}
+
+function lineColumn(text: string, offset: number): { line: number; column: number } {
+  const before = text.slice(0, offset);
+  return { line: before.split('\n').length, column: offset - before.lastIndexOf('\n') };
+}
+
+class JsonSyntaxError extends Error {
+  constructor(
+    message: string,
+    readonly offset: number,
+  ) {
+    super(message);
+  }
+}
+
+// eslint-disable-next-line no-control-regex -- JSON forbids raw control characters in strings
+const JSON_STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
+const JSON_NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
+const JSON_LITERAL = /true|false|null/y;
+
+/**
+ * Line (1-based) of every value of a JSON text, by the validator's path syntax
+ * (`tenants[1].wireguard_peers[0].public_key`; the root is `(document)`). A member's line is
+ * the line of its key. Throws JsonSyntaxError at the first offset that is not JSON (RFC 8259).
+ */
+export function jsonValueLines(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  let i = 0;
+  let line = 1;
+  const shown = (): string => (i >= text.length ? 'end of input' : JSON.stringify(text[i]));
+  const fail = (expected: string): never => {
+    throw new JsonSyntaxError(`unexpected ${shown()}, expected ${expected}`, i);
+  };
+  const space = (): void => {
+    for (; i < text.length; i++) {
+      const c = text[i];
+      if (c === '\n') line++;
+      else if (c !== ' ' && c !== '\t' && c !== '\r') return;
+    }
+  };
+  // JSON strings hold no raw line breaks: only whitespace moves the line.
+  const token = (re: RegExp, what: string): string => {
+    re.lastIndex = i;
+    const m = re.exec(text);
+    if (!m) fail(what);
+    i += m![0].length;
+    return m![0];
+  };
+  const punct = (c: string, what: string): void => {
+    space();
+    if (text[i] !== c) fail(what);
+    i++;
+  };
+  const value = (path: string, at: number, depth: number): void => {
+    if (depth > 512) fail('less nesting');
+    out.set(path || '(document)', at);
+    space();
+    const c = text[i];
+    if (c === '{') {
+      i++;
+      space();
+      if (text[i] === '}') {
+        i++;
+        return;
+      }
+      for (;;) {
+        space();
+        const keyLine = line;
+        const key = JSON.parse(token(JSON_STRING, 'a property name in double quotes')) as string;
+        punct(':', "':' after the property name");
+        space();
+        value(path ? `${path}.${key}` : key, keyLine, depth + 1);
+        space();
+        if (text[i] === ',') i++;
+        else if (text[i] === '}') {
+          i++;
+          return;
+        } else fail("',' or '}'");
+      }
+    } else if (c === '[') {
+      i++;
+      space();
+      if (text[i] === ']') {
+        i++;
+        return;
+      }
+      for (let k = 0; ; k++) {
+        space();
+        value(`${path}[${k}]`, line, depth + 1);
+        space();
+        if (text[i] === ',') i++;
+        else if (text[i] === ']') {
+          i++;
+          return;
+        } else fail("',' or ']'");
+      }
+    } else if (c === '"') token(JSON_STRING, 'a string (control characters escaped)');
+    else if (c === 't' || c === 'f' || c === 'n') token(JSON_LITERAL, 'true, false or null');
+    else token(JSON_NUMBER, 'a value');
+  };
+  space();
+  value('', line, 0);
+  space();
+  if (i < text.length) fail('end of input');
+  return out;
+}
+
+/** The line of the value an issue path names, or of its nearest enclosing value that exists. */
+export function lineOfPath(lines: Map<string, number>, path: string): number | undefined {
+  for (let p = path; ; ) {
+    const l = lines.get(p || '(document)');
+    if (l !== undefined) return l;
+    if (p === '') return undefined;
+    const cut = Math.max(p.lastIndexOf('.'), p.lastIndexOf('['));
+    p = cut < 0 ? '' : p.slice(0, cut);
   }
 }
 

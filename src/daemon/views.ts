@@ -6,6 +6,7 @@
 import { configVersion } from '../config/load.js';
 import type { DesiredState, IpsecTunnelSpec, TenantSpec } from '../config/model.js';
 import { totals, type WorkerStats } from '../dataplane/index.js';
+import { peerName } from './operator.js';
 import type { IpsecService } from '../ipsec/service.js';
 import { str as viciStr, type IkeSaInfo } from '../strongswan/vici/types.js';
 import { dropReasonOf } from './drops.js';
@@ -167,8 +168,11 @@ export class RouterViews implements RouterStateSource {
   wireguardPeers(): PeerView[] {
     return this.#r.runtimes().flatMap((rt) => {
       if (!rt.wg || rt.wg.closed) return [];
-      return rt.wg.state().peers.map((p) => ({
-        public_key: Buffer.from(p.publicKey).toString('base64'),
+      return rt.wg.state().peers.map((p) => {
+        const key = Buffer.from(p.publicKey).toString('base64');
+        return {
+        public_key: key,
+        name: peerName(rt.spec, key) ?? null,
         tenant: rt.spec.id,
         endpoint: p.endpoint,
         allowed_ips: p.allowedIps,
@@ -176,7 +180,8 @@ export class RouterViews implements RouterStateSource {
         rx_bytes: Number(p.rxBytes),
         tx_bytes: Number(p.txBytes),
         persistent_keepalive_s: p.persistentKeepalive > 0 ? p.persistentKeepalive : null,
-      }));
+        };
+      });
     });
   }
 
@@ -250,7 +255,7 @@ export class RouterViews implements RouterStateSource {
           packets_in: x.child_sas.reduce((s, c) => s + c.packets_in, 0),
           packets_out: x.child_sas.reduce((s, c) => s + c.packets_out, 0),
         })),
-        ...peers.map((p) => ({ tunnel: `wg:${p.public_key}`, bytes_in: p.rx_bytes, bytes_out: p.tx_bytes, packets_in: 0, packets_out: 0 })),
+        ...peers.map((p) => ({ tunnel: p.name ?? `wg:${p.public_key}`, bytes_in: p.rx_bytes, bytes_out: p.tx_bytes, packets_in: 0, packets_out: 0 })),
       ],
       ike_sa_active: ikeSas.filter((s) => s.state === 'ESTABLISHED').length,
       child_sa_active: ikeSas.reduce((n, s) => n + s.childSas.filter((c) => c.state === 'INSTALLED').length, 0),

@@ -48,6 +48,7 @@ import { bgpChanges, reachableOf } from './advertise.js';
 import { RoutingService, type RoutingStatus } from '../routing/service.js';
 import type { BgpView } from '../api/state.js';
 import { RouterViews } from './views.js';
+import { initiateTunnel, logWireguardEvent, terminateTunnel, type TunnelActionResult } from './operator.js';
 
 
 export interface VrouterOptions {
@@ -205,14 +206,9 @@ export class Vrouter implements RouterStateSource {
       key?.fill(0);
     }
     rt.wg.on('event', (ev) => {
-      if (ev.type === 'handshake-failed') {
-        this.#events.authFailure({ tenant: t.id, tunnel: ev.peer ?? null, remote: ev.endpoint ?? 'unknown', method: 'wireguard', reason: ev.reason ?? 'handshake failed' });
-      } else if (ev.type === 'handshake-complete') {
-        this.#events.tunnelUp({ tenant: t.id, tunnel: ev.peer ?? 'unknown', type: 'wireguard', ...(ev.endpoint ? { remote: ev.endpoint } : {}) });
-        this.#advertise();
-      } else {
-        this.#opts.logger.info({ tenant: t.id, event: ev.type, worker: ev.worker, reason: ev.reason }, `wireguard ${ev.type}`);
-      }
+      logWireguardEvent(this.#events, this.#opts.logger, rt.spec, ev);
+      // A new session changes what the tenant announces over BGP.
+      if (ev.type === 'handshake-complete') this.#advertise();
     });
     rt.uapi = await startUapiServer(rt.wg);
     await this.#applyPeerOps(rt, [], t.peers);
@@ -442,6 +438,15 @@ export class Vrouter implements RouterStateSource {
   }
 
   // --- RouterStateSource (views.ts) ----------------------------------------------------------
+
+  /** `vrouterctl initiate`: see ./operator.ts. */
+  initiateTunnel(id: string): Promise<TunnelActionResult> {
+    return initiateTunnel(this.#state.tenants, this.#ipsec, id);
+  }
+  /** `vrouterctl terminate`: see ./operator.ts. */
+  terminateTunnel(id: string): Promise<TunnelActionResult> {
+    return terminateTunnel(this.#state.tenants, this.#ipsec, id);
+  }
 
   health(): HealthView {
     return this.#views.health();

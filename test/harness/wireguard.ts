@@ -204,7 +204,7 @@ async function bringUp(lab: Lab, impl: WgImplementation, ns: string, opts: WgOpt
       ? lab.spawn(
           `cvlan-vrouter wireguard ${name}`,
           tools.node,
-          [CVLAN_CLI, 'wireguard', name, '--listen-port', String(listenPort), '--workers', String(opts.threads ?? 2)],
+          [CVLAN_CLI, 'wireguard', '--foreground', name, '--listen-port', String(listenPort), '--workers', String(opts.threads ?? 2)],
           { ns, env: opts.env ?? {} },
         )
       : impl === 'wireguard-go'

@@ -50,7 +50,8 @@ t.test('run: IPsec ⇄ WireGuard through the vrouter, metrics, vrouterctl, reloa
     }
   }
   const ipsecOut = (s: string): number => metric(s, 'cvlan_vrouter_bytes_out_total', (l) => l.includes('tunnel="legacy-site"'));
-  const wgIn = (s: string): number => metric(s, 'cvlan_vrouter_bytes_in_total', (l) => l.includes('tunnel="wg:'));
+  // The demo names its WireGuard peer "agent": the label is the name, not the key.
+  const wgIn = (s: string): number => metric(s, 'cvlan_vrouter_bytes_in_total', (l) => l.includes('tunnel="agent"'));
 
   await iperfServer(lab, topo.nsL, { bind: DEMO_NET.legacyLan });
   const up = await iperfClient(topo.nsA, DEMO_NET.legacyLan, { duration: 3 });

@@ -23,6 +23,7 @@ const [tenant] = parseControllerDocs([
 const tunnel = (state: TunnelView['state'], tenantId = 'acme'): TunnelView => ({ id: 'site', tenant: tenantId, type: 'ipsec', remote_id: 'site.example', auth_method: 'psk', state, ike_sa: null, child_sas: [] });
 const peer = (key: string, handshakeAgoS: number | null): PeerView => ({
   public_key: key,
+  name: null,
   tenant: 'acme',
   endpoint: null,
   allowed_ips: [],

@@ -65,6 +65,7 @@ export function sampleSnapshot(): StateSnapshot {
   };
   const peer = {
     public_key: 'HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=',
+    name: 'agent-7',
     tenant: 'acme',
     endpoint: '203.0.113.9:51820',
     allowed_ips: ['10.20.0.2/32', 'fd00:20::2/128'],

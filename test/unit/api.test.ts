@@ -42,7 +42,7 @@ void t.test('every route answers with its schema', async (t) => {
     'bytes_in', 'bytes_out', 'packets_in', 'packets_out', 'rekey_in_s',
   ];
   const peerKeys = [
-    'public_key', 'tenant', 'endpoint', 'allowed_ips', 'latest_handshake', 'rx_bytes', 'tx_bytes', 'persistent_keepalive_s',
+    'public_key', 'name', 'tenant', 'endpoint', 'allowed_ips', 'latest_handshake', 'rx_bytes', 'tx_bytes', 'persistent_keepalive_s',
   ];
 
   let r = await getJson('/healthz');

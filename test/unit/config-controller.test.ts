@@ -430,7 +430,7 @@ t.test('proposal grammar', async (t) => {
   t.match(proposalProblem('esp', '3des-sha1'), /unsupported algorithm "3des"/);
 });
 
-t.test('loadStandalone reads the file; JSON errors carry the position', async (t) => {
+t.test('loadStandalone reads the file; JSON errors carry the line and column', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'cvlan-config-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const { writeFileSync } = await import('node:fs');
@@ -441,7 +441,7 @@ t.test('loadStandalone reads the file; JSON errors carry the position', async (t
   t.equal(s.tenants[0]!.peers[0]!.publicKey, PEER2);
   const broken = join(dir, 'broken.json');
   writeFileSync(broken, '{\n  "tenant_id": "acme",\n  oops\n}');
-  hasIssue(t, issuesOf(() => loadStandalone(broken, { stateDir: null })).issues, broken, /not valid JSON: .*(position|line)/);
+  hasIssue(t, issuesOf(() => loadStandalone(broken, { stateDir: null })).issues, `${broken}:3:3`, /^JSON syntax error: unexpected "o", expected a property name in double quotes$/);
   hasIssue(t, issuesOf(() => loadStandalone(join(dir, 'missing.json'), { stateDir: null })).issues, join(dir, 'missing.json'), /cannot read/);
 });
 
