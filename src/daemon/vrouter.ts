@@ -21,7 +21,7 @@
  * `reconcile()` changes only the peers and tunnels whose specification changed.
  */
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { checkHostNetworking, reportHostNetworking } from './host-checks.js';
 import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
@@ -259,8 +259,8 @@ export class Vrouter implements RouterStateSource {
     if (!this.#shared) {
       // Packets the workers do not translate themselves (to local subnets, the vrouter's own
       // addresses) cross between the devices through this namespace's IP stack.
-      writeFileSync('/proc/sys/net/ipv4/ip_forward', '1\n');
-      writeFileSync('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
+      // Read, corrected only where wrong and writable (containers mount /proc/sys read-only), else reported with the fix.
+      reportHostNetworking(checkHostNetworking(), this.#opts.logger);
     }
     for (const rt of this.#tenants.values()) await this.#openWireguard(rt);
     const withTunnels = [...this.#tenants.values()].filter((rt) => rt.spec.tunnels.length > 0);
