@@ -71,5 +71,8 @@ log "building $image"
 buildah build --isolation chroot --layers --quiet --format docker \
   --build-arg RUNTIME_IMAGE="$base" --build-arg ARTIFACTS="$artifacts" \
   -t "$image" . >"$cache/build-$key.log" 2>&1 || { tail -n 30 "$cache/build-$key.log" >&2; die "image build failed (log: $cache/build-$key.log)"; }
-buildah rmi "$artifacts" >/dev/null 2>&1 || true
+# Older builds of this checkout's image are of no further use.
+for old in $(buildah images --format '{{.Name}}:{{.Tag}}' | grep -E '^localhost/cvlan-(vrouter|artifacts):' | grep -v ":$key\$"); do
+  buildah rmi "$old" >/dev/null 2>&1 || true
+done
 echo "$image"
