@@ -236,7 +236,9 @@ export class CharonSupervisor extends EventEmitter<CharonSupervisorEvents> {
     for (;;) {
       if (!alive(child) || this.child !== child) {
         // Let the pipes drain: the lines that say why are usually the last ones written.
-        await sleep(50);
+        if (child.stdout?.readableEnded === false || child.stderr?.readableEnded === false) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
         const how = child.signalCode ? `signal ${child.signalCode}` : `code ${child.exitCode}`;
         throw new CvlanError('CVLAN_ERR_CHARON', `charon exited during startup (${how})${lastLines(this.output)}`, {
           details: { code: child.exitCode, signal: child.signalCode, output: this.output.slice(-10) },
@@ -250,7 +252,8 @@ export class CharonSupervisor extends EventEmitter<CharonSupervisorEvents> {
           details: { output: this.output.slice(-10) },
         });
       }
-      await sleep(50);
+      // Referenced: while charon starts, this wait may be all that keeps the process alive.
+      await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
 
