@@ -8,11 +8,12 @@
  * translated WireGuard ⇄ IPsec path runs in the workers and needs none of these settings; only
  * packets that cross the host's own IP stack (local subnets, the vrouter's own addresses) do.
  *
- * The probes of the process's situation (container or not, capabilities) also live here; the
- * charon supervisor uses them to decide whether charon can get a private /run.
+ * The probe of the process's capabilities also lives here; the charon supervisor uses it to
+ * decide whether charon can get a private /run.
  */
 
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 export interface HostCheck {
   /** The sysctl key, e.g. `net.ipv4.ip_forward`. */
@@ -122,12 +123,6 @@ export function reportHostNetworking(checks: readonly HostCheck[], logger: HostC
   }
 }
 
-/** True inside a container (Docker, Podman/Buildah, systemd-nspawn, LXC). */
-export function inContainer(env: NodeJS.ProcessEnv = process.env): boolean {
-  if (env.container) return true;
-  return existsSync('/.dockerenv') || existsSync('/run/.containerenv');
-}
-
 /** Linux capability numbers used here (linux/capability.h). */
 export const CAP = { NET_ADMIN: 12, NET_RAW: 13, SYS_ADMIN: 21 } as const;
 
@@ -146,13 +141,19 @@ export function hasCapability(cap: number, status?: string): boolean {
   return ((BigInt(`0x${m[1]}`) >> BigInt(cap)) & 1n) === 1n;
 }
 
+let privateRunProbe: boolean | undefined;
+
 /**
  * Whether charon can be given a private /run (`unshare -m` + a tmpfs mount). That is only needed
  * when several charons share one host (tests); it needs CAP_SYS_ADMIN, which containers and the
- * hardened systemd unit do not grant. `CVLAN_CHARON_PRIVATE_RUN=0|1` overrides the probe.
+ * hardened systemd unit do not grant, and a seccomp or LSM profile may refuse it even then, so it
+ * is tried once (a throw-away mount namespace) rather than inferred from a container marker:
+ * a privileged container can, a plain one cannot. `CVLAN_CHARON_PRIVATE_RUN=0|1` overrides.
  */
 export function charonPrivateRunPossible(env: NodeJS.ProcessEnv = process.env): boolean {
   const forced = env.CVLAN_CHARON_PRIVATE_RUN;
   if (forced === '0' || forced === '1') return forced === '1';
-  return !inContainer(env) && hasCapability(CAP.SYS_ADMIN);
+  if (!hasCapability(CAP.SYS_ADMIN)) return false;
+  privateRunProbe ??= spawnSync('unshare', ['-m', '--propagation', 'private', 'mount', '-t', 'tmpfs', 'cvlan-probe', '/run'], { stdio: 'ignore', timeout: 5000 }).status === 0;
+  return privateRunProbe;
 }
