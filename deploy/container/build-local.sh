@@ -68,7 +68,7 @@ if ! buildah inspect --type image "$artifacts" >/dev/null 2>&1; then
 fi
 
 log "building $image"
-buildah build --isolation chroot --layers --quiet --format docker \
+buildah build --isolation chroot --layers --force-rm --quiet --format docker \
   --build-arg RUNTIME_IMAGE="$base" --build-arg ARTIFACTS="$artifacts" \
   -t "$image" . >"$cache/build-$key.log" 2>&1 || { tail -n 30 "$cache/build-$key.log" >&2; die "image build failed (log: $cache/build-$key.log)"; }
 # Older builds of this checkout's image are of no further use.
