@@ -14,9 +14,6 @@
 ARG NODE_IMAGE=node:20-bookworm
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=node:20-bookworm-slim
-# Where the runtime stage takes the built files from: the `build` stage below, or an image holding
-# the same files under /src (the container test builds them on its host once and reuses them).
-ARG ARTIFACTS=build
 
 FROM ${RUST_IMAGE} AS rust
 
@@ -45,8 +42,9 @@ RUN npm prune --omit=dev --no-audit --no-fund \
  && find node_modules -type d -name prebuilds -prune -exec sh -c 'for d; do find "$d" -mindepth 1 -maxdepth 1 ! -name "linux-x64*" -exec rm -rf {} +; done' sh {} + \
  && strip --strip-debug build/cvlan.linux-*.node build/libstrongswan-cvlan.so
 
-FROM ${ARTIFACTS} AS artifacts
-
+# The runtime stage takes the built files from the `build` stage. A build context of that name
+# (`--build-context build=docker-image://IMAGE`, files under /src) replaces the stage: the
+# container test builds them on its host once instead of compiling Rust inside the build.
 FROM ${RUNTIME_IMAGE}
 # iproute2: addresses and routes of the TUN devices; wg: the WireGuard interfaces are managed with
 # wg(8); charon + swanctl + the plugin packages PLUGINS_CVLAN names (openssl, eap-*).
@@ -55,12 +53,12 @@ RUN apt-get update \
       strongswan-charon strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/*
 WORKDIR /opt/cvlan-vrouter
-COPY --from=artifacts /src/package.json ./
-COPY --from=artifacts /src/node_modules node_modules
-COPY --from=artifacts /src/dist/src dist/src
-COPY --from=artifacts /src/dist/test/harness dist/test/harness
-COPY --from=artifacts /src/build/cvlan.linux-*.node build/
-COPY --from=artifacts /src/build/libstrongswan-cvlan.so /usr/lib/ipsec/plugins/libstrongswan-cvlan.so
+COPY --from=build /src/package.json ./
+COPY --from=build /src/node_modules node_modules
+COPY --from=build /src/dist/src dist/src
+COPY --from=build /src/dist/test/harness dist/test/harness
+COPY --from=build /src/build/cvlan.linux-*.node build/
+COPY --from=build /src/build/libstrongswan-cvlan.so /usr/lib/ipsec/plugins/libstrongswan-cvlan.so
 COPY deploy/container/swanctl.conf /etc/strongswan.d/cvlan-swanctl.conf
 COPY deploy/container/healthcheck.mjs /usr/local/lib/cvlan/healthcheck.mjs
 RUN ln -s /opt/cvlan-vrouter/dist/src/cli/cvlan-vrouter.js /usr/local/bin/cvlan-vrouter \

@@ -69,7 +69,7 @@ fi
 
 log "building $image"
 buildah build --isolation chroot --layers --force-rm --quiet --format docker \
-  --build-arg RUNTIME_IMAGE="$base" --build-arg ARTIFACTS="$artifacts" \
+  --build-arg RUNTIME_IMAGE="$base" --build-context build=docker-image://"$artifacts" \
   -t "$image" . >"$cache/build-$key.log" 2>&1 || { tail -n 30 "$cache/build-$key.log" >&2; die "image build failed (log: $cache/build-$key.log)"; }
 # Older builds of this checkout's image are of no further use.
 for old in $(buildah images --format '{{.Name}}:{{.Tag}}' | grep -E '^localhost/cvlan-(vrouter|artifacts):' | grep -v ":$key\$"); do
