@@ -24,6 +24,10 @@ plugin=.cache/cvlan-plugin/libstrongswan-cvlan.so
 [ -f "$plugin" ] || plugin=/usr/lib/ipsec/plugins/libstrongswan-cvlan.so
 [ -f "$plugin" ] || die "the charon plugin is not built: run native/strongswan/build.sh"
 
+# One build at a time: tests of several checkouts share the cache and buildah's storage.
+mkdir -p "$cache"
+exec 9>"$cache/.build.lock"
+flock 9
 CVLAN_IMAGE_CACHE=$cache "$here/local-base.sh" "$base"
 
 # Production dependencies once per package-lock.json (prebuilt binaries are in the packages).
