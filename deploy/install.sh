@@ -54,9 +54,11 @@ for cmd in cvlan-vrouter vrouterctl; do
   printf '#!/bin/sh\nexec %s/node/bin/node %s/dist/src/cli/%s.js "$@"\n' "$prefix" "$prefix" "$cmd" >/usr/local/bin/$cmd
   chmod 0755 /usr/local/bin/$cmd
 done
-install -m 0644 "$prefix/deploy/systemd/cvlan-vrouter.service" /etc/systemd/system/cvlan-vrouter.service
+install -D -m 0644 "$prefix/deploy/systemd/cvlan-vrouter.service" /etc/systemd/system/cvlan-vrouter.service
 install -d -m 0750 /etc/cvlan
 install -d -m 0700 /var/lib/cvlan
+# A minimal system may lack these (procps and strongSwan's packages usually make them).
+mkdir -p /etc/strongswan.d /etc/sysctl.d
 cat >/etc/strongswan.d/cvlan-swanctl.conf <<'CONF'
 swanctl {
     socket = unix:///run/cvlan-vrouter/charon/charon.vici
@@ -70,7 +72,7 @@ net.ipv6.conf.all.forwarding = 1
 net.ipv4.conf.all.rp_filter = 2
 net.ipv4.conf.default.rp_filter = 2
 CONF
-sysctl -q -p /etc/sysctl.d/90-cvlan.conf || say "could not apply /etc/sysctl.d/90-cvlan.conf now (applied at boot)"
+sysctl -q -p /etc/sysctl.d/90-cvlan.conf 2>/dev/null || say "could not apply /etc/sysctl.d/90-cvlan.conf now (applied at boot)"
 systemctl daemon-reload 2>/dev/null || true
 say "installed $("$prefix/node/bin/node" "$prefix/dist/src/cli/cvlan-vrouter.js" version 2>/dev/null || echo cvlan-vrouter)"
 say "next: cvlan-vrouter init --controller URL --token TOKEN && systemctl enable --now cvlan-vrouter"
