@@ -3,7 +3,9 @@
 # Idempotent: every step checks what is already there and skips it.
 #
 #   Debian packages   iproute2, nftables, iperf3, wireguard-tools, BIRD 2, strongSwan (charon, swanctl,
-#                     kernel-libipsec), build tools for the charon plugin
+#                     kernel-libipsec), build tools for the charon plugin; for the deployment
+#                     tests buildah/podman/debootstrap/uidmap (the container image), cloud-init
+#                     (user-data schema), systemd (systemd-analyze)
 #   peers for tests   wireguard-go (current, with offloads) and boringtun-cli, pinned, in /opt/cvlan-tools/bin
 #   npm packages      `npm ci` from package-lock.json
 #   native            the Node-API addon (napi build --release), the charon plugin (native/strongswan/build.sh)
@@ -26,7 +28,8 @@ PKGS=(iproute2 nftables iperf3 iputils-ping tcpdump socat procps psmisc util-lin
       wireguard-tools bird2
       strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
       libcharon-extauth-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
-      dpkg-dev build-essential pkg-config bzip2 libgmp-dev libssl-dev gperf bison flex python3 python3-scapy ca-certificates git)
+      dpkg-dev build-essential pkg-config bzip2 libgmp-dev libssl-dev gperf bison flex python3 python3-scapy ca-certificates git
+      buildah podman debootstrap uidmap fuse-overlayfs cloud-init systemd curl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

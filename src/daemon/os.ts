@@ -1,10 +1,9 @@
 /**
- * The host plumbing a vrouter needs besides its devices: `ip` for links, addresses and routes,
- * and the forwarding sysctls. Every failure is a `CVLAN_ERR_TUN` that names what was being done
+ * The host plumbing a vrouter needs besides its devices: `ip` for links, addresses and routes
+ * (the forwarding sysctls are read and reported by ./host-checks.ts). Every failure is a `CVLAN_ERR_TUN` that names what was being done
  * and carries `ip`'s own message.
  */
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { CvlanError } from '../errors.js';
 
@@ -32,10 +31,4 @@ export async function addRoute(prefix: string, dev: string, o: { netns?: string 
 /** Removes the route of `prefix` on `dev`; a route already gone is no error. */
 export async function removeRoute(prefix: string, dev: string): Promise<void> {
   await ip(routeArgs('remove', prefix, dev), `cannot remove the route ${prefix} on ${dev}`).catch(() => undefined);
-}
-
-/** Lets this namespace's IP stack forward between the devices (one-tenant vrouters only). */
-export function enableForwarding(): void {
-  writeFileSync('/proc/sys/net/ipv4/ip_forward', '1\n');
-  writeFileSync('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
 }

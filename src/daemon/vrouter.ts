@@ -41,7 +41,8 @@ import type { IkeSaInfo } from '../strongswan/vici/types.js';
 import type { ConfigVersionView, CounterSnapshot, DropView, HealthView, PeerView, RouteView, RouterStateSource, TenantView, TunnelView, WorkerView } from '../api/state.js';
 import { CharonWatch } from './charon-events.js';
 import { handoffPlan } from './handoff.js';
-import { addRoute, enableForwarding, ip, removeRoute } from './os.js';
+import { checkHostNetworking, reportHostNetworking } from './host-checks.js';
+import { addRoute, ip, removeRoute } from './os.js';
 import { ifname, type TenantRuntime } from './runtime.js';
 import { ipsecTunnelOf } from './tunnels.js';
 import { bgpChanges, reachableOf } from './advertise.js';
@@ -155,8 +156,9 @@ export class Vrouter implements RouterStateSource {
   async #up(): Promise<void> {
     if (this.#tenants.size === 0) return;
     // Packets the workers do not hand off themselves (to local subnets, the vrouter's own
-    // addresses) cross between the devices through this namespace's IP stack.
-    if (!this.#shared) enableForwarding();
+    // addresses) cross between the devices through this namespace's IP stack. Read, corrected
+    // only where wrong and writable (containers mount /proc/sys read-only), else reported with the fix.
+    if (!this.#shared) reportHostNetworking(checkHostNetworking(), this.#opts.logger);
     for (const rt of this.#tenants.values()) await this.#openWireguard(rt);
     const withTunnels = [...this.#tenants.values()].filter((rt) => rt.spec.tunnels.length > 0);
     if (withTunnels.length > 0) {

@@ -2,10 +2,13 @@
  * Runs charon as a child process and keeps it running.
  *
  * charon always writes /var/run/charon.pid and refuses to start when that file names a live
- * process, so every instance gets its own mount namespace with a private tmpfs on /run
- * (`unshare -m`, mounts private by default). Optionally it runs inside a network namespace
- * (`ip netns exec`). Both wrappers exec into the next program, so the PID we spawn becomes
- * charon's own PID: signals reach charon directly and nothing else is ever signalled.
+ * process. Where several charons share a host (tests), every instance gets its own mount
+ * namespace with a private tmpfs on /run (`unshare -m`, mounts private by default). That needs
+ * CAP_SYS_ADMIN, which a container or the hardened systemd unit does not have, and there only one
+ * charon runs: it is started directly, after a pid file left by a previous container is cleared.
+ * Optionally it runs inside a network namespace (`ip netns exec`). The wrappers exec into the
+ * next program, so the PID we spawn becomes charon's own PID: signals reach charon directly and
+ * nothing else is ever signalled. A start that fails reports charon's own last lines.
  *
  * The data plane keeps forwarding on installed SAs while charon is down, so a restart is cheap;
  * after every (re)start the owner's `onStart` hook reloads connections and secrets.
@@ -13,10 +16,12 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import { readFileSync, unlinkSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { CvlanError } from '../errors.js';
+import { charonPrivateRunPossible } from '../daemon/host-checks.js';
 import { writeStrongswanConf, type CharonConfOptions } from './conf.js';
 
 export interface SupervisorLogger {
@@ -41,6 +46,11 @@ export interface CharonSupervisorOptions {
   netns?: string;
   /** Default /usr/lib/ipsec/charon. */
   charonPath?: string;
+  /**
+   * Run charon with a private /run (`unshare -m` + tmpfs), so several instances can share a host.
+   * Default: when possible (CAP_SYS_ADMIN, not in a container; see `charonPrivateRunPossible`).
+   */
+  privateRun?: boolean;
   /** How long charon may take until its VICI socket accepts connections, ms. Default 10000. */
   startTimeoutMs?: number;
   /** Grace time between SIGTERM and SIGKILL on stop, ms. Default 5000. */
@@ -167,9 +177,12 @@ export class CharonSupervisor extends EventEmitter<CharonSupervisorEvents> {
     // A socket file left by a killed charon would make the readiness probe race the new one.
     await rm(this.viciSocket, { force: true });
     const charon = this.opts.charonPath ?? '/usr/lib/ipsec/charon';
+    const privateRun = this.opts.privateRun ?? charonPrivateRunPossible();
+    if (!privateRun) clearStalePidFile();
     // $0 carries the binary path into the script so no path is ever spliced into shell text.
-    const inner = ['unshare', '-m', '--propagation', 'private', 'sh', '-c',
-      'mount -t tmpfs -o mode=0755,size=16m cvlan-run /run && exec "$0"', charon];
+    const inner = privateRun
+      ? ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o mode=0755,size=16m cvlan-run /run && exec "$0"', charon]
+      : [charon];
     const argv = this.opts.netns ? ['ip', 'netns', 'exec', this.opts.netns, ...inner] : inner;
     const child = spawn(argv[0]!, argv.slice(1), {
       env: { ...process.env, STRONGSWAN_CONF: this.confPath },
@@ -222,7 +235,12 @@ export class CharonSupervisor extends EventEmitter<CharonSupervisorEvents> {
     const deadline = Date.now() + (this.opts.startTimeoutMs ?? 10_000);
     for (;;) {
       if (!alive(child) || this.child !== child) {
-        throw new CvlanError('CVLAN_ERR_CHARON', 'charon exited during startup', {
+        // Let the pipes drain: the lines that say why are usually the last ones written.
+        if (child.stdout?.readableEnded === false || child.stderr?.readableEnded === false) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        const how = child.signalCode ? `signal ${child.signalCode}` : `code ${child.exitCode}`;
+        throw new CvlanError('CVLAN_ERR_CHARON', `charon exited during startup (${how})${lastLines(this.output)}`, {
           details: { code: child.exitCode, signal: child.signalCode, output: this.output.slice(-10) },
         });
       }
@@ -230,11 +248,12 @@ export class CharonSupervisor extends EventEmitter<CharonSupervisorEvents> {
       if (Date.now() > deadline) {
         // Kill the instance that hangs: its exit then takes the usual restart path (or start() fails).
         if (alive(child)) child.kill('SIGKILL');
-        throw new CvlanError('CVLAN_ERR_CHARON', 'charon did not open its VICI socket in time', {
+        throw new CvlanError('CVLAN_ERR_CHARON', `charon did not open its VICI socket in time${lastLines(this.output)}`, {
           details: { output: this.output.slice(-10) },
         });
       }
-      await sleep(50);
+      // Referenced: while charon starts, this wait may be all that keeps the process alive.
+      await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
 
@@ -290,6 +309,40 @@ export class CharonSupervisor extends EventEmitter<CharonSupervisorEvents> {
     }, delayMs);
   }
 
+}
+
+/** charon's last lines for an error message: what it said is usually the reason. */
+function lastLines(output: readonly string[]): string {
+  const tail = output.slice(-5);
+  return tail.length > 0 ? `; charon said: ${tail.join(' | ')}` : '; charon printed nothing';
+}
+
+const PID_FILE = '/var/run/charon.pid';
+
+/**
+ * Without a private /run, a pid file left behind (a container recreated with a persistent /run, a
+ * crash) can name a PID that now belongs to another process, and charon would refuse to start.
+ * A pid file naming a live charon is left alone: charon then reports that it already runs.
+ */
+function clearStalePidFile(): void {
+  let pid: number;
+  try {
+    pid = Number.parseInt(readFileSync(PID_FILE, 'utf8'), 10);
+  } catch {
+    return;
+  }
+  let comm = '';
+  try {
+    comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    // no such process: stale
+  }
+  if (comm === 'charon') return;
+  try {
+    unlinkSync(PID_FILE);
+  } catch {
+    // read-only /run: charon itself reports what it cannot do
+  }
 }
 
 function alive(child: ChildProcess): boolean {
