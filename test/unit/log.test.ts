@@ -34,6 +34,8 @@ void t.test('every event helper names its event, tenant and tunnel', async (t) =
   ev.charonRestart({ attempt: 2, backoff_ms: 2000, exit_code: null, signal: 'SIGSEGV' });
   ev.haFailover({ from_role: 'standby', to_role: 'active', reason: 'peer heartbeat lost' });
   ev.weakPsk({ tenant: 'acme', tunnel: 'site-a', min_bytes: 16 });
+  ev.bgpSession({ tenant: 'acme', neighbor: 'vpc', state: 'Established', info: '' });
+  ev.bgpImportRefused({ tenant: 'acme', neighbor: 'vpc', reason: 'limit', count: 3 });
   const lines = parsed();
   t.same(lines.map((l) => l.event), Object.values(LogEvents));
   for (const l of lines) {
