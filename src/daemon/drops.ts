@@ -30,6 +30,7 @@ const BY_CODE: Readonly<Record<string, DropReason>> = Object.freeze({
   ipsec_no_policy: 'no_route',
   ipsec_no_sa: 'no_route',
   ipsec_malformed_ip: 'malformed',
+  ike_queue_full: 'queue_full',
   // WireGuard
   wg_truncated: 'malformed',
   wg_bad_length: 'malformed',

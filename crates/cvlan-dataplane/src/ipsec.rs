@@ -80,7 +80,17 @@ ipsec_drops! {
     NoSa => "ipsec_no_sa",
     RawEspUnsupported => "ipsec_raw_esp_unsupported",
     IkeRelayFailed => "ike_relay_failed",
+    IkeQueueFull => "ike_queue_full",
     MalformedIp => "ipsec_malformed_ip",
+}
+
+impl From<crate::charon::server::QueueError> for IpsecDrop {
+    fn from(e: crate::charon::server::QueueError) -> IpsecDrop {
+        match e {
+            crate::charon::server::QueueError::Full => IpsecDrop::IkeQueueFull,
+            crate::charon::server::QueueError::TooLarge => IpsecDrop::IkeRelayFailed,
+        }
+    }
 }
 
 impl From<esp::DropReason> for IpsecDrop {
@@ -571,7 +581,7 @@ impl IpsecEngine {
             dst: SocketAddr::new(self.local, local_port),
             data: pkt.data().to_vec(),
         };
-        c.send_ike(ike).map_err(|_| IpsecDrop::IkeRelayFailed)?;
+        c.send_ike(ike).map_err(IpsecDrop::from)?;
         self.counters.ike_in.fetch_add(1, Relaxed);
         Ok(())
     }
