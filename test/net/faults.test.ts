@@ -2,7 +2,9 @@
 // IKE, the TUN device deleted, the runtime directory removed before SIGTERM. Each ends with
 // traffic flowing again, or with a clear error and a health check that says not ready.
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { adminGet } from '../../src/api/client.js';
 import { useLab, closeLab } from '../harness/tap.js';
 import { twoHosts } from '../harness/topology.js';
@@ -97,3 +99,17 @@ t.test('charon stopped (SIGSTOP) under an IKE flood: no forwarding gap, the link
   await closeLab(t, lab);
 });
 
+
+t.test('runtime directory removed, then SIGTERM: the daemon stops', { skip }, async (t) => {
+  const lab = useLab(t, { label: 'frun' });
+  const h = await twoHosts(lab);
+  const s = await site(lab, { esp: 'aes256gcm16', weInitiate: false, ours: [h.a, h.addrA], legacy: [h.b, h.addrB] });
+  await waitUp(s);
+  // The harness puts the runtime directory (charon's plugin socket, VICI) next to the admin socket.
+  rmSync(`${dirname(s.ours.admin)}/run`, { recursive: true, force: true });
+  s.ours.process.signal('SIGTERM');
+  const exit = await Promise.race([s.ours.process.exited, sleep(15_000).then(() => undefined)]);
+  t.ok(exit !== undefined, 'exited within 15 s of SIGTERM');
+  t.equal(exit?.code, 0, 'exit code 0');
+  await closeLab(t, lab);
+});
