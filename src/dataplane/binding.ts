@@ -69,6 +69,7 @@ export interface BindingEvent {
     | 'worker-stopped'
     | 'worker-restarted'
     | 'worker-failed'
+    | 'tun-lost'
     | 'handshake-complete'
     | 'handshake-failed'
     | 'endpoint-changed'
@@ -80,6 +81,8 @@ export interface BindingEvent {
   /** WireGuard events: the peer's public key (base64) and, when it moved, its endpoint. */
   peer?: string;
   endpoint?: string;
+  /** `tun-lost`: the TUN device a worker can no longer read (deleted, usually). */
+  device?: string;
 }
 
 export interface BindingPlainDevice {

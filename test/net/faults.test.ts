@@ -113,3 +113,41 @@ t.test('runtime directory removed, then SIGTERM: the daemon stops', { skip }, as
   t.equal(exit?.code, 0, 'exit code 0');
   await closeLab(t, lab);
 });
+
+/** CPU seconds (user + system) the process has used, from /proc/PID/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 (utime, stime) counted from 1, in clock ticks (USER_HZ, 100 on Linux).
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+t.test('TUN device deleted under traffic: no spinning worker, logged, not ready', { skip }, async (t) => {
+  const lab = useLab(t, { label: 'ftun' });
+  const h = await twoHosts(lab);
+  const s = await site(lab, { esp: 'aes256gcm16', weInitiate: false, ours: [h.a, h.addrA], legacy: [h.b, h.addrB] });
+  await waitUp(s);
+  await waitForPing(h.a, LEGACY.lan, 15_000, OURS.lan);
+  const ready = await adminGet({ kind: 'unix', socketPath: s.ours.admin }, '/readyz');
+  t.equal(ready.status, 200, 'ready before');
+  const tun = s.ours.ready.ipsec!.interface;
+  // Traffic toward the TUN keeps arriving (ESP from the legacy side) while it is deleted.
+  const traffic = ping(h.b, OURS.lan, { count: 60, intervalMs: 50, source: LEGACY.lan });
+  await sleep(500);
+  await run(tools.ip, ['link', 'del', tun], { ns: h.a });
+  await sleep(1000);
+  const pid = s.ours.process.pid;
+  const before = cpuSeconds(pid);
+  await sleep(3000);
+  const used = cpuSeconds(pid) - before;
+  await traffic;
+  t.ok(used < 0.6, `the daemon used ${used.toFixed(2)} CPU seconds in 3 s after the TUN was deleted (a spinning worker uses 3)`);
+  const lost = s.ours.process.output().find((l) => /"event":"device_lost"/.test(l.line));
+  t.ok(lost, 'device_lost logged');
+  t.match(lost?.line ?? '', new RegExp(`"device":"${tun}"`), 'the log line names the device');
+  t.match(lost?.line ?? '', /"level":50/, 'logged as an error');
+  const after = await adminGet({ kind: 'unix', socketPath: s.ours.admin }, '/readyz');
+  t.equal(after.status, 503, '/readyz answers 503');
+  t.match(after.body, new RegExp(`TUN ${tun} lost`), 'and says why');
+  await closeLab(t, lab);
+});

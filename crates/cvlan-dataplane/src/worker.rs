@@ -168,6 +168,7 @@ pub fn run(args: WorkerArgs) {
         let r = catch_unwind(AssertUnwindSafe(|| {
             event_loop(
                 index,
+                &events,
                 &io,
                 &control,
                 &counters,
@@ -230,6 +231,7 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
 #[allow(clippy::too_many_arguments)]
 fn event_loop(
     index: usize,
+    events_out: &crate::EventSink,
     io: &WorkerIo,
     control: &Control,
     counters: &WorkerCounters,
@@ -239,7 +241,9 @@ fn event_loop(
     bufs: &mut Buffers,
 ) -> io::Result<()> {
     let epoll = Epoll::new()?;
-    epoll.add(io.tun.as_raw_fd(), TOKEN_TUN)?;
+    if io.tun.lost().is_none() {
+        epoll.add(io.tun.as_raw_fd(), TOKEN_TUN)?;
+    }
     epoll.add(control.wake.as_raw_fd(), TOKEN_CTL)?;
     for (i, u) in io.udp.iter().enumerate() {
         epoll.add(u.as_raw_fd(), TOKEN_UDP + i as u64)?;
@@ -278,6 +282,7 @@ fn event_loop(
         let mut did_work = false;
         if tun_ready {
             did_work |= from_tun(index, io, counters, transport, handoff, now, bufs);
+            crate::tun::stop_polling_if_lost(index, &io.tun, &epoll, events_out);
         }
         for (sock, ready) in udp_ready.iter().enumerate() {
             if *ready {

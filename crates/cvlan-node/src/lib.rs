@@ -143,7 +143,7 @@ pub(crate) fn worker_stats(dev: &Device) -> Vec<WorkerStatsJs> {
         .collect()
 }
 
-/// An event for JavaScript: `{type, worker?, reason?, restarts?, peer?, endpoint?}`.
+/// An event for JavaScript: `{type, worker?, reason?, restarts?, peer?, endpoint?, device?}`.
 #[derive(Default, Clone)]
 pub(crate) struct JsEvent {
     pub kind: &'static str,
@@ -152,6 +152,8 @@ pub(crate) struct JsEvent {
     pub restarts: Option<u64>,
     pub peer: Option<String>,
     pub endpoint: Option<String>,
+    /// The TUN device of a `tun-lost` event.
+    pub device: Option<String>,
 }
 
 impl From<Event> for JsEvent {
@@ -184,6 +186,17 @@ impl From<Event> for JsEvent {
                 reason: Some(reason),
                 ..Default::default()
             },
+            Event::TunLost {
+                worker,
+                device,
+                reason,
+            } => JsEvent {
+                kind: "tun-lost",
+                worker: Some(worker as u32),
+                reason: Some(reason),
+                device: Some(device),
+                ..Default::default()
+            },
         }
     }
 }
@@ -206,6 +219,9 @@ fn event_to_js(ctx: ThreadSafeCallContext<JsEvent>) -> napi::Result<Vec<JsObject
     }
     if let Some(ep) = e.endpoint {
         o.set("endpoint", ep)?;
+    }
+    if let Some(d) = e.device {
+        o.set("device", d)?;
     }
     Ok(vec![o])
 }
