@@ -31,12 +31,15 @@ const BY_CODE: Readonly<Record<string, DropReason>> = Object.freeze({
   ipsec_no_sa: 'no_route',
   ipsec_malformed_ip: 'malformed',
   ike_queue_full: 'queue_full',
+  ike_malformed: 'malformed',
+  ike_rate_limited: 'rate_limited',
   // WireGuard
   wg_truncated: 'malformed',
   wg_bad_length: 'malformed',
   wg_unknown_type: 'malformed',
   wg_malformed: 'malformed',
-  wg_oversized: 'mtu_exceeded',
+  // a datagram longer than any WireGuard message: malformed, not a path MTU problem
+  wg_oversized: 'malformed',
   wg_bad_mac1: 'auth_failed',
   wg_handshake_decrypt: 'auth_failed',
   wg_decrypt_failed: 'auth_failed',

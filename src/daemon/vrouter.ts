@@ -33,7 +33,7 @@ import { IpsecService } from '../ipsec/service.js';
 import type { IpsecAuth, IpsecTunnel } from '../ipsec/connections.js';
 import { eventLog, type EventLog } from '../log.js';
 import { plan } from '../reconcile/plan.js';
-import { startUapiServer, type UapiServer } from '../wireguard/uapi-server.js';
+import { describeRefusal, startUapiServer, type UapiServer } from '../wireguard/uapi-server.js';
 import { str as viciStr, type IkeSaInfo } from '../strongswan/vici/types.js';
 import { dropReasonOf } from './drops.js';
 import {
@@ -277,6 +277,7 @@ export class Vrouter implements RouterStateSource {
       });
       this.#ipsec.device.on('event', (ev) => {
         if (ev.type === 'tun-lost') this.#deviceLost(this.#shared ? null : (withTunnels[0]?.spec.id ?? null), 'ipsec', ev);
+        else if (ev.type === 'sas-removed') this.#sasRemoved(ev);
       });
       await this.#watchCharon();
       for (const rt of withTunnels) for (const spec of rt.spec.tunnels) await this.#addTunnel(rt, spec);
@@ -316,7 +317,9 @@ export class Vrouter implements RouterStateSource {
         this.#opts.logger.info({ tenant: t.id, event: ev.type, worker: ev.worker, reason: ev.reason }, `wireguard ${ev.type}`);
       }
     });
-    rt.uapi = await startUapiServer(rt.wg);
+    rt.uapi = await startUapiServer(rt.wg, {
+      onRefused: (e, errno) => this.#opts.logger.warn({ tenant: t.id, interface: rt.wg?.name, ...describeRefusal(e, errno) }, 'UAPI set refused'),
+    });
     await this.#applyPeerOps(rt, [], t.peers);
   }
 
@@ -570,6 +573,13 @@ export class Vrouter implements RouterStateSource {
       for (const t of rt.tuns) t.dev.close();
       rt.tuns = [];
     }
+  }
+
+  /** The data plane removed a tunnel's SAs on its own (orphans of a charon restart). */
+  #sasRemoved(ev: { ifId?: number; spis?: string[]; reason?: string }): void {
+    const tunnel = [...this.#ifIds].find(([, ifId]) => ifId === ev.ifId)?.[0] ?? null;
+    const tenant = tunnel === null ? null : ([...this.#tenants.values()].find((rt) => rt.spec.tunnels.some((s) => s.id === tunnel))?.spec.id ?? null);
+    this.#events.sasRemoved({ tenant, tunnel, spis: ev.spis ?? [], reason: ev.reason ?? 'removed by the data plane' });
   }
 
   /** Every worker reports the loss of its own queue: logged once per device. */

@@ -70,6 +70,7 @@ export interface BindingEvent {
     | 'worker-restarted'
     | 'worker-failed'
     | 'tun-lost'
+    | 'sas-removed'
     | 'handshake-complete'
     | 'handshake-failed'
     | 'endpoint-changed'
@@ -83,6 +84,9 @@ export interface BindingEvent {
   endpoint?: string;
   /** `tun-lost`: the TUN device a worker can no longer read (deleted, usually). */
   device?: string;
+  /** `sas-removed`: the tunnel (if_id) whose SAs the data plane removed, and their SPIs (hex). */
+  ifId?: number;
+  spis?: string[];
 }
 
 export interface BindingPlainDevice {

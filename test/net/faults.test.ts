@@ -28,23 +28,31 @@ async function pidIn(ns: string, comm: string): Promise<number | undefined> {
   });
 }
 
+/** What `ikeFlood` sends: IKE messages of established IKE_SAs, new IKE_SAs, or junk. */
+type FloodKind = 'informational' | 'sa-init' | 'junk';
+
 /**
- * Sends well-formed IKE_SA_INIT headers (random SPIs, no payloads charon would accept) to
- * `dest`:500 from `ns` for `ms`, from 16 source ports so they spread over the workers.
+ * Sends 1200-byte datagrams to `dest`:500 from `ns` for `ms` (or `count` of them), from 16
+ * source ports so they spread over the workers; resolves with the number sent.
  */
-async function ikeFlood(ns: string, dest: string, ms: number): Promise<number> {
+async function ikeFlood(ns: string, dest: string, ms: number, kind: FloodKind, count = Infinity): Promise<number> {
   const script = `
     const dgram = require('node:dgram');
     const crypto = require('node:crypto');
     const socks = Array.from({ length: 16 }, () => dgram.createSocket('udp4'));
     const end = Date.now() + ${ms};
+    const kind = ${JSON.stringify(kind)};
+    const count = ${Number.isFinite(count) ? count : 'Infinity'};
     let sent = 0;
-    const pkt = Buffer.alloc(1200);
-    pkt[16] = 33; pkt[17] = 0x20; pkt[18] = 34; pkt[19] = 0x08; pkt.writeUInt32BE(pkt.length, 24);
+    const pkt = Buffer.alloc(1200, kind === 'junk' ? 0x41 : 0);
+    if (kind !== 'junk') {
+      pkt[16] = kind === 'sa-init' ? 33 : 46; pkt[17] = 0x20; pkt[18] = kind === 'sa-init' ? 34 : 37; pkt[19] = 0x08;
+      pkt.writeUInt32BE(pkt.length, 24);
+    }
     const burst = () => {
-      if (Date.now() >= end) { console.log(sent); socks.forEach((s) => s.close()); return; }
-      for (let i = 0; i < 64; i++) {
-        crypto.randomFillSync(pkt, 0, 8);
+      if (Date.now() >= end || sent >= count) { console.log(sent); socks.forEach((s) => s.close()); return; }
+      for (let i = 0; i < 64 && sent < count; i++) {
+        crypto.randomFillSync(pkt, 0, kind === 'sa-init' ? 8 : 16);
         socks[i % 16].send(pkt, 500, ${JSON.stringify(dest)});
         sent++;
       }
@@ -68,6 +76,11 @@ t.test('charon stopped (SIGSTOP) under an IKE flood: no forwarding gap, the link
   const s = await site(lab, { esp: 'aes256gcm16', weInitiate: false, ours: [h.a, h.addrA], legacy: [h.b, h.addrB] });
   await waitUp(s);
   await waitForPing(h.a, LEGACY.lan, 15_000, OURS.lan);
+  // Junk on the IKE port is refused before charon, under its own reason.
+  const junkBefore = (await dropsOf(s.ours.admin))['malformed'] ?? 0;
+  await ikeFlood(h.b, h.addrA, 5_000, 'junk', 200);
+  const junk = ((await dropsOf(s.ours.admin))['malformed'] ?? 0) - junkBefore;
+  t.ok(junk >= 190, `${junk}/200 junk IKE datagrams counted as malformed (ike_malformed)`);
   const charon = await pidIn(h.a, 'charon');
   t.ok(charon !== undefined, 'found our charon');
   process.kill(charon!, 'SIGSTOP');
@@ -76,7 +89,7 @@ t.test('charon stopped (SIGSTOP) under an IKE flood: no forwarding gap, the link
   try {
     // 6 s of pings every 50 ms through the tunnel while the legacy side floods our port 500:
     // a worker that blocked on charon's socket (2 s per attempt before) would lose dozens.
-    const flood = ikeFlood(h.b, h.addrA, 6_000);
+    const flood = ikeFlood(h.b, h.addrA, 6_000, 'informational');
     during = await ping(h.b, OURS.lan, { count: 110, intervalMs: 50, source: LEGACY.lan });
     flooded = await flood;
   } finally {

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+mod listen_port;
+
 /// Upper bound on workers (the kernel allows 256 TUN queues; more threads than that is a typo).
 pub const MAX_WORKERS: usize = 64;
 

@@ -81,7 +81,18 @@ ipsec_drops! {
     RawEspUnsupported => "ipsec_raw_esp_unsupported",
     IkeRelayFailed => "ike_relay_failed",
     IkeQueueFull => "ike_queue_full",
+    IkeMalformed => "ike_malformed",
+    IkeRateLimited => "ike_rate_limited",
     MalformedIp => "ipsec_malformed_ip",
+}
+
+impl From<crate::ike_gate::Refused> for IpsecDrop {
+    fn from(r: crate::ike_gate::Refused) -> IpsecDrop {
+        match r {
+            crate::ike_gate::Refused::Malformed => IpsecDrop::IkeMalformed,
+            crate::ike_gate::Refused::RateLimited => IpsecDrop::IkeRateLimited,
+        }
+    }
 }
 
 impl From<crate::charon::server::QueueError> for IpsecDrop {
@@ -222,6 +233,8 @@ pub struct IpsecEngine {
     pub counters: IpsecCounters,
     /// Tenant tag of each tunnel (if_id) when the device serves several tenants; empty: one.
     tenants: ArcSwap<HashMap<u32, u32>>,
+    ike_gate: crate::ike_gate::IkeGate,
+    events: OnceLock<crate::EventSink>,
 }
 
 fn ts_in_range(addr: IpAddr, from: IpAddr, to: IpAddr) -> bool {
@@ -377,7 +390,14 @@ impl IpsecEngine {
             algos: Mutex::new(HashMap::new()),
             counters: IpsecCounters::new(),
             tenants: ArcSwap::from_pointee(HashMap::new()),
+            ike_gate: Default::default(),
+            events: OnceLock::new(),
         })
+    }
+
+    /// Where the engine reports what it does on its own (set once).
+    pub fn set_events(&self, sink: crate::EventSink) {
+        let _ = self.events.set(sink);
     }
 
     /// Connects the engine to charon's link (set once, after the link is bound).
@@ -576,6 +596,9 @@ impl IpsecEngine {
             .get()
             .and_then(|s| s.port(pkt.sock))
             .unwrap_or(port);
+        let marker = if pkt.sock == SOCK_IKE { 0 } else { 4 };
+        self.ike_gate
+            .admit(pkt.addr.ip(), &pkt.data()[marker..], self.now())?;
         let ike = IkePacket {
             src: pkt.addr,
             dst: SocketAddr::new(self.local, local_port),
@@ -617,11 +640,16 @@ impl IpsecEngine {
 
     /// Removes what a previous charon installed and the current one did not replace.
     fn drop_orphans(&self) {
+        let mut removed: Vec<(u32, u32)> = Vec::new();
         self.commit(|t| {
             let spis = std::mem::take(&mut t.orphan_spis);
             for spi in &spis {
-                t.inbound.remove(spi);
-                t.outbound.remove(spi);
+                if let Some(e) = t.inbound.remove(spi) {
+                    removed.push((e.id.if_id, *spi));
+                }
+                if let Some(e) = t.outbound.remove(spi) {
+                    removed.push((e.id.if_id, *spi));
+                }
             }
             for list in t.by_reqid.values_mut() {
                 list.retain(|e| !spis.contains(&e.sa.spi()));
@@ -630,6 +658,7 @@ impl IpsecEngine {
             t.out_policies.retain(|p| !p.orphan);
             t.orphaned_at = None;
         });
+        crate::orphans::report_removed(self.events.get(), removed, ORPHAN_GRACE);
     }
 
     fn snapshot(&self) -> arc_swap::Guard<Arc<Table>> {
@@ -1274,6 +1303,80 @@ mod tests {
             e.policy_count(),
             0,
             "an orphan nobody replaced is gone after its grace"
+        );
+    }
+
+    fn esp_sa(spi: u32, if_id: u32, inbound: bool) -> AddSa {
+        use crate::charon::protocol::{SaFlags, SecretKey};
+        AddSa {
+            id: SaId {
+                src: "192.0.2.2:4500".parse().unwrap(),
+                dst: "192.0.2.1:4500".parse().unwrap(),
+                spi,
+                proto: PROTO_ESP,
+                mark: Default::default(),
+                if_id,
+            },
+            reqid: if_id,
+            mode: Mode::Tunnel,
+            src_ts: vec![],
+            dst_ts: vec![],
+            interface: None,
+            lifetime: Default::default(),
+            enc_alg: 20,
+            enc_key: SecretKey::new(vec![9; 36]),
+            int_alg: 0,
+            int_key: SecretKey::default(),
+            replay_window: 32,
+            tfc: 0,
+            ipcomp: 0,
+            cpi: 0,
+            hw_offload: 0,
+            sa_mark: Default::default(),
+            copy_dscp: 0,
+            flags: SaFlags {
+                inbound,
+                encap: true,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Removing orphans is the engine's own decision, so it is reported per tunnel; SAs the new
+    /// charon installed are not touched and not reported.
+    #[test]
+    fn removed_orphans_are_reported_per_tunnel() {
+        let e = IpsecEngine::new("192.0.2.1".parse().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        e.set_events(Arc::new(move |ev| sink.lock().unwrap().push(ev)));
+        let mut b = IpsecBackend(e.clone());
+        for (spi, if_id, inbound) in [(0x1001, 7, true), (0x1002, 7, false), (0x2001, 9, true)] {
+            e.add_sa(esp_sa(spi, if_id, inbound)).unwrap();
+        }
+        b.flush_sas().unwrap();
+        e.add_sa(esp_sa(0x3001, 9, true)).unwrap();
+        e.drop_orphans();
+        let seen = seen.lock().unwrap();
+        let got: Vec<(u32, Vec<u32>)> = seen
+            .iter()
+            .map(|ev| match ev {
+                crate::Event::SasRemoved {
+                    if_id,
+                    spis,
+                    reason,
+                } => {
+                    assert!(reason.contains("60s"), "{reason}");
+                    (*if_id, spis.clone())
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, [(7, vec![0x1001, 0x1002]), (9, vec![0x2001])]);
+        assert_eq!(
+            e.sas().iter().map(|s| s.spi).collect::<Vec<_>>(),
+            [0x3001],
+            "the new charon's SA stays"
         );
     }
 }

@@ -7,8 +7,10 @@ pub mod counters;
 pub mod device;
 pub mod error;
 pub mod handoff;
+pub mod ike_gate;
 pub mod ipsec;
 pub mod offload;
+pub mod orphans;
 pub mod plain;
 mod sys;
 pub mod tenant_tun;
@@ -46,6 +48,13 @@ pub enum Event {
     TunLost {
         worker: usize,
         device: String,
+        reason: String,
+    },
+    /// The IPsec engine removed SAs on its own, not at charon's request (orphans of a
+    /// restarted charon that were not replaced within the grace): one event per tunnel (if_id).
+    SasRemoved {
+        if_id: u32,
+        spis: Vec<u32>,
         reason: String,
     },
 }

@@ -179,6 +179,12 @@ pub(crate) struct SendersInner {
 }
 
 impl SendersInner {
+    /// Points the senders at new sockets and a new TUN queue (the device moved to other ports).
+    pub(crate) fn replace(&self, socks: Vec<(UdpSocket, u16)>, tun: TunQueue) {
+        self.socks.store(Some(Arc::new(socks)));
+        self.tun.store(Some(Arc::new(tun)));
+    }
+
     /// Closes the descriptors (sends in flight finish on their own reference).
     pub(crate) fn close(&self) {
         self.socks.store(None);

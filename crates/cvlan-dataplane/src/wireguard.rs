@@ -119,6 +119,15 @@ impl WireGuard {
         self.finish(out, None);
     }
 
+    /// Tells every peer with a session where we are now (after a listen-port change).
+    pub fn announce_endpoint(&self) {
+        let t = self.time();
+        let mut out = Outbox::default();
+        self.lock()
+            .send_keepalives_to_current_peers(t, &mut OsRng, &mut out);
+        self.finish(out, None);
+    }
+
     /// Fires timers now (e.g. a new persistent keepalive) from a control thread.
     pub fn poke(&self) {
         let t = self.time();

@@ -123,6 +123,7 @@ impl IpsecDevice {
             raw_esp: options.raw_esp.unwrap_or(false),
         };
         let sink = event_sink(&js_events(&env, on_event)?);
+        engine.set_events(sink.clone());
         let transport = Arc::new(IpsecTransport {
             engine: engine.clone(),
         });

@@ -143,7 +143,8 @@ pub(crate) fn worker_stats(dev: &Device) -> Vec<WorkerStatsJs> {
         .collect()
 }
 
-/// An event for JavaScript: `{type, worker?, reason?, restarts?, peer?, endpoint?, device?}`.
+/// An event for JavaScript: `{type, worker?, reason?, restarts?, peer?, endpoint?, device?,
+/// ifId?, spis?}`.
 #[derive(Default, Clone)]
 pub(crate) struct JsEvent {
     pub kind: &'static str,
@@ -154,6 +155,9 @@ pub(crate) struct JsEvent {
     pub endpoint: Option<String>,
     /// The TUN device of a `tun-lost` event.
     pub device: Option<String>,
+    /// `sas-removed`: the tunnel (if_id) and its SPIs.
+    pub if_id: Option<u32>,
+    pub spis: Option<Vec<u32>>,
 }
 
 impl From<Event> for JsEvent {
@@ -197,6 +201,17 @@ impl From<Event> for JsEvent {
                 device: Some(device),
                 ..Default::default()
             },
+            Event::SasRemoved {
+                if_id,
+                spis,
+                reason,
+            } => JsEvent {
+                kind: "sas-removed",
+                reason: Some(reason),
+                if_id: Some(if_id),
+                spis: Some(spis),
+                ..Default::default()
+            },
         }
     }
 }
@@ -222,6 +237,15 @@ fn event_to_js(ctx: ThreadSafeCallContext<JsEvent>) -> napi::Result<Vec<JsObject
     }
     if let Some(d) = e.device {
         o.set("device", d)?;
+    }
+    if let Some(i) = e.if_id {
+        o.set("ifId", i)?;
+    }
+    if let Some(spis) = e.spis {
+        o.set(
+            "spis",
+            spis.iter().map(|s| format!("{s:08x}")).collect::<Vec<_>>(),
+        )?;
     }
     Ok(vec![o])
 }

@@ -320,17 +320,23 @@ impl WireGuardDevice {
     /// Applies a UAPI-style update atomically: everything is validated first; on any error
     /// nothing changes.
     #[napi]
-    pub fn apply(&self, update: WgDeviceUpdateJs) -> Result<()> {
+    pub fn apply(&mut self, update: WgDeviceUpdateJs) -> Result<()> {
         self.dev()?;
+        let (private, ops) = validate(&update)?;
+        // The port first: a port in use refuses the whole update, nothing else changed.
         if let Some(p) = update.listen_port {
-            if p != u32::from(self.listen_port) {
-                return Err(err(
-                    "CVLAN_ERR_STATE",
-                    format!("listen_port is {} for the lifetime of the device; recreate it to change it", self.listen_port),
-                ));
+            let port = parse_port(p, "listen_port")?;
+            let device = self.device.as_mut().ok_or_else(|| {
+                err(
+                    "CVLAN_ERR_CLOSED",
+                    format!("device {} is closed", self.tun_name),
+                )
+            })?;
+            if port != self.listen_port || port == 0 {
+                self.listen_port = device.set_listen_port(0, port).map_err(dp_err)?;
+                self.wg.announce_endpoint();
             }
         }
-        let (private, ops) = validate(&update)?;
         let now = self.wg.time().mono;
         self.wg.with(|d| {
             if let Some(k) = private {

@@ -774,6 +774,25 @@ impl Device {
 
     /// Sends an empty transport message; without a usable session, starts a handshake instead
     /// (its response is followed by a keepalive anyway).
+    /// Sends a keepalive to every peer with a usable session, e.g. after our listen port
+    /// changed: the peers learn the new endpoint from it (roaming) without waiting for data.
+    pub fn send_keepalives_to_current_peers<R: RngCore + CryptoRng>(
+        &mut self,
+        t: Time,
+        rng: &mut R,
+        out: &mut Outbox,
+    ) {
+        for id in self.peer_ids() {
+            let current = self
+                .peers
+                .get(&id)
+                .is_some_and(|p| p.cfg.endpoint.is_some() && usable(&p.session, t.mono).is_some());
+            if current {
+                self.send_keepalive(id, t, rng, out);
+            }
+        }
+    }
+
     fn send_keepalive<R: RngCore + CryptoRng>(
         &mut self,
         id: PeerId,
