@@ -32,6 +32,25 @@ drop_reasons! {
     UdpSendFailed => "udp_send_failed",
     BadOffload => "bad_offload",
     InterTenantDenied => "inter_tenant_denied",
+    // ESP (`cvlan_proto::esp::DropReason`) and the IPsec engine (`crate::ipsec::drops`)
+    EspUnknownSpi => "esp_unknown_spi",
+    EspTruncated => "esp_truncated",
+    EspAuthFailed => "esp_auth_failed",
+    EspReplayed => "esp_replayed",
+    EspTooOld => "esp_too_old",
+    EspBadPadding => "esp_bad_padding",
+    EspBadNextHeader => "esp_bad_next_header",
+    EspDummy => "esp_dummy",
+    EspInnerMalformed => "esp_inner_malformed",
+    EspOutsideSelectors => "esp_outside_selectors",
+    EspSaExpired => "esp_sa_expired",
+    EspSequenceOverflow => "esp_sequence_overflow",
+    EspBufferTooSmall => "esp_buffer_too_small",
+    IpsecNoPolicy => "ipsec_no_policy",
+    IpsecNoSa => "ipsec_no_sa",
+    IpsecRawEspUnsupported => "ipsec_raw_esp_unsupported",
+    IkeRelayFailed => "ike_relay_failed",
+    IpsecMalformedIp => "ipsec_malformed_ip",
 }
 
 /// Counters of one worker.
@@ -60,8 +79,8 @@ pub struct WorkerCounters {
     pub restarts: AtomicU64,
     /// Nanoseconds spent processing (not waiting in epoll): load = busy / wall.
     pub busy_ns: AtomicU64,
-    /// Decapsulated packets this worker encapsulated for the other device of a translating
-    /// pair and sent from its port (`crate::handoff`).
+    /// Packets this worker's handoff stage sent from another device (`crate::handoff`):
+    /// "translated" in the API.
     pub forwarded: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
 }

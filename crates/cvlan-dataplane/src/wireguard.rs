@@ -15,6 +15,7 @@
 //! 4. `confirm`  — keypair confirmation, roaming, timers, allowed-IPs source check, under the lock;
 //! 5. deliver the inner packet to the TUN queue.
 
+use crate::clock;
 use crate::counters::DropReason;
 use crate::transport::{Ctx, Outgoing, Packet, Senders, Transport, Verdict};
 use cvlan_proto::ip;
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Handshake messages per second beyond which MAC2 (cookies) becomes mandatory (§5.3 "under
 /// load"); a tuning choice, well above what any legitimate set of peers sends.
@@ -70,7 +71,6 @@ impl WgCounters {
 /// The WireGuard engine shared by a device's workers and its control plane.
 pub struct WireGuard {
     dev: Mutex<Device>,
-    epoch: Instant,
     pub counters: WgCounters,
     events: OnceLock<WgEventSink>,
     senders: OnceLock<Senders>,
@@ -82,7 +82,6 @@ impl WireGuard {
     pub fn new(private_key: Option<[u8; 32]>) -> Arc<WireGuard> {
         Arc::new(WireGuard {
             dev: Mutex::new(Device::new(private_key)),
-            epoch: Instant::now(),
             counters: WgCounters::new(),
             events: OnceLock::new(),
             senders: OnceLock::new(),
@@ -94,14 +93,9 @@ impl WireGuard {
         let _ = self.events.set(sink);
     }
 
-    /// The protocol's two clocks: monotonic since this engine started, and Unix time.
+    /// Now, for a control thread (configuration changes, `poke`); workers use their `Ctx::now`.
     pub fn time(&self) -> Time {
-        Time {
-            mono: self.epoch.elapsed(),
-            unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO),
-        }
+        time_at(clock::now())
     }
 
     /// Runs `f` on the protocol device (configuration changes, status). Keep it short: the
@@ -173,6 +167,15 @@ impl WireGuard {
     }
 }
 
+/// The protocol's two views of the data plane's one clock at `now`: monotonic, and the Unix
+/// time derived from it (for TAI64N, see `crate::clock`).
+fn time_at(now: Duration) -> Time {
+    Time {
+        mono: now,
+        unix: clock::unix(now),
+    }
+}
+
 fn open_drop(e: OpenError) -> Drop {
     match e {
         OpenError::Replayed => Drop::Replayed,
@@ -212,7 +215,7 @@ impl Transport for WireGuardTransport {
     }
 
     fn encapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
-        let t = self.wg.time();
+        let t = time_at(ctx.now);
         let mut out = Outbox::default();
         let mut plans = Vec::with_capacity(pkts.len());
         {
@@ -279,7 +282,7 @@ impl Transport for WireGuardTransport {
     /// routing), one lock for the batch.
     fn claims(&self, pkts: &mut [Packet]) {
         let dev = self.wg.lock();
-        for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
+        for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
             if let Ok(info) = ip::parse(p.data()) {
                 let len = dev.route_prefix_len(info.dst);
                 p.claimed = len.is_some();
@@ -289,7 +292,7 @@ impl Transport for WireGuardTransport {
     }
 
     fn decapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
-        let t = self.wg.time();
+        let t = time_at(ctx.now);
         let mut out = Outbox::default();
         let mut received = Vec::with_capacity(pkts.len());
         {
@@ -367,7 +370,7 @@ impl Transport for WireGuardTransport {
         if ctx.worker != 0 {
             return;
         }
-        let t = self.wg.time();
+        let t = time_at(ctx.now);
         let mut out = Outbox::default();
         self.wg.lock().update_timers(t, &mut OsRng, &mut out);
         self.wg.finish(out, Some(ctx.extra));

@@ -32,7 +32,7 @@ pub use decap::{InboundSa, Opened};
 pub use encap::{OutboundSa, Sealed};
 pub use lifetime::{Counters, LifetimeConfig, LifetimeEvent, Limits};
 pub use sa::{Direction, SaError, SaParams, SecretBytes, TunnelEndpoints, UdpEncap};
-pub use selectors::TrafficSelector;
+pub use selectors::{SelectorRange, TrafficSelector};
 
 /// Why a packet was not delivered. Every drop is counted under one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
