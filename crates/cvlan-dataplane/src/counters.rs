@@ -81,7 +81,7 @@ pub struct WorkerCounters {
     pub busy_ns: AtomicU64,
     /// Packets this worker's handoff stage sent from another device (`crate::handoff`):
     /// "translated" in the API.
-    pub forwarded: AtomicU64,
+    pub translated: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
 }
 
@@ -114,7 +114,7 @@ impl WorkerCounters {
             batches: self.batches.load(Relaxed),
             restarts: self.restarts.load(Relaxed),
             busy_ns: self.busy_ns.load(Relaxed),
-            forwarded: self.forwarded.load(Relaxed),
+            translated: self.translated.load(Relaxed),
             drops: DropReason::ALL
                 .iter()
                 .map(|r| (*r, self.drops[*r as usize].load(Relaxed)))
@@ -141,6 +141,6 @@ pub struct CounterSnapshot {
     pub batches: u64,
     pub restarts: u64,
     pub busy_ns: u64,
-    pub forwarded: u64,
+    pub translated: u64,
     pub drops: Vec<(DropReason, u64)>,
 }

@@ -339,7 +339,7 @@ fn to_target(
         send::extra(socks, counters, &mut extra, scratch);
         sent
     });
-    WorkerCounters::add(&counters.forwarded, sent as u64);
+    WorkerCounters::add(&counters.translated, sent as u64);
     for p in group.iter_mut() {
         // A TUN-only target (a tenant's local network): into its TUN.
         if p.verdict == Verdict::ToTun {
@@ -347,7 +347,7 @@ fn to_target(
                 Some(Ok(_)) => {
                     WorkerCounters::add(&counters.tun_tx_packets, 1);
                     WorkerCounters::add(&counters.tun_tx_bytes, p.len as u64);
-                    WorkerCounters::add(&counters.forwarded, 1);
+                    WorkerCounters::add(&counters.translated, 1);
                 }
                 _ => counters.drop_packet(DropReason::TunWriteFailed),
             }
