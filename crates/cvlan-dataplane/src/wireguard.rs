@@ -15,13 +15,13 @@
 //! 4. `confirm`  — keypair confirmation, roaming, timers, allowed-IPs source check, under the lock;
 //! 5. deliver the inner packet to the TUN queue.
 
-use crate::counters::DropReason;
+use crate::counters::{DropCounters, DropReason};
 use crate::transport::{Ctx, Outgoing, Packet, Senders, Transport, Verdict};
 use cvlan_proto::ip;
 use cvlan_proto::wireguard::constants::{TAG_LEN, TRANSPORT_HEADER_LEN};
 use cvlan_proto::wireguard::messages::{self, Message};
 use cvlan_proto::wireguard::session::OpenError;
-use cvlan_proto::wireguard::{Device, Drop, Event, Keypair, Outbox, PeerId, SendPlan, Time};
+use cvlan_proto::wireguard::{self as wg, Device, Event, Keypair, Outbox, PeerId, SendPlan, Time};
 use rand_core::OsRng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,7 +38,7 @@ pub type WgEventSink = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// Counters of the WireGuard engine, shared by the workers (drops and handshakes are rare).
 pub struct WgCounters {
-    pub drops: Vec<AtomicU64>,
+    pub drops: DropCounters,
     pub handshakes_completed: AtomicU64,
     pub handshakes_failed: AtomicU64,
     pub handshake_messages: AtomicU64,
@@ -47,23 +47,14 @@ pub struct WgCounters {
 impl WgCounters {
     fn new() -> WgCounters {
         WgCounters {
-            drops: Drop::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            drops: DropCounters::default(),
             handshakes_completed: AtomicU64::new(0),
             handshakes_failed: AtomicU64::new(0),
             handshake_messages: AtomicU64::new(0),
         }
     }
-    fn drop(&self, d: Drop) {
-        if let Some(i) = Drop::ALL.iter().position(|x| *x == d) {
-            self.drops[i].fetch_add(1, Relaxed);
-        }
-    }
-    pub fn drop_counts(&self) -> Vec<(Drop, u64)> {
-        Drop::ALL
-            .iter()
-            .zip(&self.drops)
-            .map(|(d, c)| (*d, c.load(Relaxed)))
-            .collect()
+    fn drop(&self, d: wg::DropReason) {
+        self.drops.add(d);
     }
 }
 
@@ -173,12 +164,12 @@ impl WireGuard {
     }
 }
 
-fn open_drop(e: OpenError) -> Drop {
+fn open_drop(e: OpenError) -> wg::DropReason {
     match e {
-        OpenError::Replayed => Drop::Replayed,
-        OpenError::TooOld => Drop::TooOld,
-        OpenError::Decrypt => Drop::DecryptFailed,
-        OpenError::Exhausted => Drop::MessageLimit,
+        OpenError::Replayed => wg::DropReason::Replayed,
+        OpenError::TooOld => wg::DropReason::TooOld,
+        OpenError::Decrypt => wg::DropReason::DecryptFailed,
+        OpenError::Exhausted => wg::DropReason::MessageLimit,
     }
 }
 
@@ -316,7 +307,7 @@ impl Transport for WireGuardTransport {
                             self.wg.counters.drop(d);
                         }
                     }
-                    Err(e) => self.wg.counters.drop(Drop::from(e)),
+                    Err(e) => self.wg.counters.drop(wg::DropReason::from(e)),
                 }
             }
         }
@@ -333,7 +324,7 @@ impl Transport for WireGuardTransport {
                         Ok(i) => (i.len, Some(i.src)),
                         Err(_) if plain == 0 => (0, None),
                         Err(_) => {
-                            self.wg.counters.drop(Drop::Malformed);
+                            self.wg.counters.drop(wg::DropReason::Malformed);
                             continue;
                         }
                     };
@@ -351,7 +342,7 @@ impl Transport for WireGuardTransport {
                 );
                 let Some(src) = src else { continue }; // keepalive
                 if !dev.allowed_src(r.peer, src) {
-                    self.wg.counters.drop(Drop::SourceNotAllowed);
+                    self.wg.counters.drop(wg::DropReason::SourceNotAllowed);
                     continue;
                 }
                 p.start += TRANSPORT_HEADER_LEN;
