@@ -77,6 +77,7 @@ pub struct Outbox {
     pub drops: Vec<DropReason>,
 }
 
+/// What a receiver index we handed out (§5.4.2) stands for: a pending initiation or a keypair.
 enum Index {
     Handshake(PeerId),
     Keypair(PeerId, Arc<Keypair>),
