@@ -26,22 +26,18 @@ impl<T> Opened<T> {
         }
     }
 
-    fn closed_error(&self) -> napi::Error<crate::Status> {
-        err(Code::Closed, format!("device {} is closed", self.tun_name))
-    }
-
     pub fn device(&self) -> Result<&Device> {
         match &self.running {
             Some((d, _)) => Ok(d),
-            None => Err(self.closed_error()),
+            None => Err(closed(&self.tun_name)),
         }
     }
 
     pub fn device_mut(&mut self) -> Result<&mut Device> {
-        if self.running.is_none() {
-            return Err(self.closed_error());
+        match &mut self.running {
+            Some((d, _)) => Ok(d),
+            None => Err(closed(&self.tun_name)),
         }
-        Ok(&mut self.running.as_mut().expect("checked").0)
     }
 
     /// The device while it runs, without an error when it does not (getters).
@@ -76,6 +72,10 @@ impl<T> Opened<T> {
             drop(companion);
         }
     }
+}
+
+fn closed(tun_name: &str) -> napi::Error<crate::Status> {
+    err(Code::Closed, format!("device {tun_name} is closed"))
 }
 
 impl<T> Drop for Opened<T> {
