@@ -2,11 +2,11 @@
 //! handshakes, timers and cookies, in files named after those concepts:
 //!
 //! - this file: the [`Device`] itself, its clocks ([`Time`]), receiver indices and output.
-//! - [`peers`]: peer configuration, cryptokey routing and status.
-//! - [`send`]: outgoing packets, initiations, queued packets and keepalives.
-//! - [`receive`]: incoming transport messages.
-//! - [`handshake_dispatch`]: incoming initiations, responses and cookie replies.
-//! - [`timers`]: firing the §6 deadlines.
+//! - `peers.rs`: peer configuration, cryptokey routing and status.
+//! - `send.rs`: outgoing packets, initiations, queued packets and keepalives.
+//! - `receive.rs`: incoming transport messages.
+//! - `handshake_dispatch.rs`: incoming initiations, responses and cookie replies.
+//! - `timers.rs`: firing the §6 deadlines.
 //!
 //! The call order is in the module docs of [`super`]; in short: `route` → `prepare_send` →
 //! seal outside the lock; `lookup_receiver` → open outside the lock → `received_data` →
