@@ -9,8 +9,8 @@
 //! whose body starts with a [`Status`] byte. `IKE_PACKET` (both ways) and `EXPIRE` (data plane
 //! to plugin) are events: `id` 0, never answered.
 //!
-//! - [`types`]: the messages as Rust types (requests, replies, events, their fields).
-//! - [`codec`]: frames to bytes and back; decoding never panics on any input.
+//! - `types.rs`: the messages as Rust types (requests, replies, events, their fields).
+//! - `codec.rs`: frames to bytes and back; decoding never panics on any input.
 
 mod codec;
 mod types;

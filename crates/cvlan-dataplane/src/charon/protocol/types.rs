@@ -4,7 +4,7 @@
 use super::SecretKey;
 use std::net::{IpAddr, SocketAddr};
 
-/// Message types (the `type` field without [`RESPONSE_BIT`]).
+/// Message types (the `type` field without [`super::RESPONSE_BIT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum MsgType {
