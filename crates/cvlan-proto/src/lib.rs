@@ -8,4 +8,5 @@ pub mod esp;
 pub mod icmp;
 pub mod ip;
 pub mod replay;
+pub mod secret;
 pub mod wireguard;

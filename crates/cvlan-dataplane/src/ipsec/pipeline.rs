@@ -18,7 +18,7 @@
 //! Each batch reads one snapshot of the tables (`super::tables`); time is the worker's `now`.
 
 use super::tables::Table;
-use super::{drops, IpsecEngine, SOCK_IKE, SOCK_NATT, SOCK_RAW};
+use super::{IpsecEngine, SOCK_IKE, SOCK_NATT, SOCK_RAW};
 use crate::counters::DropReason;
 use crate::transport::{Ctx, Packet, Senders, Transport, Verdict};
 use cvlan_proto::esp::{self, udp_encap};
@@ -114,7 +114,7 @@ impl IpsecEngine {
         let sealed = entry
             .sa
             .seal(pkt.raw_mut(), inner, now, &mut OsRng)
-            .map_err(drops::esp)?;
+            .map_err(DropReason::from)?;
         if let Some(ev) = sealed.event {
             self.report(entry.sa.spi(), entry.id.dst, ev);
         }
@@ -137,7 +137,7 @@ impl IpsecEngine {
             if pkt.addr.is_ipv4() {
                 let ihl = usize::from(pkt.data().first().copied().unwrap_or(0) & 0x0f) * 4;
                 if ihl < 20 || !pkt.pull_front(ihl) {
-                    return Err(drops::esp(esp::DropReason::Truncated));
+                    return Err(esp::DropReason::Truncated.into());
                 }
             }
             udp_encap::classify_raw(pkt.data())
@@ -152,7 +152,7 @@ impl IpsecEngine {
             }
             Ok(udp_encap::Datagram::Ike(_)) => return self.to_charon(pkt),
             Ok(udp_encap::Datagram::Esp { spi, packet }) => (spi, packet.len()),
-            Err(r) => return Err(drops::esp(r)),
+            Err(r) => return Err(r.into()),
         };
         // 2. lookup
         let entry = t.inbound.get(&spi).ok_or(DropReason::EspUnknownSpi)?;
@@ -161,7 +161,7 @@ impl IpsecEngine {
         let opened = entry
             .sa
             .open(&mut pkt.data_mut()[..esp_len], now)
-            .map_err(drops::esp)?;
+            .map_err(DropReason::from)?;
         if let Some(ev) = opened.event {
             self.report(spi, entry.id.dst, ev);
         }
