@@ -202,9 +202,9 @@ pub struct WorkerCounters {
     pub restarts: AtomicU64,
     /// Nanoseconds spent processing (not waiting in epoll): load = busy / wall.
     pub busy_ns: AtomicU64,
-    /// Decapsulated packets this worker encapsulated for the other device of a translating
-    /// pair and sent from its port (`crate::handoff`).
-    pub forwarded: AtomicU64,
+    /// Packets this worker's handoff stage sent from another device (`crate::handoff`):
+    /// "translated" in the API.
+    pub translated: AtomicU64,
     pub drops: DropCounters,
 }
 
@@ -237,7 +237,7 @@ impl WorkerCounters {
             batches: self.batches.load(Relaxed),
             restarts: self.restarts.load(Relaxed),
             busy_ns: self.busy_ns.load(Relaxed),
-            forwarded: self.forwarded.load(Relaxed),
+            translated: self.translated.load(Relaxed),
             drops: self.drops.snapshot(),
         }
     }
@@ -261,7 +261,7 @@ pub struct CounterSnapshot {
     pub batches: u64,
     pub restarts: u64,
     pub busy_ns: u64,
-    pub forwarded: u64,
+    pub translated: u64,
     pub drops: Vec<(DropReason, u64)>,
 }
 

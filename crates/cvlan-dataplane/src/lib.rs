@@ -3,6 +3,8 @@
 //! descriptors, threads and the clock. It never depends on Node-API.
 
 pub mod charon;
+pub mod clock;
+pub mod control;
 pub mod counters;
 pub mod device;
 pub mod error;
@@ -10,6 +12,7 @@ pub mod handoff;
 pub mod ipsec;
 pub mod offload;
 pub mod plain;
+mod send;
 mod sys;
 pub mod tenant_tun;
 pub mod transport;

@@ -120,7 +120,8 @@ pub struct WorkerStatsJs {
     pub batches: BigInt,
     pub restarts: BigInt,
     pub busy_ns: BigInt,
-    /// Packets translated to the other device of the pair on this worker (IPsec ⇄ WireGuard).
+    /// Packets this worker's handoff stage sent from another device (IPsec ⇄ WireGuard, tenant
+    /// TUNs); `translated` in the API.
     pub forwarded: BigInt,
     /// Syscalls: TUN reads/writes, recvmmsg/sendmmsg calls (packets per call = batching).
     pub tun_reads: BigInt,
@@ -149,7 +150,7 @@ pub(crate) fn worker_stats(dev: &Device) -> Vec<WorkerStatsJs> {
                 batches: c.batches.into(),
                 restarts: c.restarts.into(),
                 busy_ns: c.busy_ns.into(),
-                forwarded: c.forwarded.into(),
+                forwarded: c.translated.into(),
                 tun_reads: c.tun_reads.into(),
                 tun_writes: c.tun_writes.into(),
                 udp_recvs: c.udp_recvs.into(),

@@ -33,7 +33,7 @@ pub use decap::{InboundSa, Opened};
 pub use encap::{OutboundSa, Sealed};
 pub use lifetime::{Counters, LifetimeConfig, LifetimeEvent, Limits};
 pub use sa::{Direction, SaError, SaParams, TunnelEndpoints, UdpEncap};
-pub use selectors::TrafficSelector;
+pub use selectors::{SelectorRange, TrafficSelector};
 
 /// Why a packet was not delivered. The data plane counts each under the stable code
 /// `cvlan_dataplane::counters::DropReason` maps it to; the names live there, once.
