@@ -70,6 +70,7 @@ export interface BindingEvent {
     | 'worker-stopped'
     | 'worker-restarted'
     | 'worker-failed'
+    | 'tun-lost'
     | 'handshake-complete'
     | 'handshake-failed'
     | 'endpoint-changed'
@@ -81,6 +82,8 @@ export interface BindingEvent {
   /** WireGuard events: the peer's public key (base64) and, when it moved, its endpoint. */
   peer?: string;
   endpoint?: string;
+  /** `tun-lost`: the TUN device a worker can no longer read (deleted, usually). */
+  device?: string;
 }
 
 export interface BindingPlainDevice {

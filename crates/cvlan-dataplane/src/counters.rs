@@ -55,6 +55,7 @@ drop_reasons! {
     IpsecNoSa => "ipsec_no_sa",
     IpsecRawEspUnsupported => "ipsec_raw_esp_unsupported",
     IkeRelayFailed => "ike_relay_failed",
+    IkeQueueFull => "ike_queue_full",
     IpsecMalformedIp => "ipsec_malformed_ip",
     // WireGuard (`cvlan_proto::wireguard::DropReason`).
     WgTruncated => "wg_truncated",

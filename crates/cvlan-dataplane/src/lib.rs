@@ -44,6 +44,13 @@ pub enum Event {
         worker: usize,
         reason: String,
     },
+    /// A worker's TUN queue cannot be read any more (the device was deleted, usually): the
+    /// worker stops polling it and goes on with its sockets. Traffic to and from the TUN is lost.
+    TunLost {
+        worker: usize,
+        device: String,
+        reason: String,
+    },
 }
 
 /// Receiver of events; called from worker threads, so it must be cheap and thread-safe.

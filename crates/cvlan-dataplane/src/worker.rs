@@ -201,7 +201,9 @@ fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
 fn event_loop(w: &WorkerArgs, bufs: &mut Buffers) -> io::Result<()> {
     let (io, control) = (&w.io, &w.control);
     let epoll = Epoll::new()?;
-    epoll.add(io.tun.as_raw_fd(), TOKEN_TUN)?;
+    if io.tun.lost().is_none() {
+        epoll.add(io.tun.as_raw_fd(), TOKEN_TUN)?;
+    }
     epoll.add(control.wake.as_raw_fd(), TOKEN_CTL)?;
     for (i, u) in io.udp.iter().enumerate() {
         epoll.add(u.as_raw_fd(), TOKEN_UDP + i as u64)?;
@@ -248,6 +250,7 @@ fn event_loop(w: &WorkerArgs, bufs: &mut Buffers) -> io::Result<()> {
         let mut did_work = false;
         if tun_ready {
             did_work |= wake.tun_ready();
+            crate::tun::stop_polling_if_lost(w.index, &io.tun, &epoll, &w.events);
         }
         for (sock, ready) in udp_ready.iter().enumerate() {
             if *ready {

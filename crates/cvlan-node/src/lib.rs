@@ -161,7 +161,7 @@ pub(crate) fn worker_stats(dev: &Device) -> Vec<WorkerStatsJs> {
         .collect()
 }
 
-/// An event for JavaScript: `{type, worker?, reason?, restarts?, peer?, endpoint?}`.
+/// An event for JavaScript: `{type, worker?, reason?, restarts?, peer?, endpoint?, device?}`.
 #[derive(Default, Clone)]
 pub(crate) struct JsEvent {
     pub kind: &'static str,
@@ -170,6 +170,8 @@ pub(crate) struct JsEvent {
     pub restarts: Option<u64>,
     pub peer: Option<String>,
     pub endpoint: Option<String>,
+    /// The TUN device of a `tun-lost` event.
+    pub device: Option<String>,
 }
 
 impl From<Event> for JsEvent {
@@ -202,6 +204,17 @@ impl From<Event> for JsEvent {
                 reason: Some(reason),
                 ..Default::default()
             },
+            Event::TunLost {
+                worker,
+                device,
+                reason,
+            } => JsEvent {
+                kind: "tun-lost",
+                worker: Some(worker as u32),
+                reason: Some(reason),
+                device: Some(device),
+                ..Default::default()
+            },
         }
     }
 }
@@ -224,6 +237,9 @@ fn event_to_js(ctx: ThreadSafeCallContext<JsEvent>) -> napi::Result<Vec<JsObject
     }
     if let Some(ep) = e.endpoint {
         o.set("endpoint", ep)?;
+    }
+    if let Some(d) = e.device {
+        o.set("device", d)?;
     }
     Ok(vec![o])
 }

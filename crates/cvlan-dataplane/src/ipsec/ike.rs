@@ -4,6 +4,7 @@
 
 use super::{IpsecEngine, SOCK_IKE, SOCK_NATT};
 use crate::charon::protocol::IkePacket;
+use crate::charon::server::QueueError;
 use crate::counters::DropReason;
 use crate::transport::{Packet, Verdict};
 use std::net::SocketAddr;
@@ -27,7 +28,10 @@ impl IpsecEngine {
             dst: SocketAddr::new(self.local, local_port),
             data: pkt.data().to_vec(),
         };
-        c.send_ike(ike).map_err(|_| DropReason::IkeRelayFailed)?;
+        c.send_ike(ike).map_err(|e| match e {
+            QueueError::Full => DropReason::IkeQueueFull,
+            QueueError::TooLarge => DropReason::IkeRelayFailed,
+        })?;
         self.counters.ike_in.fetch_add(1, Relaxed);
         Ok(())
     }
