@@ -697,6 +697,36 @@ mod tests {
         assert_eq!(pkts[0].tag, 2, "routed as tenant 2's");
     }
 
+    /// A tenant TUN's packets (`HandOff`) go the same way as decapsulated ones, and what nobody
+    /// routes is answered, never left for the TUN.
+    #[test]
+    fn a_tenant_tuns_packets_are_handed_off_or_answered() {
+        let h = Handoff {
+            stamp: 1,
+            isolated: true,
+            targets: vec![target(Routes(vec![(1, [10, 0, 0, 1])]), 1, Vec::new())],
+            icmp: IcmpLimit::default(),
+        };
+        let mut pkts = vec![
+            v4(0, [10, 30, 0, 5], [10, 0, 0, 1]),
+            v4(0, [10, 30, 0, 5], [10, 7, 0, 1]),
+        ];
+        for p in pkts.iter_mut() {
+            p.verdict = Verdict::HandOff;
+        }
+        let counters = batch(&h, &mut pkts);
+        let handed: Vec<&Packet> = pkts
+            .iter()
+            .filter(|p| p.verdict == Verdict::HandedOff)
+            .collect();
+        assert_eq!(handed.len(), 1);
+        assert_eq!(&handed[0].data()[16..20], &[10, 0, 0, 1], "the routed one");
+        let reply: Vec<&Packet> = pkts.iter().filter(|p| p.verdict == Verdict::Send).collect();
+        assert_eq!(reply.len(), 1, "the other is answered through the ingress");
+        assert_eq!(&reply[0].data()[20..22], &[3, 0], "net unreachable");
+        assert_eq!(drops(&counters, DropReason::NoRoute), 1);
+    }
+
     /// Claims everything with a route of `len` bits; stamps its `id` into what it encapsulates.
     struct Prefixed {
         id: u8,

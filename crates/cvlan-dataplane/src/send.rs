@@ -76,3 +76,55 @@ fn from(
     }
     sent
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn sends_per_socket_and_counts_what_did_not_leave() {
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let to = peer.local_addr().unwrap();
+        let sock = UdpSocket::bind_reuseport("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let counters = WorkerCounters::default();
+        let mut pkts: Vec<Packet> = (0..4u8)
+            .map(|i| {
+                let mut p = Packet::new();
+                p.len = 10;
+                p.data_mut()[0] = i;
+                p.addr = to;
+                p.verdict = Verdict::Send;
+                p
+            })
+            .collect();
+        pkts[2].sock = 1; // no such socket
+        pkts[3].verdict = Verdict::Drop;
+        let mut scratch = MmsgScratch::new(8);
+        let socks = [sock];
+        assert_eq!(packets(&socks, &counters, &pkts, &mut scratch), 2);
+        let mut extra = vec![Outgoing {
+            data: vec![9; 3],
+            addr: to,
+            sock: 0,
+        }];
+        super::extra(&socks, &counters, &mut extra, &mut scratch);
+        assert!(extra.is_empty(), "sent extras are cleared");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        for _ in 0..3 {
+            let n = peer.recv(&mut buf).unwrap();
+            got.push((buf[0], n));
+        }
+        assert_eq!(got, [(0, 10), (1, 10), (9, 3)]);
+        let c = counters.snapshot();
+        assert_eq!((c.udp_tx_packets, c.udp_tx_bytes), (3, 23));
+        let failed = c
+            .drops
+            .iter()
+            .find(|(r, _)| *r == DropReason::UdpSendFailed)
+            .map(|(_, n)| *n);
+        assert_eq!(failed, Some(1), "the packet for a socket the device lacks");
+    }
+}

@@ -323,87 +323,7 @@ impl Wake<'_> {
         }
     }
 
-    /// After the handoff of packets read from the TUN: what nobody took is dropped, never
-    /// written back; what is left for the TUN are the ICMP errors made for their senders.
-    fn unrouted(&mut self, n: usize) {
-        let counters = self.counters;
-        for p in self.bufs.tun[..n].iter_mut() {
-            match p.verdict {
-                Verdict::HandOff => counters.drop_packet(DropReason::NoRoute),
-                Verdict::ToTun => {
-                    WorkerCounters::add(&counters.tun_writes, 1);
-                    match self.io.tun.write_packet(p.data()) {
-                        Ok(_) => {
-                            WorkerCounters::add(&counters.tun_tx_packets, 1);
-                            WorkerCounters::add(&counters.tun_tx_bytes, p.len as u64);
-                        }
-                        Err(_) => counters.drop_packet(DropReason::TunWriteFailed),
-                    }
-                }
-                _ => continue,
-            }
-            p.verdict = Verdict::Drop;
-        }
-    }
-
-    /// Stage 6 on the first `n` packets of one batch.
-    fn handoff(&mut self, side: Side, n: usize) {
-        let cell = self.handoff;
-        let guard = cell.load();
-        let Some(h) = guard.as_ref() else {
-            return;
-        };
-        let bufs = &mut *self.bufs;
-        let pkts = match side {
-            Side::Tun => &mut bufs.tun[..n],
-            Side::Udp => &mut bufs.udp[..n],
-        };
-        let mut stage = handoff::Stage {
-            ingress: self.transport,
-            ctx: Ctx {
-                worker: self.index,
-                counters: self.counters,
-                now: self.now,
-                extra: &mut bufs.extra,
-            },
-            scratch: &mut bufs.scratch,
-        };
-        handoff::run(h, &mut stage, pkts);
-    }
-
-    /// Stage 3 on the first `n` packets of one batch, and the extra datagrams.
-    fn send(&mut self, side: Side, n: usize) {
-        let bufs = &mut *self.bufs;
-        let pkts = match side {
-            Side::Tun => &bufs.tun[..n],
-            Side::Udp => &bufs.udp[..n],
-        };
-        send::packets(&self.io.udp, self.counters, pkts, &mut bufs.scratch);
-        send::extra(
-            &self.io.udp,
-            self.counters,
-            &mut bufs.extra,
-            &mut bufs.scratch,
-        );
-    }
-
-    /// Stage 8.
-    fn tick(&mut self) {
-        let mut ctx = Ctx {
-            worker: self.index,
-            counters: self.counters,
-            now: self.now,
-            extra: &mut self.bufs.extra,
-        };
-        self.transport.tick(&mut ctx);
-        send::extra(
-            &self.io.udp,
-            self.counters,
-            &mut self.bufs.extra,
-            &mut self.bufs.scratch,
-        );
-    }
-
+    /// Stage 1 without a virtio header: one packet per read, straight into the batch.
     fn read_tun_plain(&mut self) -> usize {
         let (io, counters, bufs) = (self.io, self.counters, &mut *self.bufs);
         let mut n = 0;
@@ -503,6 +423,22 @@ impl Wake<'_> {
         }
     }
 
+    /// Stage 3 on the first `n` packets of one batch, and the extra datagrams.
+    fn send(&mut self, side: Side, n: usize) {
+        let bufs = &mut *self.bufs;
+        let pkts = match side {
+            Side::Tun => &bufs.tun[..n],
+            Side::Udp => &bufs.udp[..n],
+        };
+        send::packets(&self.io.udp, self.counters, pkts, &mut bufs.scratch);
+        send::extra(
+            &self.io.udp,
+            self.counters,
+            &mut bufs.extra,
+            &mut bufs.scratch,
+        );
+    }
+
     /// Stage 4 on socket `sock`, then 5–7 for each batch it fills.
     fn udp_ready(&mut self, sock: usize) -> io::Result<bool> {
         let counters = self.counters;
@@ -583,7 +519,56 @@ impl Wake<'_> {
         self.handoff(Side::Udp, n);
         // 7. write_tun
         self.write_tun(n);
+        // 3. send: replies (handshake responses, ICMP errors) and extra datagrams
         self.send(Side::Udp, n);
+    }
+
+    /// Stage 6 on the first `n` packets of one batch.
+    fn handoff(&mut self, side: Side, n: usize) {
+        let cell = self.handoff;
+        let guard = cell.load();
+        let Some(h) = guard.as_ref() else {
+            return;
+        };
+        let bufs = &mut *self.bufs;
+        let pkts = match side {
+            Side::Tun => &mut bufs.tun[..n],
+            Side::Udp => &mut bufs.udp[..n],
+        };
+        let mut stage = handoff::Stage {
+            ingress: self.transport,
+            ctx: Ctx {
+                worker: self.index,
+                counters: self.counters,
+                now: self.now,
+                extra: &mut bufs.extra,
+            },
+            scratch: &mut bufs.scratch,
+        };
+        handoff::run(h, &mut stage, pkts);
+    }
+
+    /// After the handoff of packets read from the TUN: what nobody took is dropped, never
+    /// written back; what is left for the TUN are the ICMP errors made for their senders.
+    fn unrouted(&mut self, n: usize) {
+        let counters = self.counters;
+        for p in self.bufs.tun[..n].iter_mut() {
+            match p.verdict {
+                Verdict::HandOff => counters.drop_packet(DropReason::NoRoute),
+                Verdict::ToTun => {
+                    WorkerCounters::add(&counters.tun_writes, 1);
+                    match self.io.tun.write_packet(p.data()) {
+                        Ok(_) => {
+                            WorkerCounters::add(&counters.tun_tx_packets, 1);
+                            WorkerCounters::add(&counters.tun_tx_bytes, p.len as u64);
+                        }
+                        Err(_) => counters.drop_packet(DropReason::TunWriteFailed),
+                    }
+                }
+                _ => continue,
+            }
+            p.verdict = Verdict::Drop;
+        }
     }
 
     /// Stage 7 for the first `n` packets of the UDP batch.
@@ -659,6 +644,23 @@ impl Wake<'_> {
                 }
             }
         }
+    }
+
+    /// Stage 8.
+    fn tick(&mut self) {
+        let mut ctx = Ctx {
+            worker: self.index,
+            counters: self.counters,
+            now: self.now,
+            extra: &mut self.bufs.extra,
+        };
+        self.transport.tick(&mut ctx);
+        send::extra(
+            &self.io.udp,
+            self.counters,
+            &mut self.bufs.extra,
+            &mut self.bufs.scratch,
+        );
     }
 }
 

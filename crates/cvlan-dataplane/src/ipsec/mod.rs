@@ -9,13 +9,13 @@
 //! - `lifetime`: time limits and the expire messages to charon.
 //! - `ike`:      the IKE relay between the device's sockets and charon.
 //! - `backend`:  the plugin link's entry points (`SaBackend`).
-//! - `drops`:    the engine's drop codes (the data plane's one table) and counters.
+//! - `counters`: the engine's counters (drops by codes of the data plane's one table).
 //!
 //! Selector math (ranges, prefixes, ports) lives with the protocol, in
 //! `cvlan_proto::esp::selectors`.
 
 mod backend;
-pub mod drops;
+mod counters;
 mod ike;
 mod install;
 mod lifetime;
@@ -23,7 +23,7 @@ mod pipeline;
 mod tables;
 
 pub use backend::IpsecBackend;
-pub use drops::IpsecCounters;
+pub use counters::IpsecCounters;
 pub use pipeline::IpsecTransport;
 pub use tables::SaView;
 

@@ -137,7 +137,7 @@ impl IpsecEngine {
             if pkt.addr.is_ipv4() {
                 let ihl = usize::from(pkt.data().first().copied().unwrap_or(0) & 0x0f) * 4;
                 if ihl < 20 || !pkt.pull_front(ihl) {
-                    return Err(DropReason::from(esp::DropReason::Truncated));
+                    return Err(esp::DropReason::Truncated.into());
                 }
             }
             udp_encap::classify_raw(pkt.data())
@@ -152,7 +152,7 @@ impl IpsecEngine {
             }
             Ok(udp_encap::Datagram::Ike(_)) => return self.to_charon(pkt),
             Ok(udp_encap::Datagram::Esp { spi, packet }) => (spi, packet.len()),
-            Err(r) => return Err(DropReason::from(r)),
+            Err(r) => return Err(r.into()),
         };
         // 2. lookup
         let entry = t.inbound.get(&spi).ok_or(DropReason::EspUnknownSpi)?;

@@ -1,11 +1,10 @@
 //! Counters of the WireGuard engine, shared by the workers (drops and handshakes are rare).
 
 use crate::counters::DropCounters;
-use cvlan_proto::wireguard::DropReason;
+use cvlan_proto::wireguard as wg;
 use std::sync::atomic::AtomicU64;
 
 pub struct WgCounters {
-    /// Codes of the data plane's one table (`crate::counters`).
     pub drops: DropCounters,
     pub handshakes_completed: AtomicU64,
     pub handshakes_failed: AtomicU64,
@@ -21,7 +20,8 @@ impl WgCounters {
             handshake_messages: AtomicU64::new(0),
         }
     }
-    pub(super) fn drop(&self, d: DropReason) {
+
+    pub(super) fn drop(&self, d: wg::DropReason) {
         self.drops.add(d);
     }
 }

@@ -12,7 +12,7 @@ use cvlan_proto::ip;
 use cvlan_proto::wireguard::constants::TRANSPORT_HEADER_LEN;
 use cvlan_proto::wireguard::messages::{self, Message};
 use cvlan_proto::wireguard::session::OpenError;
-use cvlan_proto::wireguard::{DropReason, Keypair, Outbox, PeerId};
+use cvlan_proto::wireguard::{self as wg, Keypair, Outbox, PeerId};
 use rand_core::OsRng;
 use std::sync::Arc;
 
@@ -50,7 +50,7 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                         wg.counters.drop(d);
                     }
                 }
-                Err(e) => wg.counters.drop(DropReason::from(e)),
+                Err(e) => wg.counters.drop(wg::DropReason::from(e)),
             }
         }
     }
@@ -67,7 +67,7 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                     Ok(i) => (i.len, Some(i.src)),
                     Err(_) if plain == 0 => (0, None),
                     Err(_) => {
-                        wg.counters.drop(DropReason::Malformed);
+                        wg.counters.drop(wg::DropReason::Malformed);
                         continue;
                     }
                 };
@@ -85,7 +85,7 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
             );
             let Some(src) = src else { continue }; // keepalive
             if !dev.allowed_src(r.peer, src) {
-                wg.counters.drop(DropReason::SourceNotAllowed);
+                wg.counters.drop(wg::DropReason::SourceNotAllowed);
                 continue;
             }
             p.start += TRANSPORT_HEADER_LEN;
@@ -96,11 +96,11 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
     wg.finish(out, Some(ctx.extra));
 }
 
-fn open_drop(e: OpenError) -> DropReason {
+fn open_drop(e: OpenError) -> wg::DropReason {
     match e {
-        OpenError::Replayed => DropReason::Replayed,
-        OpenError::TooOld => DropReason::TooOld,
-        OpenError::Decrypt => DropReason::DecryptFailed,
-        OpenError::Exhausted => DropReason::MessageLimit,
+        OpenError::Replayed => wg::DropReason::Replayed,
+        OpenError::TooOld => wg::DropReason::TooOld,
+        OpenError::Decrypt => wg::DropReason::DecryptFailed,
+        OpenError::Exhausted => wg::DropReason::MessageLimit,
     }
 }
