@@ -38,8 +38,8 @@ export const DROP_CODE_REASONS: Readonly<Record<string, DropReason>> = Object.fr
   ipsec_no_sa: 'no_route',
   ipsec_raw_esp_unsupported: 'other',
   ike_relay_failed: 'other',
-  ipsec_malformed_ip: 'malformed',
   ike_queue_full: 'queue_full',
+  ipsec_malformed_ip: 'malformed',
   // WireGuard
   wg_truncated: 'malformed',
   wg_oversized: 'mtu_exceeded',
