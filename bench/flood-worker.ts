@@ -26,6 +26,9 @@ export interface FloodResult {
   cookieReplies: number;
 }
 
+/** Distinct datagrams per task. */
+const POOL = 4096;
+
 /** Send in slices of 10 ms: fine enough for a steady rate, coarse enough for few timers. */
 const SLICE_MS = 10;
 
@@ -41,7 +44,12 @@ export default async function flood(task: FloodTask): Promise<FloodResult> {
   if (task.kind === 'wg-mac1' && key && Buffer.from(task.publicKey ?? '', 'base64').length !== 32) {
     throw new RangeError('publicKey: 32 bytes in base64 needed for wg-mac1');
   }
-  const build = (): Buffer => (task.kind === 'ike-sa-init' ? ikeSaInit(Buffer.alloc(300)) : wgInitiation(Buffer.alloc(WG_INITIATION_LEN), key));
+  // A pool of distinct datagrams made up front and sent in turn: the target does the same work
+  // for each (MAC1 check, cookie reply, header check; none of it remembers earlier messages
+  // before a cookie round trip), while the generator spends its CPU on sending, not on
+  // BLAKE2s in JavaScript, and takes less of the machine it shares with the tunnel.
+  const pool = Array.from({ length: POOL }, () => (task.kind === 'ike-sa-init' ? ikeSaInit(Buffer.alloc(300)) : wgInitiation(Buffer.alloc(WG_INITIATION_LEN), key)));
+  const build = (): Buffer => pool[result.sent % POOL]!;
   const start = Date.now();
   await new Promise<void>((resolve) => {
     const tick = (): void => {

@@ -34,6 +34,7 @@ export interface BindingPlainDeviceOptions {
   peers: BindingPlainPeer[];
 }
 
+/** A count under one code of the data plane's drop table (`Binding.dropCodes()`). */
 export interface BindingDropCount {
   reason: string;
   count: bigint;
@@ -233,6 +234,8 @@ export interface BindingTenantTunDevice {
 export interface Binding {
   nativeInfo(): BindingNativeInfo;
   echoBuffer(buf: Buffer): Buffer;
+  /** Every drop code the data plane counts (`crates/cvlan-dataplane/src/counters.rs`). */
+  dropCodes(): string[];
   PlainDevice: new (options: BindingPlainDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingPlainDevice;
   IpsecDevice: new (options: BindingIpsecDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingIpsecDevice;
   WireGuardDevice: new (options: BindingWireGuardDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingWireGuardDevice;

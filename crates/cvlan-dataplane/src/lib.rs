@@ -3,6 +3,8 @@
 //! descriptors, threads and the clock. It never depends on Node-API.
 
 pub mod charon;
+pub mod clock;
+pub mod control;
 pub mod counters;
 pub mod device;
 pub mod error;
@@ -12,6 +14,7 @@ pub mod ipsec;
 pub mod offload;
 pub mod orphans;
 pub mod plain;
+mod send;
 mod sys;
 pub mod tenant_tun;
 pub mod transport;

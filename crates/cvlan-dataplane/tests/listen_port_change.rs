@@ -89,13 +89,20 @@ fn a_running_device_moves_to_another_port() {
     // A port someone else holds: refused, nothing changed.
     let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
     let taken = holder.local_addr().unwrap().port();
-    let e = dev.set_listen_port(0, taken).expect_err("port in use");
+    let e = dev
+        .set_listen_port(0, taken, &|| {})
+        .expect_err("port in use");
     assert_eq!(e.code, Code::AddrInUse, "{e}");
     assert_eq!(dev.listen_port(), old);
     assert_eq!(echo_from(&client, old, b"still"), Some(old));
 
     // 0 picks a free port, as at start.
-    let new = dev.set_listen_port(0, 0).expect("move");
+    let announced = std::cell::Cell::new(None);
+    let senders0 = t.senders.get().unwrap().clone();
+    let new = dev
+        .set_listen_port(0, 0, &|| announced.set(senders0.port(0)))
+        .expect("move");
+    assert_eq!(announced.get(), Some(new), "announced from the new port");
     assert!(new != 0 && new != old);
     assert_eq!(dev.listen_port(), new);
     // Several sources, so both workers' sockets on the new port are exercised.
@@ -132,7 +139,7 @@ fn a_running_device_moves_to_another_port() {
     let rx: u64 = dev.stats().iter().map(|s| s.counters.udp_rx_packets).sum();
     assert!(rx >= 10, "counters kept across the move: {rx}");
     assert_eq!(
-        dev.set_listen_port(3, 1).map_err(|e| e.code),
+        dev.set_listen_port(3, 1, &|| {}).map_err(|e| e.code),
         Err(Code::InvalidArg)
     );
 }

@@ -10,4 +10,5 @@ pub mod ike;
 pub mod ip;
 pub mod ratelimiter;
 pub mod replay;
+pub mod secret;
 pub mod wireguard;

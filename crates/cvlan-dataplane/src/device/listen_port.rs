@@ -13,8 +13,10 @@ use std::sync::atomic::Ordering;
 impl Device {
     /// Moves socket `sock` (an index into the device's ports) to `port` (0: a free one) and
     /// returns the port now bound. A port in use fails with `CVLAN_ERR_ADDR_IN_USE` and changes
-    /// nothing.
-    pub fn set_listen_port(&mut self, sock: usize, port: u16) -> Result<u16> {
+    /// nothing. `announce` runs once the new sockets are bound and the transport's `Senders`
+    /// send from them, before any old socket closes: a transport tells its peers there (what it
+    /// sends makes them roam to the new port while the old one still receives).
+    pub fn set_listen_port(&mut self, sock: usize, port: u16, announce: &dyn Fn()) -> Result<u16> {
         let Some(current) = self.listen.get(sock).copied() else {
             return Err(Error::new(
                 Code::InvalidArg,
@@ -64,6 +66,7 @@ impl Device {
             senders.replace(socks, tun);
         }
         self.listen = listen;
+        announce();
         for (index, io) in ios.into_iter().enumerate() {
             self.replace_worker(index, io)?;
         }
@@ -85,7 +88,6 @@ impl Device {
             transport: self.transport.clone(),
             handoff: self.handoff.clone(),
             events: self.events.clone(),
-            epoch: self.epoch,
         };
         let thread = std::thread::Builder::new()
             .name(format!("cvlan-w{index}"))
