@@ -1,7 +1,9 @@
-//! Moving a running device to another port (needs root for the TUN device; skipped otherwise):
+//! Moving a running device to another port (needs root for the TUN device; ignored otherwise):
 //! the new port answers, the old one is released, the transport's `Senders` send from the new
 //! port and still wake worker 0, the counters go on, and a port in use is refused without
 //! changing anything.
+
+mod support;
 
 use cvlan_dataplane::device::no_events;
 use cvlan_dataplane::error::Code;
@@ -11,11 +13,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 #[derive(Default)]
 struct Echo {
@@ -59,11 +56,9 @@ fn echo_from(client: &UdpSocket, port: u16, msg: &[u8]) -> Option<u16> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_running_device_moves_to_another_port() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    support::require_root(&[]);
     let t = Arc::new(Echo::default());
     let mut dev = Device::start(
         DeviceConfig {

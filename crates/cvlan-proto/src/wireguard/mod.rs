@@ -9,7 +9,6 @@
 //! - [`session`]: transport keypairs (current/previous/next) and the in-place seal/open.
 //! - [`timers`]: the §6 timers as deadlines.
 //! - [`allowed_ips`]: cryptokey routing (§3), a longest-prefix trie per address family.
-//! - [`ratelimiter`]: handshakes per source address under load.
 //! - [`drop_reason`]: why a datagram or packet was dropped.
 //! - [`device`]: everything together, driven by the data plane (peers, send, receive,
 //!   handshake dispatch, timers).
@@ -52,7 +51,6 @@ pub mod device;
 pub mod drop_reason;
 pub mod handshake;
 pub mod messages;
-pub mod ratelimiter;
 pub mod session;
 pub mod tai64n;
 pub mod timers;

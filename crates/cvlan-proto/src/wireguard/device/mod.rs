@@ -26,9 +26,9 @@ use super::constants::*;
 use super::cookie::CookieChecker;
 use super::drop_reason::DropReason;
 use super::handshake::{Identity, PeerKeys};
-use super::ratelimiter::RateLimiter;
 use super::session::{Keypair, Session};
 use super::tai64n::{self, Tai64n};
+use crate::ratelimiter::RateLimiter;
 use peers::Peer;
 use rand_core::RngCore;
 use std::collections::HashMap;
@@ -84,7 +84,6 @@ enum Index {
 }
 
 /// The sans-I/O WireGuard device.
-#[derive(Default)]
 pub struct Device {
     identity: Option<Identity>,
     peers: HashMap<PeerId, Peer>,
@@ -96,6 +95,26 @@ pub struct Device {
     next_peer: PeerId,
     /// Set by the caller when handshake processing is saturated: MAC2 becomes mandatory.
     pub under_load: bool,
+}
+
+impl Default for Device {
+    fn default() -> Device {
+        Device {
+            identity: None,
+            peers: HashMap::new(),
+            by_key: HashMap::new(),
+            indices: HashMap::new(),
+            allowed: AllowedIps::default(),
+            checker: CookieChecker::default(),
+            limiter: RateLimiter::new(
+                HANDSHAKES_PER_SECOND,
+                HANDSHAKE_BURST,
+                HANDSHAKE_SOURCES_TRACKED,
+            ),
+            next_peer: 0,
+            under_load: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for Device {
