@@ -95,6 +95,8 @@ export const LogEvents = {
   weakPsk: 'weak_psk',
   bgpSession: 'bgp_session',
   bgpImportRefused: 'bgp_import_refused',
+  deviceLost: 'device_lost',
+  sasRemoved: 'sas_removed',
 } as const;
 
 /**
@@ -129,6 +131,10 @@ export interface EventLog {
   bgpSession(e: { tenant: string; neighbor: string; state: string; info: string }): void;
   /** A neighbour sent routes the tenant refuses: over its import limit, or outside its allowed prefixes. */
   bgpImportRefused(e: { tenant: string; neighbor: string; reason: 'limit' | 'filter'; count: number }): void;
+  /** A data-plane device's TUN can no longer be used (deleted under the daemon, usually). */
+  deviceLost(e: { tenant: string | null; device: string; kind: 'wireguard' | 'ipsec' | 'tun'; reason: string }): void;
+  /** The data plane removed SAs on its own (orphans of a restarted charon not replaced in time). */
+  sasRemoved(e: { tenant: string | null; tunnel: string | null; spis: string[]; reason: string }): void;
 }
 
 export function eventLog(logger: Logger): EventLog {
@@ -152,5 +158,7 @@ export function eventLog(logger: Logger): EventLog {
     bgpSession: ({ tenant, ...f }) =>
       emit(f.state === 'Established' ? 'info' : 'warn', LogEvents.bgpSession, { tenant, tunnel: null }, f, `BGP session ${f.state}`),
     bgpImportRefused: ({ tenant, ...f }) => emit('warn', LogEvents.bgpImportRefused, { tenant, tunnel: null }, f, 'BGP routes refused'),
+    deviceLost: ({ tenant, ...f }) => emit('error', LogEvents.deviceLost, { tenant, tunnel: null }, f, 'data-plane device lost'),
+    sasRemoved: ({ tenant, tunnel, ...f }) => emit('warn', LogEvents.sasRemoved, { tenant, tunnel }, f, 'SAs removed'),
   };
 }

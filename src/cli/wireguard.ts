@@ -16,7 +16,7 @@ import { closeSync, readFileSync, writeSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { CvlanError } from '../errors.js';
 import { WireGuardDevice } from '../dataplane/index.js';
-import { startUapiServer } from '../wireguard/uapi-server.js';
+import { describeRefusal, startUapiServer } from '../wireguard/uapi-server.js';
 import { parseWgQuick, type WgQuickConfig } from '../wireguard/wgquick.js';
 import { cliLogger, intOption, parseCommand, stringOption, UsageError } from './args.js';
 
@@ -170,7 +170,10 @@ async function foreground(a: WireguardArgs, log: Logger, readyFd: number | undef
       );
       log.info({ peers: a.config.update.peers.length, not_applied: notApplied }, 'configuration file applied');
     }
-    uapi = await startUapiServer(dev, { onSet: (u) => log.info({ peers: u.peers.length }, 'configuration set') });
+    uapi = await startUapiServer(dev, {
+      onSet: (u) => log.info({ peers: u.peers.length, listen_port: dev.listenPort }, 'configuration set'),
+      onRefused: (e, errno) => log.warn(describeRefusal(e, errno), 'configuration refused'),
+    });
   } catch (e) {
     dev.close();
     throw e;

@@ -35,6 +35,8 @@ export interface RouterReader {
   /** The last IKE view read from charon. */
   ikeSas(): readonly IkeSaInfo[];
   rekeys(): { ike: number; child: number };
+  /** Devices whose TUN was lost (name → reason): not ready until a restart. */
+  lostDevices(): ReadonlyMap<string, string>;
   /** `process.hrtime.bigint()` when the devices opened. */
   readonly startedNs: bigint;
 }
@@ -140,6 +142,7 @@ export class RouterViews implements RouterStateSource {
       if (!ipsec) reasons.push('the IPsec device is not open');
       else if (ipsec.supervisor.pid === undefined) reasons.push('charon is not running (installed SAs keep forwarding)');
     }
+    for (const [device, reason] of this.#r.lostDevices()) reasons.push(`TUN ${device} lost (${reason}); restart the daemon`);
     return { live: true, ready: reasons.length === 0, reasons };
   }
 

@@ -36,7 +36,7 @@ import { TenantTunDevice, WireGuardDevice, setHandoff, type totals } from '../da
 import { IpsecService } from '../ipsec/service.js';
 import { eventLog, type EventLog } from '../log.js';
 import { plan } from '../reconcile/plan.js';
-import { startUapiServer } from '../wireguard/uapi-server.js';
+import { describeRefusal, startUapiServer } from '../wireguard/uapi-server.js';
 import type { IkeSaInfo } from '../strongswan/vici/types.js';
 import type { ConfigVersionView, CounterSnapshot, DropView, HealthView, PeerView, RouteView, RouterStateSource, TenantView, TunnelView, WorkerView } from '../api/state.js';
 import { CharonWatch } from './charon-events.js';
@@ -85,6 +85,8 @@ export class Vrouter implements RouterStateSource {
   #ifIds = new Map<string, number>();
   #nextIfId = 1;
   #ikeSas: IkeSaInfo[] = [];
+  /** Data-plane devices whose TUN was lost (device name → reason): not ready until restart. */
+  #lostDevices = new Map<string, string>();
   #refresh: NodeJS.Timeout | undefined;
   #routes = new Set<string>();
   #routing: RoutingService | undefined;
@@ -109,6 +111,7 @@ export class Vrouter implements RouterStateSource {
       ipsec: () => this.#ipsec,
       ikeSas: () => this.#ikeSas,
       rekeys: () => ({ ike: this.#charon?.ikeRekeys ?? 0, child: this.#charon?.childRekeys ?? 0 }),
+      lostDevices: () => this.#lostDevices,
       startedNs: process.hrtime.bigint(),
     });
   }
@@ -170,6 +173,11 @@ export class Vrouter implements RouterStateSource {
         ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
         logger: this.#opts.logger,
       });
+      const ipsecTenant = this.#shared ? null : (withTunnels[0]?.spec.id ?? null);
+      this.#ipsec.device.on('event', (ev) => {
+        if (ev.type === 'tun-lost') this.#deviceLost(ipsecTenant, 'ipsec', ev);
+        else if (ev.type === 'sas-removed') this.#sasRemoved(ev);
+      });
       this.#charon = await CharonWatch.start(this.#ipsec, {
         events: this.#events,
         logger: this.#opts.logger,
@@ -208,11 +216,14 @@ export class Vrouter implements RouterStateSource {
       key?.fill(0);
     }
     rt.wg.on('event', (ev) => {
+      if (ev.type === 'tun-lost') return this.#deviceLost(t.id, 'wireguard', ev);
       logWireguardEvent(this.#events, this.#opts.logger, rt.spec, ev);
       // A new session changes what the tenant announces over BGP.
       if (ev.type === 'handshake-complete') this.#advertise();
     });
-    rt.uapi = await startUapiServer(rt.wg);
+    rt.uapi = await startUapiServer(rt.wg, {
+      onRefused: (e, errno) => this.#opts.logger.warn({ tenant: t.id, interface: rt.wg?.name, ...describeRefusal(e, errno) }, 'UAPI set refused'),
+    });
     await this.#applyPeerOps(rt, [], t.peers);
   }
 
@@ -229,6 +240,9 @@ export class Vrouter implements RouterStateSource {
       ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
     });
     rt.tuns.push({ spec, dev });
+    dev.on('event', (ev) => {
+      if (ev.type === 'tun-lost') this.#deviceLost(rt.spec.id, 'tun', ev);
+    });
     const what = `tenant ${rt.spec.id}, TUN ${spec.name}`;
     const netns = { netns: spec.netns };
     if (spec.netns) await ip(['link', 'set', 'dev', spec.name, 'netns', spec.netns], `${what}: cannot move it into netns ${spec.netns}`);
@@ -437,6 +451,22 @@ export class Vrouter implements RouterStateSource {
       for (const t of rt.tuns) t.dev.close();
       rt.tuns = [];
     }
+  }
+
+  /** The data plane removed a tunnel's SAs on its own (orphans of a charon restart). */
+  #sasRemoved(ev: { ifId?: number; spis?: string[]; reason?: string }): void {
+    const tunnel = [...this.#ifIds].find(([, ifId]) => ifId === ev.ifId)?.[0] ?? null;
+    const tenant = tunnel === null ? null : (this.#tenantOfTunnel(tunnel)?.spec.id ?? null);
+    this.#events.sasRemoved({ tenant, tunnel, spis: ev.spis ?? [], reason: ev.reason ?? 'removed by the data plane' });
+  }
+
+  /** Every worker reports the loss of its own queue: logged once per device. */
+  #deviceLost(tenant: string | null, kind: 'wireguard' | 'ipsec' | 'tun', ev: { device?: string; reason?: string }): void {
+    const device = ev.device ?? 'unknown';
+    if (this.#lostDevices.has(device)) return;
+    const reason = ev.reason ?? 'TUN lost';
+    this.#lostDevices.set(device, reason);
+    this.#events.deviceLost({ tenant, device, kind, reason });
   }
 
   // --- RouterStateSource (views.ts) ----------------------------------------------------------

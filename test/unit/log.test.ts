@@ -36,6 +36,8 @@ void t.test('every event helper names its event, tenant and tunnel', async (t) =
   ev.weakPsk({ tenant: 'acme', tunnel: 'site-a', min_bytes: 16 });
   ev.bgpSession({ tenant: 'acme', neighbor: 'vpc', state: 'Established', info: '' });
   ev.bgpImportRefused({ tenant: 'acme', neighbor: 'vpc', reason: 'limit', count: 3 });
+  ev.deviceLost({ tenant: 'acme', device: 'wg-acme', kind: 'wireguard', reason: 'TUN read failed: File descriptor in bad state' });
+  ev.sasRemoved({ tenant: 'acme', tunnel: 'site-a', spis: ['c0ffee01'], reason: 'orphaned by a charon restart, not replaced within 60 s' });
   const lines = parsed();
   t.same(lines.map((l) => l.event), Object.values(LogEvents));
   for (const l of lines) {

@@ -45,6 +45,7 @@ const reader: RouterReader = {
   ipsec: () => undefined,
   ikeSas: () => [],
   rekeys: () => ({ ike: 0, child: 0 }),
+  lostDevices: () => new Map(),
   startedNs: process.hrtime.bigint(),
 };
 
