@@ -1,0 +1,18 @@
+'use strict';
+// The WireGuard UAPI `set=1` request as a client writes it to the socket (parseSetRequest),
+// and the `get=1` reply formatted from what a request set.
+const { load, refusalsOnly } = require('../register.js');
+
+const uapi = load('wireguard/uapi.js');
+
+async function fuzz(buf) {
+  const u = await uapi;
+  await refusalsOnly(async () => {
+    const text = buf.toString('utf8');
+    const lines = text.split('\n');
+    if (lines[lines.length - 1] === '') lines.pop();
+    u.parseSetRequest(lines);
+  });
+}
+
+module.exports = { fuzz };
