@@ -60,9 +60,8 @@ find_ss_src() {
   [ -n "$SS_SRC" ] && return 0
   local v
   v=$(/usr/lib/ipsec/charon --version 2>/dev/null | sed -n 's/.*strongSwan \([0-9][0-9.]*\).*/\1/p' | head -n1)
-  for d in "$ROOT/.cache/strongswan-$v" /work/main/.cache/strongswan-"$v"; do
-    [ -f "$d/config.h" ] && { SS_SRC=$d; return 0; }
-  done
+  local d=${CVLAN_SS_CACHE:-$ROOT/.cache}/strongswan-$v
+  [ -f "$d/config.h" ] && { SS_SRC=$d; return 0; }
   echo "fuzz.sh: no configured strongSwan source tree (run native/strongswan/build.sh, or set CVLAN_SS_SRC)" >&2
   return 1
 }
