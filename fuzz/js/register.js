@@ -1,16 +1,20 @@
 'use strict';
-// Loaded first by every target: instrument dist/src/** as it is imported.
+// Shared by the targets: coverage for the modules under test, and what counts as a finding.
 const { register } = require('node:module');
 const { pathToFileURL } = require('node:url');
 const path = require('node:path');
 
 const repo = path.resolve(__dirname, '../..');
-const dist = pathToFileURL(path.join(repo, 'dist/src/')).href;
-register('./instrument.mjs', pathToFileURL(__filename), { data: { root: dist } });
+const url = (rel) => pathToFileURL(path.join(repo, 'dist/src', rel)).href;
+
+/** Instruments the compiled modules `rels` (e.g. 'wireguard/uapi.js') when they are imported. */
+function instrument(rels) {
+  register('./instrument.mjs', pathToFileURL(__filename), { data: { files: rels.map(url) } });
+}
 
 /** Imports a compiled module of the project, e.g. `load('strongswan/vici/encoding.js')`. */
 function load(rel) {
-  return import(pathToFileURL(path.join(repo, 'dist/src', rel)).href);
+  return import(url(rel));
 }
 
 /**
@@ -28,4 +32,4 @@ async function refusalsOnly(body) {
   }
 }
 
-module.exports = { load, refusalsOnly };
+module.exports = { instrument, load, refusalsOnly };

@@ -1,7 +1,9 @@
 'use strict';
 // The controller document (JSON, from the --config file or the admin API): parsed as the
 // daemon reads it, then validated (parseControllerDocs). Every refusal must be a ConfigError.
-const { load, refusalsOnly } = require('../register.js');
+const { instrument, load, refusalsOnly } = require('../register.js');
+
+instrument(['config/controller.js', 'config/normalize.js', 'config/production.js']);
 
 const controller = load('config/controller.js');
 

@@ -1,7 +1,9 @@
 'use strict';
 // The WireGuard UAPI `set=1` request as a client writes it to the socket (parseSetRequest),
 // and the `get=1` reply formatted from what a request set.
-const { load, refusalsOnly } = require('../register.js');
+const { instrument, load, refusalsOnly } = require('../register.js');
+
+instrument(['wireguard/uapi.js', 'wireguard/control.js']);
 
 const uapi = load('wireguard/uapi.js');
 

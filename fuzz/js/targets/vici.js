@@ -3,7 +3,9 @@
 // (decodePacket) and the message tree (decodeMessage); a decoded message encodes back to an
 // equal tree.
 const { isDeepStrictEqual } = require('node:util');
-const { load, refusalsOnly } = require('../register.js');
+const { instrument, load, refusalsOnly } = require('../register.js');
+
+instrument(['strongswan/vici/encoding.js']);
 
 const vici = load('strongswan/vici/encoding.js');
 
