@@ -533,30 +533,73 @@ fn ip_icmp_seeds() -> Seeds {
 }
 
 /// Packets from the offload tests' capture (`testdata/packets.hex`, made with scapy): each as
-/// a plain TUN read, and the TCP ones as a GRO batch of two consecutive segments.
+/// a plain TUN read; each super-packet as a TSO/USO read with the virtio header the kernel
+/// would give it; the segments of each as a GRO batch (which coalesces them again).
 fn offload_seeds() -> Seeds {
     let text = include_str!("../../crates/cvlan-dataplane/src/offload/testdata/packets.hex");
+    let records: Vec<(String, Vec<u8>)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, hex)| {
+            let pkt = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect();
+            (name.to_string(), pkt)
+        })
+        .collect();
     let mut seeds = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((name, hex)) = line.split_once(' ') else {
-            continue;
-        };
-        let pkt: Vec<u8> = (0..hex.len() / 2)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
-            .collect();
+    for (name, pkt) in &records {
         let mut read = vec![0u8];
         read.extend_from_slice(&[0; 10]); // virtio header: no offload
-        read.extend_from_slice(&pkt);
+        read.extend_from_slice(pkt);
         seeds.push(seed(&format!("tun_{name}"), read));
-        let mut batch = vec![1u8];
-        for _ in 0..2 {
-            batch.extend_from_slice(&(pkt.len() as u16).to_be_bytes());
-            batch.extend_from_slice(&pkt);
+    }
+    for flow in ["tso4", "tso6", "uso4", "uso6"] {
+        let part = |n: &str| {
+            records
+                .iter()
+                .find(|(r, _)| r == &format!("{flow}_{n}"))
+                .map(|(_, p)| p.clone())
+                .expect("record")
+        };
+        let sup = part("super");
+        let v4 = sup[0] >> 4 == 4;
+        let ip_hlen = if v4 {
+            usize::from(sup[0] & 0x0f) * 4
+        } else {
+            40
+        };
+        let tcp = flow.starts_with("tso");
+        let l4_hlen = if tcp {
+            usize::from(sup[ip_hlen + 12] >> 4) * 4
+        } else {
+            8
+        };
+        let hlen = ip_hlen + l4_hlen;
+        let gso_size = part("seg0").len() - hlen;
+        let gso_type: u8 = match (tcp, v4) {
+            (true, true) => 1,
+            (true, false) => 4,
+            (false, _) => 5,
+        };
+        let csum_offset: u16 = if tcp { 16 } else { 6 };
+        let mut read = vec![0u8, 1, gso_type];
+        for v in [hlen as u16, gso_size as u16, ip_hlen as u16, csum_offset] {
+            read.extend_from_slice(&v.to_le_bytes());
         }
-        seeds.push(seed(&format!("gro_{name}"), batch));
+        read.extend_from_slice(&sup);
+        seeds.push(seed(&format!("tun_{flow}_gso"), read));
+        let mut batch = vec![1u8];
+        for (_, seg) in records
+            .iter()
+            .filter(|(r, _)| r.starts_with(&format!("{flow}_seg")))
+        {
+            batch.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+            batch.extend_from_slice(seg);
+        }
+        seeds.push(seed(&format!("gro_{flow}"), batch));
     }
     seeds
 }

@@ -104,3 +104,37 @@ fn wireguard_response_seed_completes_the_handshake() {
         "a session is established"
     );
 }
+
+#[test]
+fn offload_seeds_split_and_coalesce() {
+    use cvlan_dataplane::offload::gro::Coalescer;
+    use cvlan_dataplane::offload::tso;
+    use cvlan_dataplane::offload::virtio::{VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+    for (name, data) in corpus("offload") {
+        if name.starts_with("tun_") && name.ends_with("_gso") {
+            let hdr = VirtioNetHdr::decode(&data[1..]).unwrap();
+            let n = tso::segment_count(&hdr, &data[1 + VIRTIO_NET_HDR_LEN..])
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(n > 1, "{name}: {n} segment");
+        }
+        if name.starts_with("gro_tso") {
+            let mut rest = &data[1..];
+            let (mut bufs, mut lens) = (Vec::new(), Vec::new());
+            while let Some((len, r)) = rest.split_first_chunk::<2>() {
+                let len = usize::from(u16::from_be_bytes(*len));
+                let mut b = vec![0u8; 64 + 65536];
+                b[64..64 + len].copy_from_slice(&r[..len]);
+                bufs.push(b);
+                lens.push(len);
+                rest = &r[len..];
+            }
+            let mut writes = Vec::new();
+            Coalescer::new().coalesce(&mut bufs, &mut lens, 64, &mut writes);
+            assert!(
+                writes.len() < lens.len(),
+                "{name}: no segments coalesce ({} writes)",
+                writes.len()
+            );
+        }
+    }
+}
