@@ -137,7 +137,7 @@ run_js() {
   # first test case also loads and instruments the modules, hence the generous hang limit.
   (cd fuzz/js && timeout --signal=INT --kill-after=10 "$seconds" \
     node node_modules/jsfuzz/build/src/index.js "targets/$t.js" "$out/corpus" \
-    --exact-artifact-path="$out/crash" --rss-limit-mb=1024 --timeout=60) >"$out/jsfuzz.log" 2>&1
+    --exact-artifact-path="$out/crash" --rss-limit-mb=2048 --timeout=60) >"$out/jsfuzz.log" 2>&1
   local elapsed=$((SECONDS - start))
   local last execs cov
   last=$(grep -E '^#[0-9]+ ' "$out/jsfuzz.log" | tail -n1)

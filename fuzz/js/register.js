@@ -32,4 +32,19 @@ async function refusalsOnly(body) {
   }
 }
 
-module.exports = { instrument, load, refusalsOnly };
+/**
+ * jsfuzz caps its mutations at 4 KiB but lets inputs grow past that through its corpus (we saw
+ * 23 MB after a few minutes, and its worker running out of memory passing them over IPC). Such
+ * inputs are skipped: they add no coverage, so they never become parents of more.
+ */
+const MAX_INPUT = 64 * 1024;
+
+/** The `fuzz` export of a target: `body(buf)` for every input of a sane size. */
+function target(body) {
+  return async (buf) => {
+    if (buf.length > MAX_INPUT) return;
+    await body(buf);
+  };
+}
+
+module.exports = { instrument, load, refusalsOnly, target };

@@ -1,13 +1,12 @@
 'use strict';
-// The WireGuard UAPI `set=1` request as a client writes it to the socket (parseSetRequest),
-// and the `get=1` reply formatted from what a request set.
-const { instrument, load, refusalsOnly } = require('../register.js');
+// The WireGuard UAPI `set=1` request as a client writes it to the socket (parseSetRequest).
+const { instrument, load, refusalsOnly, target } = require('../register.js');
 
 instrument(['wireguard/uapi.js', 'wireguard/control.js']);
 
 const uapi = load('wireguard/uapi.js');
 
-async function fuzz(buf) {
+const fuzz = target(async (buf) => {
   const u = await uapi;
   await refusalsOnly(async () => {
     const text = buf.toString('utf8');
@@ -15,6 +14,6 @@ async function fuzz(buf) {
     if (lines[lines.length - 1] === '') lines.pop();
     u.parseSetRequest(lines);
   });
-}
+});
 
 module.exports = { fuzz };

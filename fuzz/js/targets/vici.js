@@ -3,13 +3,13 @@
 // (decodePacket) and the message tree (decodeMessage); a decoded message encodes back to an
 // equal tree.
 const { isDeepStrictEqual } = require('node:util');
-const { instrument, load, refusalsOnly } = require('../register.js');
+const { instrument, load, refusalsOnly, target } = require('../register.js');
 
 instrument(['strongswan/vici/encoding.js']);
 
 const vici = load('strongswan/vici/encoding.js');
 
-async function fuzz(buf) {
+const fuzz = target(async (buf) => {
   const v = await vici;
   await refusalsOnly(async () => {
     // The stream in two reads, split where the first byte says.
@@ -29,6 +29,6 @@ async function fuzz(buf) {
     }
     if (!isDeepStrictEqual(v.decodeMessage(again), tree)) throw new Error('decodeMessage(encodeMessage(tree)) differs');
   });
-}
+});
 
 module.exports = { fuzz };
