@@ -2,7 +2,7 @@
  * The one errors module of cvlan-vrouter. Every error the project raises on purpose carries a
  * stable `code` (CVLAN_ERR_*), the same string whether it started in Rust (the Node-API binding
  * throws with it), in the configuration loader, in the VICI client or in the admin API.
- * Codes are API: never rename one; add new ones. `test/errors.test.ts` pins the list.
+ * Codes are API: never rename one; add new ones. `test/unit/errors.test.ts` pins the list and checks every source against it.
  */
 
 export const ErrorCodes = {

@@ -92,6 +92,8 @@ export const LogEvents = {
   configRefused: 'config_refused',
   charonRestart: 'charon_restart',
   haFailover: 'ha_failover',
+  deviceLost: 'device_lost',
+  sasRemoved: 'sas_removed',
 } as const;
 
 /**
@@ -119,6 +121,10 @@ export interface EventLog {
   configRefused(e: { tenant: string | null; version: string | null; reason: string; issues?: Array<{ path: string; reason: string }> }): void;
   charonRestart(e: { attempt: number; backoff_ms: number; exit_code: number | null; signal: string | null }): void;
   haFailover(e: { from_role: 'active' | 'standby'; to_role: 'active' | 'standby'; reason: string }): void;
+  /** A data-plane device's TUN can no longer be used (deleted under the daemon, usually). */
+  deviceLost(e: { tenant: string | null; device: string; kind: 'wireguard' | 'ipsec' | 'tun'; reason: string }): void;
+  /** The data plane removed SAs on its own (orphans of a restarted charon not replaced in time). */
+  sasRemoved(e: { tenant: string | null; tunnel: string | null; spis: string[]; reason: string }): void;
 }
 
 export function eventLog(logger: Logger): EventLog {
@@ -138,5 +144,7 @@ export function eventLog(logger: Logger): EventLog {
       emit('error', LogEvents.configRefused, { tenant, tunnel: null }, f, 'configuration refused'),
     charonRestart: (f) => emit('warn', LogEvents.charonRestart, { tenant: null, tunnel: null }, f, 'charon restarted'),
     haFailover: (f) => emit('warn', LogEvents.haFailover, { tenant: null, tunnel: null }, f, 'HA failover'),
+    deviceLost: ({ tenant, ...f }) => emit('error', LogEvents.deviceLost, { tenant, tunnel: null }, f, 'data-plane device lost'),
+    sasRemoved: ({ tenant, tunnel, ...f }) => emit('warn', LogEvents.sasRemoved, { tenant, tunnel }, f, 'SAs removed'),
   };
 }

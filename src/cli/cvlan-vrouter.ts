@@ -19,7 +19,7 @@ import { createLogger } from '../log.js';
 import { CvlanError, ConfigError } from '../errors.js';
 import { parseTestbedConfig, type TestbedConfig } from '../config/testbed.js';
 import { nativeInfo, PlainDevice, WireGuardDevice, totals, type WorkerStats } from '../dataplane/index.js';
-import { startUapiServer } from '../wireguard/uapi-server.js';
+import { describeRefusal, startUapiServer } from '../wireguard/uapi-server.js';
 import { runDaemon } from './run.js';
 
 const USAGE = `usage: cvlan-vrouter <command> [options]
@@ -130,7 +130,10 @@ async function wireguard(name: string, listenPort: number, workers: number | und
   });
   let uapi;
   try {
-    uapi = await startUapiServer(dev, { onSet: (u) => log.info({ peers: u.peers.length }, 'configuration set') });
+    uapi = await startUapiServer(dev, {
+      onSet: (u) => log.info({ peers: u.peers.length, listen_port: dev.listenPort }, 'configuration set'),
+      onRefused: (e, errno) => log.warn(describeRefusal(e, errno), 'configuration refused'),
+    });
   } catch (e) {
     dev.close();
     throw e;

@@ -33,7 +33,7 @@ import { IpsecService } from '../ipsec/service.js';
 import type { IpsecAuth, IpsecTunnel } from '../ipsec/connections.js';
 import { eventLog, type EventLog } from '../log.js';
 import { plan } from '../reconcile/plan.js';
-import { startUapiServer, type UapiServer } from '../wireguard/uapi-server.js';
+import { describeRefusal, startUapiServer, type UapiServer } from '../wireguard/uapi-server.js';
 import { str as viciStr, type IkeSaInfo } from '../strongswan/vici/types.js';
 import { dropReasonOf } from './drops.js';
 import {
@@ -198,6 +198,8 @@ export class Vrouter implements RouterStateSource {
   #ifIds = new Map<string, number>();
   #nextIfId = 1;
   #ikeSas: IkeSaInfo[] = [];
+  /** Data-plane devices whose TUN was lost (device name → reason): not ready until restart. */
+  #lostDevices = new Map<string, string>();
   #ikeRekeys = 0;
   #childRekeys = 0;
   #refresh: NodeJS.Timeout | undefined;
@@ -273,6 +275,10 @@ export class Vrouter implements RouterStateSource {
         ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
         logger: this.#opts.logger,
       });
+      this.#ipsec.device.on('event', (ev) => {
+        if (ev.type === 'tun-lost') this.#deviceLost(this.#shared ? null : (withTunnels[0]?.spec.id ?? null), 'ipsec', ev);
+        else if (ev.type === 'sas-removed') this.#sasRemoved(ev);
+      });
       await this.#watchCharon();
       for (const rt of withTunnels) for (const spec of rt.spec.tunnels) await this.#addTunnel(rt, spec);
       this.#refresh = setInterval(() => void this.refreshSas(), this.#opts.saRefreshMs ?? 2000);
@@ -305,11 +311,15 @@ export class Vrouter implements RouterStateSource {
         this.#events.authFailure({ tenant: t.id, tunnel: ev.peer ?? null, remote: ev.endpoint ?? 'unknown', method: 'wireguard', reason: ev.reason ?? 'handshake failed' });
       } else if (ev.type === 'handshake-complete') {
         this.#events.tunnelUp({ tenant: t.id, tunnel: ev.peer ?? 'unknown', type: 'wireguard', ...(ev.endpoint ? { remote: ev.endpoint } : {}) });
+      } else if (ev.type === 'tun-lost') {
+        this.#deviceLost(t.id, 'wireguard', ev);
       } else {
         this.#opts.logger.info({ tenant: t.id, event: ev.type, worker: ev.worker, reason: ev.reason }, `wireguard ${ev.type}`);
       }
     });
-    rt.uapi = await startUapiServer(rt.wg);
+    rt.uapi = await startUapiServer(rt.wg, {
+      onRefused: (e, errno) => this.#opts.logger.warn({ tenant: t.id, interface: rt.wg?.name, ...describeRefusal(e, errno) }, 'UAPI set refused'),
+    });
     await this.#applyPeerOps(rt, [], t.peers);
   }
 
@@ -326,6 +336,9 @@ export class Vrouter implements RouterStateSource {
       ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
     });
     rt.tuns.push({ spec, dev });
+    dev.on('event', (ev) => {
+      if (ev.type === 'tun-lost') this.#deviceLost(rt.spec.id, 'tun', ev);
+    });
     const ip = async (args: string[]): Promise<void> => {
       await exec('ip', [...(spec.netns ? ['-n', spec.netns] : []), ...args]).catch((e: unknown) => {
         throw new CvlanError('CVLAN_ERR_TUN', `tenant ${rt.spec.id}, TUN ${spec.name}: ip ${args.join(' ')}: ${String((e as { stderr?: string }).stderr ?? e).trim()}`);
@@ -562,6 +575,22 @@ export class Vrouter implements RouterStateSource {
     }
   }
 
+  /** The data plane removed a tunnel's SAs on its own (orphans of a charon restart). */
+  #sasRemoved(ev: { ifId?: number; spis?: string[]; reason?: string }): void {
+    const tunnel = [...this.#ifIds].find(([, ifId]) => ifId === ev.ifId)?.[0] ?? null;
+    const tenant = tunnel === null ? null : ([...this.#tenants.values()].find((rt) => rt.spec.tunnels.some((s) => s.id === tunnel))?.spec.id ?? null);
+    this.#events.sasRemoved({ tenant, tunnel, spis: ev.spis ?? [], reason: ev.reason ?? 'removed by the data plane' });
+  }
+
+  /** Every worker reports the loss of its own queue: logged once per device. */
+  #deviceLost(tenant: string | null, kind: 'wireguard' | 'ipsec' | 'tun', ev: { device?: string; reason?: string }): void {
+    const device = ev.device ?? 'unknown';
+    if (this.#lostDevices.has(device)) return;
+    const reason = ev.reason ?? 'TUN lost';
+    this.#lostDevices.set(device, reason);
+    this.#events.deviceLost({ tenant, device, kind, reason });
+  }
+
   // --- RouterStateSource -------------------------------------------------------------------
 
   health(): HealthView {
@@ -574,6 +603,7 @@ export class Vrouter implements RouterStateSource {
       if (!this.#ipsec) reasons.push('the IPsec device is not open');
       else if (this.#ipsec.supervisor.pid === undefined) reasons.push('charon is not running (installed SAs keep forwarding)');
     }
+    for (const [device, reason] of this.#lostDevices) reasons.push(`TUN ${device} lost (${reason}); restart the daemon`);
     return { live: true, ready: reasons.length === 0, reasons };
   }
 

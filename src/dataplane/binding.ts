@@ -34,6 +34,7 @@ export interface BindingPlainDeviceOptions {
   peers: BindingPlainPeer[];
 }
 
+/** A count under one code of the data plane's drop table (`Binding.dropCodes()`). */
 export interface BindingDropCount {
   reason: string;
   count: bigint;
@@ -69,6 +70,8 @@ export interface BindingEvent {
     | 'worker-stopped'
     | 'worker-restarted'
     | 'worker-failed'
+    | 'tun-lost'
+    | 'sas-removed'
     | 'handshake-complete'
     | 'handshake-failed'
     | 'endpoint-changed'
@@ -80,6 +83,11 @@ export interface BindingEvent {
   /** WireGuard events: the peer's public key (base64) and, when it moved, its endpoint. */
   peer?: string;
   endpoint?: string;
+  /** `tun-lost`: the TUN device a worker can no longer read (deleted, usually). */
+  device?: string;
+  /** `sas-removed`: the tunnel (if_id) whose SAs the data plane removed, and their SPIs (hex). */
+  ifId?: number;
+  spis?: string[];
 }
 
 export interface BindingPlainDevice {
@@ -226,6 +234,8 @@ export interface BindingTenantTunDevice {
 export interface Binding {
   nativeInfo(): BindingNativeInfo;
   echoBuffer(buf: Buffer): Buffer;
+  /** Every drop code the data plane counts (`crates/cvlan-dataplane/src/counters.rs`). */
+  dropCodes(): string[];
   PlainDevice: new (options: BindingPlainDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingPlainDevice;
   IpsecDevice: new (options: BindingIpsecDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingIpsecDevice;
   WireGuardDevice: new (options: BindingWireGuardDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingWireGuardDevice;

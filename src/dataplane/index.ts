@@ -364,7 +364,10 @@ export interface WireGuardDeviceOptions {
   mtu?: number;
   /** Address to bind. Default: all addresses. */
   listenAddress?: string;
-  /** UDP port; 0 picks a free one (read it back from `listenPort`). Fixed for the device's life. */
+  /**
+   * UDP port; 0 picks a free one (read it back from `listenPort`). `apply({listenPort})` moves
+   * the running device to another port (`CVLAN_ERR_ADDR_IN_USE` if taken).
+   */
   listenPort: number;
   /** Worker threads. Default: number of CPUs. */
   workers?: number;

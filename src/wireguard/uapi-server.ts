@@ -13,7 +13,7 @@ import { chmodSync, lstatSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { CvlanError } from '../errors.js';
 import type { WgDeviceUpdate, WireGuardControl } from './control.js';
-import { errnoOf, formatGetResponse, parseSetRequest, statusLine, UapiErrno } from './uapi.js';
+import { errnoOf, formatGetResponse, parseSetRequest, statusLine, UapiErrno, UapiError } from './uapi.js';
 
 export interface UapiServerOptions {
   /** Directory of the socket. Default `/var/run/wireguard`, where `wg` looks. */
@@ -22,6 +22,8 @@ export interface UapiServerOptions {
   maxRequestBytes?: number;
   /** Called after each `set` that was applied (for logs; the update holds keys, do not log it whole). */
   onSet?: (update: WgDeviceUpdate) => void;
+  /** Called when a `set` is refused, with the error and the errno `wg` is told (for logs). */
+  onRefused?: (err: unknown, errno: number) => void;
 }
 
 export interface UapiServer {
@@ -65,6 +67,16 @@ function listen(server: Server, path: string): Promise<void> {
   });
 }
 
+/**
+ * What a log line may say about a refused `set`: the errno and error code, and the message
+ * unless it comes from parsing the request (which may quote a line holding a key).
+ */
+export function describeRefusal(err: unknown, errno: number): { errno: number; code?: string; reason?: string } {
+  const code = err instanceof CvlanError ? err.code : undefined;
+  const parse = err instanceof UapiError;
+  return { errno: -errno, ...(code ? { code } : {}), ...(!parse && err instanceof Error ? { reason: err.message } : {}) };
+}
+
 export async function startUapiServer(control: WireGuardControl, options: UapiServerOptions = {}): Promise<UapiServer> {
   const dir = options.dir ?? '/var/run/wireguard';
   const max = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST;
@@ -81,7 +93,7 @@ export async function startUapiServer(control: WireGuardControl, options: UapiSe
   const server = createServer((sock) => {
     conns.add(sock);
     sock.once('close', () => conns.delete(sock));
-    serve(sock, control, max, options.onSet);
+    serve(sock, control, max, options);
   });
   try {
     await listen(server, path);
@@ -122,7 +134,7 @@ export async function startUapiServer(control: WireGuardControl, options: UapiSe
 }
 
 /** Answers the requests of one connection, in order. */
-function serve(sock: Socket, control: WireGuardControl, max: number, onSet?: (u: WgDeviceUpdate) => void): void {
+function serve(sock: Socket, control: WireGuardControl, max: number, hooks: Pick<UapiServerOptions, 'onSet' | 'onRefused'>): void {
   let buf = '';
   let mode: 'op' | 'get' | 'set' = 'op';
   let lines: string[] = [];
@@ -141,9 +153,10 @@ function serve(sock: Socket, control: WireGuardControl, max: number, onSet?: (u:
     try {
       const update = parseSetRequest(lines);
       control.apply(update);
-      onSet?.(update);
+      hooks.onSet?.(update);
     } catch (e) {
       errno = errnoOf(e);
+      hooks.onRefused?.(e, errno);
     }
     lines = [];
     size = 0;

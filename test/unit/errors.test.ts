@@ -1,7 +1,8 @@
-// Error codes are API: this pins the list, and checks that every code the Rust side throws
-// exists on the TypeScript side with the same spelling.
+// Error codes are API: this pins the list, and checks every source (TypeScript, Rust, C) against
+// it: a code used anywhere must be declared, a declared code must be used.
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCodes, CvlanError, ConfigError, fromNative, isErrorCode } from '../../src/errors.js';
 
@@ -23,13 +24,43 @@ t.test('the code list only grows: every pinned code is still there, in order', a
   }
 });
 
-t.test('codes thrown by the Rust core exist here', async (t) => {
-  const src = readFileSync(fileURLToPath(new URL('../../crates/cvlan-dataplane/src/error.rs', import.meta.url)), 'utf8');
-  const rust = [...src.matchAll(/"(CVLAN_ERR_[A-Z0-9_]+)"/g)].map((m) => m[1]!);
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const SOURCE = /\.(ts|mts|js|mjs|rs|c|h)$/;
+
+/** Every source file under `dir` (build output and dependencies left out). */
+function sources(dir: string): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(join(root, dir), { withFileTypes: true })) {
+    const rel = join(dir, e.name);
+    if (e.isDirectory()) {
+      if (e.name !== 'target' && e.name !== 'node_modules') out.push(...sources(rel));
+    } else if (SOURCE.test(e.name)) out.push(rel);
+  }
+  return out;
+}
+
+const files = ['src', 'crates', 'native'].flatMap(sources);
+const text = new Map(files.map((f) => [f, readFileSync(join(root, f), 'utf8')]));
+const mentions = (f: string): string[] => [...text.get(f)!.matchAll(/CVLAN_ERR_[A-Z0-9_]*[A-Z0-9]/g)].map((m) => m[0]);
+
+t.test('every code any source mentions is declared in src/errors.ts', async (t) => {
+  t.ok(files.some((f) => f.startsWith('crates/')) && files.some((f) => f.startsWith('native/')), 'scanned every tree');
+  const undeclared = files.flatMap((f) => mentions(f).filter((c) => !isErrorCode(c)).map((c) => `${f}: ${c}`));
+  t.same(undeclared, [], 'codes used but not declared');
+  const rust = mentions('crates/cvlan-dataplane/src/error.rs');
   t.ok(rust.length >= 10, 'found the Rust codes');
-  for (const c of rust) t.ok(isErrorCode(c), `${c} is a TypeScript code`);
-  const node = readFileSync(fileURLToPath(new URL('../../crates/cvlan-node/src/lib.rs', import.meta.url)), 'utf8');
-  for (const m of node.matchAll(/"(CVLAN_ERR_[A-Z0-9_]+)"/g)) t.ok(isErrorCode(m[1]), `${m[1]} (binding) is a TypeScript code`);
+});
+
+t.test('every declared code is used somewhere besides its declaration', async (t) => {
+  const used = new Set(files.filter((f) => f !== 'src/errors.ts').flatMap(mentions));
+  const unused = Object.keys(ErrorCodes).filter((c) => !used.has(c));
+  t.same(unused, [], 'declared codes no source uses');
+});
+
+t.test('the Rust side spells codes once: only cvlan-dataplane/src/error.rs has code strings', async (t) => {
+  const literal = /"CVLAN_ERR_[A-Z0-9_]+"/;
+  const elsewhere = files.filter((f) => f.startsWith('crates/') && f !== 'crates/cvlan-dataplane/src/error.rs' && literal.test(text.get(f)!));
+  t.same(elsewhere, [], 'Rust files with literal code strings (use cvlan_dataplane::Code)');
 });
 
 t.test('CvlanError, ConfigError and fromNative', async (t) => {

@@ -3,20 +3,22 @@
 //! stop never leak a thread, a file descriptor or the TUN device (it vanishes with its last
 //! queue).
 
+use crate::control::Control;
 use crate::counters::{CounterSnapshot, WorkerCounters};
 use crate::error::{Code, Error, Result};
 use crate::handoff::{Handoff, Rule, Target};
 use crate::transport::{Senders, SendersInner, Transport};
 use crate::tun::{self, TunQueue};
 use crate::udp::{self, UdpSocket};
-use crate::worker::{self, Control, WorkerArgs, WorkerIo};
+use crate::worker::{self, WorkerArgs, WorkerIo};
 use crate::{Event, EventSink};
 use arc_swap::ArcSwapOption;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+
+mod listen_port;
 
 /// Upper bound on workers (the kernel allows 256 TUN queues; more threads than that is a typo).
 pub const MAX_WORKERS: usize = 64;
@@ -80,13 +82,12 @@ pub struct Device {
     listen: Vec<SocketAddr>,
     transport: Arc<dyn Transport>,
     events: EventSink,
-    epoch: Instant,
     /// Counters of every worker ever started, so totals survive a shrink.
     counters: Vec<Arc<WorkerCounters>>,
     workers: Vec<WorkerHandle>,
     /// The transport's senders, closed on stop so the ports are free again.
     senders: Option<Arc<SendersInner>>,
-    /// The other device of a translating pair, shared with every worker.
+    /// What the handoff stage hands packets to, shared with every worker.
     handoff: Arc<ArcSwapOption<Handoff>>,
     /// The raw ESP socket every worker shares (after the ports), if one was opened.
     raw: Option<UdpSocket>,
@@ -186,7 +187,6 @@ impl Device {
             listen,
             transport,
             events,
-            epoch: Instant::now(),
             counters: Vec::new(),
             workers: Vec::new(),
             senders: None,
@@ -240,7 +240,6 @@ impl Device {
             transport: self.transport.clone(),
             handoff: self.handoff.clone(),
             events: self.events.clone(),
-            epoch: self.epoch,
         };
         let thread = std::thread::Builder::new()
             .name(format!("cvlan-w{index}"))
@@ -257,7 +256,6 @@ impl Device {
         &self.cfg
     }
 
-    /// The first port (the only one of single-port devices).
     /// The first port (0 for a device without ports).
     pub fn listen_port(&self) -> u16 {
         self.listen.first().map_or(0, |a| a.port())
@@ -265,10 +263,6 @@ impl Device {
 
     pub fn listen_ports(&self) -> Vec<u16> {
         self.listen.iter().map(|a| a.port()).collect()
-    }
-
-    pub fn epoch(&self) -> Instant {
-        self.epoch
     }
 
     pub fn worker_count(&self) -> usize {
@@ -309,7 +303,7 @@ impl Device {
         }
     }
 
-    /// This device as a translation target for `tenant` (0: any) with `rules` (see
+    /// This device as a handoff target for `tenant` (0: any) with `rules` (see
     /// [`crate::handoff`]); `None` once stopped.
     pub fn handoff_target(&self, tenant: u32, rules: Vec<Rule>) -> Option<Target> {
         Some(Target {

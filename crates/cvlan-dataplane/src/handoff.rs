@@ -1,10 +1,12 @@
-//! Translation between devices on the workers (IPsec ⇄ WireGuard), per tenant: an inner packet
-//! one device decapsulated, whose destination another device's protocol routes for the packet's
-//! tenant, is encapsulated by that protocol on the same worker and sent from that device's port.
-//! It never crosses a TUN device or the kernel's forwarding path.
+//! The handoff stage: an inner packet one device decapsulated (or a tenant TUN read), whose
+//! destination another device routes for the packet's tenant, is encapsulated by that device's
+//! transport on the same worker and sent from that device's port. This is where IPsec ⇄
+//! WireGuard translation happens; the packet never crosses a TUN device or the kernel's
+//! forwarding path.
 //!
-//! Pipeline (after the receiving transport's `decapsulate`, before the TUN write), per target:
-//! 1. `select`      — the `ToTun` packets the target takes: its tenant's (the tag the receiving
+//! Pipeline (after the receiving transport's `decapsulate` or `tun_ingress`, before the TUN
+//! write), per target:
+//! 1. `select`      — the inner packets the target takes: its tenant's (the tag the receiving
 //!    side gave: the IPsec tunnel's tenant, the WireGuard device's), or another tenant's that an
 //!    inter-tenant rule lets through for this source and destination prefix;
 //! 2. `claim`       — the target transport marks those it has a route for (WireGuard: a peer's
@@ -16,9 +18,9 @@
 //!    stay in order);
 //! 5. `encapsulate` — the target's own outbound stage, on the same buffers; the replies go back
 //!    through the receiving transport to where the packet came from;
-//! 6. `send`        — batched on the target device's sockets; its handshake or keepalive
-//!    datagrams too; for a TUN-only target (a tenant's local network), into its TUN. Replies
-//!    leave with the batch on this device's sockets (or its TUN).
+//! 6. `send`        — batched on the target device's sockets (`crate::send`), its handshake or
+//!    keepalive datagrams too; for a TUN-only target (a tenant's local network), into its TUN.
+//!    Replies leave with the batch on this device's sockets (or its TUN).
 //!
 //! Then, with tenants isolated, a tagged packet no target took is dropped: `inter_tenant_denied`
 //! when another tenant routes its destination, else `no_route`. It never reaches the TUN, whose
@@ -28,10 +30,10 @@
 //! packet gets here.
 
 use crate::counters::{DropReason, WorkerCounters};
+use crate::send;
 use crate::transport::{Ctx, Outgoing, Packet, Senders, Transport, Verdict};
 use crate::udp::MmsgScratch;
 use cvlan_proto::ip::{self, Prefix};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +53,7 @@ pub struct Target {
     pub senders: Senders,
     /// The largest inner packet the target's tunnels carry (its TUN MTU).
     pub mtu: usize,
-    /// Tenant tag whose packets it takes; 0 = every packet (a single-tenant pair).
+    /// Tenant tag whose packets it takes; 0 = every packet (one tenant).
     pub tenant: u32,
     pub rules: Vec<Rule>,
 }
@@ -60,7 +62,7 @@ impl Target {
     /// Whether the target takes `p`: as its tenant's own packet, or (`by_rule`) as another
     /// tenant's that a rule lets in.
     fn takes(&self, p: &Packet, by_rule: bool) -> bool {
-        if p.verdict != Verdict::ToTun {
+        if !p.verdict.is_inner() {
             return false;
         }
         if !by_rule {
@@ -104,7 +106,7 @@ pub struct Handoff {
     /// Tenant tag of everything this device decapsulates (a tenant's WireGuard device); 0 when
     /// the transport tags each packet itself (IPsec: by tunnel) or there is one tenant.
     pub stamp: u32,
-    /// Tenants are isolated (see the module doc); false for a single-tenant pair.
+    /// Tenants are isolated (see the module doc); false with one tenant.
     pub isolated: bool,
     pub targets: Vec<Target>,
     pub icmp: IcmpLimit,
@@ -123,20 +125,26 @@ fn front(pkts: &mut [Packet], pred: impl Fn(&Packet) -> bool) -> usize {
     order.iter().filter(|x| !x.0).count()
 }
 
-/// Runs the pipeline on a decapsulated batch. Packets handed off end as `Verdict::Forwarded`;
-/// ICMP replies as `ingress` left them (normally `Send` on this device's sockets).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run(
-    h: &Handoff,
-    ingress: &dyn Transport,
-    worker: usize,
-    counters: &WorkerCounters,
-    now: Duration,
-    pkts: &mut [Packet],
-    scratch: &mut MmsgScratch,
-    extra: &mut Vec<Outgoing>,
-) {
-    if !pkts.iter().any(|p| p.verdict == Verdict::ToTun) {
+/// What the handoff stage uses of the worker that runs it.
+pub(crate) struct Stage<'a> {
+    /// The transport that received the batch: ICMP errors go back through it.
+    pub ingress: &'a dyn Transport,
+    /// The worker's context; its `extra` leaves from the receiving device with the batch.
+    pub ctx: Ctx<'a>,
+    pub scratch: &'a mut MmsgScratch,
+}
+
+impl Stage<'_> {
+    /// The ingress transport's outbound stage, for ICMP errors back the way packets came.
+    fn reply(&mut self, pkts: &mut [Packet]) {
+        self.ingress.encapsulate(&mut self.ctx, pkts);
+    }
+}
+
+/// Runs the pipeline on a batch. Packets handed off end as `Verdict::HandedOff`; ICMP replies as
+/// the ingress transport's `encapsulate` left them (normally `Send` on this device's sockets).
+pub(crate) fn run(h: &Handoff, stage: &mut Stage<'_>, pkts: &mut [Packet]) {
+    if !pkts.iter().any(|p| p.verdict.is_inner()) {
         return;
     }
     for p in pkts.iter_mut() {
@@ -167,21 +175,10 @@ pub(crate) fn run(
     }
     for (i, t) in h.targets.iter().enumerate() {
         let k = front(pkts, |p| {
-            p.verdict == Verdict::ToTun && p.best.map(|b| b.1) == Some(i)
+            p.verdict.is_inner() && p.best.map(|b| b.1) == Some(i)
         });
         if k > 0 {
-            to_target(
-                t,
-                &h.icmp,
-                ingress,
-                worker,
-                counters,
-                now,
-                &mut pkts[..k],
-                scratch,
-                extra,
-                true,
-            );
+            to_target(t, &h.icmp, stage, &mut pkts[..k], true);
         }
     }
     for t in &h.targets {
@@ -193,39 +190,20 @@ pub(crate) fn run(
         for p in pkts[..k].iter_mut() {
             p.tag = t.tenant;
         }
-        to_target(
-            t,
-            &h.icmp,
-            ingress,
-            worker,
-            counters,
-            now,
-            &mut pkts[..k],
-            scratch,
-            extra,
-            false,
-        );
+        to_target(t, &h.icmp, stage, &mut pkts[..k], false);
         for p in pkts[..k].iter_mut() {
             p.tag = p.home;
         }
     }
     if h.isolated {
-        isolate(h, ingress, worker, counters, now, pkts, extra);
+        isolate(h, stage, pkts);
     }
 }
 
 /// Drops what no target took, with the reason (see the module doc), and answers what nobody
 /// routes with "destination unreachable" through the way it came.
-fn isolate(
-    h: &Handoff,
-    ingress: &dyn Transport,
-    worker: usize,
-    counters: &WorkerCounters,
-    now: Duration,
-    pkts: &mut [Packet],
-    extra: &mut Vec<Outgoing>,
-) {
-    let k = front(pkts, |p| p.verdict == Verdict::ToTun);
+fn isolate(h: &Handoff, stage: &mut Stage<'_>, pkts: &mut [Packet]) {
+    let k = front(pkts, |p| p.verdict.is_inner());
     if k == 0 {
         return;
     }
@@ -242,6 +220,7 @@ fn isolate(
             elsewhere[i] |= p.claimed && p.home != t.tenant;
         }
     }
+    let counters = stage.ctx.counters;
     let mut icmp = [0u8; 1280];
     for (i, p) in left.iter_mut().enumerate() {
         p.tag = p.home;
@@ -252,7 +231,7 @@ fn isolate(
             continue;
         }
         counters.drop_packet(DropReason::NoRoute);
-        if h.icmp.allow(now) {
+        if h.icmp.allow(stage.ctx.now) {
             if let Some(n) = cvlan_proto::icmp::unreachable(p.data(), &mut icmp) {
                 p.len = n;
                 p.data_mut().copy_from_slice(&icmp[..n]);
@@ -262,13 +241,7 @@ fn isolate(
     }
     let r = front(left, |p| p.reply);
     if r > 0 {
-        let mut ctx = Ctx {
-            worker,
-            counters,
-            now,
-            extra,
-        };
-        ingress.encapsulate(&mut ctx, &mut left[..r]);
+        stage.reply(&mut left[..r]);
     }
 }
 
@@ -276,49 +249,42 @@ fn isolate(
 fn group(p: &Packet, reply: &[bool], i: usize) -> u8 {
     if reply[i] {
         1
-    } else if p.claimed && p.verdict == Verdict::ToTun {
+    } else if p.claimed && p.verdict.is_inner() {
         0
     } else {
         2
     }
 }
 
-/// Stages 2–6 for the packets `t` takes (all `ToTun`); `claimed`: the selection already found
-/// that `t` routes every one of them (its longest claim), so they are not asked again.
-#[allow(clippy::too_many_arguments)]
+/// Stages 2–6 for the packets `t` takes (all inner packets); `claimed`: the selection already
+/// found that `t` routes every one of them (its longest claim), so they are not asked again.
 fn to_target(
-    h: &Target,
+    t: &Target,
     limit: &IcmpLimit,
-    ingress: &dyn Transport,
-    worker: usize,
-    counters: &WorkerCounters,
-    now: Duration,
+    stage: &mut Stage<'_>,
     pkts: &mut [Packet],
-    scratch: &mut MmsgScratch,
-    extra: &mut Vec<Outgoing>,
     claimed: bool,
 ) {
+    let counters = stage.ctx.counters;
+    let now = stage.ctx.now;
     // 2. claim (unless the caller already knows these are the target's)
     for p in pkts.iter_mut() {
         p.claimed = claimed;
     }
     if !claimed {
-        h.transport.claims(pkts);
+        t.transport.claims(pkts);
     }
-    if !pkts
-        .iter()
-        .any(|p| p.claimed && p.verdict == Verdict::ToTun)
-    {
+    if !pkts.iter().any(|p| p.claimed && p.verdict.is_inner()) {
         return;
     }
     // 3. too_big
     let mut reply = vec![false; pkts.len()];
     let mut icmp = [0u8; 1280];
     for (i, p) in pkts.iter_mut().enumerate() {
-        if !(p.claimed && p.verdict == Verdict::ToTun && p.len > h.mtu) {
+        if !(p.claimed && p.verdict.is_inner() && p.len > t.mtu) {
             continue;
         }
-        let mtu = u16::try_from(h.mtu).unwrap_or(u16::MAX);
+        let mtu = u16::try_from(t.mtu).unwrap_or(u16::MAX);
         if !limit.allow(now) {
             // Over the budget: dropped without an answer (the sender retries).
             counters.drop_packet(DropReason::Oversized);
@@ -352,13 +318,7 @@ fn to_target(
     }
     // 5. encapsulate: the replies back the way they came, on this device
     if r > 0 {
-        let mut ctx = Ctx {
-            worker,
-            counters,
-            now,
-            extra,
-        };
-        ingress.encapsulate(&mut ctx, &mut pkts[n..n + r]);
+        stage.reply(&mut pkts[n..n + r]);
     }
     if n == 0 {
         return;
@@ -366,62 +326,34 @@ fn to_target(
     let group = &mut pkts[..n];
     let mut extra: Vec<Outgoing> = Vec::new();
     let mut ctx = Ctx {
-        worker,
+        worker: stage.ctx.worker,
         counters,
         now,
         extra: &mut extra,
     };
-    h.transport.encapsulate(&mut ctx, group);
+    t.transport.encapsulate(&mut ctx, group);
     // 6. send
-    for sock in 0..h.senders.len() {
-        let out: Vec<(&[u8], SocketAddr)> = group
-            .iter()
-            .filter(|p| p.verdict == Verdict::Send && p.sock == sock)
-            .map(|p| (p.data(), p.addr))
-            .collect();
-        if out.is_empty() {
-            continue;
-        }
-        match h.senders.send_batch(sock, &out, scratch) {
-            Some(s) => {
-                WorkerCounters::add(&counters.udp_sends, s.calls as u64);
-                WorkerCounters::add(&counters.udp_tx_packets, s.sent as u64);
-                WorkerCounters::add(&counters.udp_tx_bytes, s.bytes as u64);
-                WorkerCounters::add(&counters.forwarded, s.sent as u64);
-                for _ in s.sent..out.len() {
-                    counters.drop_packet(DropReason::UdpSendFailed);
-                }
-            }
-            None => {
-                for _ in &out {
-                    counters.drop_packet(DropReason::UdpSendFailed);
-                }
-            }
-        }
-    }
+    let scratch = &mut *stage.scratch;
+    let sent = t.senders.with_sockets(|socks| {
+        let sent = send::packets(socks, counters, group, scratch);
+        send::extra(socks, counters, &mut extra, scratch);
+        sent
+    });
+    WorkerCounters::add(&counters.translated, sent as u64);
     for p in group.iter_mut() {
-        match p.verdict {
-            Verdict::Send if p.sock >= h.senders.len() => {
-                counters.drop_packet(DropReason::UdpSendFailed)
-            }
-            // A TUN-only target (a tenant's local network): into its TUN.
-            Verdict::ToTun => match h.senders.write_tun(p.data()) {
+        // A TUN-only target (a tenant's local network): into its TUN.
+        if p.verdict == Verdict::ToTun {
+            match t.senders.write_tun(p.data()) {
                 Some(Ok(_)) => {
                     WorkerCounters::add(&counters.tun_tx_packets, 1);
                     WorkerCounters::add(&counters.tun_tx_bytes, p.len as u64);
-                    WorkerCounters::add(&counters.forwarded, 1);
+                    WorkerCounters::add(&counters.translated, 1);
                 }
                 _ => counters.drop_packet(DropReason::TunWriteFailed),
-            },
-            _ => {}
+            }
         }
         // Sent or written above, or dropped and counted by the target transport.
-        p.verdict = Verdict::Forwarded;
-    }
-    for o in extra {
-        if h.senders.send_to(o.sock, &o.data, o.addr).is_err() {
-            counters.drop_packet(DropReason::UdpSendFailed);
-        }
+        p.verdict = Verdict::HandedOff;
     }
 }
 
@@ -442,7 +374,7 @@ fn permute(pkts: &mut [Packet], from: &[usize]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::Control;
+    use crate::control::Control;
 
     /// Claims packets whose first byte is odd; "encapsulates" by marking them for socket 0.
     struct Odd;
@@ -451,7 +383,7 @@ mod tests {
             "odd"
         }
         fn claims(&self, pkts: &mut [Packet]) {
-            for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
+            for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
                 p.claimed = p.data()[0] % 2 == 1;
             }
         }
@@ -492,16 +424,18 @@ mod tests {
     /// One decapsulated batch through `h`, with `Odd` as the receiving transport.
     fn batch(h: &Handoff, pkts: &mut [Packet]) -> WorkerCounters {
         let counters = WorkerCounters::default();
-        run(
-            h,
-            &Odd,
-            0,
-            &counters,
-            Duration::ZERO,
-            pkts,
-            &mut MmsgScratch::new(64),
-            &mut Vec::new(),
-        );
+        let mut extra = Vec::new();
+        let mut stage = Stage {
+            ingress: &Odd,
+            ctx: Ctx {
+                worker: 0,
+                counters: &counters,
+                now: Duration::ZERO,
+                extra: &mut extra,
+            },
+            scratch: &mut MmsgScratch::new(64),
+        };
+        run(h, &mut stage, pkts);
         counters
     }
 
@@ -533,9 +467,9 @@ mod tests {
         assert_eq!(
             seen,
             [
-                (1, Verdict::Forwarded),
-                (5, Verdict::Forwarded),
-                (7, Verdict::Forwarded),
+                (1, Verdict::HandedOff),
+                (5, Verdict::HandedOff),
+                (7, Verdict::HandedOff),
                 (2, Verdict::ToTun),
                 (4, Verdict::ToTun),
                 (3, Verdict::Drop),
@@ -631,7 +565,7 @@ mod tests {
             "routes"
         }
         fn claims(&self, pkts: &mut [Packet]) {
-            for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
+            for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
                 let d = p.data();
                 let dst = [d[16], d[17], d[18], d[19]];
                 p.claimed = self.0.contains(&(p.tag, dst));
@@ -697,7 +631,7 @@ mod tests {
         let counters = batch(&h, &mut pkts);
         assert_eq!(
             pkts.iter()
-                .filter(|p| p.verdict == Verdict::Forwarded)
+                .filter(|p| p.verdict == Verdict::HandedOff)
                 .count(),
             3,
             "two own routes and the rule"
@@ -731,7 +665,7 @@ mod tests {
         );
         assert_eq!(
             verdict_to(0),
-            [Verdict::Forwarded, Verdict::Forwarded],
+            [Verdict::HandedOff, Verdict::HandedOff],
             "the same address in each tenant"
         );
         assert_eq!(
@@ -759,8 +693,38 @@ mod tests {
         };
         let mut pkts = vec![v4(0, [10, 2, 0, 5], [10, 0, 0, 1])];
         batch(&h, &mut pkts);
-        assert_eq!(pkts[0].verdict, Verdict::Forwarded);
+        assert_eq!(pkts[0].verdict, Verdict::HandedOff);
         assert_eq!(pkts[0].tag, 2, "routed as tenant 2's");
+    }
+
+    /// A tenant TUN's packets (`HandOff`) go the same way as decapsulated ones, and what nobody
+    /// routes is answered, never left for the TUN.
+    #[test]
+    fn a_tenant_tuns_packets_are_handed_off_or_answered() {
+        let h = Handoff {
+            stamp: 1,
+            isolated: true,
+            targets: vec![target(Routes(vec![(1, [10, 0, 0, 1])]), 1, Vec::new())],
+            icmp: IcmpLimit::default(),
+        };
+        let mut pkts = vec![
+            v4(0, [10, 30, 0, 5], [10, 0, 0, 1]),
+            v4(0, [10, 30, 0, 5], [10, 7, 0, 1]),
+        ];
+        for p in pkts.iter_mut() {
+            p.verdict = Verdict::HandOff;
+        }
+        let counters = batch(&h, &mut pkts);
+        let handed: Vec<&Packet> = pkts
+            .iter()
+            .filter(|p| p.verdict == Verdict::HandedOff)
+            .collect();
+        assert_eq!(handed.len(), 1);
+        assert_eq!(&handed[0].data()[16..20], &[10, 0, 0, 1], "the routed one");
+        let reply: Vec<&Packet> = pkts.iter().filter(|p| p.verdict == Verdict::Send).collect();
+        assert_eq!(reply.len(), 1, "the other is answered through the ingress");
+        assert_eq!(&reply[0].data()[20..22], &[3, 0], "net unreachable");
+        assert_eq!(drops(&counters, DropReason::NoRoute), 1);
     }
 
     /// Claims everything with a route of `len` bits; stamps its `id` into what it encapsulates.
@@ -773,7 +737,7 @@ mod tests {
             "prefixed"
         }
         fn claims(&self, pkts: &mut [Packet]) {
-            for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
+            for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
                 p.claimed = true;
                 p.claim_len = self.len;
             }
@@ -803,7 +767,7 @@ mod tests {
         };
         let mut pkts = vec![v4(0, [10, 2, 0, 5], [10, 1, 2, 3])];
         batch(&h, &mut pkts);
-        assert_eq!(pkts[0].verdict, Verdict::Forwarded);
+        assert_eq!(pkts[0].verdict, Verdict::HandedOff);
         assert_eq!(pkts[0].data()[1], 2, "the /16 device encapsulated it");
     }
 }

@@ -3,13 +3,18 @@
 //! descriptors, threads and the clock. It never depends on Node-API.
 
 pub mod charon;
+pub mod clock;
+pub mod control;
 pub mod counters;
 pub mod device;
 pub mod error;
 pub mod handoff;
+pub mod ike_gate;
 pub mod ipsec;
 pub mod offload;
+pub mod orphans;
 pub mod plain;
+mod send;
 mod sys;
 pub mod tenant_tun;
 pub mod transport;
@@ -39,6 +44,20 @@ pub enum Event {
     /// A worker stopped for good (repeated panics or an I/O error on its epoll set).
     WorkerFailed {
         worker: usize,
+        reason: String,
+    },
+    /// A worker's TUN queue cannot be read any more (the device was deleted, usually): the
+    /// worker stops polling it and goes on with its sockets. Traffic to and from the TUN is lost.
+    TunLost {
+        worker: usize,
+        device: String,
+        reason: String,
+    },
+    /// The IPsec engine removed SAs on its own, not at charon's request (orphans of a
+    /// restarted charon that were not replaced within the grace): one event per tunnel (if_id).
+    SasRemoved {
+        if_id: u32,
+        spis: Vec<u32>,
         reason: String,
     },
 }

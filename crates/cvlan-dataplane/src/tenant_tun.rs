@@ -4,8 +4,8 @@
 //! decapsulate for its subnets are written into it.
 //!
 //! From the TUN:  1. `source` — the inner source must lie in the TUN's subnets (no spoofing
-//!                   from the local network either); 2. marked `ToTun` for the handoff.
-//! Into the TUN:  `claims` — the destination lies in the subnets; `encapsulate` leaves the
+//!                   from the local network either); 2. marked `HandOff` for the handoff.
+//! Into the TUN:  `claims` — the destination lies in the subnets; `encapsulate` marks the
 //!                packet `ToTun`, which the handoff writes into this TUN.
 
 use crate::counters::DropReason;
@@ -47,7 +47,7 @@ impl Transport for TenantTun {
         let subnets = self.subnets.load();
         for p in pkts {
             p.verdict = match ip::parse(p.data()) {
-                Ok(info) if subnets.lookup(info.src).is_some() => Verdict::ToTun,
+                Ok(info) if subnets.lookup(info.src).is_some() => Verdict::HandOff,
                 Ok(_) => {
                     ctx.counters.drop_packet(DropReason::SourceNotAllowed);
                     Verdict::Drop
@@ -62,7 +62,7 @@ impl Transport for TenantTun {
 
     fn claims(&self, pkts: &mut [Packet]) {
         let subnets = self.subnets.load();
-        for p in pkts.iter_mut().filter(|p| p.verdict == Verdict::ToTun) {
+        for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
             if let Ok(info) = ip::parse(p.data()) {
                 let hit = subnets.lookup_len(info.dst);
                 p.claimed = hit.is_some();
@@ -120,8 +120,8 @@ mod tests {
         t.tun_ingress(&mut ctx, &mut from_tun);
         assert_eq!(
             from_tun[0].verdict,
-            Verdict::ToTun,
-            "a host of the subnet: to be routed"
+            Verdict::HandOff,
+            "a host of the subnet: to be routed by the tenant's other devices"
         );
         assert_eq!(
             from_tun[1].verdict,

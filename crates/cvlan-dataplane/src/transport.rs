@@ -2,10 +2,10 @@
 //! batches, already read into its own buffers; the transport rewrites each packet in place
 //! (headroom in front, tailroom behind) and marks what happens to it.
 
+use crate::control::Control;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::tun::TunQueue;
-use crate::udp::{MmsgScratch, SendStats, UdpSocket};
-use crate::worker::Control;
+use crate::udp::UdpSocket;
 use arc_swap::ArcSwapOption;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -25,11 +25,22 @@ pub enum Verdict {
     Drop,
     /// Send `data()` as one UDP datagram to `addr`, from the device's socket `sock`.
     Send,
-    /// Write `data()` to the TUN queue.
+    /// An inner packet for this device's TUN (what `decapsulate` opened). The handoff stage
+    /// may take it first, for the device that routes it; what it leaves is written to the TUN.
     ToTun,
-    /// Handed to the other device of a translating pair, which sent it (or dropped and counted
-    /// it): nothing left to do here.
-    Forwarded,
+    /// An inner packet only other devices route (what a tenant TUN's hosts sent): the handoff
+    /// stage takes it or it is dropped; never written back to this TUN.
+    HandOff,
+    /// Taken by the handoff stage, which sent it from the target device (or dropped and
+    /// counted it): nothing left to do here.
+    HandedOff,
+}
+
+impl Verdict {
+    /// An inner packet the handoff stage may route (`ToTun` or `HandOff`).
+    pub fn is_inner(self) -> bool {
+        matches!(self, Verdict::ToTun | Verdict::HandOff)
+    }
 }
 
 /// One packet buffer owned by a worker.
@@ -42,8 +53,8 @@ pub struct Packet {
     pub addr: SocketAddr,
     /// Index of the device's UDP socket the datagram came in on, or is to leave from.
     pub sock: usize,
-    /// Set by `Transport::claims`: the other device of a translating pair routes this packet,
-    /// by a route whose destination prefix is `claim_len` bits long.
+    /// Set by `Transport::claims`: that transport's device routes this packet, by a route whose
+    /// destination prefix is `claim_len` bits long (`crate::handoff`).
     pub claimed: bool,
     pub claim_len: u8,
     /// The target the longest claim came from (`crate::handoff`).
@@ -52,8 +63,8 @@ pub struct Packet {
     /// WireGuard device of a tenant); 0 = none (one tenant, or not known). Transports that serve
     /// several tenants route a tagged packet by that tenant's entries only.
     pub tag: u32,
-    /// The tag a packet had when translation started (`crate::handoff` routes a packet an
-    /// inter-tenant rule admits as the other tenant's, and gives it back its own afterwards).
+    /// The tag a packet had when the handoff started (it routes a packet an inter-tenant rule
+    /// admits as the other tenant's, and gives it back its own afterwards).
     pub(crate) home: u32,
     /// An ICMP error `crate::handoff` made for this packet's sender.
     pub(crate) reply: bool,
@@ -145,7 +156,8 @@ impl AsMut<[u8]> for Packet {
 pub struct Ctx<'a> {
     pub worker: usize,
     pub counters: &'a WorkerCounters,
-    /// Monotonic time since the device started: the only clock a protocol sees.
+    /// Time of this batch on the data plane's clock (`crate::clock`): the only clock a protocol
+    /// sees. The same epoch on every device: the handoff runs another device's transport with it.
     pub now: Duration,
     /// Extra datagrams to send after the batch (handshake messages, keepalives, replies).
     pub extra: &'a mut Vec<Outgoing>,
@@ -172,13 +184,26 @@ pub struct Senders {
 }
 
 pub(crate) struct SendersInner {
-    socks: ArcSwapOption<Vec<(UdpSocket, u16)>>,
+    socks: ArcSwapOption<Sockets>,
     /// A queue of the device's TUN, for packets another device's workers hand to it.
     tun: ArcSwapOption<TunQueue>,
     wake: Arc<Control>,
 }
 
+/// A device's sockets, in port order, and their local ports.
+pub(crate) struct Sockets {
+    pub(crate) socks: Vec<UdpSocket>,
+    ports: Vec<u16>,
+}
+
 impl SendersInner {
+    /// Points the senders at new sockets and a new TUN queue (the device moved to other ports).
+    pub(crate) fn replace(&self, socks: Vec<(UdpSocket, u16)>, tun: TunQueue) {
+        let (socks, ports) = socks.into_iter().unzip();
+        self.socks.store(Some(Arc::new(Sockets { socks, ports })));
+        self.tun.store(Some(Arc::new(tun)));
+    }
+
     /// Closes the descriptors (sends in flight finish on their own reference).
     pub(crate) fn close(&self) {
         self.socks.store(None);
@@ -192,9 +217,10 @@ impl Senders {
         tun: Option<TunQueue>,
         wake: Arc<Control>,
     ) -> Senders {
+        let (socks, ports) = socks.into_iter().unzip();
         Senders {
             inner: Arc::new(SendersInner {
-                socks: ArcSwapOption::from_pointee(socks),
+                socks: ArcSwapOption::from_pointee(Sockets { socks, ports }),
                 tun: ArcSwapOption::new(tun.map(Arc::new)),
                 wake,
             }),
@@ -214,17 +240,11 @@ impl Senders {
         Senders { inner }
     }
 
-    /// Sends a batch from socket `sock` the way the workers do (`sendmmsg`, UDP GSO where the
-    /// socket has it). `None` for an unknown index or a stopped device.
-    pub(crate) fn send_batch(
-        &self,
-        sock: usize,
-        datagrams: &[(&[u8], SocketAddr)],
-        scratch: &mut MmsgScratch,
-    ) -> Option<SendStats> {
+    /// Runs `f` on the device's sockets, in port order (none once the device has stopped), so
+    /// a worker sends on them as on its own (`crate::send`).
+    pub(crate) fn with_sockets<R>(&self, f: impl FnOnce(&[UdpSocket]) -> R) -> R {
         let socks = self.inner.socks.load();
-        let (s, _) = socks.as_ref()?.get(sock)?;
-        Some(s.send(datagrams, scratch))
+        f(socks.as_ref().map_or(&[][..], |s| &s.socks[..]))
     }
 
     /// Sends one datagram from socket `sock` (an index into the device's ports), without
@@ -234,7 +254,7 @@ impl Senders {
         let socks = socks
             .as_ref()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "device stopped"))?;
-        let (s, _) = socks.get(sock).ok_or_else(|| {
+        let s = socks.socks.get(sock).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("no socket {sock}"))
         })?;
         s.send_to(data, addr)
@@ -242,12 +262,16 @@ impl Senders {
 
     /// The local port of socket `sock` (`None` for an unknown index or a stopped device).
     pub fn port(&self, sock: usize) -> Option<u16> {
-        self.inner.socks.load().as_ref()?.get(sock).map(|(_, p)| *p)
+        self.inner.socks.load().as_ref()?.ports.get(sock).copied()
     }
 
     /// Number of sockets (= the device's ports).
     pub fn len(&self) -> usize {
-        self.inner.socks.load().as_ref().map_or(0, |s| s.len())
+        self.inner
+            .socks
+            .load()
+            .as_ref()
+            .map_or(0, |s| s.socks.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -271,17 +295,17 @@ pub trait Transport: Send + Sync + 'static {
     /// Stage "encapsulate": packets read from TUN (IP packets at `data()`). Set `verdict`
     /// to `Send` with `addr`, or drop.
     fn encapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]);
-    /// Stage "from TUN" of the worker (`tun_ingress`): packets read from this device's TUN. Default: they are
-    /// to be encapsulated. A transport whose packets are routed by other devices (a tenant TUN)
-    /// marks them `ToTun` instead: the worker then hands them off and never writes them back.
+    /// Stage "from TUN" of the worker (`tun_ingress`): packets read from this device's TUN.
+    /// Default: they are to be encapsulated. A transport whose packets are routed by other
+    /// devices (a tenant TUN) marks them `HandOff` instead.
     fn tun_ingress(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
         self.encapsulate(ctx, pkts);
     }
     /// Stage "decapsulate": datagrams received on UDP (`addr` = source). Set `verdict` to
     /// `ToTun` (inner packet at `data()`), `Send` (a reply), or drop.
     fn decapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]);
-    /// For translation between devices (`crate::handoff`): sets `claimed` on the packets among
-    /// `pkts` with verdict `ToTun` (inner IP packets another device decapsulated) that this
+    /// For the handoff stage (`crate::handoff`): sets `claimed` on the inner packets among
+    /// `pkts` (`Verdict::is_inner`: another device decapsulated or read them) that this
     /// transport has a route for, and `claim_len` to that route's destination prefix length
     /// (the longest claim among a tenant's devices wins). Default: none.
     fn claims(&self, _pkts: &mut [Packet]) {}

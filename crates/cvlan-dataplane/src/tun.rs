@@ -14,6 +14,7 @@ use crate::sys::{cvt, set_nonblocking};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 // linux/if_tun.h
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
@@ -71,6 +72,11 @@ pub struct TunQueue {
     fd: OwnedFd,
     vnet: bool,
     offload: TunOffload,
+    name: String,
+    /// errno of the read that found the queue unusable (0: usable). A deleted device makes
+    /// every read fail (`EBADFD`) and epoll report the queue ready forever; the worker stops
+    /// polling it once this is set (see [`TunQueue::lost`]).
+    lost: AtomicI32,
 }
 
 impl TunQueue {
@@ -85,14 +91,34 @@ impl TunQueue {
         self.offload
     }
 
-    /// Reads one IP packet; `WouldBlock` when the queue is empty.
+    /// The device name the queue was opened on.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads one IP packet; `WouldBlock` when the queue is empty. Any other error but
+    /// `Interrupted` marks the queue lost.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is valid for buf.len() bytes.
         let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut _, buf.len()) };
         if n < 0 {
-            Err(io::Error::last_os_error())
+            let e = io::Error::last_os_error();
+            if read_error_is_fatal(&e) {
+                self.lost
+                    .store(e.raw_os_error().unwrap_or(libc::EIO), Ordering::Relaxed);
+            }
+            Err(e)
         } else {
             Ok(n as usize)
+        }
+    }
+
+    /// Why the queue can no longer be read (the device was deleted, or the descriptor is
+    /// broken), once a read found out; `None` while it works.
+    pub fn lost(&self) -> Option<io::Error> {
+        match self.lost.load(Ordering::Relaxed) {
+            0 => None,
+            errno => Some(io::Error::from_raw_os_error(errno)),
         }
     }
 
@@ -108,6 +134,8 @@ impl TunQueue {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             vnet: self.vnet,
             offload: self.offload,
+            name: self.name.clone(),
+            lost: AtomicI32::new(self.lost.load(Ordering::Relaxed)),
         })
     }
 
@@ -225,7 +253,41 @@ pub fn open_queue(name: &str, vnet: bool) -> Result<TunQueue> {
         // (all-zero GSO fields), so the worker keeps its vnet framing either way.
         offload = tun_vnet::enable_tun_offload(fd.as_raw_fd()).unwrap_or_default();
     }
-    Ok(TunQueue { fd, vnet, offload })
+    Ok(TunQueue {
+        fd,
+        vnet,
+        offload,
+        name: name.to_string(),
+        lost: AtomicI32::new(0),
+    })
+}
+
+/// Called by worker `worker` after reading its queue: a lost queue leaves its epoll set (it
+/// would be reported ready forever) and the loss is reported once.
+pub(crate) fn stop_polling_if_lost(
+    worker: usize,
+    queue: &TunQueue,
+    epoll: &crate::sys::Epoll,
+    events: &crate::EventSink,
+) {
+    let Some(e) = queue.lost() else { return };
+    if epoll.del(queue.as_raw_fd()).is_ok() {
+        events(crate::Event::TunLost {
+            worker,
+            device: queue.name.clone(),
+            reason: format!("TUN read failed: {e}"),
+        });
+    }
+}
+
+/// Whether a failed TUN read means the queue is unusable for good: anything but an empty
+/// queue or a signal (`EBADFD` after the device was deleted, `EIO`, `EBADF`, ...). Retrying
+/// such a read under level-triggered epoll would spin.
+pub fn read_error_is_fatal(e: &io::Error) -> bool {
+    !matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 fn ctl_socket() -> io::Result<OwnedFd> {

@@ -257,7 +257,7 @@ impl UdpSocket {
         Ok(UdpSocket {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             v6: self.v6,
-            // Batches sent on a clone (a translating pair's handoff) keep using UDP_SEGMENT.
+            // Batches sent on a clone (another device's handoff stage) keep using UDP_SEGMENT.
             gso: AtomicBool::new(self.gso()),
             gro: self.gro,
         })

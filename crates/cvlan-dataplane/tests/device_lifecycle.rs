@@ -1,14 +1,11 @@
-//! Device start/stop against the real kernel: needs root for TUN devices; skipped otherwise.
+//! Device start/stop against the real kernel: needs root for TUN devices (ignored otherwise).
+
+mod support;
 
 use cvlan_dataplane::device::no_events;
 use cvlan_dataplane::plain::PlainTransport;
 use cvlan_dataplane::{Code, Device, DeviceConfig};
 use std::sync::Arc;
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn cfg(name: &str, workers: usize) -> DeviceConfig {
     DeviceConfig {
@@ -27,11 +24,9 @@ fn exists(name: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn start_resize_stop_leaves_nothing() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    support::require_root(&[]);
     let name = format!("cvrt{}", std::process::id() % 100_000);
     let t = Arc::new(PlainTransport::new(vec![]));
     let mut dev = Device::start(cfg(&name, 2), t.clone(), no_events()).expect("start");
@@ -94,11 +89,9 @@ fn invalid_config_is_refused_before_touching_the_system() {
 
 /// A tenant's local network: a TUN-only device, no ports, fed by other devices' workers.
 #[test]
+#[ignore = "needs root"]
 fn a_device_without_ports_is_a_tun_only_device() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    support::require_root(&[]);
     let name = format!("cvtt{}", std::process::id() % 100_000);
     let t = cvlan_dataplane::tenant_tun::TenantTun::new(&["10.30.0.0/24".parse().unwrap()]);
     let mut dev = Device::start(

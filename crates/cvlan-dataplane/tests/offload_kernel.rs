@@ -1,7 +1,9 @@
 //! The offload building blocks against the real kernel: a TUN opened with `IFF_VNET_HDR` and
 //! offloads on, a TCP connection whose peer is this test (reading super-packets from the TUN,
 //! splitting them, and answering with one coalesced super-packet), and UDP/USO into the TUN.
-//! Needs root (CAP_NET_ADMIN) and `ip`; skips otherwise.
+//! Needs root (CAP_NET_ADMIN) and `ip`; ignored otherwise.
+
+mod support;
 
 use cvlan_dataplane::offload::gro::Coalescer;
 use cvlan_dataplane::offload::tso::split;
@@ -51,15 +53,6 @@ struct Tun {
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn root() -> bool {
-    // SAFETY: plain getter.
-    let ok = unsafe { libc::geteuid() } == 0 && std::path::Path::new("/dev/net/tun").exists();
-    if !ok {
-        eprintln!("skipped: needs root and /dev/net/tun");
-    }
-    ok
-}
 
 fn ip(args: &[&str]) {
     let st = Command::new("ip").args(args).status().expect("ip");
@@ -175,10 +168,9 @@ fn pattern(n: usize, seed: usize) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tcp_super_packets_both_ways_through_a_real_tun() {
-    if !root() {
-        return;
-    }
+    support::require_root(&["ip"]);
     let tun = Tun::open();
     set_vnet_hdr_size(tun.fd.as_raw_fd(), VIRTIO_NET_HDR_LEN).unwrap();
     assert_eq!(
@@ -324,10 +316,9 @@ fn tcp_super_packets_both_ways_through_a_real_tun() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn udp_into_a_real_tun_has_wellformed_virtio_headers() {
-    if !root() {
-        return;
-    }
+    support::require_root(&["ip"]);
     let tun = Tun::open();
     let on = enable_tun_offload(tun.fd.as_raw_fd()).unwrap();
     tun.up();

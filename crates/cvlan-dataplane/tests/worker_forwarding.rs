@@ -1,10 +1,12 @@
 //! A TCP flow through two plain-transport devices in two network namespaces, with offload on
-//! and off (root and `ip` needed; skipped otherwise). The data must arrive intact either way;
+//! and off (root and `ip` needed; ignored otherwise). The data must arrive intact either way;
 //! with offload on, the counters must show super-packets split on TUN reads, GSO sends, GRO
 //! receives and coalesced TUN writes, and with it off, one packet per TUN syscall.
 //!
 //! Each namespace is entered by one thread (`setns` is per thread): the device is started
 //! there, so its TUN device and sockets live in that namespace; the workers only use the fds.
+
+mod support;
 
 use cvlan_dataplane::counters::{CounterSnapshot, DropReason};
 use cvlan_dataplane::device::no_events;
@@ -16,11 +18,6 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
@@ -239,19 +236,15 @@ fn forward_tcp(tag: &str, offload: bool) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tcp_through_two_devices_with_offload() {
-    if !root() || Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("skipped: needs root and iproute2");
-        return;
-    }
+    support::require_root(&["ip"]);
     forward_tcp("o", true);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tcp_through_two_devices_without_offload() {
-    if !root() || Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("skipped: needs root and iproute2");
-        return;
-    }
+    support::require_root(&["ip"]);
     forward_tcp("p", false);
 }

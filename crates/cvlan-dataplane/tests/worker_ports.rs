@@ -1,7 +1,9 @@
-//! A device with two UDP ports against the real kernel (needs root for the TUN device; skipped
+//! A device with two UDP ports against the real kernel (needs root for the TUN device; ignored
 //! otherwise): datagrams arrive tagged with the socket they came in on, replies leave from the
 //! socket the transport picks, `Senders` sends from a control thread and wakes worker 0, and a
 //! stopped device releases its ports even while the transport still holds its `Senders`.
+
+mod support;
 
 use cvlan_dataplane::device::no_events;
 use cvlan_dataplane::offload::udp_gso;
@@ -12,11 +14,6 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Echoes every datagram; one starting with `swap` is answered from the other socket.
 #[derive(Default)]
@@ -151,29 +148,23 @@ fn two_ports(tag: &str, offload: bool) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn two_ports_tag_and_send_from_the_right_socket_with_offload() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    support::require_root(&[]);
     two_ports("o", true);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn two_ports_tag_and_send_from_the_right_socket_without_offload() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    support::require_root(&[]);
     two_ports("p", false);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn senders_send_from_another_thread_wake_worker_zero_and_close_on_stop() {
-    if !root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    support::require_root(&[]);
     let (mut dev, t, client, ports) = start("s", true);
     let senders = t
         .senders

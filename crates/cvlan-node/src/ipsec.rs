@@ -1,7 +1,8 @@
 //! Binding of the IPsec device: a TUN interface whose packets are protected with the SAs charon
 //! installs through the `cvlan` plugin, and the UDP 500/4500 sockets that carry IKE and ESP.
 
-use crate::{dp_err, err, event_sink, js_events, worker_stats, Result, WorkerStatsJs};
+use crate::device::{device_class, Opened};
+use crate::{dp_err, err, event_sink, js_events, Code, Result};
 use cvlan_dataplane::charon::server::CharonServer;
 use cvlan_dataplane::ipsec::{IpsecBackend, IpsecEngine, IpsecTransport, SOCK_IKE, SOCK_NATT};
 use cvlan_dataplane::{Device, DeviceConfig};
@@ -57,13 +58,13 @@ pub struct IpsecCountersJs {
 
 #[napi]
 pub struct IpsecDevice {
-    device: Option<Device>,
-    server: Option<CharonServer>,
+    /// The charon link lives as long as the workers: charon sees it drop when the device closes.
+    opened: Opened<CharonServer>,
     engine: Arc<IpsecEngine>,
-    tun_name: String,
     ports: Vec<u16>,
-    handoff_id: u32,
 }
+
+device_class!(IpsecDevice, handoff);
 
 #[napi(object)]
 pub struct TunnelTenantJs {
@@ -88,7 +89,7 @@ impl IpsecDevice {
     ) -> Result<Self> {
         let local: IpAddr = options.listen_address.parse().map_err(|_| {
             err(
-                "CVLAN_ERR_INVALID_ARG",
+                Code::InvalidArg,
                 format!(
                     "listen_address: {:?} is not an IP address",
                     options.listen_address
@@ -105,7 +106,7 @@ impl IpsecDevice {
         )
         .map_err(|e| {
             err(
-                "CVLAN_ERR_SOCKET",
+                Code::Socket,
                 format!("charon link socket {}: {e}", options.charon_socket),
             )
         })?;
@@ -123,25 +124,17 @@ impl IpsecDevice {
             raw_esp: options.raw_esp.unwrap_or(false),
         };
         let sink = event_sink(&js_events(&env, on_event)?);
+        engine.set_events(sink.clone());
         let transport = Arc::new(IpsecTransport {
             engine: engine.clone(),
         });
         let device = Device::start(cfg, transport, sink).map_err(dp_err)?;
         let ports = device.listen_ports();
         Ok(IpsecDevice {
-            handoff_id: crate::translation::register(&device),
-            device: Some(device),
-            server: Some(server),
+            opened: Opened::new(device, server, options.tun_name, true),
             engine,
-            tun_name: options.tun_name,
             ports,
         })
-    }
-
-    /// Id of this device for `setTranslation`.
-    #[napi(getter)]
-    pub fn handoff_id(&self) -> u32 {
-        self.handoff_id
     }
 
     /// Which tenant each tunnel (if_id) belongs to, when the device serves several: packets from
@@ -151,7 +144,7 @@ impl IpsecDevice {
     pub fn set_tenants(&self, tunnels: Vec<TunnelTenantJs>) -> Result<()> {
         if let Some(t) = tunnels.iter().find(|t| t.tenant == 0) {
             return Err(err(
-                "CVLAN_ERR_INVALID_ARG",
+                Code::InvalidArg,
                 format!("if_id {}: tenant tag 0 is reserved for \"none\"", t.if_id),
             ));
         }
@@ -163,20 +156,15 @@ impl IpsecDevice {
     /// Whether ESP without UDP is carried (a raw socket is open).
     #[napi(getter)]
     pub fn raw_esp(&self) -> bool {
-        self.device
-            .as_ref()
+        self.opened
+            .running()
             .is_some_and(|d| d.raw_esp() == Ok(true))
     }
 
     /// Why a raw ESP socket was asked for but could not be opened (null otherwise).
     #[napi(getter)]
     pub fn raw_esp_error(&self) -> Option<String> {
-        self.device.as_ref().and_then(|d| d.raw_esp().err())
-    }
-
-    #[napi(getter)]
-    pub fn tun_name(&self) -> String {
-        self.tun_name.clone()
+        self.opened.running().and_then(|d| d.raw_esp().err())
     }
 
     #[napi(getter)]
@@ -187,11 +175,6 @@ impl IpsecDevice {
     #[napi(getter)]
     pub fn ike_port(&self) -> u32 {
         u32::from(self.ports[SOCK_IKE])
-    }
-
-    #[napi(getter)]
-    pub fn closed(&self) -> bool {
-        self.device.is_none()
     }
 
     /// Installed SAs with their counters (no key material).
@@ -225,42 +208,7 @@ impl IpsecDevice {
             ike_out: c.ike_out.load(Relaxed).into(),
             nat_keepalives: c.nat_keepalives.load(Relaxed).into(),
             expires_sent: c.expires_sent.load(Relaxed).into(),
-            drops: c
-                .drop_counts()
-                .into_iter()
-                .map(|(r, n)| crate::DropCount {
-                    reason: r.as_str().to_string(),
-                    count: n.into(),
-                })
-                .collect(),
+            drops: crate::drop_counts(c.drop_counts().into_iter().map(|(r, n)| (r.as_str(), n))),
         }
-    }
-
-    #[napi]
-    pub fn stats(&self) -> Result<Vec<WorkerStatsJs>> {
-        let dev = self.device.as_ref().ok_or_else(|| {
-            err(
-                "CVLAN_ERR_CLOSED",
-                format!("device {} is closed", self.tun_name),
-            )
-        })?;
-        Ok(worker_stats(dev))
-    }
-
-    /// Stops the workers, removes the TUN device and closes the charon link. Installed SAs are
-    /// forgotten; charon sees the link drop. Idempotent; also run by the finalizer.
-    #[napi]
-    pub fn close(&mut self) {
-        crate::translation::unregister(self.handoff_id);
-        if let Some(mut d) = self.device.take() {
-            d.stop();
-        }
-        self.server.take();
-    }
-}
-
-impl Drop for IpsecDevice {
-    fn drop(&mut self) {
-        crate::translation::unregister(self.handoff_id);
     }
 }

@@ -1,13 +1,17 @@
 //! Node-API binding of cvlan-vrouter — the only crate that touches Node-API. It converts
 //! options in, statistics and events out, and throws errors whose `code` is the data plane's
-//! stable `CVLAN_ERR_*` string. No packet ever crosses this boundary.
+//! stable `CVLAN_ERR_*` string ([`Code`], the one list of them on the Rust side). No packet ever
+//! crosses this boundary.
 
+mod device;
 mod ipsec;
 mod plain;
 mod tenant_tun;
 pub mod translation;
 mod wireguard;
 
+use cvlan_dataplane::counters::DropReason;
+pub(crate) use cvlan_dataplane::Code;
 use cvlan_dataplane::{Device, Event};
 use napi::bindgen_prelude::{BigInt, Buffer};
 use napi::threadsafe_function::{
@@ -17,23 +21,23 @@ use napi::{Env, JsFunction, JsObject};
 use napi_derive::napi;
 use std::sync::Arc;
 
-/// The error status type thrown to JavaScript: its string becomes `err.code`.
-pub struct Code(&'static str);
+/// The error status thrown to JavaScript: its code's `CVLAN_ERR_*` string becomes `err.code`.
+pub struct Status(Code);
 
-impl AsRef<str> for Code {
+impl AsRef<str> for Status {
     fn as_ref(&self) -> &str {
-        self.0
+        self.0.as_str()
     }
 }
 
-pub(crate) type Result<T> = std::result::Result<T, napi::Error<Code>>;
+pub(crate) type Result<T> = std::result::Result<T, napi::Error<Status>>;
 
-pub(crate) fn err(code: &'static str, msg: impl Into<String>) -> napi::Error<Code> {
-    napi::Error::new(Code(code), msg.into())
+pub(crate) fn err(code: Code, msg: impl Into<String>) -> napi::Error<Status> {
+    napi::Error::new(Status(code), msg.into())
 }
 
-pub(crate) fn dp_err(e: cvlan_dataplane::Error) -> napi::Error<Code> {
-    err(e.code.as_str(), e.message)
+pub(crate) fn dp_err(e: cvlan_dataplane::Error) -> napi::Error<Status> {
+    err(e.code, e.message)
 }
 
 pub(crate) fn default_workers() -> u32 {
@@ -74,10 +78,30 @@ pub fn echo_buffer(buf: Buffer) -> Buffer {
     buf.to_vec().into()
 }
 
+/// Every drop code the data plane counts, in table order (`cvlan_dataplane::counters`): the
+/// daemon's mapping onto API reasons is tested against this list.
+#[napi]
+pub fn drop_codes() -> Vec<String> {
+    DropReason::ALL
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect()
+}
+
 #[napi(object)]
 pub struct DropCount {
     pub reason: String,
     pub count: BigInt,
+}
+
+pub(crate) fn drop_counts(counts: impl IntoIterator<Item = (&'static str, u64)>) -> Vec<DropCount> {
+    counts
+        .into_iter()
+        .map(|(reason, n)| DropCount {
+            reason: reason.to_string(),
+            count: n.into(),
+        })
+        .collect()
 }
 
 /// Counters of one worker. Totals are 64-bit, hence BigInt.
@@ -96,7 +120,8 @@ pub struct WorkerStatsJs {
     pub batches: BigInt,
     pub restarts: BigInt,
     pub busy_ns: BigInt,
-    /// Packets translated to the other device of the pair on this worker (IPsec ⇄ WireGuard).
+    /// Packets this worker's handoff stage sent from another device (IPsec ⇄ WireGuard, tenant
+    /// TUNs); `translated` in the API.
     pub forwarded: BigInt,
     /// Syscalls: TUN reads/writes, recvmmsg/sendmmsg calls (packets per call = batching).
     pub tun_reads: BigInt,
@@ -125,25 +150,19 @@ pub(crate) fn worker_stats(dev: &Device) -> Vec<WorkerStatsJs> {
                 batches: c.batches.into(),
                 restarts: c.restarts.into(),
                 busy_ns: c.busy_ns.into(),
-                forwarded: c.forwarded.into(),
+                forwarded: c.translated.into(),
                 tun_reads: c.tun_reads.into(),
                 tun_writes: c.tun_writes.into(),
                 udp_recvs: c.udp_recvs.into(),
                 udp_sends: c.udp_sends.into(),
-                drops: c
-                    .drops
-                    .into_iter()
-                    .map(|(r, n)| DropCount {
-                        reason: r.as_str().to_string(),
-                        count: n.into(),
-                    })
-                    .collect(),
+                drops: drop_counts(c.drops.into_iter().map(|(r, n)| (r.as_str(), n))),
             }
         })
         .collect()
 }
 
-/// An event for JavaScript: `{type, worker?, reason?, restarts?, peer?, endpoint?}`.
+/// An event for JavaScript: `{type, worker?, reason?, restarts?, peer?, endpoint?, device?,
+/// ifId?, spis?}`.
 #[derive(Default, Clone)]
 pub(crate) struct JsEvent {
     pub kind: &'static str,
@@ -152,6 +171,11 @@ pub(crate) struct JsEvent {
     pub restarts: Option<u64>,
     pub peer: Option<String>,
     pub endpoint: Option<String>,
+    /// The TUN device of a `tun-lost` event.
+    pub device: Option<String>,
+    /// `sas-removed`: the tunnel (if_id) and its SPIs.
+    pub if_id: Option<u32>,
+    pub spis: Option<Vec<u32>>,
 }
 
 impl From<Event> for JsEvent {
@@ -184,6 +208,28 @@ impl From<Event> for JsEvent {
                 reason: Some(reason),
                 ..Default::default()
             },
+            Event::TunLost {
+                worker,
+                device,
+                reason,
+            } => JsEvent {
+                kind: "tun-lost",
+                worker: Some(worker as u32),
+                reason: Some(reason),
+                device: Some(device),
+                ..Default::default()
+            },
+            Event::SasRemoved {
+                if_id,
+                spis,
+                reason,
+            } => JsEvent {
+                kind: "sas-removed",
+                reason: Some(reason),
+                if_id: Some(if_id),
+                spis: Some(spis),
+                ..Default::default()
+            },
         }
     }
 }
@@ -207,6 +253,18 @@ fn event_to_js(ctx: ThreadSafeCallContext<JsEvent>) -> napi::Result<Vec<JsObject
     if let Some(ep) = e.endpoint {
         o.set("endpoint", ep)?;
     }
+    if let Some(d) = e.device {
+        o.set("device", d)?;
+    }
+    if let Some(i) = e.if_id {
+        o.set("ifId", i)?;
+    }
+    if let Some(spis) = e.spis {
+        o.set(
+            "spis",
+            spis.iter().map(|s| format!("{s:08x}")).collect::<Vec<_>>(),
+        )?;
+    }
     Ok(vec![o])
 }
 
@@ -219,9 +277,8 @@ pub(crate) fn js_events(env: &Env, on_event: Option<JsFunction>) -> Result<JsEve
         Some(f) => {
             let mut tsfn: ThreadsafeFunction<JsEvent, ErrorStrategy::Fatal> = f
                 .create_threadsafe_function(256, event_to_js)
-                .map_err(|e| err("CVLAN_ERR_INTERNAL", e.reason))?;
-            tsfn.unref(env)
-                .map_err(|e| err("CVLAN_ERR_INTERNAL", e.reason))?;
+                .map_err(|e| err(Code::Internal, e.reason))?;
+            tsfn.unref(env).map_err(|e| err(Code::Internal, e.reason))?;
             Ok(Arc::new(move |ev: JsEvent| {
                 tsfn.call(ev, ThreadsafeFunctionCallMode::NonBlocking);
             }))
@@ -237,14 +294,14 @@ pub(crate) fn event_sink(events: &JsEvents) -> cvlan_dataplane::EventSink {
 }
 
 pub(crate) fn parse_port(v: u32, name: &str) -> Result<u16> {
-    u16::try_from(v).map_err(|_| err("CVLAN_ERR_INVALID_ARG", format!("{name} {v} exceeds 65535")))
+    u16::try_from(v).map_err(|_| err(Code::InvalidArg, format!("{name} {v} exceeds 65535")))
 }
 
 pub(crate) fn parse_ip(v: &Option<String>, name: &str) -> Result<Option<std::net::IpAddr>> {
     match v {
         Some(a) => a.parse().map(Some).map_err(|_| {
             err(
-                "CVLAN_ERR_INVALID_ARG",
+                Code::InvalidArg,
                 format!("{name}: {a:?} is not an IP address"),
             )
         }),

@@ -1,8 +1,7 @@
 //! Binding of the plain (unencrypted, test-only) transport device.
 
-use crate::{
-    dp_err, err, event_sink, js_events, parse_ip, parse_port, worker_stats, Result, WorkerStatsJs,
-};
+use crate::device::{device_class, Opened};
+use crate::{dp_err, err, event_sink, js_events, parse_ip, parse_port, Code, Result};
 use cvlan_dataplane::plain::{PlainPeer, PlainTransport};
 use cvlan_dataplane::{Device, DeviceConfig};
 use napi::{Env, JsFunction};
@@ -41,7 +40,7 @@ fn parse_peers(peers: &[PlainPeerOptions]) -> Result<Vec<PlainPeer>> {
         .map(|(i, p)| {
             let endpoint: SocketAddr = p.endpoint.parse().map_err(|_| {
                 err(
-                    "CVLAN_ERR_INVALID_ARG",
+                    Code::InvalidArg,
                     format!("peers[{i}].endpoint: {:?} is not ip:port", p.endpoint),
                 )
             })?;
@@ -52,7 +51,7 @@ fn parse_peers(peers: &[PlainPeerOptions]) -> Result<Vec<PlainPeer>> {
                 .map(|(j, a)| {
                     a.parse().map_err(|e| {
                         err(
-                            "CVLAN_ERR_INVALID_ARG",
+                            Code::InvalidArg,
                             format!("peers[{i}].allowed_ips[{j}]: {e}"),
                         )
                     })
@@ -69,11 +68,12 @@ fn parse_peers(peers: &[PlainPeerOptions]) -> Result<Vec<PlainPeer>> {
 /// A TUN device with worker threads speaking the plain (unencrypted, test-only) transport.
 #[napi]
 pub struct PlainDevice {
-    device: Option<Device>,
+    opened: Opened,
     transport: Arc<PlainTransport>,
     listen_port: u16,
-    tun_name: String,
 }
+
+device_class!(PlainDevice);
 
 #[napi]
 impl PlainDevice {
@@ -103,18 +103,8 @@ impl PlainDevice {
         let device = Device::start(cfg, transport.clone(), event_sink(&events)).map_err(dp_err)?;
         Ok(PlainDevice {
             listen_port: device.listen_port(),
-            device: Some(device),
+            opened: Opened::new(device, (), options.tun_name, false),
             transport,
-            tun_name: options.tun_name,
-        })
-    }
-
-    fn dev(&self) -> Result<&Device> {
-        self.device.as_ref().ok_or_else(|| {
-            err(
-                "CVLAN_ERR_CLOSED",
-                format!("device {} is closed", self.tun_name),
-            )
         })
     }
 
@@ -124,24 +114,14 @@ impl PlainDevice {
     }
 
     #[napi(getter)]
-    pub fn tun_name(&self) -> String {
-        self.tun_name.clone()
-    }
-
-    #[napi(getter)]
-    pub fn closed(&self) -> bool {
-        self.device.is_none()
-    }
-
-    #[napi(getter)]
     pub fn workers(&self) -> u32 {
-        self.device.as_ref().map_or(0, |d| d.worker_count() as u32)
+        self.opened.running().map_or(0, |d| d.worker_count() as u32)
     }
 
     /// Replaces the peer list atomically; running workers pick it up at their next batch.
     #[napi]
     pub fn set_peers(&self, peers: Vec<PlainPeerOptions>) -> Result<()> {
-        self.dev()?;
+        self.opened.device()?;
         self.transport.set_peers(parse_peers(&peers)?);
         Ok(())
     }
@@ -149,30 +129,18 @@ impl PlainDevice {
     /// Grows or shrinks the worker pool without interrupting traffic.
     #[napi]
     pub fn set_workers(&mut self, workers: u32) -> Result<()> {
-        let name = self.tun_name.clone();
-        let dev = self
-            .device
-            .as_mut()
-            .ok_or_else(|| err("CVLAN_ERR_CLOSED", format!("device {name} is closed")))?;
-        dev.set_workers(workers as usize).map_err(dp_err)
-    }
-
-    #[napi]
-    pub fn stats(&self) -> Result<Vec<WorkerStatsJs>> {
-        Ok(worker_stats(self.dev()?))
+        self.opened
+            .device_mut()?
+            .set_workers(workers as usize)
+            .map_err(dp_err)
     }
 
     /// Test hook: makes one worker panic so the restart path can be observed.
     #[napi]
     pub fn inject_panic(&self, worker: u32) -> Result<()> {
-        self.dev()?.inject_panic(worker as usize).map_err(dp_err)
-    }
-
-    /// Stops the workers and removes the TUN device. Idempotent; also run by the finalizer.
-    #[napi]
-    pub fn close(&mut self) {
-        if let Some(mut d) = self.device.take() {
-            d.stop();
-        }
+        self.opened
+            .device()?
+            .inject_panic(worker as usize)
+            .map_err(dp_err)
     }
 }

@@ -1,7 +1,8 @@
 //! Binding of a tenant TUN device: a tenant's local network on a TUN of its own, routed by the
 //! tenant's WireGuard and IPsec devices on their workers (`cvlan_dataplane::tenant_tun`).
 
-use crate::{dp_err, err, event_sink, js_events, worker_stats, Result, WorkerStatsJs};
+use crate::device::{device_class, Opened};
+use crate::{dp_err, err, event_sink, js_events, Code, Result};
 use cvlan_dataplane::tenant_tun::TenantTun;
 use cvlan_dataplane::{Device, DeviceConfig};
 use cvlan_proto::ip::Prefix;
@@ -21,10 +22,10 @@ pub struct TenantTunOptions {
 
 #[napi]
 pub struct TenantTunDevice {
-    device: Option<Device>,
-    tun_name: String,
-    handoff_id: u32,
+    opened: Opened,
 }
+
+device_class!(TenantTunDevice, handoff);
 
 #[napi]
 impl TenantTunDevice {
@@ -36,7 +37,7 @@ impl TenantTunDevice {
             .enumerate()
             .map(|(i, s)| {
                 s.parse::<Prefix>()
-                    .map_err(|e| err("CVLAN_ERR_INVALID_ARG", format!("subnets[{i}]: {e}")))
+                    .map_err(|e| err(Code::InvalidArg, format!("subnets[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
         let cfg = DeviceConfig {
@@ -52,51 +53,7 @@ impl TenantTunDevice {
         let sink = event_sink(&js_events(&env, on_event)?);
         let device = Device::start(cfg, TenantTun::new(&subnets), sink).map_err(dp_err)?;
         Ok(TenantTunDevice {
-            handoff_id: crate::translation::register(&device),
-            device: Some(device),
-            tun_name: options.tun_name,
+            opened: Opened::new(device, (), options.tun_name, true),
         })
-    }
-
-    #[napi(getter)]
-    pub fn tun_name(&self) -> String {
-        self.tun_name.clone()
-    }
-
-    #[napi(getter)]
-    pub fn closed(&self) -> bool {
-        self.device.is_none()
-    }
-
-    /// Id of this device for `setTranslation`.
-    #[napi(getter)]
-    pub fn handoff_id(&self) -> u32 {
-        self.handoff_id
-    }
-
-    #[napi]
-    pub fn stats(&self) -> Result<Vec<WorkerStatsJs>> {
-        let dev = self.device.as_ref().ok_or_else(|| {
-            err(
-                "CVLAN_ERR_CLOSED",
-                format!("device {} is closed", self.tun_name),
-            )
-        })?;
-        Ok(worker_stats(dev))
-    }
-
-    /// Stops the workers and removes the TUN device. Idempotent; also run by the finalizer.
-    #[napi]
-    pub fn close(&mut self) {
-        crate::translation::unregister(self.handoff_id);
-        if let Some(mut d) = self.device.take() {
-            d.stop();
-        }
-    }
-}
-
-impl Drop for TenantTunDevice {
-    fn drop(&mut self) {
-        crate::translation::unregister(self.handoff_id);
     }
 }

@@ -2,7 +2,7 @@
 //! JavaScript. Each WireGuard and IPsec device registers under a numeric id when it opens; a
 //! translation names its targets by those ids, so one call can mix device classes.
 
-use crate::{err, Result};
+use crate::{err, Code, Result};
 use arc_swap::ArcSwapOption;
 use cvlan_dataplane::handoff::{Handoff, IcmpLimit, Rule, Target};
 use cvlan_dataplane::Device;
@@ -86,12 +86,8 @@ pub struct TranslationJs {
 }
 
 fn prefix(s: &str, what: &str) -> Result<Prefix> {
-    s.parse().map_err(|_| {
-        err(
-            "CVLAN_ERR_INVALID_ARG",
-            format!("{what}: {s:?} is not a prefix"),
-        )
-    })
+    s.parse()
+        .map_err(|_| err(Code::InvalidArg, format!("{what}: {s:?} is not a prefix")))
 }
 
 /// Sets (or with `null` clears) what device `device`'s workers hand decapsulated packets to.
@@ -101,7 +97,7 @@ pub fn set_translation(device: u32, translation: Option<TranslationJs>) -> Resul
     let reg = registry().lock().unwrap_or_else(|e| e.into_inner());
     let own = reg.get(&device).ok_or_else(|| {
         err(
-            "CVLAN_ERR_CLOSED",
+            Code::Closed,
             format!("set_translation: device {device} is not open"),
         )
     })?;
@@ -113,7 +109,7 @@ pub fn set_translation(device: u32, translation: Option<TranslationJs>) -> Resul
     for (i, x) in t.targets.iter().enumerate() {
         let r = reg.get(&x.device).ok_or_else(|| {
             err(
-                "CVLAN_ERR_CLOSED",
+                Code::Closed,
                 format!("targets[{i}]: device {} is not open", x.device),
             )
         })?;
@@ -135,7 +131,7 @@ pub fn set_translation(device: u32, translation: Option<TranslationJs>) -> Resul
             .collect::<Result<Vec<_>>>()?;
         targets.push((r.target)(x.tenant, rules).ok_or_else(|| {
             err(
-                "CVLAN_ERR_CLOSED",
+                Code::Closed,
                 format!("targets[{i}]: device {} is stopped", x.device),
             )
         })?);

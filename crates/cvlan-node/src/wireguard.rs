@@ -2,10 +2,8 @@
 //! `state()`/`apply()` are shaped after the cross-platform UAPI (`get=1`/`set=1`) so the
 //! management socket and the daemon use one code path.
 
-use crate::{
-    dp_err, err, event_sink, js_events, parse_ip, parse_port, worker_stats, JsEvent, Result,
-    WorkerStatsJs,
-};
+use crate::device::{device_class, Opened};
+use crate::{dp_err, err, event_sink, js_events, parse_ip, parse_port, Code, JsEvent, Result};
 use base64::Engine;
 use cvlan_dataplane::wireguard::{WireGuard, WireGuardTransport};
 use cvlan_dataplane::{Device, DeviceConfig};
@@ -24,7 +22,7 @@ fn b64(k: &[u8; 32]) -> String {
 fn key32(b: &Buffer, what: &str) -> Result<[u8; 32]> {
     <[u8; 32]>::try_from(b.as_ref()).map_err(|_| {
         err(
-            "CVLAN_ERR_INVALID_ARG",
+            Code::InvalidArg,
             format!("{what}: expected 32 bytes, got {}", b.len()),
         )
     })
@@ -139,7 +137,7 @@ fn validate(u: &WgDeviceUpdateJs) -> Result<(KeyChange, Vec<PeerOp>)> {
             None => None,
             Some(e) => Some(e.parse::<SocketAddr>().map_err(|_| {
                 err(
-                    "CVLAN_ERR_INVALID_ARG",
+                    Code::InvalidArg,
                     format!("peers[{i}].endpoint: {e:?} is not ip:port or [ip6]:port"),
                 )
             })?),
@@ -148,7 +146,7 @@ fn validate(u: &WgDeviceUpdateJs) -> Result<(KeyChange, Vec<PeerOp>)> {
             None => None,
             Some(k) => Some(u16::try_from(k).map_err(|_| {
                 err(
-                    "CVLAN_ERR_INVALID_ARG",
+                    Code::InvalidArg,
                     format!("peers[{i}].persistent_keepalive: {k} exceeds 65535"),
                 )
             })?),
@@ -158,12 +156,8 @@ fn validate(u: &WgDeviceUpdateJs) -> Result<(KeyChange, Vec<PeerOp>)> {
                 .flatten()
                 .enumerate()
                 .map(|(j, a)| {
-                    a.parse::<Prefix>().map_err(|e| {
-                        err(
-                            "CVLAN_ERR_INVALID_ARG",
-                            format!("peers[{i}].{field}[{j}]: {e}"),
-                        )
-                    })
+                    a.parse::<Prefix>()
+                        .map_err(|e| err(Code::InvalidArg, format!("peers[{i}].{field}[{j}]: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()
         };
@@ -187,12 +181,12 @@ fn validate(u: &WgDeviceUpdateJs) -> Result<(KeyChange, Vec<PeerOp>)> {
 /// A WireGuard interface in userspace.
 #[napi]
 pub struct WireGuardDevice {
-    device: Option<Device>,
+    opened: Opened,
     wg: Arc<WireGuard>,
-    tun_name: String,
     listen_port: u16,
-    handoff_id: u32,
 }
+
+device_class!(WireGuardDevice, handoff);
 
 #[napi]
 impl WireGuardDevice {
@@ -253,31 +247,9 @@ impl WireGuardDevice {
         let device = Device::start(cfg, transport, event_sink(&events)).map_err(dp_err)?;
         Ok(WireGuardDevice {
             listen_port: device.listen_port(),
-            handoff_id: crate::translation::register(&device),
-            device: Some(device),
+            opened: Opened::new(device, (), options.tun_name, true),
             wg,
-            tun_name: options.tun_name,
         })
-    }
-
-    /// Id of this device for `setTranslation`.
-    #[napi(getter)]
-    pub fn handoff_id(&self) -> u32 {
-        self.handoff_id
-    }
-
-    fn dev(&self) -> Result<&Device> {
-        self.device.as_ref().ok_or_else(|| {
-            err(
-                "CVLAN_ERR_CLOSED",
-                format!("device {} is closed", self.tun_name),
-            )
-        })
-    }
-
-    #[napi(getter)]
-    pub fn tun_name(&self) -> String {
-        self.tun_name.clone()
     }
 
     #[napi(getter)]
@@ -285,15 +257,10 @@ impl WireGuardDevice {
         u32::from(self.listen_port)
     }
 
-    #[napi(getter)]
-    pub fn closed(&self) -> bool {
-        self.device.is_none()
-    }
-
     /// Interface and peer state (UAPI `get`).
     #[napi]
     pub fn state(&self) -> Result<WgDeviceStateJs> {
-        self.dev()?;
+        self.opened.device()?;
         Ok(self.wg.with(|d| WgDeviceStateJs {
             private_key: d.private_key().map(|k| Buffer::from(k.to_vec())),
             public_key: d.public_key().map(|k| Buffer::from(k.to_vec())),
@@ -320,17 +287,20 @@ impl WireGuardDevice {
     /// Applies a UAPI-style update atomically: everything is validated first; on any error
     /// nothing changes.
     #[napi]
-    pub fn apply(&self, update: WgDeviceUpdateJs) -> Result<()> {
-        self.dev()?;
+    pub fn apply(&mut self, update: WgDeviceUpdateJs) -> Result<()> {
+        self.opened.device()?;
+        let (private, ops) = validate(&update)?;
+        // The port first: a port in use refuses the whole update, nothing else changed.
         if let Some(p) = update.listen_port {
-            if p != u32::from(self.listen_port) {
-                return Err(err(
-                    "CVLAN_ERR_STATE",
-                    format!("listen_port is {} for the lifetime of the device; recreate it to change it", self.listen_port),
-                ));
+            let port = parse_port(p, "listen_port")?;
+            if port != self.listen_port || port == 0 {
+                let wg = self.wg.clone();
+                let device = self.opened.device_mut()?;
+                self.listen_port = device
+                    .set_listen_port(0, port, &|| wg.announce_endpoint())
+                    .map_err(dp_err)?;
             }
         }
-        let (private, ops) = validate(&update)?;
         let now = self.wg.time().mono;
         self.wg.with(|d| {
             if let Some(k) = private {
@@ -399,34 +369,7 @@ impl WireGuardDevice {
             handshakes_completed: c.handshakes_completed.load(Relaxed).into(),
             handshakes_failed: c.handshakes_failed.load(Relaxed).into(),
             handshake_messages: c.handshake_messages.load(Relaxed).into(),
-            drops: c
-                .drop_counts()
-                .into_iter()
-                .map(|(d, n)| crate::DropCount {
-                    reason: d.as_str().to_string(),
-                    count: n.into(),
-                })
-                .collect(),
+            drops: crate::drop_counts(c.drops.snapshot().into_iter().map(|(r, n)| (r.as_str(), n))),
         }
-    }
-
-    #[napi]
-    pub fn stats(&self) -> Result<Vec<WorkerStatsJs>> {
-        Ok(worker_stats(self.dev()?))
-    }
-
-    /// Stops the workers and removes the TUN device. Idempotent; also run by the finalizer.
-    #[napi]
-    pub fn close(&mut self) {
-        crate::translation::unregister(self.handoff_id);
-        if let Some(mut d) = self.device.take() {
-            d.stop();
-        }
-    }
-}
-
-impl Drop for WireGuardDevice {
-    fn drop(&mut self) {
-        crate::translation::unregister(self.handoff_id);
     }
 }

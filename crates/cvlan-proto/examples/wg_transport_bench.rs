@@ -5,27 +5,19 @@
 //!
 //!   cargo run --release -p cvlan-proto --example wg_transport_bench -- [--seconds 3] [--out FILE]
 
-use std::net::SocketAddr;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use cvlan_proto::wireguard::constants::{TAG_LEN, TRANSPORT_HEADER_LEN};
 use cvlan_proto::wireguard::messages::{self, Message};
-use cvlan_proto::wireguard::{Device, Outbox, PeerConfig, SendPlan, Time};
+use cvlan_proto::wireguard::{SendPlan, Time};
 use rand::SeedableRng;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use support::ipv4;
 
 const PACKET: usize = 1420;
-
-fn ipv4(src: [u8; 4], dst: [u8; 4], total: usize, buf: &mut [u8]) {
-    buf[..total].fill(0x5a);
-    buf[0] = 0x45;
-    buf[1] = 0;
-    buf[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    buf[8] = 64;
-    buf[9] = 17;
-    buf[12..16].copy_from_slice(&src);
-    buf[16..20].copy_from_slice(&dst);
-}
 
 /// Runs `f` repeatedly for about `secs` seconds; returns packets per second.
 fn rate(secs: f64, mut f: impl FnMut()) -> f64 {
@@ -54,56 +46,19 @@ fn main() {
     let secs: f64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(3.0);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let mut a = Device::new(Some([0x11; 32]));
-    let mut b = Device::new(Some([0x22; 32]));
-    let addr_a: SocketAddr = "192.0.2.1:51820".parse().unwrap();
-    let addr_b: SocketAddr = "192.0.2.2:51820".parse().unwrap();
-    let pa = a.upsert_peer(PeerConfig {
-        public_key: b.public_key().unwrap(),
-        preshared_key: None,
-        endpoint: Some(addr_b),
-        persistent_keepalive: 0,
-    });
-    let pb = b.upsert_peer(PeerConfig {
-        public_key: a.public_key().unwrap(),
-        preshared_key: None,
-        endpoint: None,
-        persistent_keepalive: 0,
-    });
-    a.add_allowed_ip(pa, "10.0.0.2/32".parse().unwrap());
-    b.add_allowed_ip(pb, "10.0.0.1/32".parse().unwrap());
-    let t0 = Time {
-        mono: Duration::from_secs(100),
-        unix: Duration::from_secs(1_700_000_000),
-    };
-
     // Handshake; the queued first packet confirms B's keypair.
-    let mut first = vec![0u8; 40];
-    ipv4([10, 0, 0, 1], [10, 0, 0, 2], 40, &mut first);
-    let mut out = Outbox::default();
-    let mut out_b = Outbox::default();
-    let _ = a.prepare_send(pa, &first, t0, &mut rng, &mut out);
-    let (init, _) = out.datagrams.pop().expect("initiation");
-    b.handle_handshake(addr_a, &init, t0, &mut rng, &mut out_b)
-        .expect("initiation accepted");
-    let (resp, _) = out_b.datagrams.pop().expect("response");
-    a.handle_handshake(addr_b, &resp, t0, &mut rng, &mut out)
-        .expect("response accepted");
-    let (mut data, _) = out.datagrams.pop().expect("queued packet");
-    let Ok(Message::Transport {
-        receiver, counter, ..
-    }) = messages::parse(&data)
-    else {
-        panic!("transport message expected");
-    };
-    let (peer, kp) = b.lookup_receiver(receiver, t0).expect("receiver");
-    let n = kp
-        .open(counter, &mut data[TRANSPORT_HEADER_LEN..])
-        .expect("opens");
-    b.received_data(peer, &kp, addr_a, data.len(), n, t0, &mut rng, &mut out_b);
+    let support::Pair {
+        mut a,
+        mut b,
+        addr_a,
+        t: t0,
+        out_a: mut out,
+        mut out_b,
+        ..
+    } = support::established_pair(&mut rng);
 
     let mut pkt = vec![0u8; PACKET];
-    ipv4([10, 0, 0, 1], [10, 0, 0, 2], PACKET, &mut pkt);
+    ipv4([10, 0, 0, 1], [10, 0, 0, 2], PACKET, 0x5a, &mut pkt);
     let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + 1500 + TAG_LEN];
     let mut tick = 0u64;
     let framed = rate(secs, || {

@@ -6,6 +6,9 @@
 
 pub mod esp;
 pub mod icmp;
+pub mod ike;
 pub mod ip;
+pub mod ratelimiter;
 pub mod replay;
+pub mod secret;
 pub mod wireguard;

@@ -1,8 +1,8 @@
 //! The ESP hot path (seal and open) must not touch the heap: this test binary counts every
 //! allocation made by the thread under test.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod support;
+
 use std::time::Duration;
 
 use cvlan_proto::esp::{
@@ -10,33 +10,10 @@ use cvlan_proto::esp::{
     TrafficSelector, TunnelEndpoints,
 };
 use rand::SeedableRng;
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        System.realloc(ptr, layout, new_size)
-    }
-}
+use support::allocs;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(|c| c.get())
-}
+static GLOBAL: support::Counting = support::Counting;
 
 fn params(dir: Direction, enc: EncryptionAlgorithm, integ: Option<IntegrityAlgorithm>) -> SaParams {
     let ekey = vec![0x42u8; enc.key_len()];

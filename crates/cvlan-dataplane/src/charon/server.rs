@@ -2,17 +2,25 @@
 //!
 //! One plugin connection is served at a time; a newer connection replaces the older one
 //! (charon restarted, or the plugin reconnected). Requests are dispatched to an
-//! [`SaBackend`] in the connection's thread; [`CharonHandle`] pushes IKE packets and expire
-//! events to whichever connection is current.
+//! [`SaBackend`] in the connection's thread; [`CharonHandle`] queues IKE packets and expire
+//! events for whichever connection is current.
+//!
+//! Workers call [`CharonHandle::send_ike`] on their packet path, so it never blocks: it puts
+//! the frame into a bounded outbox (or refuses it, counted, when full) and a writer thread
+//! drains the outbox into the connection. A stopped or slow charon only fills the outbox; the
+//! connection is kept, and frames queued while no charon is connected are delivered to the
+//! next one.
 
+use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -109,12 +117,24 @@ impl<T: SaBackend> SaBackend for Arc<Mutex<T>> {
 /// Where diagnostics go; defaults to standard error.
 pub type LogFn = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Bounds how long a stuck plugin can block the thread pushing a packet to it.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bounds of the outbox: enough for a burst of IKE_SA_INITs and the rekeys of many tunnels
+/// while charon is restarted (about a second), small enough that a charon gone for good costs
+/// little memory.
+pub const OUTBOX_FRAMES: usize = 1024;
+pub const OUTBOX_BYTES: usize = 4 << 20;
 
 struct Current {
     generation: u64,
-    stream: UnixStream,
+    stream: Arc<UnixStream>,
+    /// Serializes whole frames from the writer thread and the connection thread (responses).
+    write: Arc<Mutex<()>>,
+}
+
+/// Encoded frames waiting for charon, oldest first.
+#[derive(Default)]
+struct Outbox {
+    frames: VecDeque<Vec<u8>>,
+    bytes: usize,
 }
 
 struct Shared {
@@ -124,6 +144,20 @@ struct Shared {
     stop: AtomicBool,
     instance: u64,
     log: LogFn,
+    outbox: Mutex<Outbox>,
+    /// Signalled when a frame is queued, a connection is established, or on stop.
+    outbox_ready: Condvar,
+    /// Frames refused because the outbox was full.
+    outbox_dropped: AtomicU64,
+}
+
+/// Why a frame could not be queued for charon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueError {
+    /// Larger than the protocol allows.
+    TooLarge,
+    /// The outbox is full (charon stopped, slow or gone for longer than the outbox lasts).
+    Full,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,20 +172,17 @@ pub struct CharonHandle {
 }
 
 impl CharonHandle {
-    /// Hands a datagram received on UDP 500, or on 4500 starting with the non-ESP marker
-    /// (marker kept: charon strips it), to charon.
-    pub fn send_ike(&self, packet: IkePacket) -> io::Result<()> {
+    /// Queues a datagram received on UDP 500, or on 4500 starting with the non-ESP marker
+    /// (marker kept: charon strips it), for charon. Never blocks.
+    pub fn send_ike(&self, packet: IkePacket) -> Result<(), QueueError> {
         if packet.data.len() > protocol::MAX_IKE_PACKET {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "IKE packet too large",
-            ));
+            return Err(QueueError::TooLarge);
         }
         self.push(&Frame::Event(Event::IkePacket(packet)))
     }
 
-    /// Tells charon that an SA reached its soft (rekey) or hard lifetime.
-    pub fn expire(&self, expire: Expire) -> io::Result<()> {
+    /// Queues the news that an SA reached its soft (rekey) or hard lifetime. Never blocks.
+    pub fn expire(&self, expire: Expire) -> Result<(), QueueError> {
         self.push(&Frame::Event(Event::Expire(expire)))
     }
 
@@ -159,18 +190,42 @@ impl CharonHandle {
         lock(&self.shared.current).is_some()
     }
 
-    fn push(&self, frame: &Frame) -> io::Result<()> {
-        self.shared.write(None, &protocol::encode(frame))
+    /// Frames waiting in the outbox.
+    pub fn queued(&self) -> usize {
+        lock(&self.shared.outbox).frames.len()
+    }
+
+    /// Frames refused so far because the outbox was full.
+    pub fn queue_dropped(&self) -> u64 {
+        self.shared.outbox_dropped.load(Ordering::Relaxed)
+    }
+
+    fn push(&self, frame: &Frame) -> Result<(), QueueError> {
+        let bytes = protocol::encode(frame);
+        let mut outbox = lock(&self.shared.outbox);
+        if outbox.frames.len() >= OUTBOX_FRAMES || outbox.bytes + bytes.len() > OUTBOX_BYTES {
+            drop(outbox);
+            self.shared.outbox_dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(QueueError::Full);
+        }
+        outbox.bytes += bytes.len();
+        outbox.frames.push_back(bytes);
+        drop(outbox);
+        self.shared.outbox_ready.notify_one();
+        Ok(())
     }
 }
 
 impl Shared {
-    /// Writes to the current connection, or only to connection `generation` if given (a
-    /// response must never reach a newer connection than the one that asked).
+    /// Writes one frame to the current connection, or only to connection `generation` if given
+    /// (a response must never reach a newer connection than the one that asked). Blocks while
+    /// charon does not read (stopped): only the writer thread and the connection thread call
+    /// this, never a worker.
     fn write(&self, generation: Option<u64>, bytes: &[u8]) -> io::Result<()> {
-        let mut current = lock(&self.current);
-        let conn = match current.as_mut() {
-            Some(c) if generation.is_none() || generation == Some(c.generation) => c,
+        let (gen, stream, write) = match lock(&self.current).as_ref() {
+            Some(c) if generation.is_none() || generation == Some(c.generation) => {
+                (c.generation, c.stream.clone(), c.write.clone())
+            }
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::NotConnected,
@@ -178,13 +233,57 @@ impl Shared {
                 ))
             }
         };
-        let result = conn.stream.write_all(bytes);
+        let result = {
+            let _frame = lock(&write);
+            (&*stream).write_all(bytes)
+        };
         if result.is_err() {
             // A half-written frame desynchronizes the stream: drop the connection.
-            let _ = conn.stream.shutdown(Shutdown::Both);
-            *current = None;
+            let _ = stream.shutdown(Shutdown::Both);
+            let mut current = lock(&self.current);
+            if current.as_ref().is_some_and(|c| c.generation == gen) {
+                *current = None;
+            }
         }
         result
+    }
+
+    /// Wakes the writer thread, without losing the wake-up to a writer about to wait: it
+    /// checks its condition while holding the outbox lock.
+    fn wake_writer(&self) {
+        drop(lock(&self.outbox));
+        self.outbox_ready.notify_all();
+    }
+}
+
+/// Body of the writer thread: moves frames from the outbox to the current connection, oldest
+/// first. A frame whose write failed (the connection died) stays first in line for the next
+/// connection.
+fn writer_loop(shared: Arc<Shared>) {
+    loop {
+        let frame = {
+            let mut outbox = lock(&shared.outbox);
+            loop {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if !outbox.frames.is_empty() && lock(&shared.current).is_some() {
+                    break;
+                }
+                outbox = shared
+                    .outbox_ready
+                    .wait(outbox)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            let frame = outbox.frames.pop_front().unwrap_or_default();
+            outbox.bytes -= frame.len();
+            frame
+        };
+        if shared.write(None, &frame).is_err() {
+            let mut outbox = lock(&shared.outbox);
+            outbox.bytes += frame.len();
+            outbox.frames.push_front(frame);
+        }
     }
 }
 
@@ -193,7 +292,10 @@ impl Shared {
 pub struct CharonServer {
     path: PathBuf,
     shared: Arc<Shared>,
+    /// The listening socket, shut down to wake `accept()` (the path may no longer exist).
+    listener_fd: std::os::fd::RawFd,
     accept: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl CharonServer {
@@ -222,11 +324,28 @@ impl CharonServer {
             stop: AtomicBool::new(false),
             instance: random_instance(),
             log: log.unwrap_or_else(|| Arc::new(|m: &str| eprintln!("cvlan charon-ipc: {m}"))),
+            outbox: Mutex::new(Outbox::default()),
+            outbox_ready: Condvar::new(),
+            outbox_dropped: AtomicU64::new(0),
         });
+        let listener_fd = listener.as_raw_fd();
+        let writer_shared = shared.clone();
+        let writer = thread::Builder::new()
+            .name("charon-write".into())
+            .spawn(move || writer_loop(writer_shared))?;
         let accept_shared = shared.clone();
-        let accept = thread::Builder::new()
+        let accept = match thread::Builder::new()
             .name("charon-accept".into())
-            .spawn(move || accept_loop(listener, accept_shared))?;
+            .spawn(move || accept_loop(listener, accept_shared))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                shared.stop.store(true, Ordering::SeqCst);
+                shared.wake_writer();
+                let _ = writer.join();
+                return Err(e);
+            }
+        };
         let handle = CharonHandle {
             shared: shared.clone(),
         };
@@ -234,7 +353,9 @@ impl CharonServer {
             CharonServer {
                 path,
                 shared,
+                listener_fd,
                 accept: Some(accept),
+                writer: Some(writer),
             },
             handle,
         ))
@@ -255,11 +376,19 @@ impl Drop for CharonServer {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(c) = lock(&self.shared.current).take() {
+            // Also ends a write blocked on a stopped charon.
             let _ = c.stream.shutdown(Shutdown::Both);
         }
-        // accept() has no timeout: wake it with a connection of our own.
-        let _ = UnixStream::connect(&self.path);
+        self.shared.wake_writer();
+        // accept() has no timeout; shutdown(2) on the listening socket makes it return
+        // (EINVAL) without touching the filesystem, where the socket's path may be gone.
+        // The accept thread owns the descriptor and closes it only after it returned.
+        // SAFETY: plain syscall on a descriptor still open (its owner is joined below).
+        unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
         if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.writer.take() {
             let _ = t.join();
         }
         let _ = fs::remove_file(&self.path);
@@ -288,6 +417,13 @@ fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
         }
         let stream = match stream {
             Ok(s) => s,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // Only a shut-down listener gives EINVAL; that is the stop signal.
+                if !shared.stop.load(Ordering::SeqCst) {
+                    (shared.log)(&format!("accept failed: {e}"));
+                }
+                return;
+            }
             Err(e) => {
                 (shared.log)(&format!("accept failed: {e}"));
                 thread::sleep(Duration::from_millis(100));
@@ -327,7 +463,6 @@ fn respond(shared: &Shared, generation: u64, id: u32, resp: Response) -> io::Res
 }
 
 fn serve(mut stream: UnixStream, shared: &Shared) -> io::Result<()> {
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     // HELLO first, before this connection may replace the current one.
     let (id, version, name) = match read_frame(&mut stream)? {
         Ok(Frame::Request {
@@ -368,20 +503,38 @@ fn serve(mut stream: UnixStream, shared: &Shared) -> io::Result<()> {
         ));
     }
     let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    let write = Arc::new(Mutex::new(()));
     {
-        let mut current = lock(&shared.current);
-        if let Some(old) = current.take() {
-            (shared.log)("a new plugin connection replaces the current one");
-            let _ = old.stream.shutdown(Shutdown::Both);
+        // HELLO's answer is the first frame: the writer thread waits for this lock.
+        let _first = lock(&write);
+        {
+            let mut current = lock(&shared.current);
+            if let Some(old) = current.take() {
+                (shared.log)("a new plugin connection replaces the current one");
+                let _ = old.stream.shutdown(Shutdown::Both);
+            }
+            *current = Some(Current {
+                generation,
+                stream: Arc::new(stream.try_clone()?),
+                write: write.clone(),
+            });
         }
-        *current = Some(Current {
-            generation,
-            stream: stream.try_clone()?,
-        });
+        lock(&shared.backend).connected(&name);
+        let answered = stream.write_all(&protocol::encode(&Frame::Response {
+            id,
+            resp: hello(Status::Ok),
+        }));
+        if let Err(e) = answered {
+            let mut current = lock(&shared.current);
+            if current.as_ref().is_some_and(|c| c.generation == generation) {
+                *current = None;
+            }
+            return Err(e);
+        }
     }
-    lock(&shared.backend).connected(&name);
-    respond(shared, generation, id, hello(Status::Ok))?;
     (shared.log)(&format!("plugin {name:?} connected"));
+    // Frames queued while no charon was connected go out now, after HELLO's answer.
+    shared.wake_writer();
 
     let result = dispatch_loop(&mut stream, shared, generation);
     let mut current = lock(&shared.current);
@@ -805,12 +958,118 @@ mod tests {
         let mut rest = Vec::new();
         assert_eq!(c.0.read_to_end(&mut rest).unwrap(), 0);
         assert!(!handle.is_connected());
-        assert!(handle
+        // Kept for the next charon, not lost.
+        handle
             .send_ike(IkePacket {
                 src: addr("192.0.2.1:500"),
                 dst: addr("192.0.2.2:500"),
-                data: vec![]
+                data: vec![],
             })
-            .is_err());
+            .unwrap();
+        assert_eq!(handle.queued(), 1);
+    }
+
+    fn ike(n: u32, len: usize) -> IkePacket {
+        let mut data = vec![0u8; len];
+        data[..4].copy_from_slice(&n.to_be_bytes());
+        IkePacket {
+            src: addr("192.0.2.2:500"),
+            dst: addr("192.0.2.1:500"),
+            data,
+        }
+    }
+
+    fn seq_of(f: Frame) -> u32 {
+        match f {
+            Frame::Event(Event::IkePacket(p)) => {
+                u32::from_be_bytes(p.data[..4].try_into().unwrap())
+            }
+            other => panic!("expected an IKE packet, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stopped_charon_neither_blocks_the_sender_nor_costs_the_link() {
+        let path = tmp_socket("stop");
+        let (_server, handle) =
+            CharonServer::bind(&path, Box::new(Mem::default()), quiet()).unwrap();
+        let mut c = Client::connect(&path);
+        assert_eq!(c.hello(PROTOCOL_VERSION).status, Status::Ok);
+        // The client reads nothing now, like a SIGSTOPped charon: the socket buffer fills, the
+        // writer thread blocks, then the outbox fills and refuses.
+        let started = std::time::Instant::now();
+        let mut accepted = 0u32;
+        let mut refused = 0u32;
+        for n in 0..2000u32 {
+            match handle.send_ike(ike(n, 60_000)) {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    assert_eq!(e, QueueError::Full);
+                    refused += 1;
+                }
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "send_ike blocked: {:?}",
+            started.elapsed()
+        );
+        assert!(refused > 0 && accepted > 0, "{accepted} {refused}");
+        assert_eq!(handle.queue_dropped(), u64::from(refused));
+        thread::sleep(Duration::from_millis(2500));
+        assert!(handle.is_connected(), "a slow reader must keep its link");
+        // "SIGCONT": every accepted frame arrives, in order; the link works afterwards.
+        for n in 0..accepted {
+            assert_eq!(seq_of(c.recv()), n);
+        }
+        handle.send_ike(ike(7777, 100)).unwrap();
+        assert_eq!(seq_of(c.recv()), 7777);
+        assert_eq!(c.call(9, Request::FlushSas).status, Status::Ok);
+    }
+
+    #[test]
+    fn packets_queued_while_charon_is_away_reach_the_next_one_after_hello() {
+        let path = tmp_socket("away");
+        let (_server, handle) =
+            CharonServer::bind(&path, Box::new(Mem::default()), quiet()).unwrap();
+        let mut a = Client::connect(&path);
+        assert_eq!(a.hello(PROTOCOL_VERSION).status, Status::Ok);
+        drop(a);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while handle.is_connected() && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!handle.is_connected());
+        for n in 0..10 {
+            handle.send_ike(ike(n, 200)).unwrap();
+        }
+        assert_eq!(handle.queued(), 10);
+        let mut b = Client::connect(&path);
+        // HELLO's answer comes first, then the queued packets in order.
+        assert_eq!(b.hello(PROTOCOL_VERSION).status, Status::Ok);
+        for n in 0..10 {
+            assert_eq!(seq_of(b.recv()), n);
+        }
+        assert_eq!(handle.queued(), 0);
+    }
+
+    #[test]
+    fn stops_promptly_when_the_socket_path_is_gone() {
+        let dir = tmp_socket("gone");
+        let path = dir.join("charon.sock");
+        let (server, _handle) =
+            CharonServer::bind(&path, Box::new(Mem::default()), quiet()).unwrap();
+        let mut c = Client::connect(&path);
+        assert_eq!(c.hello(PROTOCOL_VERSION).status, Status::Ok);
+        fs::remove_dir_all(&dir).unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            drop(server);
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("the server must stop without its socket file");
+        let mut rest = Vec::new();
+        assert_eq!(c.0.read_to_end(&mut rest).unwrap(), 0, "connection closed");
     }
 }

@@ -27,14 +27,16 @@ pub mod udp_encap;
 #[cfg(test)]
 mod tests;
 
+pub use crate::secret::SecretKey;
 pub use algorithms::{EncryptionAlgorithm, IntegrityAlgorithm};
 pub use decap::{InboundSa, Opened};
 pub use encap::{OutboundSa, Sealed};
 pub use lifetime::{Counters, LifetimeConfig, LifetimeEvent, Limits};
-pub use sa::{Direction, SaError, SaParams, SecretBytes, TunnelEndpoints, UdpEncap};
-pub use selectors::TrafficSelector;
+pub use sa::{Direction, SaError, SaParams, TunnelEndpoints, UdpEncap};
+pub use selectors::{SelectorRange, TrafficSelector};
 
-/// Why a packet was not delivered. Every drop is counted under one of these.
+/// Why a packet was not delivered. The data plane counts each under the stable code
+/// `cvlan_dataplane::counters::DropReason` maps it to; the names live there, once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum DropReason {
     /// No SA for the packet's SPI (the caller's lookup), or the SPI does not match the SA.
@@ -76,42 +78,4 @@ pub enum DropReason {
     /// The caller's buffer lacks head- or tailroom for the ESP framing.
     #[error("buffer too small")]
     BufferTooSmall,
-}
-
-impl DropReason {
-    /// Every reason, for metrics that pre-create one series per reason.
-    pub const ALL: [DropReason; 13] = [
-        DropReason::UnknownSpi,
-        DropReason::Truncated,
-        DropReason::AuthFailed,
-        DropReason::Replayed,
-        DropReason::TooOld,
-        DropReason::BadPadding,
-        DropReason::BadNextHeader,
-        DropReason::DummyPacket,
-        DropReason::InnerMalformed,
-        DropReason::OutsideSelectors,
-        DropReason::SaExpired,
-        DropReason::SequenceOverflow,
-        DropReason::BufferTooSmall,
-    ];
-
-    /// Stable label for metrics and logs; never renamed.
-    pub fn code(self) -> &'static str {
-        match self {
-            DropReason::UnknownSpi => "unknown_spi",
-            DropReason::Truncated => "truncated",
-            DropReason::AuthFailed => "auth_failed",
-            DropReason::Replayed => "replayed",
-            DropReason::TooOld => "too_old",
-            DropReason::BadPadding => "bad_padding",
-            DropReason::BadNextHeader => "bad_next_header",
-            DropReason::DummyPacket => "dummy_packet",
-            DropReason::InnerMalformed => "inner_malformed",
-            DropReason::OutsideSelectors => "outside_selectors",
-            DropReason::SaExpired => "sa_expired",
-            DropReason::SequenceOverflow => "sequence_overflow",
-            DropReason::BufferTooSmall => "buffer_too_small",
-        }
-    }
 }

@@ -4,12 +4,11 @@
 
 use std::net::IpAddr;
 
-use zeroize::Zeroizing;
-
 use super::algorithms::{EncryptionAlgorithm, IntegrityAlgorithm};
 use super::lifetime::LifetimeConfig;
 use super::packet::RESERVED_SPI;
 use super::selectors::TrafficSelector;
+use crate::secret::SecretKey;
 
 /// Default anti-replay window: wide enough for the reordering that parallel decryption and
 /// multi-queue NICs cause. Tuning constant.
@@ -23,31 +22,6 @@ pub const MIN_REPLAY_WINDOW: u32 = 1024;
 pub enum Direction {
     Inbound,
     Outbound,
-}
-
-/// Key bytes: zeroed on drop, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretBytes(Zeroizing<Vec<u8>>);
-
-impl SecretBytes {
-    pub fn new(bytes: &[u8]) -> SecretBytes {
-        SecretBytes(Zeroizing::new(bytes.to_vec()))
-    }
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 /// UDP encapsulation ports (RFC 3948) when NAT traversal is in use.
@@ -75,9 +49,9 @@ pub struct SaParams {
     pub encryption: EncryptionAlgorithm,
     /// Encryption key as negotiated; for the AEADs key || 4-octet salt (RFC 4106 §8.1,
     /// RFC 7634 §4).
-    pub enc_key: SecretBytes,
+    pub enc_key: SecretKey,
     /// Integrity transform and key, for AES-CBC only.
-    pub integrity: Option<(IntegrityAlgorithm, SecretBytes)>,
+    pub integrity: Option<(IntegrityAlgorithm, SecretKey)>,
     /// Extended (64-bit) sequence numbers (RFC 4303 §2.2.1).
     pub esn: bool,
     /// Anti-replay window in packets, inbound only; at least [`MIN_REPLAY_WINDOW`].
@@ -106,8 +80,8 @@ impl SaParams {
             spi,
             direction,
             encryption,
-            enc_key: SecretBytes::new(enc_key),
-            integrity: integrity.map(|(a, k)| (a, SecretBytes::new(k))),
+            enc_key: SecretKey::from_slice(enc_key),
+            integrity: integrity.map(|(a, k)| (a, SecretKey::from_slice(k))),
             esn: false,
             replay_window: DEFAULT_REPLAY_WINDOW,
             lifetime: LifetimeConfig::default(),
@@ -182,7 +156,10 @@ mod tests {
             },
         );
         let s = format!("{p:?}");
-        assert!(s.contains("<redacted>"));
+        assert!(
+            s.contains("<redacted 16 bytes>") && s.contains("<redacted 32 bytes>"),
+            "{s}"
+        );
         assert!(
             !s.contains("171") && !s.contains("ab, ab") && !s.contains("205"),
             "{s}"

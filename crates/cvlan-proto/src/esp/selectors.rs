@@ -2,7 +2,12 @@
 //! packet must fall inside what the SA was negotiated for — source in one of the remote
 //! selectors, destination in one of the local ones (RFC 4301 §5.2 step 4). Without this
 //! check a peer could inject packets for any address of the tenant.
+//!
+//! IKEv2 negotiates selectors as address *ranges* ([`SelectorRange`], RFC 7296 §3.13.1); an
+//! SA checks inner packets against the prefixes covering them ([`TrafficSelector`]), and
+//! outbound policies are matched and ranked on the ranges themselves.
 
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use crate::ip::{IpInfo, Prefix, IPV4_MIN_HEADER, IPV6_HEADER};
@@ -94,6 +99,143 @@ fn ports(pkt: &[u8], info: &IpInfo) -> Option<(u16, u16)> {
     ))
 }
 
+/// A traffic selector as IKEv2 carries it (RFC 7296 §3.13.1): an address range, an IP
+/// protocol (0: any) and a port range (`0..=65535`: any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelectorRange {
+    pub from: IpAddr,
+    pub to: IpAddr,
+    pub protocol: u8,
+    pub from_port: u16,
+    pub to_port: u16,
+}
+
+impl SelectorRange {
+    fn any_port(&self) -> bool {
+        self.from_port == 0 && self.to_port == u16::MAX
+    }
+
+    /// Whether `addr` lies in the address range (the families must agree).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match (addr, self.from, self.to) {
+            (IpAddr::V4(a), IpAddr::V4(f), IpAddr::V4(t)) => {
+                (u32::from(f)..=u32::from(t)).contains(&u32::from(a))
+            }
+            (IpAddr::V6(a), IpAddr::V6(f), IpAddr::V6(t)) => {
+                (u128::from(f)..=u128::from(t)).contains(&u128::from(a))
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a packet's address, protocol and port (`None`: not visible) fall inside. A
+    /// port-restricted selector admits no packet whose port is not visible.
+    pub fn matches(&self, addr: IpAddr, proto: u8, port: Option<u16>) -> bool {
+        if !self.contains(addr) {
+            return false;
+        }
+        if self.protocol != 0 && self.protocol != proto {
+            return false;
+        }
+        self.any_port() || port.is_some_and(|p| (self.from_port..=self.to_port).contains(&p))
+    }
+
+    /// `to - from`: the number of addresses minus one (`u128::MAX` for mixed families), so
+    /// smaller is more specific.
+    pub fn size(&self) -> u128 {
+        match (self.from, self.to) {
+            (IpAddr::V4(f), IpAddr::V4(t)) => u128::from(u32::from(t).saturating_sub(u32::from(f))),
+            (IpAddr::V6(f), IpAddr::V6(t)) => u128::from(t).saturating_sub(u128::from(f)),
+            _ => u128::MAX,
+        }
+    }
+
+    /// How specific the address range is, as a prefix length (the largest prefix that fits in
+    /// it), so ranges compare with longest-prefix routes.
+    pub fn prefix_len(&self) -> u8 {
+        let width: u32 = if self.from.is_ipv4() { 32 } else { 128 };
+        let host_bits = 128 - self.size().leading_zeros();
+        width.saturating_sub(host_bits) as u8
+    }
+
+    /// The prefixes covering the address range, at most 64 (ranges from IKE are usually one
+    /// prefix).
+    pub fn prefixes(&self) -> Vec<Prefix> {
+        range_to_prefixes(self.from, self.to)
+    }
+
+    /// The range as the per-prefix selectors an SA checks inner packets against.
+    pub fn selectors(&self) -> Vec<TrafficSelector> {
+        self.prefixes()
+            .into_iter()
+            .map(|prefix| TrafficSelector {
+                prefix,
+                protocol: (self.protocol != 0).then_some(self.protocol),
+                ports: (!self.any_port()).then_some(self.from_port..=self.to_port),
+            })
+            .collect()
+    }
+}
+
+fn range_to_prefixes(from: IpAddr, to: IpAddr) -> Vec<Prefix> {
+    let mut out = Vec::new();
+    match (from, to) {
+        (IpAddr::V4(f), IpAddr::V4(t)) => {
+            let (mut lo, hi) = (u64::from(u32::from(f)), u64::from(u32::from(t)));
+            while lo <= hi && out.len() < 64 {
+                let mut len = 32u32;
+                while len > 0 {
+                    let size = 1u64 << (32 - (len - 1));
+                    if lo % size != 0 || lo + size - 1 > hi {
+                        break;
+                    }
+                    len -= 1;
+                }
+                out.extend(Prefix::new(IpAddr::V4((lo as u32).into()), len as u8));
+                lo += 1u64 << (32 - len);
+            }
+        }
+        (IpAddr::V6(f), IpAddr::V6(t)) => {
+            let (mut lo, hi) = (u128::from(f), u128::from(t));
+            loop {
+                let mut len = 128u32;
+                while len > 0 {
+                    let bits = 128 - (len - 1);
+                    if bits >= 128 {
+                        if lo == 0 && hi == u128::MAX {
+                            len -= 1;
+                        }
+                        break;
+                    }
+                    let size = 1u128 << bits;
+                    if lo % size != 0 || lo.checked_add(size - 1).is_none_or(|e| e > hi) {
+                        break;
+                    }
+                    len -= 1;
+                }
+                out.extend(Prefix::new(IpAddr::V6(lo.into()), len as u8));
+                let step = if len == 0 {
+                    return out;
+                } else {
+                    1u128 << (128 - len)
+                };
+                match lo.checked_add(step) {
+                    Some(n) if n <= hi && out.len() < 64 => lo = n,
+                    _ => break,
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The destination port of a TCP/UDP/SCTP packet, where visible (see [`inbound_allowed`]),
+/// for matching port-restricted outbound policies.
+pub fn destination_port(pkt: &[u8], info: &IpInfo) -> Option<u16> {
+    ports(pkt, info).map(|(_, d)| d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +293,70 @@ mod tests {
         let mut frag = v4_udp([1, 2, 3, 4], [10, 0, 0, 1], 9, 550);
         frag[7] = 1;
         assert!(!check(&frag), "non-first fragment has no visible ports");
+    }
+
+    fn range(a: &str, b: &str) -> SelectorRange {
+        SelectorRange {
+            from: a.parse().unwrap(),
+            to: b.parse().unwrap(),
+            protocol: 0,
+            from_port: 0,
+            to_port: 65535,
+        }
+    }
+
+    #[test]
+    fn ranges_become_prefixes() {
+        let r = |a: &str, b: &str| {
+            range(a, b)
+                .prefixes()
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(r("10.1.0.0", "10.1.0.255"), ["10.1.0.0/24"]);
+        assert_eq!(r("0.0.0.0", "255.255.255.255"), ["0.0.0.0/0"]);
+        assert_eq!(r("10.0.0.1", "10.0.0.1"), ["10.0.0.1/32"]);
+        assert_eq!(r("10.0.0.0", "10.0.2.255"), ["10.0.0.0/23", "10.0.2.0/24"]);
+        assert_eq!(r("fd00::", "fd00::ffff:ffff:ffff:ffff"), ["fd00::/64"]);
+        assert_eq!(r("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), ["::/0"]);
+    }
+
+    #[test]
+    fn ranges_compare_as_prefix_lengths() {
+        let len = |a: &str, b: &str| range(a, b).prefix_len();
+        assert_eq!(len("10.1.0.0", "10.1.255.255"), 16);
+        assert_eq!(len("10.1.2.3", "10.1.2.3"), 32);
+        assert_eq!(len("0.0.0.0", "255.255.255.255"), 0);
+        assert_eq!(len("fd00::", "fd00::ffff:ffff:ffff:ffff"), 64);
+        assert_eq!(len("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), 0);
+    }
+
+    #[test]
+    fn range_matching() {
+        let ts = range("10.1.0.0", "10.1.0.255");
+        let a = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(ts.matches(a("10.1.0.7"), 6, Some(80)));
+        assert!(!ts.matches(a("10.1.1.7"), 6, Some(80)));
+        let tcp80 = SelectorRange {
+            protocol: 6,
+            from_port: 80,
+            to_port: 80,
+            ..ts
+        };
+        assert!(tcp80.matches(a("10.1.0.7"), 6, Some(80)));
+        assert!(!tcp80.matches(a("10.1.0.7"), 17, Some(80)));
+        assert!(!tcp80.matches(a("10.1.0.7"), 6, None));
+        let sel = tcp80.selectors();
+        assert_eq!(sel.len(), 1);
+        assert_eq!(
+            (sel[0].protocol, sel[0].ports.clone()),
+            (Some(6), Some(80..=80))
+        );
+        assert_eq!(
+            ts.selectors()[0],
+            TrafficSelector::prefix("10.1.0.0/24".parse().unwrap())
+        );
     }
 
     #[test]

@@ -73,5 +73,8 @@ pub const REKEY_TIMEOUT_JITTER_MAX_MS: u64 = 334;
 pub const HANDSHAKES_PER_SECOND: u32 = 20;
 /// Burst of handshake messages per source address.
 pub const HANDSHAKE_BURST: u32 = 5;
+/// Source addresses the handshake rate limiter tracks at once; beyond that, new sources are
+/// refused until idle ones are forgotten (bounds memory under a spoofed-source flood).
+pub const HANDSHAKE_SOURCES_TRACKED: usize = 65_536;
 /// Datagrams larger than this are not WireGuard (65535 minus IPv6/UDP headers).
 pub const MAX_DATAGRAM: usize = 65535 - 48;

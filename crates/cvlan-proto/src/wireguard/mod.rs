@@ -9,7 +9,9 @@
 //! - [`session`]: transport keypairs (current/previous/next) and the in-place seal/open.
 //! - [`timers`]: the §6 timers as deadlines.
 //! - [`allowed_ips`]: cryptokey routing (§3), a longest-prefix trie per address family.
-//! - [`device`]: everything together, driven by the data plane.
+//! - [`drop_reason`]: why a datagram or packet was dropped.
+//! - [`device`]: everything together, driven by the data plane (peers, send, receive,
+//!   handshake dispatch, timers).
 //!
 //! No sockets, threads or clock reads: time ([`Time`]: a monotonic `now` plus wall-clock time
 //! for TAI64N) and randomness (`&mut impl RngCore + CryptoRng`) are arguments, so two devices
@@ -38,14 +40,15 @@
 //! 4. **Timers**: `update_timers(time, rng, out)` no later than `poll_timeout()`.
 //!
 //! Everything for the wire lands in [`Outbox::datagrams`], events in [`Outbox::events`],
-//! drops decided inside the device in [`Outbox::drops`]; every drop is a [`Drop`] with a
-//! stable label. Nothing unauthenticated is answered, except by a cookie reply under load.
+//! drops decided inside the device in [`Outbox::drops`]; every drop is a [`DropReason`]
+//! (the data plane's counters give each a stable label). Nothing unauthenticated is answered, except by a cookie reply under load.
 
 pub mod allowed_ips;
 pub mod constants;
 pub mod cookie;
 pub mod crypto;
 pub mod device;
+pub mod drop_reason;
 pub mod handshake;
 pub mod messages;
 pub mod session;
@@ -55,5 +58,6 @@ pub mod timers;
 #[cfg(test)]
 mod tests;
 
-pub use device::{Device, Drop, Event, Outbox, PeerConfig, PeerId, PeerStatus, SendPlan, Time};
+pub use device::{Device, Event, Outbox, PeerConfig, PeerId, PeerStatus, SendPlan, Time};
+pub use drop_reason::DropReason;
 pub use session::Keypair;

@@ -3,7 +3,8 @@
 use super::constants::*;
 use super::cookie::CookieState;
 use super::crypto;
-use super::device::{Device, Drop, Event, Outbox, PeerConfig, PeerId, SendPlan, Time};
+use super::device::{Device, Event, Outbox, PeerConfig, PeerId, SendPlan, Time};
+use super::drop_reason::DropReason;
 use super::handshake::{self, Identity, PeerKeys};
 use super::messages::{self, init, resp, Message};
 use rand::{Rng, SeedableRng};
@@ -343,7 +344,7 @@ struct Node {
     addr: SocketAddr,
     peer: PeerId,
     delivered: Vec<Vec<u8>>,
-    drops: Vec<Drop>,
+    drops: Vec<DropReason>,
     events: Vec<Event>,
 }
 
@@ -451,7 +452,7 @@ impl Pair {
         let peer = match ip_dst(pkt).and_then(|d| node.dev.route(d)) {
             Some(p) => p,
             None => {
-                node.drops.push(Drop::NoRoute);
+                node.drops.push(DropReason::NoRoute);
                 return false;
             }
         };
@@ -490,10 +491,10 @@ impl Pair {
                     Err(e) => node.drops.push(e),
                     Ok((peer, kp)) => match kp.open(counter, &mut d[16..]) {
                         Err(e) => node.drops.push(match e {
-                            super::session::OpenError::Replayed => Drop::Replayed,
-                            super::session::OpenError::TooOld => Drop::TooOld,
-                            super::session::OpenError::Decrypt => Drop::DecryptFailed,
-                            super::session::OpenError::Exhausted => Drop::MessageLimit,
+                            super::session::OpenError::Replayed => DropReason::Replayed,
+                            super::session::OpenError::TooOld => DropReason::TooOld,
+                            super::session::OpenError::Decrypt => DropReason::DecryptFailed,
+                            super::session::OpenError::Exhausted => DropReason::MessageLimit,
                         }),
                         Ok(plain) => {
                             let inner = &d[16..16 + plain];
@@ -513,7 +514,7 @@ impl Pair {
                                 if node.dev.allowed_src(peer, src_ip) {
                                     node.delivered.push(inner[..inner_len].to_vec());
                                 } else {
-                                    node.drops.push(Drop::SourceNotAllowed);
+                                    node.drops.push(DropReason::SourceNotAllowed);
                                 }
                             }
                         }
@@ -633,7 +634,7 @@ fn with_preshared_key_and_mismatch() {
     let _ = pb;
     q.send(A, &ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10));
     q.flush();
-    assert!(q.n[A].drops.contains(&Drop::HandshakeDecrypt));
+    assert!(q.n[A].drops.contains(&DropReason::HandshakeDecrypt));
     assert_eq!(q.n[B].delivered.len(), 0);
 }
 
@@ -675,7 +676,7 @@ fn reject_after_180s_without_handshake_and_zero_keys_after_540s() {
     buf.truncate(r.end);
     p.link_up = [true, true];
     p.receive(B, p.n[A].addr, buf);
-    assert!(p.n[B].drops.contains(&Drop::KeypairExpired));
+    assert!(p.n[B].drops.contains(&DropReason::KeypairExpired));
     p.link_up = [true, false];
     p.advance(Duration::from_secs(540));
     assert!(p.n[A]
@@ -722,7 +723,7 @@ fn retransmits_every_5s_and_gives_up_after_90s() {
         0,
         "queue dropped when giving up"
     );
-    assert!(p.n[A].drops.contains(&Drop::HandshakeTimeout));
+    assert!(p.n[A].drops.contains(&DropReason::HandshakeTimeout));
     let sent = count(&p);
     p.advance(Duration::from_secs(30));
     assert_eq!(count(&p), sent, "no more attempts after giving up");
@@ -765,13 +766,13 @@ fn replay_and_reordering_within_the_window() {
         "reordered packets within the window are accepted"
     );
     p.receive(B, src, msgs[7].clone());
-    assert!(p.n[B].drops.contains(&Drop::Replayed));
+    assert!(p.n[B].drops.contains(&DropReason::Replayed));
     let mut forged = msgs[8].clone();
     let last = forged.len() - 1;
     forged[last] ^= 1;
     p.receive(B, src, forged);
     assert!(
-        p.n[B].drops.contains(&Drop::Replayed),
+        p.n[B].drops.contains(&DropReason::Replayed),
         "a replay is caught before decryption"
     );
     // A counter far behind the window.
@@ -785,7 +786,7 @@ fn replay_and_reordering_within_the_window() {
     let r = kp.seal(60, &mut buf, 16, pkt.len()).unwrap();
     buf.truncate(r.end);
     p.receive(B, src, buf);
-    assert!(p.n[B].drops.contains(&Drop::TooOld));
+    assert!(p.n[B].drops.contains(&DropReason::TooOld));
 }
 
 #[test]
@@ -795,7 +796,7 @@ fn cookie_reply_under_load_then_mac2_accepted() {
     p.send(A, &ipv4([10, 0, 0, 1], [10, 0, 0, 2], 10));
     p.flush();
     assert!(
-        p.n[B].drops.contains(&Drop::CookieRequired),
+        p.n[B].drops.contains(&DropReason::CookieRequired),
         "no MAC2: answered with a cookie reply only"
     );
     assert_eq!(p.handshakes(B), 0);
@@ -809,8 +810,8 @@ fn cookie_reply_under_load_then_mac2_accepted() {
     let addr = p.n[B].addr;
     p.receive(A, addr, bogus);
     assert!(
-        p.n[A].drops.contains(&Drop::UnknownReceiver)
-            || p.n[A].drops.contains(&Drop::BadCookieReply)
+        p.n[A].drops.contains(&DropReason::UnknownReceiver)
+            || p.n[A].drops.contains(&DropReason::BadCookieReply)
     );
 }
 
@@ -879,7 +880,7 @@ fn source_outside_allowed_ips_is_dropped() {
         .add_allowed_ip(pa, "10.9.0.0/16".parse().unwrap());
     p.send(A, &ipv4([10, 0, 0, 7], [10, 9, 9, 9], 10));
     p.flush();
-    assert!(p.n[B].drops.contains(&Drop::SourceNotAllowed));
+    assert!(p.n[B].drops.contains(&DropReason::SourceNotAllowed));
 }
 
 #[test]
@@ -892,7 +893,7 @@ fn stale_and_replayed_initiations_are_refused() {
     p.wire.clear();
     p.mono += Duration::from_secs(1);
     p.receive(B, src, init);
-    assert!(p.n[B].drops.contains(&Drop::StaleInitiation));
+    assert!(p.n[B].drops.contains(&DropReason::StaleInitiation));
 }
 
 #[test]
@@ -1012,7 +1013,7 @@ fn responder_completes_on_first_data_and_pending_index_carries_no_data() {
     let sender = messages::le32(&init[init::SENDER..]);
     assert_eq!(
         p.n[A].dev.lookup_receiver(sender, p.t()).err(),
-        Some(Drop::DataBeforeHandshake)
+        Some(DropReason::DataBeforeHandshake)
     );
     p.receive(B, src, init);
     let peer_b = p.n[B].peer;

@@ -556,7 +556,7 @@ fn algorithm_mapping_from_ikev2() {
         None,
         false,
     );
-    p.enc_key = SecretBytes::new(&[0; 16]);
+    p.enc_key = SecretKey::from_slice(&[0; 16]);
     assert_eq!(
         InboundSa::new(&p, NOW).err(),
         Some(SaError::BadKeyLength {
@@ -574,6 +574,4 @@ fn algorithm_mapping_from_ikev2() {
         OutboundSa::new(&p, NOW).err(),
         Some(SaError::MissingIntegrity)
     );
-    let codes: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.code()).collect();
-    assert_eq!(codes.len(), DropReason::ALL.len());
 }

@@ -1,0 +1,374 @@
+//! What charon asks of the kernel, through the plugin link (`kernel_ipsec_t`): SPIs, SAs and
+//! policies installed, updated, queried, deleted and flushed. Each change rebuilds the tables
+//! (`commit`); the workers see it at their next batch.
+//!
+//! A new charon (or a resync) starts by flushing. SAs and policies it never installed are not
+//! dropped at once: they keep forwarding as orphans until the new charon has negotiated their
+//! replacements, at most `ORPHAN_GRACE`, so a charon restart costs no traffic.
+
+use super::tables::{InboundEntry, OutPolicy, OutboundEntry};
+use super::{IpsecEngine, MIN_SPI, PROTO_ESP};
+use crate::charon::protocol::{
+    self as proto, AddSa, Mode, Policy, PolicyDir, SaId, SaStats, Status,
+    TrafficSelector as WireTs, UpdateSa,
+};
+use crate::clock;
+use cvlan_proto::esp::{
+    self, EncryptionAlgorithm, InboundSa, IntegrityAlgorithm, LifetimeConfig, Limits, OutboundSa,
+    SaParams, SelectorRange, TrafficSelector, TunnelEndpoints, UdpEncap,
+};
+use rand_core::{OsRng, RngCore};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A selector as charon sends it.
+pub(super) fn range(ts: &WireTs) -> SelectorRange {
+    SelectorRange {
+        from: ts.from,
+        to: ts.to,
+        protocol: ts.protocol,
+        from_port: ts.from_port,
+        to_port: ts.to_port,
+    }
+}
+
+fn selectors(list: &[WireTs]) -> Vec<TrafficSelector> {
+    list.iter().flat_map(|ts| range(ts).selectors()).collect()
+}
+
+impl IpsecEngine {
+    pub(super) fn get_spi(&self) -> u32 {
+        let t = self.snapshot();
+        let mut reserved = self.reserved_spis.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let spi = OsRng.next_u32();
+            if spi >= MIN_SPI && !t.inbound.contains_key(&spi) && reserved.insert(spi) {
+                return spi;
+            }
+        }
+    }
+
+    pub(super) fn add_sa(&self, sa: AddSa) -> Result<(), Status> {
+        if sa.mode != Mode::Tunnel || sa.id.proto != PROTO_ESP || sa.ipcomp != 0 {
+            return Err(Status::NotSupported);
+        }
+        let enc = EncryptionAlgorithm::from_ikev2(sa.enc_alg, sa.enc_key.expose().len())
+            .ok_or(Status::NotSupported)?;
+        let integ = if enc.is_aead() {
+            None
+        } else {
+            let a = IntegrityAlgorithm::from_ikev2(sa.int_alg).ok_or(Status::NotSupported)?;
+            Some((a, sa.int_key.expose()))
+        };
+        let inbound = sa.flags.inbound;
+        let (local, remote) = if inbound {
+            (sa.id.dst, sa.id.src)
+        } else {
+            (sa.id.src, sa.id.dst)
+        };
+        let tunnel = TunnelEndpoints {
+            local: local.ip(),
+            remote: remote.ip(),
+            udp: sa.flags.encap.then_some(UdpEncap {
+                local_port: local.port(),
+                remote_port: remote.port(),
+            }),
+        };
+        let dir = if inbound {
+            esp::Direction::Inbound
+        } else {
+            esp::Direction::Outbound
+        };
+        let mut params = SaParams::new(sa.id.spi, dir, enc, sa.enc_key.expose(), integ, tunnel);
+        params.esn = sa.flags.esn;
+        if sa.replay_window > 0 {
+            params.replay_window = sa.replay_window.max(esp::sa::DEFAULT_REPLAY_WINDOW);
+        }
+        params.lifetime = LifetimeConfig {
+            soft: limits(&sa.lifetime, true),
+            hard: limits(&sa.lifetime, false),
+        };
+        // charon passes selectors as the packets of this SA see them: sources in src_ts,
+        // destinations in dst_ts (so for an inbound SA src_ts is the peer's side).
+        let (local_ts, remote_ts) = if inbound {
+            (selectors(&sa.dst_ts), selectors(&sa.src_ts))
+        } else {
+            (selectors(&sa.src_ts), selectors(&sa.dst_ts))
+        };
+        params.local_ts = local_ts;
+        params.remote_ts = remote_ts;
+        let now = clock::now();
+        let name = format!(
+            "{enc:?}{}",
+            integ.map(|(a, _)| format!("+{a:?}")).unwrap_or_default()
+        );
+        self.algos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(sa.id.spi, (name, sa.flags.esn));
+        if inbound {
+            let esa = InboundSa::new(&params, now).map_err(|_| Status::Invalid)?;
+            self.reserved_spis
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&sa.id.spi);
+            let entry = Arc::new(InboundEntry { sa: esa, id: sa.id });
+            self.commit(|t| {
+                t.orphan_spis.remove(&sa.id.spi);
+                t.inbound.insert(sa.id.spi, entry);
+            });
+        } else {
+            let esa = Arc::new(OutboundSa::new(&params, now).map_err(|_| Status::Invalid)?);
+            let entry = Arc::new(OutboundEntry {
+                sa: esa,
+                id: sa.id,
+                peer: sa.id.dst,
+                encap: sa.flags.encap,
+                reqid: sa.reqid,
+                installed: self.install_seq.fetch_add(1, Relaxed),
+            });
+            self.commit(|t| {
+                if t.orphan_spis.remove(&sa.id.spi) {
+                    for list in t.by_reqid.values_mut() {
+                        list.retain(|e| e.sa.spi() != sa.id.spi);
+                    }
+                }
+                t.outbound.insert(sa.id.spi, entry.clone());
+                let list = t.by_reqid.entry(sa.reqid).or_default();
+                list.push(entry);
+                list.sort_by_key(|e| e.installed);
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn update_sa(&self, u: &UpdateSa) -> Result<(), Status> {
+        self.commit(|t| {
+            let Some(old) = t.outbound.get(&u.id.spi).cloned() else {
+                // Inbound SAs are found by SPI; their addresses do not matter to the data plane.
+                return if t.inbound.contains_key(&u.id.spi) {
+                    Ok(())
+                } else {
+                    Err(Status::NotFound)
+                };
+            };
+            let new = Arc::new(OutboundEntry {
+                sa: old.sa.clone(),
+                id: SaId {
+                    src: u.new_src,
+                    dst: u.new_dst,
+                    ..old.id
+                },
+                peer: u.new_dst,
+                encap: u.new_encap,
+                reqid: old.reqid,
+                installed: old.installed,
+            });
+            t.outbound.insert(u.id.spi, new.clone());
+            if let Some(list) = t.by_reqid.get_mut(&old.reqid) {
+                for e in list.iter_mut() {
+                    if e.sa.spi() == u.id.spi {
+                        *e = new.clone();
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    pub(super) fn query_sa(&self, id: &SaId) -> Result<SaStats, Status> {
+        let t = self.snapshot();
+        let c = if let Some(e) = t.inbound.get(&id.spi) {
+            e.sa.counters()
+        } else if let Some(e) = t.outbound.get(&id.spi) {
+            e.sa.counters()
+        } else {
+            return Err(Status::NotFound);
+        };
+        let now = clock::now();
+        Ok(SaStats {
+            bytes: c.bytes,
+            packets: c.packets,
+            idle_secs: c
+                .last_use
+                .map(|u| u32::try_from(now.saturating_sub(u).as_secs()).unwrap_or(u32::MAX)),
+        })
+    }
+
+    pub(super) fn del_sa(&self, id: &SaId) -> Result<(), Status> {
+        self.algos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id.spi);
+        self.reserved_spis
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id.spi);
+        self.commit(|t| {
+            t.orphan_spis.remove(&id.spi);
+            let found = t.inbound.remove(&id.spi).is_some() | t.outbound.remove(&id.spi).is_some();
+            for list in t.by_reqid.values_mut() {
+                list.retain(|e| e.sa.spi() != id.spi);
+            }
+            t.by_reqid.retain(|_, l| !l.is_empty());
+            if found {
+                Ok(())
+            } else {
+                Err(Status::NotFound)
+            }
+        })
+    }
+
+    pub(super) fn add_policy(&self, p: Policy) -> Result<(), Status> {
+        self.commit(|t| {
+            if p.id.dir != PolicyDir::Out {
+                match t.other_policies.iter_mut().find(|(id, _)| *id == p.id) {
+                    Some((_, n)) => *n += 1,
+                    None => t.other_policies.push((p.id.clone(), 1)),
+                }
+                return Ok(());
+            }
+            // A previous charon's installations do not count for the new one.
+            let mut installs = t
+                .out_policies
+                .iter()
+                .find(|x| x.id == p.id && !x.orphan)
+                .map(|x| x.installs.clone())
+                .unwrap_or_default();
+            installs.push(p.sa.reqid);
+            t.out_policies.retain(|x| x.id != p.id);
+            let (src, dst) = (range(&p.id.src_ts), range(&p.id.dst_ts));
+            let rank = src.size().saturating_add(dst.size());
+            t.out_policies.push(Arc::new(OutPolicy {
+                src,
+                dst,
+                reqid: p.sa.reqid,
+                installs,
+                if_id: p.id.if_id,
+                rank: if p.manual_prio != 0 {
+                    u128::from(p.manual_prio)
+                } else {
+                    rank
+                },
+                id: p.id.clone(),
+                orphan: false,
+            }));
+            t.out_policies.sort_by_key(|x| x.rank);
+            Ok(())
+        })
+    }
+
+    /// Removes one installation; the policy stays while others use it.
+    pub(super) fn del_policy(&self, p: &Policy) -> Result<(), Status> {
+        self.commit(|t| {
+            if p.id.dir != PolicyDir::Out {
+                let i = t
+                    .other_policies
+                    .iter()
+                    .position(|(id, _)| *id == p.id)
+                    .ok_or(Status::NotFound)?;
+                t.other_policies[i].1 -= 1;
+                if t.other_policies[i].1 == 0 {
+                    t.other_policies.remove(i);
+                }
+                return Ok(());
+            }
+            let i = t
+                .out_policies
+                .iter()
+                .position(|x| x.id == p.id)
+                .ok_or(Status::NotFound)?;
+            let old = t.out_policies[i].clone();
+            let mut installs = old.installs.clone();
+            // The installation of this CHILD_SA's reqid; the newest if none matches.
+            let k = installs
+                .iter()
+                .rposition(|r| *r == p.sa.reqid)
+                .unwrap_or(installs.len() - 1);
+            installs.remove(k);
+            match installs.last() {
+                None => {
+                    t.out_policies.remove(i);
+                }
+                Some(&reqid) => {
+                    t.out_policies[i] = Arc::new(OutPolicy {
+                        reqid,
+                        installs,
+                        ..(*old).clone()
+                    });
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Every SA becomes an orphan (see the module doc).
+    pub(super) fn flush_sas(&self) -> Result<(), Status> {
+        let now = clock::now();
+        self.commit(|t| {
+            t.orphan_spis
+                .extend(t.inbound.keys().chain(t.outbound.keys()).copied());
+            if !t.orphan_spis.is_empty() {
+                t.orphaned_at = Some(now);
+            }
+        });
+        self.reserved_spis
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
+    }
+
+    /// Outbound policies stay as orphans with their SAs; a policy the new charon installs again
+    /// replaces its orphan.
+    pub(super) fn flush_policies(&self) -> Result<(), Status> {
+        self.commit(|t| {
+            for p in t.out_policies.iter_mut() {
+                if !p.orphan {
+                    *p = Arc::new(OutPolicy {
+                        orphan: true,
+                        ..(**p).clone()
+                    });
+                }
+            }
+            t.other_policies.clear();
+        });
+        Ok(())
+    }
+
+    /// Removes what a previous charon installed and the current one did not replace.
+    pub(super) fn drop_orphans(&self) {
+        let mut removed: Vec<(u32, u32)> = Vec::new();
+        self.commit(|t| {
+            let spis = std::mem::take(&mut t.orphan_spis);
+            for spi in &spis {
+                if let Some(e) = t.inbound.remove(spi) {
+                    removed.push((e.id.if_id, *spi));
+                }
+                if let Some(e) = t.outbound.remove(spi) {
+                    removed.push((e.id.if_id, *spi));
+                }
+            }
+            for list in t.by_reqid.values_mut() {
+                list.retain(|e| !spis.contains(&e.sa.spi()));
+            }
+            t.by_reqid.retain(|_, l| !l.is_empty());
+            t.out_policies.retain(|p| !p.orphan);
+            t.orphaned_at = None;
+        });
+        crate::orphans::report_removed(self.events.get(), removed, super::ORPHAN_GRACE);
+    }
+}
+
+fn limits(l: &proto::Lifetime, soft: bool) -> Limits {
+    let pick = |x: &proto::Limits| {
+        let v = if soft { x.rekey } else { x.life };
+        (v != 0).then_some(v)
+    };
+    Limits {
+        bytes: pick(&l.bytes),
+        packets: pick(&l.packets),
+        time: pick(&l.time).map(Duration::from_secs),
+    }
+}

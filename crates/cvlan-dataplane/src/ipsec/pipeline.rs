@@ -1,0 +1,180 @@
+//! IPsec on the workers: an IPsec device's `Transport`.
+//!
+//! Outbound pipeline (`encapsulate`: packets from the TUN queue, or handed off by another
+//! device):
+//! 1. `select_policy` — the most specific outbound policy whose traffic selectors cover the
+//!    packet, among its tenant's tunnels.
+//! 2. `select_sa`     — the newest outbound SA of that policy's reqid.
+//! 3. `seal`          — ESP in place, then sent on the NAT-T socket to the SA's peer (or the raw
+//!    ESP socket for an SA without UDP encapsulation).
+//!
+//! Inbound pipeline (`decapsulate`: datagrams on 4500, 500 and the raw ESP socket):
+//! 1. `classify`      — RFC 3948: NAT-keepalive (ignored), IKE (to charon, `super::ike`), or ESP.
+//! 2. `lookup`        — the inbound SA of the SPI.
+//! 3. `open`          — replay check, ICV, decrypt, padding, traffic selectors (cvlan-proto).
+//! 4. `tag`           — the packet carries its tunnel's tenant; delivered `ToTun` (the handoff
+//!    stage may route it to another device first).
+//!
+//! Each batch reads one snapshot of the tables (`super::tables`); time is the worker's `now`.
+
+use super::tables::Table;
+use super::{IpsecEngine, SOCK_IKE, SOCK_NATT, SOCK_RAW};
+use crate::counters::DropReason;
+use crate::transport::{Ctx, Packet, Senders, Transport, Verdict};
+use cvlan_proto::esp::{self, udp_encap};
+use cvlan_proto::ip;
+use rand_core::OsRng;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An IPsec device: TUN ⇄ ESP (site to site, a host's own tunnel, or tenants' tunnels whose
+/// packets the handoff stage routes).
+pub struct IpsecTransport {
+    pub engine: Arc<IpsecEngine>,
+}
+
+impl Transport for IpsecTransport {
+    fn name(&self) -> &'static str {
+        "ipsec"
+    }
+
+    fn attach(&self, senders: Senders) {
+        let _ = self.engine.senders.set(senders);
+    }
+
+    fn encapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
+        let t = self.engine.snapshot();
+        for p in pkts {
+            if let Err(r) = self.engine.protect(&t, p, ctx.now) {
+                p.verdict = Verdict::Drop;
+                self.engine.counters.drop(r);
+            }
+        }
+    }
+
+    /// Claims the inner packets an outbound policy covers (a tunnel's traffic selectors).
+    fn claims(&self, pkts: &mut [Packet]) {
+        let t = self.engine.snapshot();
+        let tenants = self.engine.tenants.load();
+        for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
+            if let Ok(info) = ip::parse(p.data()) {
+                let policy = t.select_policy(&tenants, p.data(), &info, p.tag);
+                p.claimed = policy.is_some();
+                p.claim_len = policy.map_or(0, |x| x.dst.prefix_len());
+            }
+        }
+    }
+
+    fn decapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
+        let t = self.engine.snapshot();
+        for p in pkts {
+            if let Err(r) = self.engine.receive(&t, p, ctx.now) {
+                p.verdict = Verdict::Drop;
+                self.engine.counters.drop(r);
+            }
+        }
+    }
+
+    fn tick(&self, ctx: &mut Ctx<'_>) {
+        // One worker is enough to poll time lifetimes.
+        if ctx.worker == 0 {
+            self.engine.poll_lifetimes(ctx.now);
+        }
+    }
+
+    fn tick_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl IpsecEngine {
+    /// Outbound stages 1–3 for one IP packet; sets `Send` to the peer, or the reason to drop.
+    fn protect(&self, t: &Table, pkt: &mut Packet, now: Duration) -> Result<(), DropReason> {
+        let info = ip::parse(pkt.data()).map_err(|_| DropReason::IpsecMalformedIp)?;
+        // 1. select_policy
+        let policy = t
+            .select_policy(&self.tenants.load(), pkt.data(), &info, pkt.tag)
+            .ok_or(DropReason::IpsecNoPolicy)?;
+        // 2. select_sa
+        let entry = t.select_sa(policy).ok_or(DropReason::IpsecNoSa)?;
+        // ESP without UDP goes out on the raw socket; charon negotiates it only when the plugin
+        // did not announce KERNEL_REQUIRE_UDP_ENCAPSULATION, i.e. when the device has one.
+        let (sock, addr) = if entry.encap {
+            (SOCK_NATT, entry.peer)
+        } else if self.raw_esp() {
+            (SOCK_RAW, SocketAddr::new(entry.peer.ip(), 0))
+        } else {
+            return Err(DropReason::IpsecRawEspUnsupported);
+        };
+        // 3. seal: the proto crate seals at `inner` inside the whole buffer, growing into
+        // head/tailroom.
+        let inner = pkt.start..pkt.start + info.len;
+        let sealed = entry
+            .sa
+            .seal(pkt.raw_mut(), inner, now, &mut OsRng)
+            .map_err(DropReason::from)?;
+        if let Some(ev) = sealed.event {
+            self.report(entry.sa.spi(), entry.id.dst, ev);
+        }
+        pkt.start = sealed.esp.start;
+        pkt.len = sealed.esp.len();
+        pkt.addr = addr;
+        pkt.sock = sock;
+        pkt.verdict = Verdict::Send;
+        Ok(())
+    }
+
+    /// Inbound stages 1–4 for one datagram on one of the device's sockets.
+    fn receive(&self, t: &Table, pkt: &mut Packet, now: Duration) -> Result<(), DropReason> {
+        // 1. classify
+        if pkt.sock == SOCK_IKE {
+            return self.to_charon(pkt);
+        }
+        let classified = if pkt.sock == SOCK_RAW {
+            // An IPv4 raw socket delivers the IP header too (IPv6 ones do not).
+            if pkt.addr.is_ipv4() {
+                let ihl = usize::from(pkt.data().first().copied().unwrap_or(0) & 0x0f) * 4;
+                if ihl < 20 || !pkt.pull_front(ihl) {
+                    return Err(esp::DropReason::Truncated.into());
+                }
+            }
+            udp_encap::classify_raw(pkt.data())
+        } else {
+            udp_encap::classify(pkt.data())
+        };
+        let (spi, esp_len) = match classified {
+            Ok(udp_encap::Datagram::Keepalive) => {
+                self.counters.nat_keepalives.fetch_add(1, Relaxed);
+                pkt.verdict = Verdict::Drop;
+                return Ok(());
+            }
+            Ok(udp_encap::Datagram::Ike(_)) => return self.to_charon(pkt),
+            Ok(udp_encap::Datagram::Esp { spi, packet }) => (spi, packet.len()),
+            Err(r) => return Err(r.into()),
+        };
+        // 2. lookup
+        let entry = t.inbound.get(&spi).ok_or(DropReason::EspUnknownSpi)?;
+        // 3. open
+        let start = pkt.start;
+        let opened = entry
+            .sa
+            .open(&mut pkt.data_mut()[..esp_len], now)
+            .map_err(DropReason::from)?;
+        if let Some(ev) = opened.event {
+            self.report(spi, entry.id.dst, ev);
+        }
+        pkt.start = start + opened.inner.start;
+        pkt.len = opened.inner.len();
+        // 4. tag
+        pkt.tag = self
+            .tenants
+            .load()
+            .get(&entry.id.if_id)
+            .copied()
+            .unwrap_or(0);
+        pkt.verdict = Verdict::ToTun;
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! The outbound pipeline (packets from the TUN queue, or handed off by another device):
+//! 1. `route`   — cryptokey routing (allowed-IPs trie) and counter reservation, under the lock,
+//!    for the whole batch;
+//! 2. `seal`    — ChaCha20-Poly1305 in place, outside the lock;
+//! 3. send to each peer's endpoint (the device queues packets of peers without a session and
+//!    starts their handshakes; those messages leave as extra datagrams).
+//!
+//! And cryptokey routing as the handoff stage asks for it (`claims`).
+
+use super::{time_at, WireGuard};
+use crate::counters::DropReason;
+use crate::transport::{Ctx, Packet, Verdict};
+use cvlan_proto::ip;
+use cvlan_proto::wireguard::constants::{TAG_LEN, TRANSPORT_HEADER_LEN};
+use cvlan_proto::wireguard::{Keypair, Outbox, PeerId, SendPlan};
+use rand_core::OsRng;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+struct Planned {
+    idx: usize,
+    peer: PeerId,
+    keypair: Arc<Keypair>,
+    counter: u64,
+    endpoint: SocketAddr,
+}
+
+pub(super) fn encapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
+    let t = time_at(ctx.now);
+    let mut out = Outbox::default();
+    let mut plans = Vec::with_capacity(pkts.len());
+    {
+        let mut dev = wg.lock();
+        for (idx, p) in pkts.iter_mut().enumerate() {
+            p.verdict = Verdict::Drop;
+            let Ok(info) = ip::parse(p.data()) else {
+                p.drop_with(ctx.counters, DropReason::MalformedIp);
+                continue;
+            };
+            let Some(peer) = dev.route(info.dst) else {
+                p.drop_with(ctx.counters, DropReason::NoRoute);
+                continue;
+            };
+            // Bytes after the IP length (none from TUN) would be encrypted for nothing.
+            p.len = info.len;
+            match dev.prepare_send(peer, p.data(), t, &mut OsRng, &mut out) {
+                SendPlan::Encrypt {
+                    keypair,
+                    counter,
+                    endpoint,
+                } => plans.push(Planned {
+                    idx,
+                    peer,
+                    keypair,
+                    counter,
+                    endpoint,
+                }),
+                SendPlan::Queued => {}
+                SendPlan::Drop(d) => wg.counters.drop(d),
+            }
+        }
+    }
+    let mut tx: HashMap<PeerId, usize> = HashMap::new();
+    for pl in plans {
+        let p = &mut pkts[pl.idx];
+        let (start, len) = (p.start, p.len);
+        if p.raw_mut().len() < start + len + 16 + TAG_LEN || start < TRANSPORT_HEADER_LEN {
+            p.drop_with(ctx.counters, DropReason::Oversized);
+            continue;
+        }
+        match pl.keypair.seal(pl.counter, p.raw_mut(), start, len) {
+            Some(r) => {
+                p.start = r.start;
+                p.len = r.len();
+                p.addr = pl.endpoint;
+                p.sock = 0;
+                p.verdict = Verdict::Send;
+                *tx.entry(pl.peer).or_default() += r.len();
+            }
+            None => p.drop_with(ctx.counters, DropReason::Oversized),
+        }
+    }
+    if !tx.is_empty() {
+        let mut dev = wg.lock();
+        for (peer, bytes) in tx {
+            dev.count_tx(peer, bytes);
+        }
+    }
+    wg.finish(out, Some(ctx.extra));
+}
+
+/// Claims the inner packets whose destination a peer's allowed IPs cover (cryptokey
+/// routing), one lock for the batch.
+pub(super) fn claims(wg: &WireGuard, pkts: &mut [Packet]) {
+    let dev = wg.lock();
+    for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
+        if let Ok(info) = ip::parse(p.data()) {
+            let len = dev.route_prefix_len(info.dst);
+            p.claimed = len.is_some();
+            p.claim_len = len.unwrap_or(0);
+        }
+    }
+}
