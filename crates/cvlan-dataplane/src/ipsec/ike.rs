@@ -1,6 +1,7 @@
 //! The IKE relay: UDP 500 and 4500 belong to the data plane (so ESP-in-UDP never detours through
 //! charon); IKE datagrams that arrive on them go to charon over the plugin link, and charon's
-//! go out from the same sockets.
+//! go out from the same sockets. Before an inbound datagram is queued for charon it passes the
+//! gate (`crate::ike_gate`: IKE messages only, new IKE_SAs bounded per source).
 
 use super::{IpsecEngine, SOCK_IKE, SOCK_NATT};
 use crate::charon::protocol::IkePacket;
@@ -10,10 +11,12 @@ use crate::ike_gate::Refused;
 use crate::transport::{Packet, Verdict};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 impl IpsecEngine {
-    /// Inbound: an IKE datagram (on 500, or on 4500 after the non-ESP marker) to charon.
-    pub(super) fn to_charon(&self, pkt: &mut Packet) -> Result<(), DropReason> {
+    /// Inbound: an IKE datagram (on 500, or on 4500 after the non-ESP marker) to charon; `now`
+    /// is the worker's time.
+    pub(super) fn to_charon(&self, pkt: &mut Packet, now: Duration) -> Result<(), DropReason> {
         pkt.verdict = Verdict::Drop;
         let Some(c) = self.charon.get() else {
             return Err(DropReason::IkeRelayFailed);
@@ -26,7 +29,7 @@ impl IpsecEngine {
             .unwrap_or(port);
         let marker = if pkt.sock == SOCK_IKE { 0 } else { 4 };
         self.ike_gate
-            .admit(pkt.addr.ip(), &pkt.data()[marker..], crate::clock::now())
+            .admit(pkt.addr.ip(), &pkt.data()[marker..], now)
             .map_err(|r| match r {
                 Refused::Malformed => DropReason::IkeMalformed,
                 Refused::RateLimited => DropReason::IkeRateLimited,

@@ -7,7 +7,7 @@
 //! - `install`:  what charon installs, updates, deletes and flushes (SPIs, SAs, policies,
 //!   orphans of a previous charon).
 //! - `lifetime`: time limits and the expire messages to charon.
-//! - `ike`:      the IKE relay between the device's sockets and charon.
+//! - `ike`:      the IKE relay between the device's sockets and charon (through `crate::ike_gate`).
 //! - `backend`:  the plugin link's entry points (`SaBackend`).
 //! - `counters`: the engine's counters (drops by codes of the data plane's one table).
 //!
@@ -231,6 +231,7 @@ mod tests {
             "an orphan nobody replaced is gone after its grace"
         );
     }
+
     fn esp_sa(spi: u32, if_id: u32, inbound: bool) -> crate::charon::protocol::AddSa {
         use crate::charon::protocol::{AddSa, SaFlags, SaId, SecretKey};
         AddSa {

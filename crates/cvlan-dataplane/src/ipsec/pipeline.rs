@@ -130,7 +130,7 @@ impl IpsecEngine {
     fn receive(&self, t: &Table, pkt: &mut Packet, now: Duration) -> Result<(), DropReason> {
         // 1. classify
         if pkt.sock == SOCK_IKE {
-            return self.to_charon(pkt);
+            return self.to_charon(pkt, now);
         }
         let classified = if pkt.sock == SOCK_RAW {
             // An IPv4 raw socket delivers the IP header too (IPv6 ones do not).
@@ -150,7 +150,7 @@ impl IpsecEngine {
                 pkt.verdict = Verdict::Drop;
                 return Ok(());
             }
-            Ok(udp_encap::Datagram::Ike(_)) => return self.to_charon(pkt),
+            Ok(udp_encap::Datagram::Ike(_)) => return self.to_charon(pkt, now),
             Ok(udp_encap::Datagram::Esp { spi, packet }) => (spi, packet.len()),
             Err(r) => return Err(r.into()),
         };
