@@ -84,7 +84,7 @@ build_c() {
 build_js() {
   echo "[fuzz] preparing the TypeScript targets (tsc, jsfuzz)"
   if [ ! -f fuzz/js/node_modules/.stamp ] || ! cmp -s fuzz/js/package-lock.json fuzz/js/node_modules/.stamp; then
-    npm ci --prefix fuzz/js --no-audit --no-fund --loglevel=error || return 1
+    npm ci --prefix fuzz/js --no-audit --no-fund --loglevel=error >/dev/null || return 1
     cp fuzz/js/package-lock.json fuzz/js/node_modules/.stamp
   fi
   npx tsc -p tsconfig.json
@@ -135,7 +135,7 @@ run_js() {
   local start=$SECONDS
   # jsfuzz runs until it finds a crash; the time limit ends it otherwise (exit 124). Its
   # first test case also loads and instruments the modules, hence the generous hang limit.
-  (cd fuzz/js && timeout --signal=INT --kill-after=10 "$seconds" \
+  (cd fuzz/js && timeout --kill-after=10 "$seconds" \
     node node_modules/jsfuzz/build/src/index.js "targets/$t.js" "$out/corpus" \
     --exact-artifact-path="$out/crash" --rss-limit-mb=2048 --timeout=60) >"$out/jsfuzz.log" 2>&1
   local elapsed=$((SECONDS - start))
