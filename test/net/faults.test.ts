@@ -1,8 +1,10 @@
 // Faults an operator meets, each under traffic: our charon stopped (SIGSTOP) while the peer floods
-// IKE, the TUN device deleted, the runtime directory removed before SIGTERM. Each ends with
-// traffic flowing again, or with a clear error and a health check that says not ready.
+// IKE, the runtime directory removed before SIGTERM, the TUN device deleted, the admin socket
+// flooded, the state directory full. Each ends with traffic flowing again, or with a clear error and a health check that
+// says not ready.
 import t from 'tap';
-import { readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { adminGet } from '../../src/api/client.js';
@@ -11,7 +13,7 @@ import { twoHosts } from '../harness/topology.js';
 import { site, waitUp, OURS, LEGACY } from '../harness/ipsec-site.js';
 import { cvlanTestbedMissing } from '../harness/cvlan.js';
 import { missingPrerequisites, tools } from '../harness/tools.js';
-import { run } from '../harness/exec.js';
+import { run, runSync } from '../harness/exec.js';
 import { ping, waitForPing } from '../harness/ping.js';
 
 const skip = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'swanctl', 'iperf3', 'nft');
@@ -162,5 +164,53 @@ t.test('TUN device deleted under traffic: no spinning worker, logged, not ready'
   const after = await adminGet({ kind: 'unix', socketPath: s.ours.admin }, '/readyz');
   t.equal(after.status, 503, '/readyz answers 503');
   t.match(after.body, new RegExp(`TUN ${tun} lost`), 'and says why');
+  await closeLab(t, lab);
+});
+
+t.test('admin socket flooded: traffic goes on, the API answers again', { skip }, async (t) => {
+  const lab = useLab(t, { label: 'fadm' });
+  const h = await twoHosts(lab);
+  const s = await site(lab, { esp: 'aes256gcm16', weInitiate: false, ours: [h.a, h.addrA], legacy: [h.b, h.addrB] });
+  await waitUp(s);
+  await waitForPing(h.a, LEGACY.lan, 15_000, OURS.lan);
+  // 400 idle connections that never send a request, and 2000 requests in flight at once.
+  const idle: Socket[] = [];
+  for (let i = 0; i < 400; i++) idle.push(connect(s.ours.admin).on('error', () => undefined));
+  const burst = Array.from({ length: 2000 }, () => adminGet({ kind: 'unix', socketPath: s.ours.admin }, '/v1/stats', 20_000).then((r) => r.status, () => 0));
+  const during = await ping(h.b, OURS.lan, { count: 40, intervalMs: 50, source: LEGACY.lan });
+  const statuses = await Promise.all(burst);
+  for (const c of idle) c.destroy();
+  t.equal(during.received, 40, 'no ping lost while the admin API is flooded');
+  t.ok(statuses.filter((x) => x === 200).length > 1000, `${statuses.filter((x) => x === 200).length}/2000 flood requests answered`);
+  const ready = await adminGet({ kind: 'unix', socketPath: s.ours.admin }, '/readyz');
+  t.equal(ready.status, 200, 'the API answers and is ready after the flood');
+  await closeLab(t, lab);
+});
+
+t.test('state directory full: a reload fails with ENOSPC named, the running state stays, traffic goes on', { skip }, async (t) => {
+  const lab = useLab(t, { label: 'fstate' });
+  const h = await twoHosts(lab);
+  const s = await site(lab, { esp: 'aes256gcm16', weInitiate: false, ours: [h.a, h.addrA], legacy: [h.b, h.addrB] });
+  await waitUp(s);
+  await waitForPing(h.a, LEGACY.lan, 15_000, OURS.lan);
+  // A 64 KiB tmpfs over the state directory, in the daemon's own mount namespace, filled up.
+  const stateDir = `${dirname(s.ours.admin)}/state`;
+  const inDaemon = ['-t', String(s.ours.process.pid), '-m'];
+  await run('nsenter', [...inDaemon, 'mount', '-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'cvlan-full', stateDir]);
+  lab.onTeardown(
+    `umount ${stateDir}`,
+    () => void runSync('nsenter', [...inDaemon, 'umount', '-l', stateDir]),
+    async () => void (await run('nsenter', [...inDaemon, 'umount', '-l', stateDir]).catch(() => undefined)),
+  );
+  await run('nsenter', [...inDaemon, 'dd', 'if=/dev/zero', `of=${stateDir}/filler`, 'bs=4k']).catch(() => undefined);
+  s.ours.process.signal('SIGHUP');
+  // The reload cannot write its files: refused (or applied but not stored), with the cause.
+  const full = /ENOSPC|no space left/i;
+  await s.ours.process.waitReady({ line: full, timeoutMs: 15_000 }).catch(() => undefined);
+  const line = s.ours.process.output().find((l) => full.test(l.line))?.line ?? '';
+  t.match(line, /"level":50/, 'logged as an error naming ENOSPC', { line });
+  t.match(line, /config_refused|cannot store the applied configuration/, 'as a refused reload or a failed save');
+  t.equal((await ping(h.b, OURS.lan, { count: 10, intervalMs: 100, source: LEGACY.lan })).received, 10, 'traffic goes on');
+  t.ok(readdirSync('/proc').includes(String(s.ours.process.pid)), 'the daemon keeps running');
   await closeLab(t, lab);
 });
