@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
     --build-only) run=0; shift ;;
     --no-build) build=0; shift ;;
     --list) printf '%s\n' "${ALL[@]}"; exit 0 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
