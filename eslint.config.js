@@ -17,6 +17,16 @@ export default tseslint.config(
     },
   },
   {
+    // The jsfuzz targets are CommonJS (jsfuzz loads them with require) outside the TS project.
+    files: ['fuzz/js/**/*.js'],
+    languageOptions: {
+      sourceType: 'commonjs',
+      parserOptions: { projectService: false },
+      globals: { require: 'readonly', module: 'writable', __dirname: 'readonly', __filename: 'readonly', process: 'readonly', Buffer: 'readonly', console: 'readonly' },
+    },
+    rules: { '@typescript-eslint/no-require-imports': 'off', '@typescript-eslint/no-floating-promises': 'off' },
+  },
+  {
     // tap's `t.test(...)` returns a promise the runner itself awaits.
     files: ['test/**/*.ts'],
     rules: { '@typescript-eslint/no-floating-promises': 'off' },

@@ -8,6 +8,7 @@
 #                     (user-data schema), systemd (systemd-analyze)
 #   peers for tests   wireguard-go (current, with offloads) and boringtun-cli, pinned, in /opt/cvlan-tools/bin
 #   npm packages      `npm ci` from package-lock.json
+#   fuzzing           AFL++ (Debian) and cargo-afl for the fuzz targets, jsfuzz in fuzz/js
 #   native            the Node-API addon (napi build --release), the charon plugin (native/strongswan/build.sh)
 #   TypeScript        tsc → dist/
 set -euo pipefail
@@ -16,6 +17,7 @@ ROOT=$PWD
 TOOLS=/opt/cvlan-tools/bin
 WIREGUARD_GO_VERSION=v0.0.0-20260522210424-ecfc5a8d5446
 BORINGTUN_VERSION=0.7.1
+CARGO_AFL_VERSION=0.18.2
 export DEBIAN_FRONTEND=noninteractive
 export PATH="$HOME/.cargo/bin:/usr/local/go/bin:$PATH"
 
@@ -29,7 +31,8 @@ PKGS=(iproute2 nftables iperf3 iputils-ping tcpdump socat procps psmisc util-lin
       strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
       libcharon-extauth-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
       dpkg-dev build-essential pkg-config bzip2 libgmp-dev libssl-dev gperf bison flex python3 python3-scapy ca-certificates git
-      buildah podman debootstrap uidmap fuse-overlayfs cloud-init systemd curl)
+      buildah podman debootstrap uidmap fuse-overlayfs cloud-init systemd curl
+      afl++ libclang-rt-14-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -63,6 +66,22 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   say "installing npm packages"
   npm ci --no-audit --no-fund --loglevel=error
   cp package-lock.json "$stamp"
+fi
+
+# Fuzzing (docs/fuzzing.md): cargo-afl with the AFL++ it builds from its bundled source for
+# the current Rust toolchain, and jsfuzz in its own package under fuzz/js.
+if ! cargo afl --version 2>/dev/null | grep -q "^cargo-afl $CARGO_AFL_VERSION "; then
+  say "installing cargo-afl $CARGO_AFL_VERSION"
+  cargo install --quiet --locked cargo-afl --version "$CARGO_AFL_VERSION"
+fi
+if ! afl_out=$(cargo afl config --build 2>&1); then
+  grep -q "already built" <<<"$afl_out" || { printf '%s\n' "$afl_out" | tail -n 20 >&2; die "building AFL++ for cargo-afl failed"; }
+fi
+fuzz_stamp=fuzz/js/node_modules/.stamp
+if [ ! -f "$fuzz_stamp" ] || ! cmp -s fuzz/js/package-lock.json "$fuzz_stamp"; then
+  say "installing jsfuzz (fuzz/js)"
+  npm ci --prefix fuzz/js --no-audit --no-fund --loglevel=error
+  cp fuzz/js/package-lock.json "$fuzz_stamp"
 fi
 
 say "building the native addon"

@@ -33,6 +33,16 @@ awk '
   /^error(\[|:)/ { e=1 }
   END { if (e && p+f==0) f=1; print p+0, f+0, s+0 }' "$cargo_log" >>"$counts"
 
+echo "=== fuzz targets (a short run of each, docs/fuzzing.md)"
+# One test per target: fails on any crash or hang it finds from its seed corpus.
+fuzz_seconds=${CVLAN_FUZZ_SECONDS:-25}
+fuzz_log=$(mktemp)
+scripts/fuzz.sh --build-only >"$fuzz_log" 2>&1 || tail -n 40 "$fuzz_log"
+rm -f "$fuzz_log"
+for t in $(scripts/fuzz.sh --list); do
+  check "fuzz $t (${fuzz_seconds} s)" scripts/fuzz.sh --no-build --seconds "$fuzz_seconds" "$t"
+done
+
 echo "=== TypeScript unit tests"
 npx tap --reporter=tap --jobs=2 'test/unit/**/*.test.ts' | node scripts/tap-count.mjs "$counts"
 

@@ -1,0 +1,1 @@
+cvlan_fuzz::fuzz_main!(cvlan_fuzz::offload::run);
