@@ -26,6 +26,8 @@ const USAGE = `usage: cvlan-vrouter <command> [options]
   run [--config FILE] [--local TOML] [--runtime-dir DIR] [--admin-socket PATH]
                           the vrouter daemon (standalone: the controller JSON from FILE, else
                           the last applied configuration stored in the state dir)
+  init --controller URL --token T [--ca FILE] [--config-dir DIR] [--state-dir DIR]
+                          register with the controller and write [controller] (init --help)
   demo                    legacy IPsec router ⇄ cvlan-vrouter ⇄ WireGuard agent in namespaces,
                           on the embedded default configuration; traffic, report, teardown
   testbed --config FILE   run the plain test/benchmark transport (never for production)
@@ -174,6 +176,8 @@ export async function main(argv: string[]): Promise<number> {
         log,
       );
     }
+    case 'init':
+      return await (await import('./init.js')).init(rest);
     case 'demo': {
       const { demo } = await import('./demo.js');
       return await demo();

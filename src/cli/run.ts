@@ -26,6 +26,7 @@ import { loadOrCreateSealKeypair, SECRETS_KEY_FILE, type SealKeypair } from '../
 import { APPLIED_FILE, loadApplied, storeApplied } from '../reconcile/store.js';
 import { Vrouter } from '../daemon/vrouter.js';
 import { eventLog } from '../log.js';
+import { runManaged } from '../controller/managed.js';
 
 export interface RunOptions {
   /** The controller JSON. Without it (or when the file is gone) the stored last applied configuration is used. */
@@ -76,6 +77,13 @@ function issuesOf(e: unknown): { path: string; reason: string }[] | undefined {
 }
 
 export async function runDaemon(o: RunOptions, log: Logger): Promise<number> {
+  if (o.config === undefined) {
+    // Under a controller (`cvlan-vrouter init` wrote [controller]), the configuration is its.
+    const local = loadLocalToml(o.local ?? DEFAULT_LOCAL_TOML);
+    if (local.controller.url !== undefined) {
+      return await runManaged({ local, ...(o.runtimeDir !== undefined ? { runtimeDir: o.runtimeDir } : {}), ...(o.adminSocket !== undefined ? { adminSocket: o.adminSocket } : {}) }, log);
+    }
+  }
   const events = eventLog(log);
   let loaded: Loaded;
   try {

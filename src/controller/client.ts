@@ -229,13 +229,19 @@ export class ControllerClient {
   }
 
   /** Trades the one-time token for a vrouter id bound to a key pair generated here. */
-  async register(token: string, o: { hostname?: string; keyPair?: { privateKey: KeyObject; publicKey: string } } = {}): Promise<Omit<Credential, 'tokenSha256'>> {
+  async register(token: string, o: { hostname?: string; secretsPublicKey?: Buffer; keyPair?: { privateKey: KeyObject; publicKey: string } } = {}): Promise<Omit<Credential, 'tokenSha256'>> {
     const kp = o.keyPair ?? newKeyPair();
     const what = `POST ${this.#base.origin}${this.#path(paths.register)}`;
     const a = this.#check(
       what,
       await this.#request('POST', paths.register, {
-        body: { token, public_key: kp.publicKey, proof: signWith(kp.privateKey, registerProofText(token, kp.publicKey)).toString('base64'), ...(o.hostname ? { hostname: o.hostname } : {}) },
+        body: {
+          token,
+          public_key: kp.publicKey,
+          proof: signWith(kp.privateKey, registerProofText(token, kp.publicKey)).toString('base64'),
+          ...(o.hostname ? { hostname: o.hostname } : {}),
+          ...(o.secretsPublicKey ? { secrets_public_key: o.secretsPublicKey.toString('base64') } : {}),
+        },
       }),
       [201],
     );

@@ -50,8 +50,8 @@ export interface ControllerLoopOptions {
   credential: Credential;
   /** Where a rotated credential is written. */
   credentialPath: string;
-  /** Validates, plans and applies one generation; never throws for a bad document. */
-  apply(generation: number, document: unknown): Promise<ApplyResult>;
+  /** Validates, plans and applies one generation (`etag` as the controller sent it, to be stored with it); never throws for a bad document. */
+  apply(generation: number, document: unknown, etag: string): Promise<ApplyResult>;
   /** Tunnels, peers and counters as they are now. */
   observe(): Pick<StatusReport, 'tunnels' | 'peers' | 'counters'>;
   /** The generation running now (from the stored last known good), if any. */
@@ -183,7 +183,7 @@ export class ControllerLoop {
           void this.report();
           continue;
         }
-        const result = await this.#o.apply(answer.generation, answer.document);
+        const result = await this.#o.apply(answer.generation, answer.document, answer.etag);
         if (result.applied) {
           this.#applied = { generation: answer.generation, version: result.version };
           this.#refused = null;

@@ -44,6 +44,8 @@ export function loadOpenapi(): { components: { schemas: Record<string, unknown> 
 
 interface VrouterRecord {
   public_key: string | null;
+  /** Where the controller would seal secrets to (the reference stores it and shows it). */
+  secrets_public_key?: string;
   expires_at: string | null;
   revoked: boolean;
   generation: number;
@@ -133,7 +135,8 @@ export async function startReferenceController(o: ReferenceControllerOptions): P
     return state.vrouters[id];
   };
 
-  const app: FastifyInstance = Fastify({ https: { key: pki.key, cert: pki.cert }, bodyLimit: 1024 * 1024, logger: false });
+  // The document's schemas carry OpenAPI-only keywords (`components` around them): not strict.
+  const app: FastifyInstance = Fastify({ https: { key: pki.key, cert: pki.cert }, bodyLimit: 1024 * 1024, logger: false, ajv: { customOptions: { strict: false } } });
   const openapi = loadOpenapi();
   app.addSchema({ $id: 'openapi', components: openapi.components });
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
@@ -192,7 +195,7 @@ export async function startReferenceController(o: ReferenceControllerOptions): P
   const expiry = (): string => new Date(Date.now() + lifetime * 1000).toISOString();
 
   app.post(`${API_PREFIX}/register`, { schema: { body: ref('RegisterRequest') } }, async (req, reply) => {
-    const b = req.body as { token: string; public_key: string; proof: string };
+    const b = req.body as { token: string; public_key: string; proof: string; secrets_public_key?: string };
     const t = state.tokens[createHash('sha256').update(b.token).digest('hex')];
     if (!t) throw new ApiError(401, 'bad_token', 'unknown token');
     if (t.used_with !== null && t.used_with !== b.public_key) throw new ApiError(401, 'bad_token', 'the token was already used');
@@ -205,6 +208,7 @@ export async function startReferenceController(o: ReferenceControllerOptions): P
       rec.public_key = b.public_key;
       rec.expires_at = expiry();
       rec.revoked = false;
+      if (b.secrets_public_key !== undefined) rec.secrets_public_key = b.secrets_public_key;
       save();
     }
     return reply.code(201).send({ vrouter_id: t.vrouter_id, credential: { public_key: rec.public_key, expires_at: rec.expires_at } });
