@@ -48,17 +48,22 @@ export interface InitOutput {
 
 const stdio: InitOutput = { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) };
 
-/** The file's text with its `[controller]` table replaced by `section` (other tables and comments kept). */
-export function withControllerSection(text: string, section: string): string {
+/**
+ * The file's text with `url`, `ca` and `credential_file` of its `[controller]` table replaced by
+ * `keys` (the table's other keys, the other tables and comments kept).
+ */
+export function withControllerSection(text: string, keys: string[]): string {
   const out: string[] = [];
-  let skipping = false;
+  const kept: string[] = [];
+  let inController = false;
   for (const line of text.split(/\r?\n/)) {
     const header = /^\s*\[\s*([A-Za-z0-9_."-]+)\s*\]/.exec(line);
-    if (header) skipping = header[1] === 'controller';
-    if (!skipping) out.push(line);
+    if (header) inController = header[1] === 'controller';
+    if (!inController) out.push(line);
+    else if (!header && line.trim() !== '' && !/^\s*(url|ca|credential_file)\s*=/.test(line)) kept.push(line);
   }
   while (out.length > 0 && out[out.length - 1]!.trim() === '') out.pop();
-  return `${out.length ? `${out.join('\n')}\n\n` : ''}${section}`;
+  return `${out.length ? `${out.join('\n')}\n\n` : ''}${['[controller]', ...keys, ...kept].join('\n')}\n`;
 }
 
 function tomlString(s: string): string {
@@ -168,15 +173,9 @@ export async function init(argv: string[], o: InitOutput = stdio): Promise<numbe
 
     mkdirSync(configDir, { recursive: true, mode: 0o755 });
     if (caPath !== undefined && resolve(values.ca!) !== caPath) copyFileSync(values.ca!, caPath);
-    const section = [
-      '[controller]',
-      `url = ${tomlString(url)}`,
-      ...(caPath !== undefined ? [`ca = ${tomlString(caPath)}`] : []),
-      `credential_file = ${tomlString(credentialPath)}`,
-      '',
-      ...(values['state-dir'] !== undefined && !/^\s*\[\s*state\s*\]/m.test(existing) ? ['[state]', `dir = ${tomlString(stateDir)}`, ''] : []),
-    ].join('\n');
-    const text = withControllerSection(existing, section);
+    const keys = [`url = ${tomlString(url)}`, ...(caPath !== undefined ? [`ca = ${tomlString(caPath)}`] : []), `credential_file = ${tomlString(credentialPath)}`];
+    const stateTable = values['state-dir'] !== undefined && !/^\s*\[\s*state\s*\]/m.test(existing) ? `\n[state]\ndir = ${tomlString(stateDir)}\n` : '';
+    const text = withControllerSection(existing, keys) + stateTable;
     parseLocalToml(text, tomlPath); // never write a file the daemon would refuse
     writeFileSync(`${tomlPath}.tmp`, text, { mode: 0o644 });
     renameSync(`${tomlPath}.tmp`, tomlPath);

@@ -172,3 +172,13 @@ t.test('init: registers, writes [controller], is idempotent, and tells failures 
   t.match(lines.join('\n'), /speaks API version 2/);
   await v2.close();
 });
+
+t.test('init rewrites url, ca and credential_file of [controller] and keeps the rest', async (t) => {
+  const { withControllerSection } = await import('../../src/cli/init.js');
+  const text = '# this machine\n[network]\nlisten_address = "192.0.2.1"\n\n[controller]\nurl = "https://old"\npoll_interval = 10 # faster\n\n[state]\ndir = "/srv/cvlan"\n';
+  const out = withControllerSection(text, ['url = "https://new"', 'credential_file = "/srv/cvlan/c.json"']);
+  t.equal(out, '# this machine\n[network]\nlisten_address = "192.0.2.1"\n\n[state]\ndir = "/srv/cvlan"\n\n[controller]\nurl = "https://new"\ncredential_file = "/srv/cvlan/c.json"\npoll_interval = 10 # faster\n');
+  const local = parseLocalToml(out);
+  t.equal(local.controller.pollInterval, 10);
+  t.equal(local.state.dir, '/srv/cvlan');
+});
