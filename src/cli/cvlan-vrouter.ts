@@ -24,8 +24,9 @@ import { runDaemon } from './run.js';
 
 const USAGE = `usage: cvlan-vrouter <command> [options]
   run [--config FILE] [--local TOML] [--runtime-dir DIR] [--admin-socket PATH]
-                          the vrouter daemon (standalone: the controller JSON from FILE, else
-                          the last applied configuration stored in the state dir)
+                          the vrouter daemon (under a controller when [controller] url is set and
+                          no --config; standalone: the controller JSON from FILE, else the last
+                          applied configuration stored in the state dir)
   init --controller URL --token T [--ca FILE] [--config-dir DIR] [--state-dir DIR]
                           register with the controller and write [controller] (init --help)
   demo                    legacy IPsec router ⇄ cvlan-vrouter ⇄ WireGuard agent in namespaces,

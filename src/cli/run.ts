@@ -1,6 +1,7 @@
 /**
- * `cvlan-vrouter run [--config FILE] [--local TOML] [--runtime-dir DIR]`: the daemon in standalone
- * mode. Loads and validates the controller JSON and the local TOML, applies them (`Vrouter`),
+ * `cvlan-vrouter run [--config FILE] [--local TOML] [--runtime-dir DIR]`: the daemon. With
+ * `[controller] url` set and no `--config`, the controller manages it (`../controller/managed.ts`);
+ * otherwise standalone mode. Loads and validates the controller JSON and the local TOML, applies them (`Vrouter`),
  * stores what was applied (`../reconcile/store.ts`, secrets sealed) so a restart without the file
  * comes back with it, serves the admin API and /metrics on the unix socket of `[admin]`, and logs
  * JSON lines.
