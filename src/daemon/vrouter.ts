@@ -1,6 +1,11 @@
 /**
  * The running vrouter: the desired state (`../config/model.ts`) applied to the data plane and
- * to charon, and read back for the admin API and /metrics (`RouterStateSource`).
+ * to charon. This module applies (`start`, `reconcile`, `stop`); the rest of the daemon is split
+ * by job:
+ *   - `handoff.ts`: where each device's workers hand packets (pure, the tenant decision's inputs);
+ *   - `charon-events.ts`: charon's VICI events and log lines as the vrouter's events;
+ *   - `views.ts`: the read model for the admin API and /metrics (`RouterStateSource`);
+ *   - `os.ts`: `ip` and sysctls; `tunnels.ts`: configured tunnels as charon is told about them.
  *
  * What this build applies, per vrouter:
  *   - per tenant, its WireGuard interface: a userspace WireGuard device `wg-<tenant>` with the
@@ -10,7 +15,7 @@
  *     its own if_id, which tells the data plane the tenant;
  *   - per tenant TUN (`tun[]`), a TUN-only device for a local network, moved into its `netns`
  *     and addressed there, with the tenant's other prefixes routed into it;
- *   - translation on the workers (docs/translation.md): a packet one device decapsulates (or a
+ *   - handoff on the workers (docs/translation.md): a packet one device decapsulates (or a
  *     tenant TUN reads) goes out through the device that routes it for the packet's tenant.
  * With one tenant the namespace's IP stack also routes each peer's allowed IPs and each tunnel's
  * remote subnets into the devices (traffic of the vrouter itself, hosts behind it). With several,
@@ -20,38 +25,24 @@
  * Apply order is "data plane first, then routes, then charon"; `stop()` runs it backwards.
  * `reconcile()` changes only the peers and tunnels whose specification changed.
  */
-import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import type { Logger } from 'pino';
-import { ConfigError, CvlanError } from '../errors.js';
+import { ConfigError } from '../errors.js';
 import { configVersion } from '../config/load.js';
-import type { DesiredState, IpsecTunnelSpec, PemSource, SecretPemSource, TenantSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
-import { TenantTunDevice, WireGuardDevice, setTranslation, totals, type TranslationTarget, type WorkerStats } from '../dataplane/index.js';
+import type { DesiredState, IpsecTunnelSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
+import { TenantTunDevice, WireGuardDevice, setHandoff, type totals, type WorkerStats } from '../dataplane/index.js';
 import { IpsecService } from '../ipsec/service.js';
-import type { IpsecAuth, IpsecTunnel } from '../ipsec/connections.js';
 import { eventLog, type EventLog } from '../log.js';
 import { plan } from '../reconcile/plan.js';
-import { startUapiServer, type UapiServer } from '../wireguard/uapi-server.js';
-import { str as viciStr, type IkeSaInfo } from '../strongswan/vici/types.js';
-import { dropReasonOf } from './drops.js';
-import {
-  type ConfigVersionView,
-  type CounterSnapshot,
-  type DropReason,
-  type DropView,
-  type HealthView,
-  type PeerView,
-  type RouteView,
-  type RouterStateSource,
-  type TenantView,
-  type TunnelState,
-  type TunnelView,
-  type WorkerView,
-} from '../api/state.js';
+import { startUapiServer } from '../wireguard/uapi-server.js';
+import type { IkeSaInfo } from '../strongswan/vici/types.js';
+import type { ConfigVersionView, CounterSnapshot, DropView, HealthView, PeerView, RouteView, RouterStateSource, TenantView, TunnelView, WorkerView } from '../api/state.js';
+import { CharonWatch } from './charon-events.js';
+import { handoffPlan } from './handoff.js';
+import { addRoute, enableForwarding, ip, removeRoute } from './os.js';
+import { ifname, type TenantRuntime } from './runtime.js';
+import { ipsecTunnelOf } from './tunnels.js';
+import { RouterViews } from './views.js';
 
-const exec = promisify(execFile);
 
 export interface VrouterOptions {
   logger: Logger;
@@ -63,127 +54,12 @@ export interface VrouterOptions {
   saRefreshMs?: number;
 }
 
-/** Linux interface names are at most 15 bytes. */
-function ifname(prefix: string, tenant: string): string {
-  return `${prefix}${tenant.replace(/[^A-Za-z0-9_.-]/g, '')}`.slice(0, 15);
-}
-
 /** The reasons this build cannot apply a state it otherwise accepts; empty when it can. */
 export function unsupported(state: DesiredState): ConfigError | undefined {
   if (state.tenants.some((t) => t.tunnels.length > 0) && !state.local.network.listenAddress) {
     return new ConfigError([{ path: 'network.listen_address', reason: 'IPsec tunnels need the address IKE and ESP listen on' }]);
   }
   return undefined;
-}
-
-async function pem(src: PemSource | SecretPemSource): Promise<string> {
-  if (src.kind === 'file') return await readFile(src.path, 'utf8');
-  return typeof src.pem === 'string' ? src.pem : src.pem.text();
-}
-
-async function ipsecAuth(spec: IpsecTunnelSpec): Promise<IpsecAuth> {
-  const a = spec.auth;
-  switch (a.method) {
-    case 'psk':
-      return { method: 'psk', psk: a.psk.text() };
-    case 'pubkey':
-      return { method: 'pubkey', certificate: await pem(a.certificate), privateKey: await pem(a.privateKey), ca: await pem(a.ca) };
-    case 'eap':
-      // The loader guarantees the server its certificate and key and the client its CA.
-      return {
-        method: 'eap',
-        role: a.role,
-        eapIdentity: a.eapIdentity,
-        eapSecret: a.eapSecret.text(),
-        ...(a.certificate ? { certificate: await pem(a.certificate) } : {}),
-        ...(a.privateKey ? { privateKey: await pem(a.privateKey) } : {}),
-        ...(a.ca ? { ca: await pem(a.ca) } : {}),
-      };
-  }
-}
-
-/** The charon-facing description of a configured tunnel. `ifId` tells tunnels apart in the data plane. */
-export async function ipsecTunnelOf(spec: IpsecTunnelSpec, ifId: number, localAddress: string): Promise<IpsecTunnel> {
-  return {
-    id: spec.id,
-    ifId,
-    localAddress,
-    ...(spec.remoteAddress !== undefined ? { remoteAddress: spec.remoteAddress } : {}),
-    localId: spec.localId ?? localAddress,
-    remoteId: spec.remoteId,
-    auth: await ipsecAuth(spec),
-    localSubnets: [...spec.localSubnets],
-    remoteSubnets: [...spec.remoteSubnets],
-    ikeProposals: [...spec.ikeProposals],
-    espProposals: [...spec.espProposals],
-    initiate: spec.remoteAddress !== undefined,
-    ...(spec.dpdDelay !== undefined ? { dpdDelay: spec.dpdDelay } : {}),
-    ...(spec.ikeRekeySeconds !== undefined ? { ikeRekeyTime: spec.ikeRekeySeconds } : {}),
-    ...(spec.childRekeySeconds !== undefined ? { childRekeyTime: spec.childRekeySeconds } : {}),
-    ...(spec.childRekeyBytes !== undefined ? { childRekeyBytes: spec.childRekeyBytes } : {}),
-    ...(spec.childRekeyPackets !== undefined ? { childRekeyPackets: spec.childRekeyPackets } : {}),
-  };
-}
-
-/**
- * charon's level-1 lines that mean "the peer failed to authenticate (or we failed to)". The IKE_SA
- * name comes from the `<conn|n>` prefix; identities in quotes are identities, never secrets.
- */
-const AUTH_FAILURE_PATTERNS: [RegExp, string][] = [
-  [/tried \d+ shared keys? for '([^']*)' - '([^']*)', but MAC mismatched/, 'PSK mismatch'],
-  [/received AUTHENTICATION_FAILED notify/, 'the peer refused our authentication'],
-  // the server's wording, then the client's
-  [/EAP method \S+ failed|EAP_\S+ method failed/, 'EAP failed'],
-  [/EAP-MS-CHAPv2 verification failed/, 'EAP-MSCHAPv2 password mismatch'],
-  [/parsed INFORMATIONAL request \d+ \[ N\(AUTH_FAILED\) \]/, 'the peer refused our authentication'],
-  [/no trusted (?:\S+ )?public key found for '([^']*)'/, 'no trusted public key for the peer'],
-  [/constraint check failed/, 'certificate constraints not met'],
-  [/no shared key found for '([^']*)'/, 'no PSK configured for the identities'],
-];
-
-export function authFailure(line: string): { conn?: string; remote?: string; reason: string } | undefined {
-  for (const [re, reason] of AUTH_FAILURE_PATTERNS) {
-    const m = re.exec(line);
-    if (!m) continue;
-    const conn = /<([^|>]+)\|\d+>/.exec(line)?.[1];
-    const remote = m[2] ?? m[1];
-    return { ...(conn ? { conn } : {}), ...(remote && !reason.startsWith('EAP') && !reason.startsWith('the peer') ? { remote } : {}), reason };
-  }
-  return undefined;
-}
-
-const seconds = (v: string | undefined): number | null => (v !== undefined && /^\d+$/.test(v) ? Number(v) : null);
-/** `AES_GCM_16` + 256 → `AES_GCM_16_256`, as charon's own log prints it. */
-const keyed = (alg: string | undefined, size: string | number | undefined): string => (alg ? (size !== undefined ? `${alg}_${size}` : alg) : '');
-
-const hex8 = (s: string | undefined): string => (s ?? '').padStart(8, '0').slice(-8);
-
-function tunnelState(sa: IkeSaInfo | undefined): TunnelState {
-  switch (sa?.state) {
-    case undefined:
-      return 'down';
-    case 'ESTABLISHED':
-      return sa.childSas.some((c) => c.state === 'INSTALLED') ? 'up' : 'connecting';
-    case 'REKEYING':
-    case 'REKEYED':
-      return 'rekeying';
-    case 'DELETING':
-    case 'DESTROYING':
-      return 'deleting';
-    default:
-      return 'connecting';
-  }
-}
-
-/** A tenant as it runs: its spec, its data-plane tag, its WireGuard device and UAPI socket. */
-interface TenantRuntime {
-  spec: TenantSpec;
-  /** ≥ 1; how the workers name the tenant (`Packet::tag`). */
-  tag: number;
-  wg?: WireGuardDevice | undefined;
-  uapi?: UapiServer | undefined;
-  /** The tenant's local networks on TUN devices of their own (`tun[]`). */
-  tuns: { spec: TunSpec; dev: TenantTunDevice }[];
 }
 
 export class Vrouter implements RouterStateSource {
@@ -194,15 +70,14 @@ export class Vrouter implements RouterStateSource {
   /** Per tenant, in the state's order; tags (≥ 1) are this run's data-plane names of tenants. */
   #tenants = new Map<string, TenantRuntime>();
   #ipsec: IpsecService | undefined;
+  #charon: CharonWatch | undefined;
   /** Tunnel id → if_id; if_ids are never reused within a run (a stale SA cannot match a new tunnel). */
   #ifIds = new Map<string, number>();
   #nextIfId = 1;
   #ikeSas: IkeSaInfo[] = [];
-  #ikeRekeys = 0;
-  #childRekeys = 0;
   #refresh: NodeJS.Timeout | undefined;
   #routes = new Set<string>();
-  readonly #startedNs = process.hrtime.bigint();
+  readonly #views: RouterViews;
   /** Keyed-digest key for fingerprints of secrets; lives only in this process. */
   readonly #fpKey = Buffer.from(crypto.getRandomValues(new Uint8Array(32)));
 
@@ -212,6 +87,15 @@ export class Vrouter implements RouterStateSource {
     this.#events = eventLog(opts.logger);
     this.#appliedAt = new Date().toISOString();
     state.tenants.forEach((t, i) => this.#tenants.set(t.id, { spec: t, tag: i + 1, tuns: [] }));
+    this.#views = new RouterViews({
+      state: () => this.#state,
+      appliedAt: () => this.#appliedAt,
+      runtimes: () => [...this.#tenants.values()],
+      ipsec: () => this.#ipsec,
+      ikeSas: () => this.#ikeSas,
+      rekeys: () => ({ ike: this.#charon?.ikeRekeys ?? 0, child: this.#charon?.childRekeys ?? 0 }),
+      startedNs: process.hrtime.bigint(),
+    });
   }
 
   /** One tenant: the namespace routes into the devices too. Several: only the workers do. */
@@ -256,12 +140,9 @@ export class Vrouter implements RouterStateSource {
 
   async #up(): Promise<void> {
     if (this.#tenants.size === 0) return;
-    if (!this.#shared) {
-      // Packets the workers do not translate themselves (to local subnets, the vrouter's own
-      // addresses) cross between the devices through this namespace's IP stack.
-      writeFileSync('/proc/sys/net/ipv4/ip_forward', '1\n');
-      writeFileSync('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
-    }
+    // Packets the workers do not hand off themselves (to local subnets, the vrouter's own
+    // addresses) cross between the devices through this namespace's IP stack.
+    if (!this.#shared) enableForwarding();
     for (const rt of this.#tenants.values()) await this.#openWireguard(rt);
     const withTunnels = [...this.#tenants.values()].filter((rt) => rt.spec.tunnels.length > 0);
     if (withTunnels.length > 0) {
@@ -273,13 +154,22 @@ export class Vrouter implements RouterStateSource {
         ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
         logger: this.#opts.logger,
       });
-      await this.#watchCharon();
+      this.#charon = await CharonWatch.start(this.#ipsec, {
+        events: this.#events,
+        logger: this.#opts.logger,
+        tunnel: (conn) => {
+          const rt = this.#tenantOfTunnel(conn);
+          const spec = rt?.spec.tunnels.find((x) => x.id === conn);
+          return rt && spec ? { tenant: rt.spec.id, auth: spec.auth } : undefined;
+        },
+        changed: () => void this.refreshSas(),
+      });
       for (const rt of withTunnels) for (const spec of rt.spec.tunnels) await this.#addTunnel(rt, spec);
       this.#refresh = setInterval(() => void this.refreshSas(), this.#opts.saRefreshMs ?? 2000);
       this.#refresh.unref();
     }
     for (const rt of this.#tenants.values()) for (const spec of rt.spec.tuns) await this.#openTun(rt, spec);
-    this.#translate();
+    this.#handoff();
     for (const rt of this.#tenants.values()) {
       this.#events.configApplied({ tenant: rt.spec.id, version: configVersion(this.#state), changes: rt.spec.peers.length + rt.spec.tunnels.length });
     }
@@ -326,123 +216,35 @@ export class Vrouter implements RouterStateSource {
       ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
     });
     rt.tuns.push({ spec, dev });
-    const ip = async (args: string[]): Promise<void> => {
-      await exec('ip', [...(spec.netns ? ['-n', spec.netns] : []), ...args]).catch((e: unknown) => {
-        throw new CvlanError('CVLAN_ERR_TUN', `tenant ${rt.spec.id}, TUN ${spec.name}: ip ${args.join(' ')}: ${String((e as { stderr?: string }).stderr ?? e).trim()}`);
-      });
-    };
-    if (spec.netns) {
-      await exec('ip', ['link', 'set', 'dev', spec.name, 'netns', spec.netns]).catch((e: unknown) => {
-        throw new CvlanError('CVLAN_ERR_TUN', `tenant ${rt.spec.id}, TUN ${spec.name}: cannot move it into netns ${spec.netns}: ${String((e as { stderr?: string }).stderr ?? e).trim()}`);
-      });
-    }
-    for (const a of spec.addresses) await ip(['addr', 'replace', a, 'dev', spec.name]);
-    await ip(['link', 'set', 'dev', spec.name, 'mtu', String(spec.mtu), 'up']);
+    const what = `tenant ${rt.spec.id}, TUN ${spec.name}`;
+    const netns = { netns: spec.netns };
+    if (spec.netns) await ip(['link', 'set', 'dev', spec.name, 'netns', spec.netns], `${what}: cannot move it into netns ${spec.netns}`);
+    for (const a of spec.addresses) await ip(['addr', 'replace', a, 'dev', spec.name], `${what}: cannot add the address ${a}`, netns);
+    await ip(['link', 'set', 'dev', spec.name, 'mtu', String(spec.mtu), 'up'], `${what}: cannot bring it up`, netns);
     if (spec.netns) {
       const own = new Set(spec.subnets);
-      for (const r of rt.spec.routes) {
-        if (own.has(r.prefix)) continue;
-        await ip([...(r.prefix.includes(':') ? ['-6'] : []), 'route', 'replace', r.prefix, 'dev', spec.name]);
-      }
+      for (const r of rt.spec.routes) if (!own.has(r.prefix)) await addRoute(r.prefix, spec.name, netns);
     }
     for (const s of spec.subnets) this.#events.routingChange({ tenant: rt.spec.id, tunnel: null, action: 'add', prefix: s, via: { kind: 'tun', id: spec.name } });
   }
 
-  /**
-   * Where each device's workers send what they decapsulate (docs/translation.md). One tenant: the
-   * WireGuard and IPsec devices are a pair, and what neither routes goes to the namespace. Several:
-   * every device may hand to every tenant's devices, a packet is taken by its own tenant's (or by
-   * another's when an inter-tenant rule admits its prefix pair), and the rest is dropped.
-   */
-  #translate(): void {
+  /** Tells every device's workers where to hand packets (`handoff.ts`). */
+  #handoff(): void {
     const ipsec = this.#ipsec && !this.#ipsec.device.closed ? this.#ipsec.device : undefined;
-    const tenants = [...this.#tenants.values()];
-    const tunsOf = (rt: TenantRuntime): TenantTunDevice[] => rt.tuns.map((t) => t.dev).filter((d) => !d.closed);
-    if (!this.#shared) {
-      const rt = tenants[0];
-      if (!rt) return;
-      ipsec?.setTenants([]);
-      // One tenant: every device hands to every other; a TUN's leftovers are dropped.
-      const devices = [...(rt.wg ? [rt.wg] : []), ...(ipsec ? [ipsec] : []), ...tunsOf(rt)];
-      for (const d of devices) {
-        const targets = devices.filter((x) => x !== d).map((x) => ({ device: x, tenant: 0 }));
-        setTranslation(d, targets.length > 0 ? { stamp: 0, isolated: d instanceof TenantTunDevice, targets } : null);
-      }
-      return;
-    }
-    const tagOf = new Map(tenants.map((rt) => [rt.spec.id, rt.tag]));
-    ipsec?.setTenants(tenants.flatMap((rt) => rt.spec.tunnels.map((x) => ({ ifId: this.#ifIds.get(x.id)!, tenant: rt.tag }))).filter((x) => x.ifId !== undefined));
-    const rulesInto = (rt: TenantRuntime): TranslationTarget['rules'] =>
-      this.#state.rules
-        .filter((r) => r.toTenant === rt.spec.id && tagOf.has(r.fromTenant))
-        .map((r) => ({ fromTenant: tagOf.get(r.fromTenant)!, source: r.fromPrefix, destination: r.toPrefix }));
-    const targets: TranslationTarget[] = tenants.flatMap((rt) => [
-      ...(rt.wg ? [{ device: rt.wg, tenant: rt.tag, rules: rulesInto(rt) }] : []),
-      ...(ipsec && rt.spec.tunnels.length > 0 ? [{ device: ipsec, tenant: rt.tag, rules: rulesInto(rt) }] : []),
-      ...tunsOf(rt).map((d) => ({ device: d, tenant: rt.tag, rules: rulesInto(rt) })),
-    ]);
-    for (const rt of tenants) {
-      if (rt.wg) setTranslation(rt.wg, { stamp: rt.tag, isolated: true, targets });
-      for (const d of tunsOf(rt)) setTranslation(d, { stamp: rt.tag, isolated: true, targets });
-    }
-    if (ipsec) setTranslation(ipsec, { stamp: 0, isolated: true, targets });
-  }
-
-  /**
-   * An EAP server asks the client for its identity (`eap_id = %any`: charon skips EAP-Identity
-   * when a fixed one is configured, and clients then log in with their IKE identity), so any user
-   * whose password charon holds could authenticate. Here the login is held to the tunnel's
-   * configured user: another one is torn down at once and logged as an authentication failure.
-   */
-  #wrongEapIdentity(conn: string, sa: { 'remote-host'?: string; 'remote-eap-id'?: string; uniqueid?: string }): boolean {
-    const rt = this.#tenantOfTunnel(conn);
-    const auth = rt?.spec.tunnels.find((x) => x.id === conn)?.auth;
-    if (auth?.method !== 'eap' || auth.role !== 'server') return false;
-    const got = sa['remote-eap-id'];
-    if (got === auth.eapIdentity) return false;
-    this.#events.authFailure({
-      tenant: rt!.spec.id,
-      tunnel: conn,
-      remote: sa['remote-host'] ?? 'unknown',
-      method: 'ike',
-      reason: `EAP identity ${JSON.stringify(got ?? null)} is not the tunnel's user`,
-    });
-    void this.#ipsec?.vici
-      .terminate({ ...(sa.uniqueid ? { ikeId: Number(sa.uniqueid) } : { ike: conn }), force: true, timeoutMs: -1 })
-      .catch((e: unknown) => this.#opts.logger.warn({ tunnel: conn, err: (e as Error).message }, 'terminating an IKE_SA with the wrong EAP identity'));
-    return true;
-  }
-
-  async #watchCharon(): Promise<void> {
-    const vici = this.#ipsec!.vici;
-    const supervisor = this.#ipsec!.supervisor;
-    const tenantOf = (tunnel: string | undefined): string | null => (tunnel ? (this.#tenantOfTunnel(tunnel)?.spec.id ?? null) : null);
-    let lastExit: { code: number | null; signal: string | null } = { code: null, signal: null };
-    supervisor.on('exited', (e) => (lastExit = { code: e.code, signal: e.signal }));
-    supervisor.on('restarting', (r) => this.#events.charonRestart({ attempt: r.attempt, backoff_ms: r.delayMs, exit_code: lastExit.code, signal: lastExit.signal }));
-    supervisor.on('line', (line) => {
-      const failure = authFailure(line);
-      if (failure) this.#events.authFailure({ tenant: tenantOf(failure.conn), tunnel: failure.conn ?? null, remote: failure.remote ?? 'unknown', method: 'ike', reason: failure.reason });
-    });
-    vici.on('event', (name, msg) => {
-      for (const [conn, v] of Object.entries(msg)) {
-        if (typeof v !== 'object' || v === null) continue;
-        const sa = v as { state?: string; 'remote-host'?: string; 'remote-eap-id'?: string; uniqueid?: string };
-        const tenant = tenantOf(conn) ?? 'unknown';
-        if (name === 'ike-updown') {
-          if (msg.up === 'yes') {
-            if (this.#wrongEapIdentity(conn, sa)) continue;
-            this.#events.tunnelUp({ tenant, tunnel: conn, type: 'ipsec', ...(sa['remote-host'] ? { remote: sa['remote-host'] } : {}) });
-          } else this.#events.tunnelDown({ tenant, tunnel: conn, type: 'ipsec', reason: `IKE_SA ${sa.state ?? 'down'}` });
-        } else if (name === 'ike-rekey') {
-          this.#ikeRekeys++;
-        } else if (name === 'child-rekey') {
-          this.#childRekeys++;
-        }
-      }
-      void this.refreshSas();
-    });
-    for (const ev of ['ike-updown', 'child-updown', 'ike-rekey', 'child-rekey']) await vici.subscribe(ev);
+    const p = handoffPlan(
+      [...this.#tenants.values()].map((rt) => ({
+        id: rt.spec.id,
+        tag: rt.tag,
+        tunnels: rt.spec.tunnels.map((x) => x.id),
+        wg: rt.wg,
+        tuns: rt.tuns.map((t) => t.dev).filter((d) => !d.closed),
+      })),
+      ipsec,
+      this.#state.rules,
+      this.#ifIds,
+    );
+    ipsec?.setTenants(p.ipsecTenants);
+    for (const { device, handoff } of p.devices) setHandoff(device, handoff);
   }
 
   /** Reads the IKE view from charon; the API serves the last one read (a scrape never waits on charon). */
@@ -460,15 +262,14 @@ export class Vrouter implements RouterStateSource {
     // Several tenants: the tables live in the workers only (see the module doc).
     if (this.#shared) return;
     const key = `${prefix} ${dev}`;
-    if (action === 'add' && this.#routes.has(key)) return;
-    const v6 = prefix.includes(':');
-    const args = [...(v6 ? ['-6'] : []), 'route', action === 'add' ? 'replace' : 'del', prefix, 'dev', dev];
-    await exec('ip', args).catch((e: unknown) => {
-      if (action === 'remove') return;
-      throw new CvlanError('CVLAN_ERR_TUN', `cannot route ${prefix} into ${dev}: ${String((e as { stderr?: string }).stderr ?? e).trim()}`);
-    });
-    if (action === 'add') this.#routes.add(key);
-    else this.#routes.delete(key);
+    if (action === 'add') {
+      if (this.#routes.has(key)) return;
+      await addRoute(prefix, dev);
+      this.#routes.add(key);
+    } else {
+      await removeRoute(prefix, dev);
+      this.#routes.delete(key);
+    }
   }
 
   async #applyPeerOps(rt: TenantRuntime, removed: readonly WireguardPeerSpec[], changed: readonly WireguardPeerSpec[]): Promise<void> {
@@ -535,7 +336,7 @@ export class Vrouter implements RouterStateSource {
     }
     this.#state = next;
     // New tunnels' if_ids and changed inter-tenant rules reach the workers.
-    this.#translate();
+    this.#handoff();
     this.#appliedAt = new Date().toISOString();
     this.#events.configApplied({ tenant: this.#shared ? null : (next.tenants[0]?.id ?? null), version: configVersion(next), changes: ops.length });
     return ops.length;
@@ -544,12 +345,12 @@ export class Vrouter implements RouterStateSource {
   async stop(): Promise<void> {
     if (this.#refresh) clearInterval(this.#refresh);
     this.#refresh = undefined;
-    // Translation first: no worker hands a packet to a device that is going away.
+    // Handoff first: no worker hands a packet to a device that is going away.
     for (const rt of this.#tenants.values()) {
-      if (rt.wg && !rt.wg.closed) setTranslation(rt.wg, null);
-      for (const t of rt.tuns) if (!t.dev.closed) setTranslation(t.dev, null);
+      if (rt.wg && !rt.wg.closed) setHandoff(rt.wg, null);
+      for (const t of rt.tuns) if (!t.dev.closed) setHandoff(t.dev, null);
     }
-    if (this.#ipsec && !this.#ipsec.device.closed) setTranslation(this.#ipsec.device, null);
+    if (this.#ipsec && !this.#ipsec.device.closed) setHandoff(this.#ipsec.device, null);
     if (this.#ipsec) await this.#ipsec.close().catch((e: unknown) => this.#opts.logger.warn({ err: (e as Error).message }, 'closing IPsec'));
     this.#ipsec = undefined;
     for (const rt of this.#tenants.values()) {
@@ -562,190 +363,43 @@ export class Vrouter implements RouterStateSource {
     }
   }
 
-  // --- RouterStateSource -------------------------------------------------------------------
+  // --- RouterStateSource (views.ts) ----------------------------------------------------------
 
   health(): HealthView {
-    const reasons: string[] = [];
-    for (const rt of this.#tenants.values()) {
-      if (rt.spec.wireguard && (!rt.wg || rt.wg.closed)) reasons.push(`tenant ${rt.spec.id}: the WireGuard device is not open`);
-      for (const t of rt.tuns) if (t.dev.closed) reasons.push(`tenant ${rt.spec.id}: TUN ${t.spec.name} is not open`);
-    }
-    if ([...this.#tenants.values()].some((rt) => rt.spec.tunnels.length > 0)) {
-      if (!this.#ipsec) reasons.push('the IPsec device is not open');
-      else if (this.#ipsec.supervisor.pid === undefined) reasons.push('charon is not running (installed SAs keep forwarding)');
-    }
-    return { live: true, ready: reasons.length === 0, reasons };
+    return this.#views.health();
   }
-
   configVersion(): ConfigVersionView {
-    return { version: configVersion(this.#state), appliedAt: this.#appliedAt };
+    return this.#views.configVersion();
   }
-
   tenants(): TenantView[] {
-    return this.#state.tenants.map((t) => ({ id: t.id, tunnels: t.tunnels.length, wireguard_peers: t.peers.length, tuns: t.tuns.length }));
+    return this.#views.tenants();
   }
-
   tunnels(): TunnelView[] {
-    return [...this.#tenants.values()].flatMap(({ spec: t }) => this.#tunnelsOf(t));
+    return this.#views.tunnels();
   }
-
-  #tunnelsOf(t: TenantSpec): TunnelView[] {
-    return t.tunnels.map((spec) => {
-      const sa = this.#ikeSas.find((s) => s.name === spec.id);
-      const now = Date.now() / 1000;
-      return {
-        id: spec.id,
-        tenant: t.id,
-        type: 'ipsec' as const,
-        remote_id: spec.remoteId,
-        auth_method: spec.auth.method,
-        state: tunnelState(sa),
-        ike_sa: sa
-          ? {
-              state: sa.state ?? 'UNKNOWN',
-              algorithms: { encryption: keyed(sa.encrAlg, viciStr(sa.raw, 'encr-keysize')), integrity: viciStr(sa.raw, 'integ-alg') ?? null, prf: sa.prfAlg ?? '', dh_group: sa.dhGroup ?? '' },
-              established_at: sa.established !== undefined ? new Date((now - sa.established) * 1000).toISOString() : null,
-              rekey_in_s: seconds(viciStr(sa.raw, 'rekey-time')),
-            }
-          : null,
-        child_sas: (sa?.childSas ?? []).map((c) => ({
-          name: c.name,
-          spi_in: hex8(c.spiIn),
-          spi_out: hex8(c.spiOut),
-          algorithms: { encryption: keyed(c.encrAlg, c.encrKeysize), integrity: viciStr(c.raw, 'integ-alg') ?? null, esn: viciStr(c.raw, 'esn') === '1' },
-          udp_encap: c.encap,
-          local_ts: c.localTs ?? [],
-          remote_ts: c.remoteTs ?? [],
-          bytes_in: c.bytesIn ?? 0,
-          bytes_out: c.bytesOut ?? 0,
-          packets_in: c.packetsIn ?? 0,
-          packets_out: c.packetsOut ?? 0,
-          rekey_in_s: seconds(viciStr(c.raw, 'rekey-time')),
-        })),
-      };
-    });
-  }
-
   wireguardPeers(): PeerView[] {
-    return [...this.#tenants.values()].flatMap((rt) => this.#peersOf(rt));
+    return this.#views.wireguardPeers();
   }
-
-  #peersOf(rt: TenantRuntime): PeerView[] {
-    if (!rt.wg || rt.wg.closed) return [];
-    return rt.wg.state().peers.map((p) => ({
-      public_key: Buffer.from(p.publicKey).toString('base64'),
-      tenant: rt.spec.id,
-      endpoint: p.endpoint,
-      allowed_ips: p.allowedIps,
-      latest_handshake: p.lastHandshake ? new Date(p.lastHandshake.sec * 1000).toISOString() : null,
-      rx_bytes: Number(p.rxBytes),
-      tx_bytes: Number(p.txBytes),
-      persistent_keepalive_s: p.persistentKeepalive > 0 ? p.persistentKeepalive : null,
-    }));
-  }
-
   routes(tenant: string): RouteView[] | undefined {
-    const t = this.#state.tenants.find((x) => x.id === tenant);
-    if (!t) return undefined;
-    return t.routes.map((r) => ({
-      prefix: r.prefix,
-      via: r.via.kind === 'wireguard' ? { kind: 'wireguard', id: r.via.peer } : r.via.kind === 'ipsec' ? { kind: 'ipsec', id: r.via.tunnel } : { kind: 'tun', id: r.via.device },
-    }));
+    return this.#views.routes(tenant);
   }
-
-  #allStats(): WorkerStats[] {
-    const out: WorkerStats[] = [];
-    const rts = [...this.#tenants.values()];
-    for (const d of [...rts.map((rt) => rt.wg), this.#ipsec?.device, ...rts.flatMap((rt) => rt.tuns.map((t) => t.dev))]) if (d && !d.closed) out.push(...d.stats());
-    return out;
-  }
-
   drops(): DropView[] {
-    // Worker counters are per device, not per tenant: a tenant only when there is one.
-    const tenant = this.#shared ? null : ([...this.#tenants.keys()][0] ?? null);
-    // Summed per (reason, worker): several data-plane codes share one API reason.
-    const sums = new Map<string, DropView>();
-    const add = (code: string, count: bigint, worker: number | null): void => {
-      if (count === 0n) return;
-      const reason = dropReasonOf(code);
-      const key = `${reason}/${worker ?? '-'}`;
-      const v = sums.get(key) ?? { reason, count: 0, worker, tenant };
-      v.count += Number(count);
-      sums.set(key, v);
-    };
-    this.#allStats().forEach((w, i) => {
-      for (const d of w.drops) add(d.reason, d.count, i);
-    });
-    const extra = [
-      ...[...this.#tenants.values()].flatMap((rt) => (rt.wg && !rt.wg.closed ? rt.wg.counters().drops : [])),
-      ...(this.#ipsec && !this.#ipsec.device.closed ? this.#ipsec.counters().drops : []),
-    ];
-    for (const d of extra) add(d.reason, d.count, null);
-    return [...sums.values()];
+    return this.#views.drops();
   }
-
   workers(): WorkerView[] {
-    const wallNs = Number(process.hrtime.bigint() - this.#startedNs);
-    return this.#allStats().map((w, i) => ({
-      index: i,
-      rx_packets: Number(w.tunRxPackets + w.udpRxPackets),
-      tx_packets: Number(w.tunTxPackets + w.udpTxPackets),
-      rx_bytes: Number(w.tunRxBytes + w.udpRxBytes),
-      tx_bytes: Number(w.tunTxBytes + w.udpTxBytes),
-      batches: Number(w.batches),
-      restarts: Number(w.restarts),
-      translated: Number(w.forwarded),
-      // Average since the devices opened (a restarted worker's time counts from its first start).
-      busy_ratio: wallNs > 0 ? Math.min(1, Number(w.busyNs) / wallNs) : null,
-    }));
+    return this.#views.workers();
   }
-
   counters(): CounterSnapshot {
-    const peers = this.wireguardPeers();
-    const tunnels = this.tunnels();
-    const drops = new Map<DropReason, number>();
-    for (const d of this.drops()) drops.set(d.reason, (drops.get(d.reason) ?? 0) + d.count);
-    const rts = [...this.#tenants.values()];
-    return {
-      tunnels_active: rts.flatMap((rt) => [
-        { tenant: rt.spec.id, type: 'ipsec' as const, count: tunnels.filter((x) => x.tenant === rt.spec.id && (x.state === 'up' || x.state === 'rekeying')).length },
-        {
-          tenant: rt.spec.id,
-          type: 'wireguard' as const,
-          count: peers.filter((p) => p.tenant === rt.spec.id && p.latest_handshake !== null && Date.now() - Date.parse(p.latest_handshake) < 180_000).length,
-        },
-      ]),
-      tunnels: [
-        ...tunnels.map((x) => ({
-          tunnel: x.id,
-          bytes_in: x.child_sas.reduce((s, c) => s + c.bytes_in, 0),
-          bytes_out: x.child_sas.reduce((s, c) => s + c.bytes_out, 0),
-          packets_in: x.child_sas.reduce((s, c) => s + c.packets_in, 0),
-          packets_out: x.child_sas.reduce((s, c) => s + c.packets_out, 0),
-        })),
-        ...peers.map((p) => ({ tunnel: `wg:${p.public_key}`, bytes_in: p.rx_bytes, bytes_out: p.tx_bytes, packets_in: 0, packets_out: 0 })),
-      ],
-      ike_sa_active: this.#ikeSas.filter((s) => s.state === 'ESTABLISHED').length,
-      child_sa_active: this.#ikeSas.reduce((n, s) => n + s.childSas.filter((c) => c.state === 'INSTALLED').length, 0),
-      ike_rekeys_total: this.#ikeRekeys,
-      child_rekeys_total: this.#childRekeys,
-      drops: [...drops].map(([reason, count]) => ({ reason, count })),
-      handshakes: rts.flatMap((rt) => {
-        const c = rt.wg && !rt.wg.closed ? rt.wg.counters() : undefined;
-        return c
-          ? [
-              { tenant: rt.spec.id, result: 'success' as const, count: Number(c.handshakesCompleted) },
-              { tenant: rt.spec.id, result: 'auth_failure' as const, count: Number(c.handshakesFailed) },
-            ]
-          : [];
-      }),
-      workers: this.workers().map((w) => ({ worker: w.index, rx_packets: w.rx_packets, tx_packets: w.tx_packets, restarts: w.restarts })),
-    };
+    return this.#views.counters();
   }
 
   /** A short human summary for the demo and `run`'s stop line. */
   summary(): { tunnels: TunnelView[]; peers: PeerView[]; workers: ReturnType<typeof totals> } {
-    return { tunnels: this.tunnels(), peers: this.wireguardPeers(), workers: totals(this.#allStats()) };
+    return { tunnels: this.tunnels(), peers: this.wireguardPeers(), workers: this.#views.totals() };
+  }
+
+  /** Every open device's per-worker counters. */
+  stats(): WorkerStats[] {
+    return this.#views.allStats();
   }
 }
-

@@ -80,77 +80,41 @@ export interface DeviceEvents {
   event: [DataplaneEvent];
 }
 
+/** What every native device has: its TUN, whether it is closed, per-worker counters, close. */
+interface NativeDevice {
+  readonly tunName: string;
+  readonly closed: boolean;
+  stats(): BindingWorkerStats[];
+  close(): void;
+}
+
 /**
- * The plain, unencrypted IP-in-UDP transport: for tests and benchmarks only (the production
- * configuration loader refuses it). It is the "no crypto" baseline of every benchmark.
+ * The part every device wrapper shares: the native device, its TUN name, `closed`, `stats()` and
+ * `close()`, and native errors turned into `CvlanError`. The native device is also closed by its
+ * finalizer when the wrapper is collected (`crates/cvlan-node`).
  */
-export class PlainDevice extends EventEmitter<DeviceEvents> {
-  readonly #native: BindingPlainDevice;
+abstract class Device<N extends NativeDevice> extends EventEmitter<DeviceEvents> {
+  protected readonly native: N;
 
-  private constructor(native: BindingPlainDevice) {
+  protected constructor(native: N) {
     super();
-    this.#native = native;
+    this.native = native;
   }
 
-  static open(options: PlainDeviceOptions): PlainDevice {
-    const binding = loadBinding();
-    // The thread-safe callback is a GC root; it must reach the wrapper only weakly, or the
-    // wrapper (and with it the native device) could never be collected and finalized.
-    const holder: { ref?: WeakRef<PlainDevice> } = {};
-    const pending: DataplaneEvent[] = [];
-    const onEvent = (ev: DataplaneEvent): void => {
-      const self = holder.ref?.deref();
-      if (self) self.emit('event', ev);
-      else if (!holder.ref) pending.push(ev);
-    };
-    let dev: PlainDevice;
-    try {
-      dev = new PlainDevice(new binding.PlainDevice(options, onEvent));
-    } catch (e) {
-      throw fromNative(e);
-    }
-    holder.ref = new WeakRef(dev);
-    // Events raised while the constructor ran are delivered once listeners can be attached.
-    if (pending.length) {
-      setImmediate(() => {
-        const self = holder.ref?.deref();
-        if (self) pending.splice(0).forEach((ev) => self.emit('event', ev));
-      });
-    }
-    return dev;
-  }
-
-  get listenPort(): number {
-    return this.#native.listenPort;
-  }
   get tunName(): string {
-    return this.#native.tunName;
+    return this.native.tunName;
   }
   get closed(): boolean {
-    return this.#native.closed;
-  }
-  get workers(): number {
-    return this.#native.workers;
-  }
-
-  setPeers(peers: PlainPeer[]): void {
-    this.#call(() => this.#native.setPeers(peers));
-  }
-  setWorkers(n: number): void {
-    this.#call(() => this.#native.setWorkers(n));
+    return this.native.closed;
   }
   stats(): WorkerStats[] {
-    return this.#call(() => this.#native.stats());
-  }
-  /** Test hook: worker `index` panics at its next wake-up; it is restarted and counted. */
-  injectPanic(index: number): void {
-    this.#call(() => this.#native.injectPanic(index));
+    return this.call(() => this.native.stats());
   }
   close(): void {
-    this.#native.close();
+    this.native.close();
   }
 
-  #call<T>(f: () => T): T {
+  protected call<T>(f: () => T): T {
     try {
       return f();
     } catch (e) {
@@ -159,14 +123,27 @@ export class PlainDevice extends EventEmitter<DeviceEvents> {
   }
 }
 
+/** A device other devices' workers can hand packets to (`setHandoff`). */
+abstract class HandoffDevice<N extends NativeDevice & { readonly handoffId: number }> extends Device<N> {
+  /** This device's id for `setHandoff`. */
+  get handoffId(): number {
+    return this.native.handoffId;
+  }
+}
+
 /**
- * A wrapper around a new native device. Its events reach the wrapper through a weak reference,
- * so an unreferenced wrapper can be collected (the finalizer closes the device).
+ * A wrapper around a new native device. The thread-safe event callback is a GC root, so it
+ * reaches the wrapper only through a weak reference: an unreferenced wrapper can be collected
+ * (the finalizer closes the device). Events raised while the constructor ran are delivered once
+ * listeners can be attached.
  */
 function openDevice<N, D extends EventEmitter<DeviceEvents>>(make: (b: Binding, onEvent: (ev: DataplaneEvent) => void) => N, wrap: (native: N) => D): D {
   const holder: { ref?: WeakRef<D> } = {};
+  const pending: DataplaneEvent[] = [];
   const onEvent = (ev: DataplaneEvent): void => {
-    holder.ref?.deref()?.emit('event', ev);
+    const self = holder.ref?.deref();
+    if (self) self.emit('event', ev);
+    else if (!holder.ref) pending.push(ev);
   };
   let dev: D;
   try {
@@ -175,11 +152,45 @@ function openDevice<N, D extends EventEmitter<DeviceEvents>>(make: (b: Binding, 
     throw fromNative(e);
   }
   holder.ref = new WeakRef(dev);
+  if (pending.length) {
+    setImmediate(() => {
+      const self = holder.ref?.deref();
+      if (self) pending.splice(0).forEach((ev) => self.emit('event', ev));
+    });
+  }
   return dev;
 }
 
-/** A device a translation hands packets to, for one tenant (`crates/cvlan-dataplane/src/handoff.rs`). */
-export interface TranslationTarget {
+/**
+ * The plain, unencrypted IP-in-UDP transport: for tests and benchmarks only (the production
+ * configuration loader refuses it). It is the "no crypto" baseline of every benchmark.
+ */
+export class PlainDevice extends Device<BindingPlainDevice> {
+  static open(options: PlainDeviceOptions): PlainDevice {
+    return openDevice((b, onEvent) => new b.PlainDevice(options, onEvent), (n) => new PlainDevice(n));
+  }
+
+  get listenPort(): number {
+    return this.native.listenPort;
+  }
+  get workers(): number {
+    return this.native.workers;
+  }
+
+  setPeers(peers: PlainPeer[]): void {
+    this.call(() => this.native.setPeers(peers));
+  }
+  setWorkers(n: number): void {
+    this.call(() => this.native.setWorkers(n));
+  }
+  /** Test hook: worker `index` panics at its next wake-up; it is restarted and counted. */
+  injectPanic(index: number): void {
+    this.call(() => this.native.injectPanic(index));
+  }
+}
+
+/** A device the handoff stage hands packets to, for one tenant (`crates/cvlan-dataplane/src/handoff.rs`). */
+export interface HandoffTarget {
   device: WireGuardDevice | IpsecDevice | TenantTunDevice;
   /** Tenant tag whose packets it takes (≥ 1); 0 = every packet (a single-tenant pair). */
   tenant: number;
@@ -187,29 +198,29 @@ export interface TranslationTarget {
   rules?: { fromTenant: number; source: string; destination: string }[];
 }
 
-export interface Translation {
+export interface Handoff {
   /** Tenant tag of everything the device decapsulates (a tenant's WireGuard device); 0 when it tags packets itself (IPsec, by tunnel) or there is one tenant. */
   stamp: number;
   /** Drop (and count) tagged packets no target takes instead of writing them to the TUN. */
   isolated: boolean;
-  targets: TranslationTarget[];
+  targets: HandoffTarget[];
 }
 
 /**
- * Sets (`null`: clears) where `device`'s workers send inner packets other devices route:
- * ESP in → WireGuard out and back, per tenant, without a TUN or kernel hop. Validated in full
- * first; on error nothing changes.
+ * Sets (`null`: clears) `device`'s handoff: where its workers send inner packets other devices
+ * route — ESP in → WireGuard out and back, per tenant, without a TUN or kernel hop. Validated in
+ * full first; on error nothing changes.
  */
-export function setTranslation(device: WireGuardDevice | IpsecDevice | TenantTunDevice, translation: Translation | null): void {
+export function setHandoff(device: WireGuardDevice | IpsecDevice | TenantTunDevice, handoff: Handoff | null): void {
   try {
     loadBinding().setTranslation(
       device.handoffId,
-      translation === null
+      handoff === null
         ? null
         : {
-            stamp: translation.stamp,
-            isolated: translation.isolated,
-            targets: translation.targets.map((t) => ({ device: t.device.handoffId, tenant: t.tenant, ...(t.rules ? { rules: t.rules } : {}) })),
+            stamp: handoff.stamp,
+            isolated: handoff.isolated,
+            targets: handoff.targets.map((t) => ({ device: t.device.handoffId, tenant: t.tenant, ...(t.rules ? { rules: t.rules } : {}) })),
           },
     );
   } catch (e) {
@@ -230,40 +241,12 @@ export interface TenantTunDeviceOptions {
 
 /**
  * A tenant's local network on a TUN of its own: no ports, no protocol. What its hosts send is
- * routed by the tenant's other devices on the workers (`setTranslation`), and what those
+ * routed by the tenant's other devices on the workers (`setHandoff`), and what those
  * decapsulate for its subnets is written into it.
  */
-export class TenantTunDevice extends EventEmitter<DeviceEvents> {
-  readonly #native: BindingTenantTunDevice;
-
-  private constructor(native: BindingTenantTunDevice) {
-    super();
-    this.#native = native;
-  }
-
+export class TenantTunDevice extends HandoffDevice<BindingTenantTunDevice> {
   static open(options: TenantTunDeviceOptions): TenantTunDevice {
     return openDevice((b, onEvent) => new b.TenantTunDevice(options, onEvent), (n) => new TenantTunDevice(n));
-  }
-
-  get tunName(): string {
-    return this.#native.tunName;
-  }
-  get closed(): boolean {
-    return this.#native.closed;
-  }
-  /** This device's id for `setTranslation`. */
-  get handoffId(): number {
-    return this.#native.handoffId;
-  }
-  stats(): WorkerStats[] {
-    try {
-      return this.#native.stats();
-    } catch (e) {
-      throw fromNative(e);
-    }
-  }
-  close(): void {
-    this.#native.close();
   }
 }
 
@@ -293,67 +276,36 @@ export type IpsecCounters = BindingIpsecCounters;
  * An IPsec device: a TUN interface whose packets are ESP-protected with the SAs charon installs
  * through the `cvlan` plugin, and the UDP ports (IKE, NAT-T) the data plane owns.
  */
-export class IpsecDevice extends EventEmitter<DeviceEvents> {
-  readonly #native: BindingIpsecDevice;
-
-  private constructor(native: BindingIpsecDevice) {
-    super();
-    this.#native = native;
-  }
-
+export class IpsecDevice extends HandoffDevice<BindingIpsecDevice> {
   static open(options: IpsecDeviceOptions): IpsecDevice {
     return openDevice((b, onEvent) => new b.IpsecDevice(options, onEvent), (n) => new IpsecDevice(n));
   }
 
-  get tunName(): string {
-    return this.#native.tunName;
-  }
   get natPort(): number {
-    return this.#native.natPort;
+    return this.native.natPort;
   }
   get ikePort(): number {
-    return this.#native.ikePort;
-  }
-  /** This device's id for `setTranslation`. */
-  get handoffId(): number {
-    return this.#native.handoffId;
+    return this.native.ikePort;
   }
   /** Which tenant (tag ≥ 1) each tunnel (CHILD_SA if_id) belongs to; empty: one tenant. */
   setTenants(tunnels: { ifId: number; tenant: number }[]): void {
-    try {
-      this.#native.setTenants(tunnels);
-    } catch (e) {
-      throw fromNative(e);
-    }
+    this.call(() => this.native.setTenants(tunnels));
   }
   /** A raw ESP socket is open: charon may negotiate ESP without UDP where there is no NAT. */
   get rawEsp(): boolean {
-    return this.#native.rawEsp;
+    return this.native.rawEsp;
   }
   /** Why a raw ESP socket was asked for and not opened (e.g. no CAP_NET_RAW), else null. */
   get rawEspError(): string | null {
-    return this.#native.rawEspError ?? null;
-  }
-  get closed(): boolean {
-    return this.#native.closed;
+    return this.native.rawEspError ?? null;
   }
   /** Installed SAs and their counters (no key material). */
   sas(): SaInfo[] {
-    return this.#native.sas();
+    return this.native.sas();
   }
   /** IKE relay counters and IPsec drops by reason. */
   counters(): IpsecCounters {
-    return this.#native.counters();
-  }
-  stats(): WorkerStats[] {
-    try {
-      return this.#native.stats();
-    } catch (e) {
-      throw fromNative(e);
-    }
-  }
-  close(): void {
-    this.#native.close();
+    return this.native.counters();
   }
 }
 
@@ -379,38 +331,21 @@ export type WgCounters = BindingWgCounters;
  * A userspace WireGuard interface: TUN + one UDP port + peers changed at runtime without
  * disturbing the others. `state()`/`apply()` follow the cross-platform UAPI (`get=1`/`set=1`).
  */
-export class WireGuardDevice extends EventEmitter<DeviceEvents> implements WireGuardControl {
-  readonly #native: BindingWireGuardDevice;
-
-  private constructor(native: BindingWireGuardDevice) {
-    super();
-    this.#native = native;
-  }
-
+export class WireGuardDevice extends HandoffDevice<BindingWireGuardDevice> implements WireGuardControl {
   static open(options: WireGuardDeviceOptions): WireGuardDevice {
     return openDevice((b, onEvent) => new b.WireGuardDevice(options, onEvent), (n) => new WireGuardDevice(n));
   }
 
-  get tunName(): string {
-    return this.#native.tunName;
-  }
   get listenPort(): number {
-    return this.#native.listenPort;
-  }
-  get closed(): boolean {
-    return this.#native.closed;
-  }
-  /** This device's id for `setTranslation`. */
-  get handoffId(): number {
-    return this.#native.handoffId;
+    return this.native.listenPort;
   }
   /** The interface name (the UAPI socket is named after it). */
   get name(): string {
-    return this.#native.tunName;
+    return this.native.tunName;
   }
   /** Interface and peers, including key material: only for root-only management paths. */
   state(): WgDeviceState {
-    const s: BindingWgDeviceState = this.#call(() => this.#native.state());
+    const s: BindingWgDeviceState = this.call(() => this.native.state());
     return {
       privateKey: s.privateKey ? new Uint8Array(s.privateKey) : null,
       listenPort: s.listenPort,
@@ -454,24 +389,10 @@ export class WireGuardDevice extends EventEmitter<DeviceEvents> implements WireG
         ...(p.removeAllowedIps !== undefined ? { removeAllowedIps: p.removeAllowedIps } : {}),
       })),
     };
-    this.#call(() => this.#native.apply(native));
+    this.call(() => this.native.apply(native));
   }
   counters(): WgCounters {
-    return this.#native.counters();
-  }
-  stats(): WorkerStats[] {
-    return this.#call(() => this.#native.stats());
-  }
-  close(): void {
-    this.#native.close();
-  }
-
-  #call<T>(f: () => T): T {
-    try {
-      return f();
-    } catch (e) {
-      throw fromNative(e);
-    }
+    return this.native.counters();
   }
 }
 

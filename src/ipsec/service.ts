@@ -4,19 +4,15 @@
  * session that loads tunnels into it. charon restarts (crash, kill) are survived: the data plane
  * keeps forwarding on installed SAs, and the connections are loaded again when charon is back.
  */
-import { execFile } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { CvlanError } from '../errors.js';
 import { IpsecDevice, type SaInfo, type IpsecCounters, type WorkerStats } from '../dataplane/index.js';
 import { CharonSupervisor, type SupervisorLogger } from '../strongswan/supervisor.js';
 import { PLUGINS_CVLAN } from '../strongswan/conf.js';
 import { ViciClient } from '../strongswan/vici/client.js';
 import type { IkeSaInfo } from '../strongswan/vici/types.js';
+import { addRoute } from '../daemon/os.js';
 import { connSection, sharedSecrets, type IpsecTunnel } from './connections.js';
-
-const exec = promisify(execFile);
 
 export interface IpsecServiceOptions {
   /** TUN interface for traffic to/from the IPsec tunnels. */
@@ -128,9 +124,7 @@ export class IpsecService {
     if (o.route === false) return;
     for (const subnet of t.remoteSubnets) {
       if (this.#routes.has(subnet)) continue;
-      await exec('ip', ['route', 'replace', subnet, 'dev', this.#opts.tunName]).catch((e: unknown) => {
-        throw new CvlanError('CVLAN_ERR_TUN', `cannot route ${subnet} into ${this.#opts.tunName}: ${String((e as { stderr?: string }).stderr ?? e).trim()}`);
-      });
+      await addRoute(subnet, this.#opts.tunName);
       this.#routes.add(subnet);
     }
   }

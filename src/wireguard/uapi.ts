@@ -99,6 +99,9 @@ const show = (s: string): string => JSON.stringify(s.length > 60 ? `${s.slice(0,
 export function parseSetRequest(lines: readonly string[]): WgDeviceUpdate {
   const update: WgDeviceUpdate = { peers: [] };
   let peer: WgPeerUpdate | undefined;
+  // Per peer, its allowed-IP lines as ordered sets (a request may carry 100k of them: linear),
+  // written into the peer once the request is parsed.
+  const prefixes = new Map<WgPeerUpdate, { adds: Set<string>; removes: Set<string> }>();
   for (const raw of lines) {
     const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     const eq = line.indexOf('=');
@@ -157,24 +160,21 @@ export function parseSetRequest(lines: readonly string[]): WgDeviceUpdate {
         // Replacing drops what the section added before it. (wireguard-go would also have taken
         // those prefixes from their previous peers first; `wg` always sends this line first.)
         peer.replaceAllowedIps = true;
-        peer.allowedIps = [];
-        delete peer.removeAllowedIps;
+        prefixes.set(peer, { adds: new Set(), removes: new Set() });
         break;
       case 'allowed_ip': {
         const remove = value.startsWith('-');
         const p = canonicalPrefix(remove ? value.slice(1) : value);
         if (p === null) throw einval(`allowed_ip ${show(value)} is not a CIDR`);
-        // The last line about a prefix wins, as when the lines are applied one by one.
-        const adds = (peer.allowedIps ??= []);
-        const removes = (peer.removeAllowedIps ??= []);
-        if (remove) {
-          if (!removes.includes(p)) removes.push(p);
-        } else {
-          const i = removes.indexOf(p);
-          if (i >= 0) removes.splice(i, 1);
-          if (!adds.includes(p)) adds.push(p);
+        // The last line about a prefix wins, as when the lines are applied one by one (removals
+        // are applied after additions).
+        let sets = prefixes.get(peer);
+        if (!sets) prefixes.set(peer, (sets = { adds: new Set(), removes: new Set() }));
+        if (remove) sets.removes.add(p);
+        else {
+          sets.removes.delete(p);
+          sets.adds.add(p);
         }
-        if (removes.length === 0) delete peer.removeAllowedIps;
         break;
       }
       case 'protocol_version':
@@ -183,6 +183,10 @@ export function parseSetRequest(lines: readonly string[]): WgDeviceUpdate {
       default:
         throw einval(`invalid UAPI peer key ${show(key)}`);
     }
+  }
+  for (const [p, { adds, removes }] of prefixes) {
+    p.allowedIps = [...adds];
+    if (removes.size > 0) p.removeAllowedIps = [...removes];
   }
   return update;
 }
