@@ -26,7 +26,7 @@
  * `reconcile()` changes only the peers and tunnels whose specification changed.
  */
 import type { Logger } from 'pino';
-import { ConfigError } from '../errors.js';
+import { ConfigError, CvlanError } from '../errors.js';
 import { configVersion } from '../config/load.js';
 import type { DesiredState, IpsecTunnelSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
 import { TenantTunDevice, WireGuardDevice, setHandoff, type totals, type WorkerStats } from '../dataplane/index.js';
@@ -307,8 +307,10 @@ export class Vrouter implements RouterStateSource {
 
   /**
    * Moves to `next` changing only what differs. A state this build cannot apply, or whose
-   * device-level settings (listen port, private key, addresses) differ, is refused before anything
-   * changes; the running state stays.
+   * restart-only settings differ (`../reconcile/plan.ts`), is refused before anything changes.
+   * A step that fails half-way (a port taken, charon refusing a connection) rolls every step
+   * already taken back, in reverse, and the error names the field of the failed step: the
+   * running state is the previous one again.
    */
   async reconcile(next: DesiredState): Promise<number> {
     const refused = unsupported(next);
@@ -316,30 +318,104 @@ export class Vrouter implements RouterStateSource {
     // Planned in full before anything changes: a refused plan leaves the running state as it is.
     // The tenant set is the same (plan refuses otherwise), so the runtimes and tags stay.
     const ops = plan(this.#state, next, this.#fpKey);
-    for (const spec of next.tenants) this.#tenants.get(spec.id)!.spec = spec;
-    for (const rt of this.#tenants.values()) {
-      const mine = ops.filter((o) => o.tenant === rt.spec.id);
-      const removed = mine.flatMap((o) => (o.kind === 'peer-remove' ? [o.peer] : []));
-      const upserted = mine.flatMap((o) => (o.kind === 'peer-upsert' ? [o.peer] : []));
-      await this.#applyPeerOps(rt, removed, upserted);
-      for (const o of mine) {
-        if (o.kind !== 'peer-upsert' || !o.previous || !rt.wg) continue;
-        const kept = new Set(o.peer.allowedIps);
-        for (const prefix of o.previous.allowedIps) {
-          if (!kept.has(prefix)) await this.#route(rt, 'remove', prefix, rt.wg.tunName, { kind: 'wireguard', id: o.peer.publicKey });
+    const before = new Map([...this.#tenants].map(([id, rt]) => [id, rt.spec]));
+    const undo: { what: string; run: () => Promise<void> }[] = [];
+    let field = 'tenants';
+    try {
+      for (const spec of next.tenants) this.#tenants.get(spec.id)!.spec = spec;
+      let i = -1;
+      for (const rt of this.#tenants.values()) {
+        i++;
+        const at = `tenants[${i}]`;
+        const mine = ops.filter((o) => o.tenant === rt.spec.id);
+        if (mine.some((o) => o.kind === 'wireguard-replace')) {
+          field = `${at}.wireguard`;
+          // One TUN name per tenant: the old device goes before the new one opens.
+          await this.#closeWireguard(rt);
+          undo.push({ what: `WireGuard of ${rt.spec.id}`, run: async () => {
+            await this.#closeWireguard(rt);
+            await this.#openWireguard(rt);
+          } });
+          await this.#openWireguard(rt);
+        }
+        const removed = mine.flatMap((o) => (o.kind === 'peer-remove' ? [o.peer] : []));
+        const upserts = mine.flatMap((o) => (o.kind === 'peer-upsert' ? [o] : []));
+        if (removed.length > 0 || upserts.length > 0) {
+          field = `${at}.wireguard_peers`;
+          const old = new Set(before.get(rt.spec.id)!.peers.map((p) => p.publicKey));
+          undo.push({ what: `WireGuard peers of ${rt.spec.id}`, run: async () => {
+            // The old peers as they were (allowed IPs replaced), the new ones gone, and the
+            // prefixes a changed peer gained unrouted.
+            await this.#applyPeerOps(rt, upserts.filter((o) => !old.has(o.peer.publicKey)).map((o) => o.peer), [...removed, ...upserts.flatMap((o) => (o.previous ? [o.previous] : []))]);
+            for (const o of upserts) {
+              if (!o.previous || !rt.wg) continue;
+              const had = new Set(o.previous.allowedIps);
+              for (const prefix of o.peer.allowedIps) if (!had.has(prefix)) await this.#route(rt, 'remove', prefix, rt.wg.tunName, { kind: 'wireguard', id: o.peer.publicKey });
+            }
+          } });
+          await this.#applyPeerOps(rt, removed, upserts.map((o) => o.peer));
+          for (const o of upserts) {
+            if (!o.previous || !rt.wg) continue;
+            const kept = new Set(o.peer.allowedIps);
+            for (const prefix of o.previous.allowedIps) {
+              if (!kept.has(prefix)) await this.#route(rt, 'remove', prefix, rt.wg.tunName, { kind: 'wireguard', id: o.peer.publicKey });
+            }
+          }
+        }
+        for (const o of mine) {
+          if (o.kind !== 'tunnel-remove' && o.kind !== 'tunnel-add' && o.kind !== 'tunnel-replace') continue;
+          field = `${at}.tunnels[${Math.max(0, rt.spec.tunnels.findIndex((x) => x.id === o.tunnel.id))}]`;
+          const gone = o.kind === 'tunnel-remove' ? o.tunnel : o.kind === 'tunnel-replace' ? o.previous : undefined;
+          if (gone) {
+            await this.#ipsec!.removeTunnel(gone.id);
+            undo.push({ what: `tunnel ${gone.id}`, run: () => this.#addTunnel(rt, gone) });
+          }
+          if (o.kind !== 'tunnel-remove') {
+            await this.#addTunnel(rt, o.tunnel);
+            undo.push({ what: `tunnel ${o.tunnel.id}`, run: () => this.#ipsec!.removeTunnel(o.tunnel.id) });
+          }
         }
       }
-      for (const o of mine) {
-        if (o.kind === 'tunnel-remove' || o.kind === 'tunnel-replace') await this.#ipsec!.removeTunnel(o.kind === 'tunnel-remove' ? o.tunnel.id : o.previous.id);
-        if (o.kind === 'tunnel-add' || o.kind === 'tunnel-replace') await this.#addTunnel(rt, o.tunnel);
+    } catch (e) {
+      for (const [id, spec] of before) this.#tenants.get(id)!.spec = spec;
+      const failed: string[] = [];
+      for (const u of undo.reverse()) {
+        try {
+          await u.run();
+        } catch (x) {
+          failed.push(`${u.what}: ${(x as Error).message}`);
+        }
       }
+      this.#handoff();
+      const why = e instanceof CvlanError ? `${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e);
+      this.#opts.logger.error({ event: 'reconcile_rolled_back', field, steps: undo.length, failed }, 'applying the new configuration failed half-way; rolled back');
+      throw new ConfigError([
+        {
+          path: field,
+          reason: `could not be applied (${why}); ${failed.length === 0 ? 'the previous configuration was restored' : `rolling back failed too: ${failed.join('; ')}`}`,
+        },
+      ]);
     }
     this.#state = next;
-    // New tunnels' if_ids and changed inter-tenant rules reach the workers.
+    // New tunnels' if_ids, replaced devices and changed inter-tenant rules reach the workers.
     this.#handoff();
     this.#appliedAt = new Date().toISOString();
     this.#events.configApplied({ tenant: this.#shared ? null : (next.tenants[0]?.id ?? null), version: configVersion(next), changes: ops.length });
     return ops.length;
+  }
+
+  /** Closes a tenant's WireGuard device; nothing hands packets to it any more before it goes. */
+  async #closeWireguard(rt: TenantRuntime): Promise<void> {
+    const wg = rt.wg;
+    if (!wg) return;
+    rt.wg = undefined;
+    this.#handoff();
+    if (!wg.closed) setHandoff(wg, null);
+    await rt.uapi?.close().catch(() => undefined);
+    rt.uapi = undefined;
+    wg.close();
+    // The kernel dropped the routes with the link.
+    for (const key of [...this.#routes]) if (key.endsWith(` ${wg.tunName}`)) this.#routes.delete(key);
   }
 
   async stop(): Promise<void> {

@@ -3,15 +3,20 @@
  * touched. Pure: no I/O, no clock. Secrets are compared through keyed digests (`Secret.keyedDigest`),
  * so a changed PSK is a change, and nothing about the PSK leaks into the plan.
  *
- * Changes this build applies only with a restart (the tenant set, a WireGuard interface's port or
- * key, the IPsec listen address, the first IPsec tunnel — charon starts with the vrouter) make the
- * plan a ConfigError naming the field: the whole new state is refused and the running one stays.
+ * A tenant's WireGuard interface whose port or key changed (or that appears or goes) is one
+ * `wireguard-replace`: its device is closed and opened again with every peer, so its peers
+ * handshake anew; other tenants and tunnels are untouched.
+ *
+ * Changes this build applies only with a restart (the tenant set, tenant TUN devices, the IPsec
+ * listen address, the first IPsec tunnel — charon starts with the vrouter) make the plan a
+ * ConfigError naming the field: the whole new state is refused and the running one stays.
  */
 import { randomBytes } from 'node:crypto';
 import { ConfigError } from '../errors.js';
-import { Secret, type DesiredState, type IpsecTunnelSpec, type WireguardPeerSpec } from '../config/model.js';
+import { Secret, type DesiredState, type IpsecTunnelSpec, type WireguardInterfaceSpec, type WireguardPeerSpec } from '../config/model.js';
 
 export type Op =
+  | { kind: 'wireguard-replace'; tenant: string; wireguard: WireguardInterfaceSpec | undefined; previous: WireguardInterfaceSpec | undefined }
   | { kind: 'peer-remove'; tenant: string; peer: WireguardPeerSpec }
   | { kind: 'peer-upsert'; tenant: string; peer: WireguardPeerSpec; previous?: WireguardPeerSpec }
   | { kind: 'tunnel-remove'; tenant: string; tunnel: IpsecTunnelSpec }
@@ -43,17 +48,19 @@ export function plan(applied: DesiredState, desired: DesiredState, key: Buffer =
     const a = applied.tenants.find((t) => t.id === b.id);
     if (!a) return;
     const at = `tenants[${i}]`;
-    if (fp(a.wireguard) !== fp(b.wireguard)) issues.push({ path: `${at}.wireguard`, reason: 'the listen port and private key change only with a restart' });
+    const wgReplaced = fp(a.wireguard) !== fp(b.wireguard);
+    if (wgReplaced) ops.push({ kind: 'wireguard-replace', tenant: b.id, wireguard: b.wireguard, previous: a.wireguard });
     if (fp(a.tuns) !== fp(b.tuns)) issues.push({ path: `${at}.tun`, reason: 'tenant TUN devices change only with a restart' });
     if (a.tunnels.length === 0 && b.tunnels.length > 0) issues.push({ path: `${at}.tunnels`, reason: 'the first IPsec tunnel needs a restart (charon starts with the vrouter)' });
     if (a.tunnels.length > 0 && applied.local.network.listenAddress !== desired.local.network.listenAddress) {
       issues.push({ path: 'network.listen_address', reason: 'changes only with a restart' });
     }
 
-    const oldPeers = new Map(a.peers.map((p) => [p.publicKey, p]));
+    // A replaced interface is opened with all of its peers: no peer operations besides.
+    const oldPeers = new Map((wgReplaced ? [] : a.peers).map((p) => [p.publicKey, p]));
     const newKeys = new Set(b.peers.map((p) => p.publicKey));
-    for (const p of a.peers) if (!newKeys.has(p.publicKey)) ops.push({ kind: 'peer-remove', tenant: b.id, peer: p });
-    for (const p of b.peers) {
+    if (!wgReplaced) for (const p of a.peers) if (!newKeys.has(p.publicKey)) ops.push({ kind: 'peer-remove', tenant: b.id, peer: p });
+    for (const p of wgReplaced ? [] : b.peers) {
       const prev = oldPeers.get(p.publicKey);
       if (!prev) ops.push({ kind: 'peer-upsert', tenant: b.id, peer: p });
       else if (fp(prev) !== fp(p)) ops.push({ kind: 'peer-upsert', tenant: b.id, peer: p, previous: prev });

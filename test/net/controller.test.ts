@@ -78,9 +78,11 @@ t.test('a vrouter managed by the reference controller', { skip, timeout: (OUTAGE
   await lab.veth({ ns: nsB, addresses: ['192.168.43.2/24'] }, { ns: nsV, addresses: ['192.168.43.1/24'] });
   const [vrKeys, agentKeys, agent2Keys] = [await genKeyPair(), await genKeyPair(), await genKeyPair()];
   const tun = `cvc${randomSuffix(5)}`;
+  // Unique: WireGuard UAPI sockets (/var/run/wireguard/wg-<tenant>.sock) are not per namespace.
+  const tenant = `t${randomSuffix(5)}`;
   const doc = (agent2Allowed: string, withBranch: boolean): object => ({
     vrouter_id: 'vr1',
-    tenant_id: 'acme',
+    tenant_id: tenant,
     ...(withBranch
       ? {
           tunnels: [
@@ -208,5 +210,68 @@ t.test('a vrouter managed by the reference controller', { skip, timeout: (OUTAGE
   const since = new Date().toISOString();
   const again2 = await statusUntil(nsV, back, (s) => s.reported_at > since && s.applied_generation === 2 && s.refused?.generation === 3, 30_000);
   t.ok(again2, 'reports resume after the outage');
+  await closeLab(t, lab);
+});
+
+t.test('under the controller, a WireGuard port and key change applies live; one that fails half-way is rolled back', { skip, timeout: 240_000 }, async (t) => {
+  const lab = useLab(t, { label: 'ctrlwg' });
+  const [nsV, nsA, nsC] = [await lab.namespace('vr'), await lab.namespace('agent'), await lab.namespace('cloud')];
+  await lab.veth({ ns: nsA, addresses: ['192.168.42.2/24'] }, { ns: nsV, addresses: ['192.168.42.1/24'] });
+  const [k1, k2, agentKeys, otherKeys] = [await genKeyPair(), await genKeyPair(), await genKeyPair(), await genKeyPair()];
+  const tun = `cvc${randomSuffix(5)}`;
+  const tenant = `t${randomSuffix(5)}`;
+  const doc = (port: number, key: string, extraPeer: boolean): object => ({
+    vrouter_id: 'vr1',
+    tenant_id: tenant,
+    wireguard: { listen_port: port, private_key: key },
+    wireguard_peers: [
+      { name: 'agent', public_key: agentKeys.publicKey, allowed_ips: [`${AGENT}/32`] },
+      ...(extraPeer ? [{ name: 'other', public_key: otherKeys.publicKey, allowed_ips: ['10.20.0.77/32'] }] : []),
+    ],
+    tun: [{ name: tun, netns: nsC, addresses: [`${CLOUD}/24`], subnets: ['10.30.0.0/24'] }],
+  });
+  const controller = await startController(lab, nsV, join(lab.dir, 'controller'));
+  await setDocument(lab, nsV, controller, doc(51820, k1.privateKey, false));
+  const token = await ctl(nsV, controller, ['token', '--vrouter', 'vr1']);
+  const etc = join(lab.dir, 'etc');
+  const init = await run(tools.node, [CVLAN_CLI, 'init', '--controller', controller.url, '--token', token, '--ca', controller.ca, '--config-dir', etc, '--state-dir', join(lab.dir, 'state'), '--no-enable'], { ns: nsV, allowFailure: true });
+  t.equal(init.code, 0, init.stderr);
+  const toml = join(etc, 'vrouter.toml');
+  writeFileSync(
+    toml,
+    readFileSync(toml, 'utf8').replace('[controller]\n', '[controller]\npoll_interval = 5\nstatus_interval = 2\nbackoff_max = 2\n') +
+      ['', '[performance]', 'worker_threads = 2', '', '[admin]', `socket = "${join(lab.dir, 'admin.sock')}"`, ''].join('\n'),
+  );
+  const vr = lab.spawn(`cvlan-vrouter run@${nsV}`, tools.node, [CVLAN_CLI, 'run', '--local', toml, '--runtime-dir', join(lab.dir, 'run')], { ns: nsV, env: { CVLAN_LOG_LEVEL: 'info' }, keepLines: 5000 });
+  await vr.waitReady({ line: /"event":"ready"/, timeoutMs: 30_000 });
+  const agent = await wireguardGo(lab, nsA, {
+    keys: agentKeys,
+    addresses: [`${AGENT}/24`],
+    peers: [{ publicKey: k1.publicKey, endpoint: '192.168.42.1:51820', allowedIps: ['10.30.0.0/24'], persistentKeepalive: 2 }],
+    routes: ['10.30.0.0/24'],
+  });
+  t.ok((await waitForPing(nsA, CLOUD, 20_000, AGENT)).received > 0, 'agent → cloud on port 51820, key 1');
+
+  // Generation 2: another port and another key, live.
+  await setDocument(lab, nsV, controller, doc(51821, k2.privateKey, false));
+  await statusUntil(nsV, controller, (s) => s.applied_generation === 2 && s.refused === null);
+  t.equal((await ping(nsA, CLOUD, { count: 2, source: AGENT })).received, 0, 'the agent, still on the old key and port, no longer gets through');
+  await run(tools.wg, ['set', agent.name, 'peer', k1.publicKey, 'remove'], { ns: nsA });
+  await agent.setPeer({ publicKey: k2.publicKey, endpoint: '192.168.42.1:51821', allowedIps: ['10.30.0.0/24'], persistentKeepalive: 2 });
+  t.ok((await waitForPing(nsA, CLOUD, 20_000, AGENT)).received > 0, 'agent → cloud on port 51821, key 2, without a vrouter restart');
+  t.ok(vr.exitStatus === undefined, 'the same vrouter process');
+
+  // Generation 3 adds a peer and moves to a port something else holds: the port fails after the
+  // old device is closed, everything is rolled back, and the refusal names the field.
+  const holder = lab.spawn(`udp-holder@${nsV}`, 'python3', ['-c', 'import socket,time\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.bind(("::",51822))\nprint("bound",flush=True)\ntime.sleep(3600)'], { ns: nsV });
+  await holder.waitReady({ line: 'bound' });
+  await setDocument(lab, nsV, controller, doc(51822, k1.privateKey, true));
+  const refused = await statusUntil(nsV, controller, (s) => s.refused?.generation === 3);
+  t.equal(refused.applied_generation, 2, 'generation 2 still applied');
+  t.match(refused.refused?.issues, [{ field: 'tenants[0].wireguard', reason: /CVLAN_ERR_ADDR_IN_USE.*the previous configuration was restored/ }]);
+  t.ok(vr.output().some((l) => l.line.includes('"event":"reconcile_rolled_back"')), 'the rollback is logged');
+  const peers = await admin<{ peers: PeerView[] }>(join(lab.dir, 'admin.sock'), '/v1/peers');
+  t.same(peers.peers.map((p) => p.public_key), [agentKeys.publicKey], "generation 3's new peer was rolled back too");
+  t.ok((await waitForPing(nsA, CLOUD, 20_000, AGENT)).received > 0, 'agent → cloud again on port 51821, key 2');
   await closeLab(t, lab);
 });

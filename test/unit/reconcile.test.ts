@@ -90,11 +90,18 @@ t.test('a changed secret is a change (compared by digest)', async (t) => {
   t.notMatch(JSON.stringify(ops.map((o) => ({ ...o, tunnel: undefined, previous: undefined }))), PSK);
 });
 
-t.test('restart-only changes refuse the whole state with the field named', async (t) => {
+t.test('a WireGuard port or key change replaces that interface, peers and all', async (t) => {
   const next = doc();
   next.wireguard = { listen_port: 51821, private_key: WG_PRIV };
   next.wireguard_peers.pop();
-  t.ok(issuesOf(() => plan(load(doc()), load(next))).some((i) => i.path === 'tenants[0].wireguard'), 'WireGuard port change refused');
+  const ops = plan(load(doc()), load(next));
+  t.same(kinds(ops), ['wireguard-replace'], 'one operation; the peers come with the interface');
+  const op = ops[0] as Extract<(typeof ops)[number], { kind: 'wireguard-replace' }>;
+  t.equal(op.previous?.listenPort, 51820);
+  t.equal(op.wireguard?.listenPort, 51821);
+});
+
+t.test('restart-only changes refuse the whole state with the field named', async (t) => {
   const moved = loadDesiredState({ controllerDocs: [doc()], localToml: '[network]\nlisten_address = "192.0.2.2"\n', stateDir: null });
   t.ok(issuesOf(() => plan(load(doc()), moved)).some((i) => i.path === 'network.listen_address'), 'listen address change refused');
   const renamed = { ...doc(), tenant_id: 'other' };
