@@ -23,7 +23,8 @@
  * tenants meet only in the workers, isolated, and inter-tenant rules open single prefix pairs.
  *
  * Apply order is "data plane first, then routes, then charon"; `stop()` runs it backwards.
- * `reconcile()` changes only the peers and tunnels whose specification changed.
+ * `reconcile()` changes only the peers, tunnels, WireGuard interfaces and tenant TUNs whose
+ * specification changed, and rolls back a plan that fails half-way.
  */
 import type { Logger } from 'pino';
 import { ConfigError, CvlanError } from '../errors.js';
@@ -338,6 +339,18 @@ export class Vrouter implements RouterStateSource {
           } });
           await this.#openWireguard(rt);
         }
+        for (const o of mine) {
+          if (o.kind !== 'tun-replace') continue;
+          field = `${at}.tun`;
+          for (const spec of o.gone) {
+            this.#closeTun(rt, spec.name);
+            undo.push({ what: `TUN ${spec.name}`, run: () => this.#openTunOrNothing(rt, spec) });
+          }
+          for (const spec of o.added) {
+            await this.#openTunOrNothing(rt, spec);
+            undo.push({ what: `TUN ${spec.name}`, run: async () => this.#closeTun(rt, spec.name) });
+          }
+        }
         const removed = mine.flatMap((o) => (o.kind === 'peer-remove' ? [o.peer] : []));
         const upserts = mine.flatMap((o) => (o.kind === 'peer-upsert' ? [o] : []));
         if (removed.length > 0 || upserts.length > 0) {
@@ -402,6 +415,27 @@ export class Vrouter implements RouterStateSource {
     this.#appliedAt = new Date().toISOString();
     this.#events.configApplied({ tenant: this.#shared ? null : (next.tenants[0]?.id ?? null), version: configVersion(next), changes: ops.length });
     return ops.length;
+  }
+
+  /** Closes a tenant TUN device (its addresses and routes go with the link); nothing hands packets to it before. */
+  #closeTun(rt: TenantRuntime, name: string): void {
+    const i = rt.tuns.findIndex((x) => x.spec.name === name);
+    if (i < 0) return;
+    const [t] = rt.tuns.splice(i, 1);
+    this.#handoff();
+    if (!t!.dev.closed) setHandoff(t!.dev, null);
+    t!.dev.close();
+    for (const s of t!.spec.subnets) this.#events.routingChange({ tenant: rt.spec.id, tunnel: null, action: 'remove', prefix: s, via: { kind: 'tun', id: name } });
+  }
+
+  /** `#openTun`, and when it fails half-way the device it opened is closed again. */
+  async #openTunOrNothing(rt: TenantRuntime, spec: TunSpec): Promise<void> {
+    try {
+      await this.#openTun(rt, spec);
+    } catch (e) {
+      this.#closeTun(rt, spec.name);
+      throw e;
+    }
   }
 
   /** Closes a tenant's WireGuard device; nothing hands packets to it any more before it goes. */

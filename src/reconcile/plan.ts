@@ -7,16 +7,21 @@
  * `wireguard-replace`: its device is closed and opened again with every peer, so its peers
  * handshake anew; other tenants and tunnels are untouched.
  *
- * Changes this build applies only with a restart (the tenant set, tenant TUN devices, the IPsec
+ * A tenant TUN device that changed (or appears or goes) is closed and opened again; the tenant's
+ * other TUNs stay.
+ *
+ * Changes this build applies only with a restart (the tenant set, the IPsec
  * listen address, the first IPsec tunnel — charon starts with the vrouter) make the plan a
  * ConfigError naming the field: the whole new state is refused and the running one stays.
  */
 import { randomBytes } from 'node:crypto';
 import { ConfigError } from '../errors.js';
-import { Secret, type DesiredState, type IpsecTunnelSpec, type WireguardInterfaceSpec, type WireguardPeerSpec } from '../config/model.js';
+import { Secret, type DesiredState, type IpsecTunnelSpec, type TunSpec, type WireguardInterfaceSpec, type WireguardPeerSpec } from '../config/model.js';
 
 export type Op =
   | { kind: 'wireguard-replace'; tenant: string; wireguard: WireguardInterfaceSpec | undefined; previous: WireguardInterfaceSpec | undefined }
+  /** Tenant TUN devices: `gone` are closed (changed ones too), then `added` opened; the others stay. */
+  | { kind: 'tun-replace'; tenant: string; gone: TunSpec[]; added: TunSpec[] }
   | { kind: 'peer-remove'; tenant: string; peer: WireguardPeerSpec }
   | { kind: 'peer-upsert'; tenant: string; peer: WireguardPeerSpec; previous?: WireguardPeerSpec }
   | { kind: 'tunnel-remove'; tenant: string; tunnel: IpsecTunnelSpec }
@@ -50,7 +55,11 @@ export function plan(applied: DesiredState, desired: DesiredState, key: Buffer =
     const at = `tenants[${i}]`;
     const wgReplaced = fp(a.wireguard) !== fp(b.wireguard);
     if (wgReplaced) ops.push({ kind: 'wireguard-replace', tenant: b.id, wireguard: b.wireguard, previous: a.wireguard });
-    if (fp(a.tuns) !== fp(b.tuns)) issues.push({ path: `${at}.tun`, reason: 'tenant TUN devices change only with a restart' });
+    const oldTuns = new Map(a.tuns.map((x) => [x.name, fp(x)]));
+    const newTuns = new Map(b.tuns.map((x) => [x.name, fp(x)]));
+    const gone = a.tuns.filter((x) => newTuns.get(x.name) !== oldTuns.get(x.name));
+    const added = b.tuns.filter((x) => newTuns.get(x.name) !== oldTuns.get(x.name));
+    if (gone.length > 0 || added.length > 0) ops.push({ kind: 'tun-replace', tenant: b.id, gone, added });
     if (a.tunnels.length === 0 && b.tunnels.length > 0) issues.push({ path: `${at}.tunnels`, reason: 'the first IPsec tunnel needs a restart (charon starts with the vrouter)' });
     if (a.tunnels.length > 0 && applied.local.network.listenAddress !== desired.local.network.listenAddress) {
       issues.push({ path: 'network.listen_address', reason: 'changes only with a restart' });

@@ -213,14 +213,14 @@ t.test('a vrouter managed by the reference controller', { skip, timeout: (OUTAGE
   await closeLab(t, lab);
 });
 
-t.test('under the controller, a WireGuard port and key change applies live; one that fails half-way is rolled back', { skip, timeout: 240_000 }, async (t) => {
+t.test('under the controller, WireGuard port, key and tenant TUN changes apply live; one that fails half-way is rolled back', { skip, timeout: 240_000 }, async (t) => {
   const lab = useLab(t, { label: 'ctrlwg' });
   const [nsV, nsA, nsC] = [await lab.namespace('vr'), await lab.namespace('agent'), await lab.namespace('cloud')];
   await lab.veth({ ns: nsA, addresses: ['192.168.42.2/24'] }, { ns: nsV, addresses: ['192.168.42.1/24'] });
   const [k1, k2, agentKeys, otherKeys] = [await genKeyPair(), await genKeyPair(), await genKeyPair(), await genKeyPair()];
   const tun = `cvc${randomSuffix(5)}`;
   const tenant = `t${randomSuffix(5)}`;
-  const doc = (port: number, key: string, extraPeer: boolean): object => ({
+  const doc = (port: number, key: string, extraPeer: boolean, mtu = 1420): object => ({
     vrouter_id: 'vr1',
     tenant_id: tenant,
     wireguard: { listen_port: port, private_key: key },
@@ -228,7 +228,7 @@ t.test('under the controller, a WireGuard port and key change applies live; one 
       { name: 'agent', public_key: agentKeys.publicKey, allowed_ips: [`${AGENT}/32`] },
       ...(extraPeer ? [{ name: 'other', public_key: otherKeys.publicKey, allowed_ips: ['10.20.0.77/32'] }] : []),
     ],
-    tun: [{ name: tun, netns: nsC, addresses: [`${CLOUD}/24`], subnets: ['10.30.0.0/24'] }],
+    tun: [{ name: tun, netns: nsC, addresses: [`${CLOUD}/24`], subnets: ['10.30.0.0/24'], mtu }],
   });
   const controller = await startController(lab, nsV, join(lab.dir, 'controller'));
   await setDocument(lab, nsV, controller, doc(51820, k1.privateKey, false));
@@ -261,17 +261,24 @@ t.test('under the controller, a WireGuard port and key change applies live; one 
   t.ok((await waitForPing(nsA, CLOUD, 20_000, AGENT)).received > 0, 'agent → cloud on port 51821, key 2, without a vrouter restart');
   t.ok(vr.exitStatus === undefined, 'the same vrouter process');
 
-  // Generation 3 adds a peer and moves to a port something else holds: the port fails after the
+  // Generation 3: the tenant TUN gets another MTU, live.
+  await setDocument(lab, nsV, controller, doc(51821, k2.privateKey, false, 1380));
+  await statusUntil(nsV, controller, (s) => s.applied_generation === 3 && s.refused === null);
+  const link = await run(tools.ip, ['-n', nsC, 'link', 'show', 'dev', tun], {});
+  t.match(link.stdout, /mtu 1380/, 'the cloud TUN was opened again with MTU 1380');
+  t.ok((await waitForPing(nsA, CLOUD, 20_000, AGENT)).received > 0, 'agent → cloud through the new TUN');
+
+  // Generation 4 adds a peer and moves to a port something else holds: the port fails after the
   // old device is closed, everything is rolled back, and the refusal names the field.
   const holder = lab.spawn(`udp-holder@${nsV}`, 'python3', ['-c', 'import socket,time\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.bind(("::",51822))\nprint("bound",flush=True)\ntime.sleep(3600)'], { ns: nsV });
   await holder.waitReady({ line: 'bound' });
-  await setDocument(lab, nsV, controller, doc(51822, k1.privateKey, true));
-  const refused = await statusUntil(nsV, controller, (s) => s.refused?.generation === 3);
-  t.equal(refused.applied_generation, 2, 'generation 2 still applied');
+  await setDocument(lab, nsV, controller, doc(51822, k1.privateKey, true, 1380));
+  const refused = await statusUntil(nsV, controller, (s) => s.refused?.generation === 4);
+  t.equal(refused.applied_generation, 3, 'generation 3 still applied');
   t.match(refused.refused?.issues, [{ field: 'tenants[0].wireguard', reason: /CVLAN_ERR_ADDR_IN_USE.*the previous configuration was restored/ }]);
   t.ok(vr.output().some((l) => l.line.includes('"event":"reconcile_rolled_back"')), 'the rollback is logged');
   const peers = await admin<{ peers: PeerView[] }>(join(lab.dir, 'admin.sock'), '/v1/peers');
-  t.same(peers.peers.map((p) => p.public_key), [agentKeys.publicKey], "generation 3's new peer was rolled back too");
+  t.same(peers.peers.map((p) => p.public_key), [agentKeys.publicKey], "generation 4's new peer was rolled back too");
   t.ok((await waitForPing(nsA, CLOUD, 20_000, AGENT)).received > 0, 'agent → cloud again on port 51821, key 2');
   await closeLab(t, lab);
 });

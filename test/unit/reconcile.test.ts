@@ -101,6 +101,21 @@ t.test('a WireGuard port or key change replaces that interface, peers and all', 
   t.equal(op.wireguard?.listenPort, 51821);
 });
 
+t.test('a changed tenant TUN is closed and opened again; the unchanged ones stay', async (t) => {
+  const lan = { name: 'cvlan-lan', addresses: ['10.50.0.1/24'], subnets: ['10.50.0.0/24'] };
+  const dmz = { name: 'cvlan-dmz', addresses: ['10.51.0.1/24'], subnets: ['10.51.0.0/24'] };
+  const a = { ...doc(), tun: [lan, dmz] };
+  const b = { ...doc(), tun: [{ ...lan, mtu: 1380 }, dmz] };
+  const ops = plan(load(a), load(b));
+  t.same(kinds(ops), ['tun-replace']);
+  const op = ops[0] as Extract<(typeof ops)[number], { kind: 'tun-replace' }>;
+  t.same([op.gone.map((x) => x.name), op.added.map((x) => `${x.name}/${x.mtu}`)], [['cvlan-lan'], ['cvlan-lan/1380']]);
+  const c = { ...doc(), tun: [dmz] };
+  const removed = plan(load(a), load(c))[0] as typeof op;
+  t.same([removed.gone.map((x) => x.name), removed.added], [['cvlan-lan'], []]);
+  t.same(plan(load(a), load({ ...doc(), tun: [lan, dmz] })), [], 'no change, no operation');
+});
+
 t.test('restart-only changes refuse the whole state with the field named', async (t) => {
   const moved = loadDesiredState({ controllerDocs: [doc()], localToml: '[network]\nlisten_address = "192.0.2.2"\n', stateDir: null });
   t.ok(issuesOf(() => plan(load(doc()), moved)).some((i) => i.path === 'network.listen_address'), 'listen address change refused');
