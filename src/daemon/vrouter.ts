@@ -29,7 +29,7 @@
 import type { Logger } from 'pino';
 import { ConfigError, CvlanError } from '../errors.js';
 import { configVersion } from '../config/load.js';
-import type { DesiredState, IpsecTunnelSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
+import type { DesiredState, IpsecTunnelSpec, TenantSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
 import { TenantTunDevice, WireGuardDevice, setHandoff, type totals, type WorkerStats } from '../dataplane/index.js';
 import { IpsecService } from '../ipsec/service.js';
 import { eventLog, type EventLog } from '../log.js';
@@ -75,6 +75,8 @@ export class Vrouter implements RouterStateSource {
   /** Tunnel id → if_id; if_ids are never reused within a run (a stale SA cannot match a new tunnel). */
   #ifIds = new Map<string, number>();
   #nextIfId = 1;
+  /** Tags of tenants added later continue after the first ones; never reused within a run. */
+  #nextTag: number;
   #ikeSas: IkeSaInfo[] = [];
   #refresh: NodeJS.Timeout | undefined;
   #routes = new Set<string>();
@@ -88,6 +90,7 @@ export class Vrouter implements RouterStateSource {
     this.#events = eventLog(opts.logger);
     this.#appliedAt = new Date().toISOString();
     state.tenants.forEach((t, i) => this.#tenants.set(t.id, { spec: t, tag: i + 1, tuns: [] }));
+    this.#nextTag = state.tenants.length + 1;
     this.#views = new RouterViews({
       state: () => this.#state,
       appliedAt: () => this.#appliedAt,
@@ -323,10 +326,18 @@ export class Vrouter implements RouterStateSource {
     const undo: { what: string; run: () => Promise<void> }[] = [];
     let field = 'tenants';
     try {
-      for (const spec of next.tenants) this.#tenants.get(spec.id)!.spec = spec;
-      let i = -1;
+      for (const o of ops) {
+        if (o.kind !== 'tenant-remove') continue;
+        const rt = this.#tenants.get(o.tenant)!;
+        await this.#downTenant(rt);
+        undo.push({ what: `tenant ${o.tenant}`, run: () => this.#upTenant(o.spec, rt.tag) });
+      }
+      for (const spec of next.tenants) {
+        const rt = this.#tenants.get(spec.id);
+        if (rt) rt.spec = spec;
+      }
       for (const rt of this.#tenants.values()) {
-        i++;
+        const i = next.tenants.findIndex((x) => x.id === rt.spec.id);
         const at = `tenants[${i}]`;
         const mine = ops.filter((o) => o.tenant === rt.spec.id);
         if (mine.some((o) => o.kind === 'wireguard-replace')) {
@@ -389,8 +400,17 @@ export class Vrouter implements RouterStateSource {
           }
         }
       }
+      for (const o of ops) {
+        if (o.kind !== 'tenant-add') continue;
+        field = `tenants[${next.tenants.findIndex((x) => x.id === o.tenant)}]`;
+        await this.#upTenant(o.spec, this.#nextTag++);
+        undo.push({ what: `tenant ${o.tenant}`, run: () => this.#downTenant(this.#tenants.get(o.tenant)!) });
+      }
     } catch (e) {
-      for (const [id, spec] of before) this.#tenants.get(id)!.spec = spec;
+      for (const [id, spec] of before) {
+        const rt = this.#tenants.get(id);
+        if (rt) rt.spec = spec;
+      }
       const failed: string[] = [];
       for (const u of undo.reverse()) {
         try {
@@ -415,6 +435,40 @@ export class Vrouter implements RouterStateSource {
     this.#appliedAt = new Date().toISOString();
     this.#events.configApplied({ tenant: this.#shared ? null : (next.tenants[0]?.id ?? null), version: configVersion(next), changes: ops.length });
     return ops.length;
+  }
+
+  /** Opens a tenant with all it holds; when that fails half-way, what was opened is closed again. */
+  async #upTenant(spec: TenantSpec, tag: number): Promise<void> {
+    const rt: TenantRuntime = { spec, tag, tuns: [] };
+    this.#tenants.set(spec.id, rt);
+    try {
+      await this.#openWireguard(rt);
+      for (const x of spec.tunnels) await this.#addTunnel(rt, x);
+      for (const x of spec.tuns) await this.#openTun(rt, x);
+    } catch (e) {
+      await this.#downTenant(rt).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Closes a tenant: its tunnels go from charon, its devices close, the workers forget it. */
+  async #downTenant(rt: TenantRuntime): Promise<void> {
+    // Every step is tried (a half-opened tenant lacks some parts); the first failure is thrown at the end.
+    const failures: unknown[] = [];
+    const step = async (f: () => Promise<void> | void): Promise<void> => {
+      try {
+        await f();
+      } catch (e) {
+        failures.push(e);
+      }
+    };
+    const ipsec = this.#ipsec;
+    if (ipsec) for (const x of rt.spec.tunnels) await step(() => ipsec.removeTunnel(x.id));
+    await step(() => this.#closeWireguard(rt));
+    for (const t of [...rt.tuns]) await step(() => this.#closeTun(rt, t.spec.name));
+    this.#tenants.delete(rt.spec.id);
+    this.#handoff();
+    if (failures.length > 0) throw failures[0];
   }
 
   /** Closes a tenant TUN device (its addresses and routes go with the link); nothing hands packets to it before. */

@@ -282,3 +282,84 @@ t.test('under the controller, WireGuard port, key and tenant TUN changes apply l
   t.ok((await waitForPing(nsA, CLOUD, 20_000, AGENT)).received > 0, 'agent → cloud again on port 51821, key 2');
   await closeLab(t, lab);
 });
+
+t.test('under the controller, a tenant is added and another removed live while UDP crosses a third', { skip, timeout: 240_000 }, async (t) => {
+  const lab = useLab(t, { label: 'ctrlten' });
+  const nsV = await lab.namespace('vr');
+  const names = ['alpha', 'beta', 'gamma'] as const;
+  const sfx = randomSuffix(4);
+  const tenants = await Promise.all(
+    names.map(async (name, i) => {
+      const agentNs = await lab.namespace(`ag${i}`);
+      const cloudNs = await lab.namespace(`cl${i}`);
+      await lab.veth({ ns: agentNs, addresses: [`192.168.${51 + i}.2/24`] }, { ns: nsV, addresses: [`192.168.${51 + i}.1/24`] });
+      return { name, id: `${name.slice(0, 2)}${sfx}`, agentNs, cloudNs, port: 51820 + i, keys: await genKeyPair(), agentKeys: await genKeyPair(), tun: `cvc${randomSuffix(5)}`, i };
+    }),
+  );
+  const [alpha, beta, gamma] = tenants as [typeof tenants[0], typeof tenants[0], typeof tenants[0]];
+  // The same inner prefixes in every tenant: isolation keeps them apart.
+  const tenantDoc = (x: typeof alpha): object => ({
+    tenant_id: x.id,
+    wireguard: { listen_port: x.port, private_key: x.keys.privateKey },
+    wireguard_peers: [{ name: 'agent', public_key: x.agentKeys.publicKey, allowed_ips: [`${AGENT}/32`] }],
+    tun: [{ name: x.tun, netns: x.cloudNs, addresses: [`${CLOUD}/24`], subnets: ['10.30.0.0/24'] }],
+  });
+  const controller = await startController(lab, nsV, join(lab.dir, 'controller'));
+  await setDocument(lab, nsV, controller, { vrouter_id: 'vr1', tenants: [tenantDoc(alpha), tenantDoc(beta)] });
+  const token = await ctl(nsV, controller, ['token', '--vrouter', 'vr1']);
+  const etc = join(lab.dir, 'etc');
+  const init = await run(tools.node, [CVLAN_CLI, 'init', '--controller', controller.url, '--token', token, '--ca', controller.ca, '--config-dir', etc, '--state-dir', join(lab.dir, 'state'), '--no-enable'], { ns: nsV, allowFailure: true });
+  t.equal(init.code, 0, init.stderr);
+  const toml = join(etc, 'vrouter.toml');
+  const adminSock = join(lab.dir, 'admin.sock');
+  writeFileSync(
+    toml,
+    readFileSync(toml, 'utf8').replace('[controller]\n', '[controller]\npoll_interval = 5\nstatus_interval = 2\nbackoff_max = 2\n') +
+      ['', '[performance]', 'worker_threads = 2', '', '[admin]', `socket = "${adminSock}"`, ''].join('\n'),
+  );
+  const vr = lab.spawn(`cvlan-vrouter run@${nsV}`, tools.node, [CVLAN_CLI, 'run', '--local', toml, '--runtime-dir', join(lab.dir, 'run')], { ns: nsV, env: { CVLAN_LOG_LEVEL: 'info' } });
+  await vr.waitReady({ line: /"event":"ready"/, timeoutMs: 30_000 });
+  for (const x of tenants) {
+    await wireguardGo(lab, x.agentNs, {
+      keys: x.agentKeys,
+      addresses: [`${AGENT}/24`],
+      peers: [{ publicKey: x.keys.publicKey, endpoint: `192.168.${51 + x.i}.1:${x.port}`, allowedIps: ['10.30.0.0/24'], persistentKeepalive: 2 }],
+      routes: ['10.30.0.0/24'],
+    });
+  }
+  t.ok((await waitForPing(alpha.agentNs, CLOUD, 20_000, AGENT)).received > 0, 'alpha: agent → its cloud');
+  t.ok((await waitForPing(beta.agentNs, CLOUD, 20_000, AGENT)).received > 0, 'beta: agent → its cloud');
+
+  await iperfServer(lab, alpha.cloudNs, { bind: CLOUD });
+  // With three tenants' workers on this shared 2-vCPU machine, a flow loses some datagrams even
+  // when nothing changes (30 Mbit/s lost 1-6 % in such a control run), so the same flow runs once
+  // without a change as the control.
+  const udp = { duration: 8, udpBitrate: 8e6, udpLength: 1200 };
+  const control = await iperfClient(alpha.agentNs, CLOUD, udp);
+  const flow = iperfClient(alpha.agentNs, CLOUD, udp).then(
+    (r) => ({ r }),
+    (e: unknown) => ({ e: e as Error }),
+  );
+  await sleep(2000);
+  t.equal(await setDocument(lab, nsV, controller, { vrouter_id: 'vr1', tenants: [tenantDoc(alpha), tenantDoc(gamma)] }), 2);
+  const two = await statusUntil(nsV, controller, (s) => s.applied_generation === 2 || s.refused !== null);
+  t.equal(two.refused, null, 'generation 2 applied');
+  const list = await admin<{ tenants: { id: string }[] }>(adminSock, '/v1/tenants');
+  t.same(list.tenants.map((x) => x.id).sort(), [alpha.id, gamma.id].sort(), 'beta is gone, gamma is there');
+  const settled = await flow;
+  if ('e' in settled) throw settled.e;
+  const drops = await admin<{ drops: { reason: string; count: number }[] }>(adminSock, '/v1/drops');
+  // Known gap: adding and removing tenants costs the untouched tenant a few tens of ms of
+  // datagrams here (0.1-0.5 % of this flow; the vrouter's own drop counters do not show them).
+  t.ok(
+    settled.r.lostPercent <= control.lostPercent,
+    `UDP through alpha at ${(settled.r.bitsPerSecond / 1e6).toFixed(0)} Mbit/s: ${settled.r.lostPercent.toFixed(3)} % lost while beta went and gamma came, ${control.lostPercent.toFixed(3)} % in the control run (vrouter drops: ${JSON.stringify(drops.drops.filter((d) => d.count > 0))})`,
+    { todo: 'tenant add/remove is not yet loss-free for the other tenants' },
+  );
+  t.ok((await waitForPing(gamma.agentNs, CLOUD, 20_000, AGENT)).received > 0, 'gamma: agent → its cloud, added without a restart');
+  t.equal((await ping(beta.agentNs, CLOUD, { count: 2, source: AGENT })).received, 0, 'beta: nothing answers any more');
+  const link = await run(tools.ip, ['-n', beta.cloudNs, 'link', 'show', 'dev', beta.tun], { allowFailure: true });
+  t.not(link.code, 0, "beta's cloud TUN is gone");
+  t.ok(vr.exitStatus === undefined, 'the same vrouter process');
+  await closeLab(t, lab);
+});
