@@ -92,6 +92,7 @@ export const LogEvents = {
   configRefused: 'config_refused',
   charonRestart: 'charon_restart',
   haFailover: 'ha_failover',
+  weakPsk: 'weak_psk',
 } as const;
 
 /**
@@ -119,6 +120,8 @@ export interface EventLog {
   configRefused(e: { tenant: string | null; version: string | null; reason: string; issues?: Array<{ path: string; reason: string }> }): void;
   charonRestart(e: { attempt: number; backoff_ms: number; exit_code: number | null; signal: string | null }): void;
   haFailover(e: { from_role: 'active' | 'standby'; to_role: 'active' | 'standby'; reason: string }): void;
+  /** A tunnel accepted a PSK shorter than `min_bytes` (`allow_weak_psk`); the key is never logged. */
+  weakPsk(e: { tenant: string; tunnel: string; min_bytes: number }): void;
 }
 
 export function eventLog(logger: Logger): EventLog {
@@ -138,5 +141,6 @@ export function eventLog(logger: Logger): EventLog {
       emit('error', LogEvents.configRefused, { tenant, tunnel: null }, f, 'configuration refused'),
     charonRestart: (f) => emit('warn', LogEvents.charonRestart, { tenant: null, tunnel: null }, f, 'charon restarted'),
     haFailover: (f) => emit('warn', LogEvents.haFailover, { tenant: null, tunnel: null }, f, 'HA failover'),
+    weakPsk: ({ tenant, tunnel, ...f }) => emit('warn', LogEvents.weakPsk, { tenant, tunnel }, f, 'weak pre-shared key accepted (allow_weak_psk)'),
   };
 }

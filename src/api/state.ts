@@ -193,6 +193,8 @@ export interface CounterSnapshot {
   drops: Array<{ reason: DropReason; count: number }>;
   handshakes: Array<{ tenant: string; result: HandshakeResult; count: number }>;
   workers: Array<{ worker: number; rx_packets: number; tx_packets: number; restarts: number }>;
+  /** Per tenant, IPsec tunnels whose PSK is shorter than 16 bytes, accepted by `allow_weak_psk`. */
+  weak_psk_tunnels?: Array<{ tenant: string; count: number }>;
 }
 
 /** Implemented by the daemon. Calls are synchronous reads of already-collected state. */

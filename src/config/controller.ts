@@ -510,9 +510,12 @@ function parseAuth(v: unknown, path: string, issues: Issues, made: Secret[], opt
   const before = issues.count;
   switch (method) {
     case 'psk': {
-      issues.unknownKeys(o, ['method', 'psk'], path);
-      const psk = readSecret(o.psk, at(path, 'psk'), 'psk', issues, made, opts);
-      return psk && issues.count === before ? { method, psk } : undefined;
+      issues.unknownKeys(o, ['method', 'psk', 'allow_weak_psk'], path);
+      // A legacy peer's short PSK is accepted only when the operator says so for this tunnel.
+      const allowWeak = o.allow_weak_psk ?? false;
+      if (typeof allowWeak !== 'boolean') issues.add(at(path, 'allow_weak_psk'), `expected true or false, got ${show(allowWeak)}`);
+      const psk = readSecret(o.psk, at(path, 'psk'), allowWeak === true ? 'weak-psk' : 'psk', issues, made, opts);
+      return psk && issues.count === before ? { method, psk, weak: psk.length < MIN_PSK_BYTES } : undefined;
     }
     case 'pubkey': {
       issues.unknownKeys(o, ['method', 'certificate', 'private_key', 'ca'], path);
@@ -599,10 +602,11 @@ function readPrivateKey(
   return pem ? { kind: 'pem', pem } : undefined;
 }
 
-type SecretKind = 'psk' | 'text' | 'key32' | 'pem-key';
+type SecretKind = 'psk' | 'weak-psk' | 'text' | 'key32' | 'pem-key';
 
 const SECRET_EXPECTED: Record<SecretKind, string> = {
-  psk: `a pre-shared key of at least ${MIN_PSK_BYTES} bytes, or "encrypted:<base64>" sealed to this vrouter's secrets key`,
+  psk: `a pre-shared key of at least ${MIN_PSK_BYTES} bytes (a legacy peer's shorter one only with "allow_weak_psk": true in this auth), or "encrypted:<base64>" sealed to this vrouter's secrets key`,
+  'weak-psk': 'a non-empty pre-shared key of at most 1024 bytes, or "encrypted:<base64>" sealed to this vrouter\'s secrets key',
   text: 'a non-empty string of at most 1024 bytes, or "encrypted:<base64>" sealed to this vrouter\'s secrets key',
   key32: 'a base64 key of 44 characters (32 bytes, as `wg genkey` prints), or "encrypted:<base64>" sealed to this vrouter\'s secrets key',
   'pem-key': 'a PEM private key, or "encrypted:<base64>" of one sealed to this vrouter\'s secrets key',
@@ -668,6 +672,8 @@ function secretProblem(kind: SecretKind, bytes: Buffer, origin: Secret['origin']
   switch (kind) {
     case 'psk':
       return bytes.length < MIN_PSK_BYTES ? `the pre-shared key is ${bytes.length} bytes, shorter than ${MIN_PSK_BYTES}` : undefined;
+    case 'weak-psk':
+      return bytes.length === 0 || bytes.length > 1024 ? `the pre-shared key is ${bytes.length} bytes` : undefined;
     case 'text':
       return bytes.length === 0 || bytes.length > 1024 ? `the secret is ${bytes.length} bytes` : undefined;
     case 'key32':

@@ -124,7 +124,12 @@ export type PemSource = { kind: 'pem'; pem: string } | { kind: 'file'; path: str
 export type SecretPemSource = { kind: 'pem'; pem: Secret } | { kind: 'file'; path: string };
 
 export type TunnelAuth =
-  | { method: 'psk'; psk: Secret }
+  | {
+      method: 'psk';
+      psk: Secret;
+      /** Shorter than `MIN_PSK_BYTES` and accepted only because the tunnel says `allow_weak_psk`. */
+      weak: boolean;
+    }
   | { method: 'pubkey'; certificate: PemSource; privateKey: SecretPemSource; ca: PemSource }
   | {
       method: 'eap';

@@ -4,7 +4,7 @@
  * and nothing waits on charon (the IKE view is the last one read).
  */
 import { configVersion } from '../config/load.js';
-import type { DesiredState, IpsecTunnelSpec } from '../config/model.js';
+import type { DesiredState, IpsecTunnelSpec, TenantSpec } from '../config/model.js';
 import { totals, type WorkerStats } from '../dataplane/index.js';
 import type { IpsecService } from '../ipsec/service.js';
 import { str as viciStr, type IkeSaInfo } from '../strongswan/vici/types.js';
@@ -109,6 +109,11 @@ export function dropViews(counts: readonly { code: string; count: bigint; worker
     sums.set(key, v);
   }
   return [...sums.values()];
+}
+
+/** A tenant's tunnels whose PSK is shorter than the safe minimum (accepted with `allow_weak_psk`). */
+export function weakPskTunnels(t: TenantSpec): string[] {
+  return t.tunnels.flatMap((x) => (x.auth.method === 'psk' && x.auth.weak ? [x.id] : []));
 }
 
 export class RouterViews implements RouterStateSource {
@@ -262,6 +267,7 @@ export class RouterViews implements RouterStateSource {
           : [];
       }),
       workers: this.workers().map((w) => ({ worker: w.index, rx_packets: w.rx_packets, tx_packets: w.tx_packets, restarts: w.restarts })),
+      weak_psk_tunnels: this.#r.state().tenants.map((t) => ({ tenant: t.id, count: weakPskTunnels(t).length })),
     };
   }
 

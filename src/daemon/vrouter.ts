@@ -29,6 +29,7 @@
 import type { Logger } from 'pino';
 import { ConfigError, CvlanError } from '../errors.js';
 import { configVersion } from '../config/load.js';
+import { MIN_PSK_BYTES } from '../config/controller.js';
 import type { DesiredState, IpsecTunnelSpec, TenantSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
 import { TenantTunDevice, WireGuardDevice, setHandoff, type totals, type WorkerStats } from '../dataplane/index.js';
 import { IpsecService } from '../ipsec/service.js';
@@ -300,6 +301,10 @@ export class Vrouter implements RouterStateSource {
 
   async #addTunnel(rt: TenantRuntime, spec: IpsecTunnelSpec): Promise<void> {
     const svc = this.#ipsec!;
+    if (spec.auth.method === 'psk' && spec.auth.weak) {
+      // Accepted only because the tunnel says allow_weak_psk; counted in cvlan_vrouter_weak_psk_tunnels.
+      this.#events.weakPsk({ tenant: rt.spec.id, tunnel: spec.id, min_bytes: MIN_PSK_BYTES });
+    }
     const ifId = this.#ifIds.get(spec.id) ?? this.#nextIfId++;
     this.#ifIds.set(spec.id, ifId);
     // The service routes remote subnets into its TUN only for a vrouter of one tenant.

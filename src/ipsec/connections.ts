@@ -64,11 +64,21 @@ export interface IpsecTunnel {
   childRekeyPackets?: number;
 }
 
+/** Where a responder tunnel's peer was last seen: its last IKE_SA's remote address and port. */
+export interface LastPeer {
+  address: string;
+  port: number;
+}
+
 /**
  * The `load-conn` section for one tunnel. `udpEncap` (default) forces ESP-in-UDP; off, charon
  * uses ESP without UDP unless it detects NAT (the data plane then needs its raw ESP socket).
+ *
+ * `reach`: a responder tunnel that can also initiate to where its peer was last seen (after a
+ * charon restart, see `IpsecService`): charon initiates to the first address of `remote_addrs`
+ * and, as responder, still accepts any address (the two ranges).
  */
-export function connSection(t: IpsecTunnel, o: { udpEncap?: boolean } = {}): ViciInputSection {
+export function connSection(t: IpsecTunnel, o: { udpEncap?: boolean; reach?: LastPeer } = {}): ViciInputSection {
   const local: ViciInputSection = { id: t.localId };
   const remote: ViciInputSection = { id: t.remoteId };
   switch (t.auth.method) {
@@ -112,7 +122,8 @@ export function connSection(t: IpsecTunnel, o: { udpEncap?: boolean } = {}): Vic
   return {
     version: 2,
     local_addrs: [t.localAddress],
-    remote_addrs: [t.remoteAddress ?? '%any'],
+    remote_addrs: t.remoteAddress !== undefined ? [t.remoteAddress] : o.reach ? [o.reach.address, '0.0.0.0/0', '::/0'] : ['%any'],
+    ...(t.remoteAddress === undefined && o.reach ? { remote_port: o.reach.port } : {}),
     proposals: t.ikeProposals,
     encap: (o.udpEncap ?? true) ? 'yes' : 'no',
     mobike: 'no',

@@ -2,7 +2,10 @@
  * The IPsec side of a vrouter: one IPsec data-plane device (TUN + UDP 500/4500 + SA tables),
  * a supervised charon that loads only our `cvlan` plugin as its kernel and socket, and the VICI
  * session that loads tunnels into it. charon restarts (crash, kill) are survived: the data plane
- * keeps forwarding on installed SAs, and the connections are loaded again when charon is back.
+ * keeps forwarding on installed SAs, the connections are loaded again when charon is back, and
+ * every tunnel that had an IKE_SA is negotiated again — initiating tunnels by charon itself
+ * (`start_action = start`), responder tunnels by us, towards the address their last IKE_SA had
+ * (a restarted charon knows nothing of them, and their peer may never initiate again).
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,7 +15,8 @@ import { PLUGINS_CVLAN } from '../strongswan/conf.js';
 import { ViciClient } from '../strongswan/vici/client.js';
 import type { IkeSaInfo } from '../strongswan/vici/types.js';
 import { addRoute } from '../daemon/os.js';
-import { connSection, sharedSecrets, type IpsecTunnel } from './connections.js';
+import { connSection, sharedSecrets, type IpsecTunnel, type LastPeer } from './connections.js';
+import { LastPeers } from './last-peers.js';
 
 export interface IpsecServiceOptions {
   /** TUN interface for traffic to/from the IPsec tunnels. */
@@ -45,6 +49,7 @@ export class IpsecService {
   #tunnels = new Map<string, IpsecTunnel>();
   #routes = new Set<string>();
   readonly #opts: IpsecServiceOptions;
+  readonly #peers = new LastPeers();
 
   private constructor(opts: IpsecServiceOptions, device: IpsecDevice, supervisor: CharonSupervisor) {
     this.#opts = opts;
@@ -83,8 +88,8 @@ export class IpsecService {
       ...(opts.backoffInitialMs !== undefined ? { backoffInitialMs: opts.backoffInitialMs } : {}),
       ...(opts.logger ? { logger: opts.logger } : {}),
       // After every (re)start: everything charon knew is loaded again.
-      onStart: async () => {
-        if (holder.service) await holder.service.#reloadAll();
+      onStart: async (info) => {
+        if (holder.service) await holder.service.#reloadAll(info.generation > 1);
       },
     });
     const service = new IpsecService(opts, device, supervisor);
@@ -92,6 +97,7 @@ export class IpsecService {
     try {
       await supervisor.start();
       await service.vici.connect();
+      await service.#watchPeers();
     } catch (e) {
       await supervisor.stop();
       device.close();
@@ -100,18 +106,51 @@ export class IpsecService {
     return service;
   }
 
-  async #reloadAll(): Promise<void> {
-    for (const t of this.#tunnels.values()) await this.#load(t);
+  /** Remembers where each tunnel's IKE_SAs are (`ike-updown`); see `LastPeers`. */
+  async #watchPeers(): Promise<void> {
+    this.vici.on('event', (name, msg) => {
+      if (name !== 'ike-updown') return;
+      for (const [conn, v] of Object.entries(msg)) {
+        if (typeof v !== 'object' || v === null || Array.isArray(v) || Buffer.isBuffer(v) || !this.#tunnels.has(conn)) continue;
+        const sa = v as Record<string, unknown>;
+        const id = typeof sa.uniqueid === 'string' ? sa.uniqueid : undefined;
+        if (id === undefined) continue;
+        if (msg.up === 'yes' && typeof sa['remote-host'] === 'string') this.#peers.up(conn, id, sa['remote-host'], Number(sa['remote-port'] ?? 500) || 500);
+        else if (msg.up !== 'yes') this.#peers.down(conn, id);
+      }
+    });
+    await this.vici.subscribe('ike-updown');
   }
 
-  async #load(t: IpsecTunnel): Promise<void> {
+  /**
+   * After every (re)start: everything charon knew is loaded again. After a restart, responder
+   * tunnels that had an IKE_SA are initiated towards their last peer; the IKE_AUTH carries
+   * INITIAL_CONTACT, so the peer drops the SAs it still has with the old charon, and the new
+   * CHILD_SAs replace the orphans in the data plane before their grace ends.
+   */
+  async #reloadAll(restarted: boolean): Promise<void> {
+    const had = restarted ? this.#peers.take() : new Map<string, LastPeer>();
+    for (const t of this.#tunnels.values()) await this.#load(t, t.initiate ? undefined : had.get(t.id));
+    for (const t of this.#tunnels.values()) {
+      const peer = had.get(t.id);
+      if (t.initiate || !peer) continue;
+      this.#peers.pending(t.id, peer);
+      // Not awaited by charon (timeout -1): the outcome arrives as ike-updown like any other.
+      await this.vici.initiate({ child: t.id, ike: t.id, timeoutMs: -1 }).catch((e: unknown) => {
+        this.#opts.logger?.warn({ tunnel: t.id, peer: peer.address, err: (e as Error).message }, 'cannot negotiate a responder tunnel again after a charon restart');
+      });
+      this.#opts.logger?.info({ tunnel: t.id, peer: peer.address, port: peer.port }, 'negotiating a responder tunnel again after a charon restart');
+    }
+  }
+
+  async #load(t: IpsecTunnel, reach?: LastPeer): Promise<void> {
     for (const s of sharedSecrets(t)) await this.vici.loadShared(s);
     if (t.auth.method !== 'psk') {
       if (t.auth.ca) await this.vici.loadCert({ type: 'X509', flag: 'CA', data: t.auth.ca });
       if (t.auth.certificate) await this.vici.loadCert({ type: 'X509', data: t.auth.certificate });
       if (t.auth.privateKey) await this.vici.loadKey({ type: 'ANY', data: t.auth.privateKey });
     }
-    await this.vici.loadConn(t.id, connSection(t, { udpEncap: !this.device.rawEsp }));
+    await this.vici.loadConn(t.id, connSection(t, { udpEncap: !this.device.rawEsp, ...(reach ? { reach } : {}) }));
   }
 
   /**
@@ -134,6 +173,7 @@ export class IpsecService {
     const t = this.#tunnels.get(id);
     if (!t) return;
     this.#tunnels.delete(id);
+    this.#peers.forget(id);
     await this.vici.terminate({ ike: id, force: true, timeoutMs: -1 }).catch(() => undefined);
     await this.vici.unloadConn(id).catch(() => undefined);
     for (const s of sharedSecrets(t)) await this.vici.unloadShared(s.id).catch(() => undefined);
@@ -144,7 +184,9 @@ export class IpsecService {
   }
 
   async listSas(): Promise<IkeSaInfo[]> {
-    return this.vici.listSas();
+    const list = await this.vici.listSas();
+    this.#peers.seen(list, (id) => this.#tunnels.has(id));
+    return list;
   }
 
   sas(): SaInfo[] {

@@ -51,6 +51,7 @@ export const METRIC_LABELS = {
   cvlan_vrouter_handshakes_total: ['tenant', 'result'],
   cvlan_vrouter_worker_packets_total: ['worker', 'direction'],
   cvlan_vrouter_worker_restarts_total: ['worker'],
+  cvlan_vrouter_weak_psk_tunnels: ['tenant'],
 } as const satisfies Record<string, readonly string[]>;
 
 export class VrouterMetrics {
@@ -98,6 +99,17 @@ export class VrouterMetrics {
     perTunnel('bytes_out', 'Bytes sent into the tunnel (inner packets before encryption), total.');
     perTunnel('packets_in', 'Packets received from the tunnel, total.');
     perTunnel('packets_out', 'Packets sent into the tunnel, total.');
+
+    const weakPsk = new Gauge({
+      name: 'cvlan_vrouter_weak_psk_tunnels',
+      help: 'IPsec tunnels whose pre-shared key is shorter than 16 bytes (accepted with allow_weak_psk), by tenant.',
+      labelNames: METRIC_LABELS.cvlan_vrouter_weak_psk_tunnels,
+      registers,
+      collect() {
+        weakPsk.reset();
+        for (const t of snap().weak_psk_tunnels ?? []) weakPsk.set({ tenant: t.tenant }, t.count);
+      },
+    });
 
     const ikeSa = new Gauge({
       name: 'cvlan_vrouter_ike_sa_active',

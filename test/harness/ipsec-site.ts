@@ -39,6 +39,8 @@ export interface SiteOptions {
   legacyEapSecret?: string;
   /** The legacy router's EAP login, when it should be another user's. */
   legacyEapLogin?: { identity: string; secret: string };
+  /** The EAP user name both sides are configured with. Default `legacy-site`. */
+  eapUser?: string;
   /** More tunnels in our document; gets our `auth` object (our certificate, when there is one). */
   moreTunnels?: (auth: Record<string, unknown>) => object[];
   /** Our daemon's log level. Default `info`. */
@@ -61,7 +63,7 @@ interface Credentials {
   legacy: StrongswanAuth;
 }
 
-async function credentials(lab: Lab, auth: SiteAuth): Promise<Credentials> {
+async function credentials(lab: Lab, auth: SiteAuth, user = 'legacy-site'): Promise<Credentials> {
   if (auth === 'psk') {
     const psk = randomBytes(24).toString('base64');
     return { ours: { method: 'psk', psk }, legacy: { method: 'psk', psk } };
@@ -75,7 +77,6 @@ async function credentials(lab: Lab, auth: SiteAuth): Promise<Credentials> {
       legacy: { method: 'pubkey', cert: legacy.cert, key: legacy.key, caCerts: [pki.ca] },
     };
   }
-  const user = 'legacy-site';
   const secret = randomBytes(18).toString('base64');
   if (auth === 'eap-server') {
     return {
@@ -92,7 +93,7 @@ async function credentials(lab: Lab, auth: SiteAuth): Promise<Credentials> {
 export async function site(lab: Lab, o: SiteOptions): Promise<Site> {
   const auth = o.auth ?? 'psk';
   const weInitiate = auth === 'eap-client' ? true : auth === 'eap-server' ? false : o.weInitiate;
-  const creds = await credentials(lab, auth);
+  const creds = await credentials(lab, auth, o.eapUser);
   if (o.legacyEapSecret !== undefined && creds.legacy.method === 'eap') creds.legacy = { ...creds.legacy, secret: o.legacyEapSecret };
   if (o.legacyEapLogin !== undefined && creds.legacy.method === 'eap') creds.legacy = { ...creds.legacy, ...o.legacyEapLogin };
   const [nsOurs, ourAddr] = o.ours;

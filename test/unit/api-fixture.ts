@@ -127,6 +127,7 @@ export function sampleSnapshot(): StateSnapshot {
         { worker: 0, rx_packets: 1000, tx_packets: 990, restarts: 0 },
         { worker: 1, rx_packets: 500, tx_packets: 480, restarts: 2 },
       ],
+      weak_psk_tunnels: [{ tenant: 'acme', count: 1 }],
     },
   } as StateSnapshot;
 }

@@ -207,6 +207,39 @@ function withPeer(over: Doc): Doc {
   return tenantDoc({ wireguard_peers: [{ public_key: PEER1, allowed_ips: ['10.20.0.2/32'], ...over }] });
 }
 
+t.test('a PSK shorter than 16 bytes only with allow_weak_psk, per tunnel, marked weak', async (t) => {
+  const base = (tenantDoc().tunnels as Doc[])[0]!;
+  const short = 'legacy12'; // 8 bytes, as common cloud gateways accept
+  const s = load(
+    tenantDoc({
+      tunnels: [
+        { ...base, auth: { method: 'psk', psk: short, allow_weak_psk: true } },
+        { ...base, id: 'site-b', remote_id: 'b', remote_subnets: ['10.11.0.0/24'], auth: { method: 'psk', psk: PSK, allow_weak_psk: true } },
+        { ...base, id: 'site-c', remote_id: 'c', remote_subnets: ['10.12.0.0/24'] },
+      ],
+    }),
+  );
+  t.teardown(() => disposeDesiredState(s));
+  const [a, b, c] = s.tenants[0]!.tunnels;
+  t.match(a?.auth, { method: 'psk', weak: true });
+  t.equal(a?.auth.method === 'psk' && a.auth.psk.text(), short, 'the short key is kept as given');
+  t.match(b?.auth, { method: 'psk', weak: false }, 'allowed but long enough: not weak');
+  t.match(c?.auth, { method: 'psk', weak: false });
+
+  const refused = issuesOf(() => load(tenantDoc({ tunnels: [tunnel({ auth: { method: 'psk', psk: short } })] }))).issues;
+  t.equal(refused.length, 1, 'without the flag the safe default holds');
+  t.equal(refused[0]?.path, 'tunnels[0].auth.psk');
+  t.match(refused[0]?.reason, /8 bytes, shorter than 16 .*allow_weak_psk/, 'the reason says how to accept it');
+  t.notMatch(refused[0]?.reason, new RegExp(short), 'without showing the key');
+
+  const bad = issuesOf(() => load(tenantDoc({ tunnels: [tunnel({ auth: { method: 'psk', psk: short, allow_weak_psk: 'yes' } })] }))).issues;
+  t.ok(bad.some((i) => i.path === 'tunnels[0].auth.allow_weak_psk' && /expected true or false/.test(i.reason)), 'the flag is a boolean');
+  const empty = issuesOf(() => load(tenantDoc({ tunnels: [tunnel({ auth: { method: 'psk', psk: '', allow_weak_psk: true } })] }))).issues;
+  t.ok(empty.some((i) => i.path === 'tunnels[0].auth.psk'), 'an empty key stays refused');
+  const onPubkey = issuesOf(() => load(tenantDoc({ tunnels: [tunnel({ auth: { method: 'pubkey', allow_weak_psk: true } })] }))).issues;
+  t.ok(onPubkey.some((i) => i.path === 'tunnels[0].auth.allow_weak_psk'), 'only a PSK tunnel takes the flag');
+});
+
 t.test('dpd_delay and rekey reach the tunnel spec; absent they stay undefined (defaults apply)', async (t) => {
   const base = (tenantDoc().tunnels as Doc[])[0]!;
   const s = load(

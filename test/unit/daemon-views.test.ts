@@ -1,9 +1,9 @@
 // The read model (src/daemon/views.ts): a tunnel's state and view from charon's IKE_SA, and data
 // plane drop codes summed into API reasons.
 import t from 'tap';
-import { dropViews, tunnelState, tunnelView } from '../../src/daemon/views.js';
+import { dropViews, tunnelState, tunnelView, weakPskTunnels } from '../../src/daemon/views.js';
 import { parseIkeSa } from '../../src/strongswan/vici/types.js';
-import { Secret, type IpsecTunnelSpec } from '../../src/config/model.js';
+import { Secret, type IpsecTunnelSpec, type TenantSpec } from '../../src/config/model.js';
 
 const spec: IpsecTunnelSpec = {
   id: 'site-a',
@@ -102,4 +102,11 @@ t.test('drop codes are summed per API reason and worker; zero counts are left ou
     { reason: 'no_sa', count: 5, worker: null, tenant: 'acme' },
   ]);
   t.same(dropViews([{ code: 'never-heard-of-it', count: 1n, worker: 0 }], null), [{ reason: 'other', count: 1, worker: 0, tenant: null }]);
+});
+
+t.test('weak PSK tunnels are the PSK tunnels marked weak', async (t) => {
+  const weak = { ...spec, id: 'old-router', auth: { method: 'psk', psk: Secret.fromText('legacy12', 'plain'), weak: true } } as IpsecTunnelSpec;
+  const strong = { ...spec, auth: { ...(spec.auth as object), weak: false } } as IpsecTunnelSpec;
+  const eap = { ...spec, id: 'eap', auth: { method: 'eap' } } as unknown as IpsecTunnelSpec;
+  t.same(weakPskTunnels({ id: 'acme', tunnels: [strong, weak, eap] } as unknown as TenantSpec), ['old-router']);
 });

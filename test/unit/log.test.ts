@@ -33,6 +33,7 @@ void t.test('every event helper names its event, tenant and tunnel', async (t) =
   ev.configRefused({ tenant: null, version: 'v44', reason: 'invalid', issues: [{ path: 'tunnels[0].auth.psk', reason: 'too short' }] });
   ev.charonRestart({ attempt: 2, backoff_ms: 2000, exit_code: null, signal: 'SIGSEGV' });
   ev.haFailover({ from_role: 'standby', to_role: 'active', reason: 'peer heartbeat lost' });
+  ev.weakPsk({ tenant: 'acme', tunnel: 'site-a', min_bytes: 16 });
   const lines = parsed();
   t.same(lines.map((l) => l.event), Object.values(LogEvents));
   for (const l of lines) {

@@ -63,6 +63,7 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
     cvlan_vrouter_handshakes_total: ['tenant', 'result'],
     cvlan_vrouter_worker_packets_total: ['worker', 'direction'],
     cvlan_vrouter_worker_restarts_total: ['worker'],
+    cvlan_vrouter_weak_psk_tunnels: ['tenant'],
   };
   t.same(Object.keys(METRIC_LABELS).sort(), Object.keys(expected).sort(), 'published list is the required list');
   for (const [name, labelNames] of Object.entries(expected)) {
@@ -84,6 +85,7 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
   t.equal(find(samples, 'cvlan_vrouter_handshakes_total', { tenant: 'globex', result: 'auth_failure' }), 4);
   t.equal(find(samples, 'cvlan_vrouter_worker_packets_total', { worker: '1', direction: 'tx' }), 480);
   t.equal(find(samples, 'cvlan_vrouter_worker_restarts_total', { worker: '1' }), 2);
+  t.equal(find(samples, 'cvlan_vrouter_weak_psk_tunnels', { tenant: 'acme' }), 1);
   t.equal(find(samples, 'cvlan_vrouter_drops_total', { reason: 'no_route' }), 17);
   t.equal(find(samples, 'cvlan_vrouter_drops_total', { reason: 'other' }), 1, 'unknown reason folded into other');
   t.notOk(
