@@ -346,11 +346,9 @@ t.test('under the controller, a tenant is added and another removed live while U
   t.ok((await waitForPing(beta.agentNs, CLOUD, 20_000, AGENT)).received > 0, 'beta: agent → its cloud');
 
   await iperfServer(lab, alpha.cloudNs, { bind: CLOUD });
-  // With three tenants' workers on this shared 2-vCPU machine, a flow loses some datagrams even
-  // when nothing changes (30 Mbit/s lost 1-6 % in such a control run), so the same flow runs once
-  // without a change as the control.
-  const udp = { duration: 8, udpBitrate: 8e6, udpLength: 1200, window: 2 << 20 };
-  const control = await iperfClient(alpha.agentNs, CLOUD, udp);
+  // A 2 MiB receive buffer: on this shared machine the receiving iperf3 can be descheduled for
+  // longer than the default buffer lasts (runs with it lost 0.1-2.5 % here, all of it there).
+  const udp = { duration: 8, udpBitrate: 30e6, udpLength: 1200, window: 2 << 20 };
   const rcvbufBefore = await udpRcvbufErrors(alpha.cloudNs);
   const flow = iperfClient(alpha.agentNs, CLOUD, udp).then(
     (r) => ({ r }),
@@ -365,12 +363,13 @@ t.test('under the controller, a tenant is added and another removed live while U
   const settled = await flow;
   if ('e' in settled) throw settled.e;
   const drops = await admin<{ drops: { reason: string; count: number }[] }>(adminSock, '/v1/drops');
-  // Known gap: adding and removing tenants costs the untouched tenant a few tens of ms of
-  // datagrams here (0.1-0.5 % of this flow; the vrouter's own drop counters do not show them).
-  t.ok(
-    settled.r.lostPercent <= control.lostPercent,
-    `UDP through alpha at ${(settled.r.bitsPerSecond / 1e6).toFixed(0)} Mbit/s: ${settled.r.lostPercent.toFixed(3)} % lost while beta went and gamma came, ${control.lostPercent.toFixed(3)} % in the control run (vrouter drops: ${JSON.stringify(drops.drops.filter((d) => d.count > 0))}; receive-buffer overflows at the receiver: ${(await udpRcvbufErrors(alpha.cloudNs)) - rcvbufBefore})`,
-    { todo: 'tenant add/remove is not yet loss-free for the other tenants' },
+  // Not yet shown loss-free: runs here lost 0 and 0.024 % (a few datagrams, no receive-buffer
+  // overflow, no vrouter drop counter); hence a todo until that is understood.
+  t.equal(
+    settled.r.lostPercent,
+    0,
+    `UDP through alpha: ${settled.r.lostPercent}% lost at ${(settled.r.bitsPerSecond / 1e6).toFixed(0)} Mbit/s while beta went and gamma came (receive-buffer overflows at the receiver: ${(await udpRcvbufErrors(alpha.cloudNs)) - rcvbufBefore}; vrouter drops: ${JSON.stringify(drops.drops.filter((d) => d.count > 0))})`,
+    { todo: 'tenant add/remove is not yet shown loss-free for the other tenants' },
   );
   t.ok((await waitForPing(gamma.agentNs, CLOUD, 20_000, AGENT)).received > 0, 'gamma: agent → its cloud, added without a restart');
   t.equal((await ping(beta.agentNs, CLOUD, { count: 2, source: AGENT })).received, 0, 'beta: nothing answers any more');
