@@ -149,7 +149,8 @@ export async function runManaged(o: ManagedOptions, log: Logger): Promise<number
     try {
       if (!vrouter) {
         vrouter = await Vrouter.start(next, { logger: log, runtimeDir });
-        await ready(generation);
+        // The configuration runs from here on; an admin socket that cannot open is no refusal of it.
+        await ready(generation).catch((e: unknown) => log.error({ err: (e as Error).message }, 'the admin API cannot start; forwarding goes on'));
       } else {
         const prev = vrouter.state;
         await vrouter.reconcile(next);
