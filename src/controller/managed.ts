@@ -106,7 +106,14 @@ export async function runManaged(o: ManagedOptions, log: Logger): Promise<number
   const ready = async (generation: number | null): Promise<void> => {
     const v = vrouter!;
     const socketPath = o.adminSocket !== undefined ? o.adminSocket : local.admin.socket;
-    if (socketPath !== null) admin = await startAdminServer({ source: v, socketPath, logger: log });
+    if (socketPath !== null) {
+      try {
+        admin = await startAdminServer({ source: v, socketPath, logger: log });
+      } catch (e) {
+        // The configuration runs; an admin socket that cannot open is no reason to stop forwarding.
+        log.error({ err: (e as Error).message, socket: socketPath }, 'the admin API cannot start; forwarding goes on');
+      }
+    }
     const wg = v.wireguard;
     process.stdout.write(
       `${JSON.stringify({
@@ -149,8 +156,7 @@ export async function runManaged(o: ManagedOptions, log: Logger): Promise<number
     try {
       if (!vrouter) {
         vrouter = await Vrouter.start(next, { logger: log, runtimeDir });
-        // The configuration runs from here on; an admin socket that cannot open is no refusal of it.
-        await ready(generation).catch((e: unknown) => log.error({ err: (e as Error).message }, 'the admin API cannot start; forwarding goes on'));
+        await ready(generation);
       } else {
         const prev = vrouter.state;
         await vrouter.reconcile(next);
