@@ -75,6 +75,16 @@ async function udpRcvbufErrors(ns: string): Promise<number> {
   return Number((values ?? '').split(/\s+/)[i] ?? 0);
 }
 
+/** `lost_packets` of an iperf3 UDP report. */
+function lostPackets(json: unknown): number {
+  return (json as { end?: { sum?: { lost_packets?: number } } }).end?.sum?.lost_packets ?? 0;
+}
+
+/** Packets the kernel dropped on their way out of `dev` (a userspace WireGuard's TUN queue full). */
+async function txDropped(ns: string, dev: string): Promise<number> {
+  return Number((await run('cat', [`/sys/class/net/${dev}/statistics/tx_dropped`], { ns })).stdout.trim());
+}
+
 async function admin<T>(socket: string, path: string): Promise<T> {
   return JSON.parse((await adminGet({ kind: 'unix', socketPath: socket }, path)).body) as T;
 }
@@ -151,7 +161,7 @@ t.test('a vrouter managed by the reference controller', { skip, timeout: (OUTAGE
   let vr = await startVrouter();
   t.equal(vr.ready.controller.generation, 1, 'run started from the controller generation 1');
 
-  await wireguardGo(lab, nsA, {
+  const agentIf = await wireguardGo(lab, nsA, {
     keys: agentKeys,
     addresses: [`${AGENT}/24`],
     peers: [{ publicKey: vrKeys.publicKey, endpoint: '192.168.42.1:51820', allowedIps: ['10.30.0.0/24'], persistentKeepalive: 5 }],
@@ -175,6 +185,7 @@ t.test('a vrouter managed by the reference controller', { skip, timeout: (OUTAGE
   // A 2 MiB receive buffer: on this shared machine the receiving iperf3 can be descheduled for
   // longer than the default buffer (≈ 70 ms at this rate) lasts; lost is then what the vrouter lost.
   const rcvbufBefore = await udpRcvbufErrors(nsC);
+  const agentDropsBefore = await txDropped(nsA, agentIf.name);
   const flow = iperfClient(nsA, CLOUD, { duration: 8, udpBitrate: 30e6, udpLength: 1200, window: 2 << 20 }).then(
     (r) => ({ r }),
     (e: unknown) => ({ e: e as Error }),
@@ -189,10 +200,15 @@ t.test('a vrouter managed by the reference controller', { skip, timeout: (OUTAGE
   t.same(peers.peers.find((p) => p.public_key === agent2Keys.publicKey)?.allowed_ips, ['10.20.0.128/25'], "agent-2's allowed IPs changed");
   const settled = await flow;
   if ('e' in settled) throw settled.e;
-  t.equal(
-    settled.r.lostPercent,
-    0,
-    `UDP through the untouched tunnel: ${settled.r.lostPercent}% lost at ${(settled.r.bitsPerSecond / 1e6).toFixed(0)} Mbit/s across generation 2 (receive-buffer overflows at the receiver: ${(await udpRcvbufErrors(nsC)) - rcvbufBefore})`,
+  // Datagrams lost on the way minus those the agent's own interface dropped (wireguard-go,
+  // descheduled on this shared machine, lets its TUN queue overflow) and those the receiver's
+  // full buffer dropped: what the vrouter lost.
+  const lost = lostPackets(settled.r.json);
+  const atAgent = (await txDropped(nsA, agentIf.name)) - agentDropsBefore;
+  const atReceiver = (await udpRcvbufErrors(nsC)) - rcvbufBefore;
+  t.ok(
+    lost <= atAgent + atReceiver,
+    `UDP through the untouched tunnel at ${(settled.r.bitsPerSecond / 1e6).toFixed(0)} Mbit/s across generation 2: ${lost} datagrams lost (${settled.r.lostPercent.toFixed(3)} %), ${atAgent} of them dropped by the agent's interface, ${atReceiver} by the receiver's buffer: ${Math.max(0, lost - atAgent - atReceiver)} by the vrouter`,
   );
   t.equal((await ping(nsB, CLOUD, { count: 2, source: AGENT2 })).received, 0, "agent-2's old address no longer routes");
 
@@ -213,8 +229,8 @@ t.test('a vrouter managed by the reference controller', { skip, timeout: (OUTAGE
   vr = await startVrouter();
   t.equal(vr.ready.controller.generation, 2, 'restarted without the controller, on the last known good generation 2');
   t.ok((await waitForPing(nsA, CLOUD, 20_000, AGENT)).received > 0, 'traffic flows after the restart, controller still away');
-  const lost = await during;
-  t.ok(lost.received > lost.transmitted * 0.5, `pings during the outage: ${lost.received}/${lost.transmitted} (only the restart itself may lose some)`);
+  const pings = await during;
+  t.ok(pings.received > pings.transmitted * 0.5, `pings during the outage: ${pings.received}/${pings.transmitted} (only the restart itself may lose some)`);
   const left = OUTAGE_S * 1000 - (Date.now() - outageStart);
   if (left > 0) await sleep(left);
   t.ok(vr.process.exitStatus === undefined, 'the vrouter kept running without its controller');
@@ -298,7 +314,7 @@ t.test('under the controller, WireGuard port, key and tenant TUN changes apply l
   await closeLab(t, lab);
 });
 
-t.test('under the controller, a tenant is added and another removed live while UDP crosses a third', { skip, timeout: 240_000 }, async (t) => {
+t.test('under the controller, a tenant is added and another removed live while UDP crosses a third, no loss', { skip, timeout: 240_000 }, async (t) => {
   const lab = useLab(t, { label: 'ctrlten' });
   const nsV = await lab.namespace('vr');
   const names = ['alpha', 'beta', 'gamma'] as const;
@@ -334,22 +350,25 @@ t.test('under the controller, a tenant is added and another removed live while U
   );
   const vr = lab.spawn(`cvlan-vrouter run@${nsV}`, tools.node, [CVLAN_CLI, 'run', '--local', toml, '--runtime-dir', join(lab.dir, 'run')], { ns: nsV, env: { CVLAN_LOG_LEVEL: 'info' } });
   await vr.waitReady({ line: /"event":"ready"/, timeoutMs: 30_000 });
+  const agentIfs = new Map<string, string>();
   for (const x of tenants) {
-    await wireguardGo(lab, x.agentNs, {
+    const wg = await wireguardGo(lab, x.agentNs, {
       keys: x.agentKeys,
       addresses: [`${AGENT}/24`],
       peers: [{ publicKey: x.keys.publicKey, endpoint: `192.168.${51 + x.i}.1:${x.port}`, allowedIps: ['10.30.0.0/24'], persistentKeepalive: 2 }],
       routes: ['10.30.0.0/24'],
     });
+    agentIfs.set(x.name, wg.name);
   }
   t.ok((await waitForPing(alpha.agentNs, CLOUD, 20_000, AGENT)).received > 0, 'alpha: agent → its cloud');
   t.ok((await waitForPing(beta.agentNs, CLOUD, 20_000, AGENT)).received > 0, 'beta: agent → its cloud');
 
   await iperfServer(lab, alpha.cloudNs, { bind: CLOUD });
   // A 2 MiB receive buffer: on this shared machine the receiving iperf3 can be descheduled for
-  // longer than the default buffer lasts (runs with it lost 0.1-2.5 % here, all of it there).
+  // longer than the default buffer lasts.
   const udp = { duration: 8, udpBitrate: 30e6, udpLength: 1200, window: 2 << 20 };
   const rcvbufBefore = await udpRcvbufErrors(alpha.cloudNs);
+  const agentDropsBefore = await txDropped(alpha.agentNs, agentIfs.get('alpha')!);
   const flow = iperfClient(alpha.agentNs, CLOUD, udp).then(
     (r) => ({ r }),
     (e: unknown) => ({ e: e as Error }),
@@ -363,13 +382,12 @@ t.test('under the controller, a tenant is added and another removed live while U
   const settled = await flow;
   if ('e' in settled) throw settled.e;
   const drops = await admin<{ drops: { reason: string; count: number }[] }>(adminSock, '/v1/drops');
-  // Not yet shown loss-free: runs here lost 0 and 0.024 % (a few datagrams, no receive-buffer
-  // overflow, no vrouter drop counter); hence a todo until that is understood.
-  t.equal(
-    settled.r.lostPercent,
-    0,
-    `UDP through alpha: ${settled.r.lostPercent}% lost at ${(settled.r.bitsPerSecond / 1e6).toFixed(0)} Mbit/s while beta went and gamma came (receive-buffer overflows at the receiver: ${(await udpRcvbufErrors(alpha.cloudNs)) - rcvbufBefore}; vrouter drops: ${JSON.stringify(drops.drops.filter((d) => d.count > 0))})`,
-    { todo: 'tenant add/remove is not yet shown loss-free for the other tenants' },
+  const lost = lostPackets(settled.r.json);
+  const atAgent = (await txDropped(alpha.agentNs, agentIfs.get('alpha')!)) - agentDropsBefore;
+  const atReceiver = (await udpRcvbufErrors(alpha.cloudNs)) - rcvbufBefore;
+  t.ok(
+    lost <= atAgent + atReceiver,
+    `UDP through alpha at ${(settled.r.bitsPerSecond / 1e6).toFixed(0)} Mbit/s while beta went and gamma came: ${lost} datagrams lost, ${atAgent} of them dropped by the agent's interface, ${atReceiver} by the receiver's buffer: ${Math.max(0, lost - atAgent - atReceiver)} by the vrouter (its drop counters: ${JSON.stringify(drops.drops.filter((d) => d.count > 0))})`,
   );
   t.ok((await waitForPing(gamma.agentNs, CLOUD, 20_000, AGENT)).received > 0, 'gamma: agent → its cloud, added without a restart');
   t.equal((await ping(beta.agentNs, CLOUD, { count: 2, source: AGENT })).received, 0, 'beta: nothing answers any more');
