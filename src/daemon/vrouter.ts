@@ -31,7 +31,7 @@ import { ConfigError, CvlanError } from '../errors.js';
 import { configVersion } from '../config/load.js';
 import { MIN_PSK_BYTES } from '../config/controller.js';
 import type { DesiredState, IpsecTunnelSpec, TenantSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
-import { TenantTunDevice, WireGuardDevice, setHandoff, type totals, type WorkerStats } from '../dataplane/index.js';
+import { TenantTunDevice, WireGuardDevice, setHandoff, type totals } from '../dataplane/index.js';
 import { IpsecService } from '../ipsec/service.js';
 import { eventLog, type EventLog } from '../log.js';
 import { plan } from '../reconcile/plan.js';
@@ -565,10 +565,5 @@ export class Vrouter implements RouterStateSource {
   /** A short human summary for the demo and `run`'s stop line. */
   summary(): { tunnels: TunnelView[]; peers: PeerView[]; workers: ReturnType<typeof totals> } {
     return { tunnels: this.tunnels(), peers: this.wireguardPeers(), workers: this.#views.totals() };
-  }
-
-  /** Every open device's per-worker counters. */
-  stats(): WorkerStats[] {
-    return this.#views.allStats();
   }
 }
