@@ -223,14 +223,14 @@ t.test('a vrouter managed by the reference controller', { skip, timeout: (OUTAGE
   // The controller goes away; the vrouter is restarted meanwhile.
   await controller.process.stop();
   const outageStart = Date.now();
-  const during = ping(nsA, CLOUD, { count: Math.max(4, Math.floor(OUTAGE_S / 2) * 5), intervalMs: 200, source: AGENT });
-  await sleep(Math.min(5, OUTAGE_S / 4) * 1000);
+  const before = await ping(nsA, CLOUD, { count: 15, intervalMs: 200, source: AGENT });
+  t.equal(before.received, 15, 'controller away: 15/15 pings');
   await vr.process.stop();
   vr = await startVrouter();
   t.equal(vr.ready.controller.generation, 2, 'restarted without the controller, on the last known good generation 2');
   t.ok((await waitForPing(nsA, CLOUD, 20_000, AGENT)).received > 0, 'traffic flows after the restart, controller still away');
-  const pings = await during;
-  t.ok(pings.received > pings.transmitted * 0.5, `pings during the outage: ${pings.received}/${pings.transmitted} (only the restart itself may lose some)`);
+  const after = await ping(nsA, CLOUD, { count: 15, intervalMs: 200, source: AGENT });
+  t.equal(after.received, 15, 'and keeps flowing: 15/15 pings');
   const left = OUTAGE_S * 1000 - (Date.now() - outageStart);
   if (left > 0) await sleep(left);
   t.ok(vr.process.exitStatus === undefined, 'the vrouter kept running without its controller');
