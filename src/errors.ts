@@ -41,6 +41,13 @@ export const ErrorCodes = {
   CVLAN_ERR_WG_UAPI_IN_USE: 'another process already answers on the WireGuard UAPI socket of this interface',
   // --- routing: the BGP speaker (BIRD) ---
   CVLAN_ERR_ROUTING: 'starting, configuring or reading the BGP speaker failed',
+  // --- controller client (src/controller/, docs/controller-api.md) ---
+  CVLAN_ERR_CONTROLLER_TOKEN: 'the controller refused the registration token',
+  CVLAN_ERR_CONTROLLER_CREDENTIAL: 'the controller refused the vrouter credential (expired, revoked, unknown or badly signed)',
+  CVLAN_ERR_CONTROLLER_UNREACHABLE: 'the controller cannot be reached',
+  CVLAN_ERR_CONTROLLER_TLS: 'the controller certificate does not verify against the pinned CA or the system trust store',
+  CVLAN_ERR_CONTROLLER_VERSION: 'the controller speaks another API version',
+  CVLAN_ERR_CONTROLLER_PROTOCOL: 'the controller answered with something the API does not allow (status, size, JSON, shape)',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

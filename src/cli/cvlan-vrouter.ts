@@ -22,8 +22,13 @@ interface Command {
 export const COMMANDS: Record<string, Command> = {
   run: {
     usage: 'run [--config FILE] [--local TOML] [--runtime-dir DIR] [--admin-socket PATH]',
-    summary: 'the vrouter daemon on a controller configuration',
+    summary: 'the vrouter daemon: under a controller when [controller] url is set and no --config, else standalone',
     main: async (argv) => (await import('./run.js')).main(argv),
+  },
+  init: {
+    usage: 'init --controller URL --token T [--ca FILE] [--config-dir DIR] [--state-dir DIR]',
+    summary: 'register with a controller and write [controller] of the local TOML',
+    main: async (argv) => (await import('./init.js')).init(argv),
   },
   check: {
     usage: 'check --config FILE [--local TOML] [--json]',

@@ -1,6 +1,7 @@
 /**
- * `cvlan-vrouter run [--config FILE] [--local TOML] [--runtime-dir DIR]`: the daemon in standalone
- * mode. Loads and validates the controller JSON and the local TOML, applies them (`Vrouter`),
+ * `cvlan-vrouter run [--config FILE] [--local TOML] [--runtime-dir DIR]`: the daemon. With
+ * `[controller] url` set and no `--config`, the controller manages it (`../controller/managed.ts`);
+ * otherwise standalone mode. Loads and validates the controller JSON and the local TOML, applies them (`Vrouter`),
  * stores what was applied (`../reconcile/store.ts`, secrets sealed) so a restart without the file
  * comes back with it, serves the admin API and /metrics on the unix socket of `[admin]`, and logs
  * JSON lines.
@@ -61,6 +62,7 @@ export async function main(argv: string[]): Promise<number> {
     ...withEvents(),
   );
 }
+import { runManaged } from '../controller/managed.js';
 
 export interface RunOptions {
   /** The controller JSON. Without it (or when the file is gone) the stored last applied configuration is used. */
@@ -117,6 +119,13 @@ function withEvents(): [Logger, EventStream] {
 }
 
 export async function runDaemon(o: RunOptions, log: Logger, eventStream?: EventStream): Promise<number> {
+  if (o.config === undefined) {
+    // Under a controller (`cvlan-vrouter init` wrote [controller]), the configuration is its.
+    const local = loadLocalToml(o.local ?? DEFAULT_LOCAL_TOML);
+    if (local.controller.url !== undefined) {
+      return await runManaged({ local, ...(o.runtimeDir !== undefined ? { runtimeDir: o.runtimeDir } : {}), ...(o.adminSocket !== undefined ? { adminSocket: o.adminSocket } : {}) }, log, eventStream);
+    }
+  }
   const events = eventLog(log);
   let loaded: Loaded;
   try {

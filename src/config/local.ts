@@ -21,11 +21,15 @@ export const DEFAULT_STATE_DIR = '/var/lib/cvlan';
 export const DEFAULT_ADMIN_SOCKET = '/run/cvlan/admin.sock';
 export const DEFAULT_STRONGSWAN_SOCKET = '/run/cvlan/charon.vici';
 export const DEFAULT_CHARON_PATH = '/usr/lib/ipsec/charon';
-/** Seconds between controller polls. */
+/** Seconds the controller holds a long poll (docs/controller-api.md). */
 export const DEFAULT_POLL_INTERVAL = 30;
+/** Seconds between periodic status reports to the controller. */
+export const DEFAULT_STATUS_INTERVAL = 60;
+/** Seconds; the longest wait between retries while the controller is away. */
+export const DEFAULT_BACKOFF_MAX = 60;
 
 const SECTIONS: Record<string, readonly string[]> = {
-  controller: ['url', 'token_file', 'poll_interval'],
+  controller: ['url', 'token_file', 'poll_interval', 'ca', 'credential_file', 'status_interval', 'backoff_max'],
   network: ['public_interface', 'private_interface', 'listen_address'],
   ipsec: ['backend', 'strongswan_socket', 'charon_path', 'esp_encapsulation'],
   performance: ['worker_threads'],
@@ -121,7 +125,12 @@ export function parseLocalToml(text: string, file = DEFAULT_LOCAL_TOML): LocalCo
     else located.add('controller.url', `${show(c.url)} is not valid; expected an http:// or https:// URL`);
   }
   const controllerToken = absPath(c.token_file, 'controller.token_file');
-  const poll = located.integer(c.poll_interval, 'controller.poll_interval', 1, 86400, { optional: true, unit: 'seconds' });
+  // The API caps a long poll at 300 s (MAX_WAIT_S in src/controller/protocol.ts).
+  const poll = located.integer(c.poll_interval, 'controller.poll_interval', 1, 300, { optional: true, unit: 'seconds' });
+  const controllerCa = absPath(c.ca, 'controller.ca');
+  const credentialFile = absPath(c.credential_file, 'controller.credential_file');
+  const statusInterval = located.integer(c.status_interval, 'controller.status_interval', 1, 86400, { optional: true, unit: 'seconds' });
+  const backoffMax = located.integer(c.backoff_max, 'controller.backoff_max', 1, 3600, { optional: true, unit: 'seconds' });
 
   const n = sec('network');
   const pub = located.string(n.public_interface, 'network.public_interface', { optional: true, re: IFNAME_RE, expected: IFNAME_EXPECTED });
@@ -174,6 +183,10 @@ export function parseLocalToml(text: string, file = DEFAULT_LOCAL_TOML): LocalCo
       ...(url !== undefined ? { url } : {}),
       ...(controllerToken !== undefined ? { tokenFile: controllerToken } : {}),
       pollInterval: poll ?? DEFAULT_POLL_INTERVAL,
+      ...(controllerCa !== undefined ? { ca: controllerCa } : {}),
+      ...(credentialFile !== undefined ? { credentialFile } : {}),
+      statusInterval: statusInterval ?? DEFAULT_STATUS_INTERVAL,
+      backoffMax: backoffMax ?? DEFAULT_BACKOFF_MAX,
     },
     network: {
       ...(pub !== undefined ? { publicInterface: pub } : {}),

@@ -276,8 +276,16 @@ export interface LocalConfig {
   controller: {
     url?: string;
     tokenFile?: string;
-    /** Seconds. */
+    /** Seconds the controller holds a long poll (the longest a change waits unseen). */
     pollInterval: number;
+    /** PEM file of the CA the controller's certificate must chain to; absent: the system trust store. */
+    ca?: string;
+    /** The credential `init` wrote; default `<state dir>/controller/credential.json`. */
+    credentialFile?: string;
+    /** Seconds between periodic status reports. */
+    statusInterval: number;
+    /** Seconds; the longest wait between retries while the controller is away. */
+    backoffMax: number;
   };
   network: {
     publicInterface?: string;

@@ -25,13 +25,14 @@
  * tenants meet only in the workers, isolated, and inter-tenant rules open single prefix pairs.
  *
  * Apply order is "data plane first, then routes, then charon"; `stop()` runs it backwards.
- * `reconcile()` changes only the peers and tunnels whose specification changed.
+ * `reconcile()` changes only the peers, tunnels, WireGuard interfaces and tenant TUNs whose
+ * specification changed, and rolls back a plan that fails half-way.
  */
 import type { Logger } from 'pino';
-import { ConfigError } from '../errors.js';
+import { ConfigError, CvlanError } from '../errors.js';
 import { configVersion } from '../config/load.js';
 import { MIN_PSK_BYTES } from '../config/controller.js';
-import type { DesiredState, IpsecTunnelSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
+import type { DesiredState, IpsecTunnelSpec, TenantSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
 import { TenantTunDevice, WireGuardDevice, setHandoff, type totals } from '../dataplane/index.js';
 import { IpsecService } from '../ipsec/service.js';
 import { eventLog, type EventLog } from '../log.js';
@@ -84,6 +85,8 @@ export class Vrouter implements RouterStateSource {
   /** Tunnel id → if_id; if_ids are never reused within a run (a stale SA cannot match a new tunnel). */
   #ifIds = new Map<string, number>();
   #nextIfId = 1;
+  /** Tags of tenants added later continue after the first ones; never reused within a run. */
+  #nextTag: number;
   #ikeSas: IkeSaInfo[] = [];
   /** Data-plane devices whose TUN was lost (device name → reason): not ready until restart. */
   #lostDevices = new Map<string, string>();
@@ -104,6 +107,7 @@ export class Vrouter implements RouterStateSource {
     this.#events = eventLog(opts.logger);
     this.#appliedAt = new Date().toISOString();
     state.tenants.forEach((t, i) => this.#tenants.set(t.id, { spec: t, tag: i + 1, tuns: [] }));
+    this.#nextTag = state.tenants.length + 1;
     this.#views = new RouterViews({
       state: () => this.#state,
       appliedAt: () => this.#appliedAt,
@@ -391,8 +395,10 @@ export class Vrouter implements RouterStateSource {
 
   /**
    * Moves to `next` changing only what differs. A state this build cannot apply, or whose
-   * device-level settings (listen port, private key, addresses) differ, is refused before anything
-   * changes; the running state stays.
+   * restart-only settings differ (`../reconcile/plan.ts`), is refused before anything changes.
+   * A step that fails half-way (a port taken, charon refusing a connection) rolls every step
+   * already taken back, in reverse, and the error names the field of the failed step: the
+   * running state is the previous one again.
    */
   async reconcile(next: DesiredState): Promise<number> {
     const refused = unsupported(next);
@@ -400,31 +406,189 @@ export class Vrouter implements RouterStateSource {
     // Planned in full before anything changes: a refused plan leaves the running state as it is.
     // The tenant set is the same (plan refuses otherwise), so the runtimes and tags stay.
     const ops = plan(this.#state, next, this.#fpKey);
-    for (const spec of next.tenants) this.#tenants.get(spec.id)!.spec = spec;
-    for (const rt of this.#tenants.values()) {
-      const mine = ops.filter((o) => o.tenant === rt.spec.id);
-      const removed = mine.flatMap((o) => (o.kind === 'peer-remove' ? [o.peer] : []));
-      const upserted = mine.flatMap((o) => (o.kind === 'peer-upsert' ? [o.peer] : []));
-      await this.#applyPeerOps(rt, removed, upserted);
-      for (const o of mine) {
-        if (o.kind !== 'peer-upsert' || !o.previous || !rt.wg) continue;
-        const kept = new Set(o.peer.allowedIps);
-        for (const prefix of o.previous.allowedIps) {
-          if (!kept.has(prefix)) await this.#route(rt, 'remove', prefix, rt.wg.tunName, { kind: 'wireguard', id: o.peer.publicKey });
+    const before = new Map([...this.#tenants].map(([id, rt]) => [id, rt.spec]));
+    const undo: { what: string; run: () => Promise<void> }[] = [];
+    let field = 'tenants';
+    try {
+      for (const o of ops) {
+        if (o.kind !== 'tenant-remove') continue;
+        const rt = this.#tenants.get(o.tenant)!;
+        await this.#downTenant(rt);
+        undo.push({ what: `tenant ${o.tenant}`, run: () => this.#upTenant(o.spec, rt.tag) });
+      }
+      for (const spec of next.tenants) {
+        const rt = this.#tenants.get(spec.id);
+        if (rt) rt.spec = spec;
+      }
+      for (const rt of this.#tenants.values()) {
+        const i = next.tenants.findIndex((x) => x.id === rt.spec.id);
+        const at = `tenants[${i}]`;
+        const mine = ops.filter((o) => o.tenant === rt.spec.id);
+        if (mine.some((o) => o.kind === 'wireguard-replace')) {
+          field = `${at}.wireguard`;
+          // One TUN name per tenant: the old device goes before the new one opens.
+          await this.#closeWireguard(rt);
+          undo.push({ what: `WireGuard of ${rt.spec.id}`, run: async () => {
+            await this.#closeWireguard(rt);
+            await this.#openWireguard(rt);
+          } });
+          await this.#openWireguard(rt);
+        }
+        for (const o of mine) {
+          if (o.kind !== 'tun-replace') continue;
+          field = `${at}.tun`;
+          for (const spec of o.gone) {
+            this.#closeTun(rt, spec.name);
+            undo.push({ what: `TUN ${spec.name}`, run: () => this.#openTunOrNothing(rt, spec) });
+          }
+          for (const spec of o.added) {
+            await this.#openTunOrNothing(rt, spec);
+            undo.push({ what: `TUN ${spec.name}`, run: async () => this.#closeTun(rt, spec.name) });
+          }
+        }
+        const removed = mine.flatMap((o) => (o.kind === 'peer-remove' ? [o.peer] : []));
+        const upserts = mine.flatMap((o) => (o.kind === 'peer-upsert' ? [o] : []));
+        if (removed.length > 0 || upserts.length > 0) {
+          field = `${at}.wireguard_peers`;
+          const old = new Set(before.get(rt.spec.id)!.peers.map((p) => p.publicKey));
+          undo.push({ what: `WireGuard peers of ${rt.spec.id}`, run: async () => {
+            // The old peers as they were (allowed IPs replaced), the new ones gone, and the
+            // prefixes a changed peer gained unrouted.
+            await this.#applyPeerOps(rt, upserts.filter((o) => !old.has(o.peer.publicKey)).map((o) => o.peer), [...removed, ...upserts.flatMap((o) => (o.previous ? [o.previous] : []))]);
+            for (const o of upserts) {
+              if (!o.previous || !rt.wg) continue;
+              const had = new Set(o.previous.allowedIps);
+              for (const prefix of o.peer.allowedIps) if (!had.has(prefix)) await this.#route(rt, 'remove', prefix, rt.wg.tunName, { kind: 'wireguard', id: o.peer.publicKey });
+            }
+          } });
+          await this.#applyPeerOps(rt, removed, upserts.map((o) => o.peer));
+          for (const o of upserts) {
+            if (!o.previous || !rt.wg) continue;
+            const kept = new Set(o.peer.allowedIps);
+            for (const prefix of o.previous.allowedIps) {
+              if (!kept.has(prefix)) await this.#route(rt, 'remove', prefix, rt.wg.tunName, { kind: 'wireguard', id: o.peer.publicKey });
+            }
+          }
+        }
+        for (const o of mine) {
+          if (o.kind !== 'tunnel-remove' && o.kind !== 'tunnel-add' && o.kind !== 'tunnel-replace') continue;
+          field = `${at}.tunnels[${Math.max(0, rt.spec.tunnels.findIndex((x) => x.id === o.tunnel.id))}]`;
+          const gone = o.kind === 'tunnel-remove' ? o.tunnel : o.kind === 'tunnel-replace' ? o.previous : undefined;
+          if (gone) {
+            await this.#ipsec!.removeTunnel(gone.id);
+            undo.push({ what: `tunnel ${gone.id}`, run: () => this.#addTunnel(rt, gone) });
+          }
+          if (o.kind !== 'tunnel-remove') {
+            await this.#addTunnel(rt, o.tunnel);
+            undo.push({ what: `tunnel ${o.tunnel.id}`, run: () => this.#ipsec!.removeTunnel(o.tunnel.id) });
+          }
         }
       }
-      for (const o of mine) {
-        if (o.kind === 'tunnel-remove' || o.kind === 'tunnel-replace') await this.#ipsec!.removeTunnel(o.kind === 'tunnel-remove' ? o.tunnel.id : o.previous.id);
-        if (o.kind === 'tunnel-add' || o.kind === 'tunnel-replace') await this.#addTunnel(rt, o.tunnel);
+      for (const o of ops) {
+        if (o.kind !== 'tenant-add') continue;
+        field = `tenants[${next.tenants.findIndex((x) => x.id === o.tenant)}]`;
+        await this.#upTenant(o.spec, this.#nextTag++);
+        undo.push({ what: `tenant ${o.tenant}`, run: () => this.#downTenant(this.#tenants.get(o.tenant)!) });
       }
+    } catch (e) {
+      for (const [id, spec] of before) {
+        const rt = this.#tenants.get(id);
+        if (rt) rt.spec = spec;
+      }
+      const failed: string[] = [];
+      for (const u of undo.reverse()) {
+        try {
+          await u.run();
+        } catch (x) {
+          failed.push(`${u.what}: ${(x as Error).message}`);
+        }
+      }
+      this.#handoff();
+      const why = e instanceof CvlanError ? `${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e);
+      this.#opts.logger.error({ event: 'reconcile_rolled_back', field, steps: undo.length, failed }, 'applying the new configuration failed half-way; rolled back');
+      throw new ConfigError([
+        {
+          path: field,
+          reason: `could not be applied (${why}); ${failed.length === 0 ? 'the previous configuration was restored' : `rolling back failed too: ${failed.join('; ')}`}`,
+        },
+      ]);
     }
     this.#state = next;
-    // New tunnels' if_ids and changed inter-tenant rules reach the workers.
+    // New tunnels' if_ids, replaced devices and changed inter-tenant rules reach the workers.
     this.#handoff();
     await this.#configureRouting();
     this.#appliedAt = new Date().toISOString();
     this.#events.configApplied({ tenant: this.#shared ? null : (next.tenants[0]?.id ?? null), version: configVersion(next), changes: ops.length });
     return ops.length;
+  }
+
+  /** Opens a tenant with all it holds; when that fails half-way, what was opened is closed again. */
+  async #upTenant(spec: TenantSpec, tag: number): Promise<void> {
+    const rt: TenantRuntime = { spec, tag, tuns: [] };
+    this.#tenants.set(spec.id, rt);
+    try {
+      await this.#openWireguard(rt);
+      for (const x of spec.tunnels) await this.#addTunnel(rt, x);
+      for (const x of spec.tuns) await this.#openTun(rt, x);
+    } catch (e) {
+      await this.#downTenant(rt).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Closes a tenant: its tunnels go from charon, its devices close, the workers forget it. */
+  async #downTenant(rt: TenantRuntime): Promise<void> {
+    // Every step is tried (a half-opened tenant lacks some parts); the first failure is thrown at the end.
+    const failures: unknown[] = [];
+    const step = async (f: () => Promise<void> | void): Promise<void> => {
+      try {
+        await f();
+      } catch (e) {
+        failures.push(e);
+      }
+    };
+    const ipsec = this.#ipsec;
+    if (ipsec) for (const x of rt.spec.tunnels) await step(() => ipsec.removeTunnel(x.id));
+    await step(() => this.#closeWireguard(rt));
+    for (const t of [...rt.tuns]) await step(() => this.#closeTun(rt, t.spec.name));
+    this.#tenants.delete(rt.spec.id);
+    this.#handoff();
+    if (failures.length > 0) throw failures[0];
+  }
+
+  /** Closes a tenant TUN device (its addresses and routes go with the link); nothing hands packets to it before. */
+  #closeTun(rt: TenantRuntime, name: string): void {
+    const i = rt.tuns.findIndex((x) => x.spec.name === name);
+    if (i < 0) return;
+    const [t] = rt.tuns.splice(i, 1);
+    this.#handoff();
+    if (!t!.dev.closed) setHandoff(t!.dev, null);
+    t!.dev.close();
+    for (const s of t!.spec.subnets) this.#events.routingChange({ tenant: rt.spec.id, tunnel: null, action: 'remove', prefix: s, via: { kind: 'tun', id: name } });
+  }
+
+  /** `#openTun`, and when it fails half-way the device it opened is closed again. */
+  async #openTunOrNothing(rt: TenantRuntime, spec: TunSpec): Promise<void> {
+    try {
+      await this.#openTun(rt, spec);
+    } catch (e) {
+      this.#closeTun(rt, spec.name);
+      throw e;
+    }
+  }
+
+  /** Closes a tenant's WireGuard device; nothing hands packets to it any more before it goes. */
+  async #closeWireguard(rt: TenantRuntime): Promise<void> {
+    const wg = rt.wg;
+    if (!wg) return;
+    rt.wg = undefined;
+    this.#handoff();
+    if (!wg.closed) setHandoff(wg, null);
+    await rt.uapi?.close().catch(() => undefined);
+    rt.uapi = undefined;
+    wg.close();
+    // The kernel dropped the routes with the link.
+    for (const key of [...this.#routes]) if (key.endsWith(` ${wg.tunName}`)) this.#routes.delete(key);
   }
 
   async stop(): Promise<void> {

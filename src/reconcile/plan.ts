@@ -3,15 +3,33 @@
  * touched. Pure: no I/O, no clock. Secrets are compared through keyed digests (`Secret.keyedDigest`),
  * so a changed PSK is a change, and nothing about the PSK leaks into the plan.
  *
- * Changes this build applies only with a restart (the tenant set, a WireGuard interface's port or
- * key, the IPsec listen address, the first IPsec tunnel — charon starts with the vrouter) make the
- * plan a ConfigError naming the field: the whole new state is refused and the running one stays.
+ * A tenant's WireGuard interface whose port or key changed (or that appears or goes) is one
+ * `wireguard-replace`: its device is closed and opened again with every peer, so its peers
+ * handshake anew; other tenants and tunnels are untouched.
+ *
+ * A tenant TUN device that changed (or appears or goes) is closed and opened again; the tenant's
+ * other TUNs stay.
+ *
+ * Tenants come and go as `tenant-add` / `tenant-remove` with everything they hold, as long as the
+ * vrouter has several tenants before and after (one tenant routes through the namespace, several
+ * do not: switching needs a restart).
+ *
+ * Changes this build applies only with a restart (one tenant ⇄ several, the IPsec listen address,
+ * the first IPsec tunnel — charon starts with the vrouter) make the plan a
+ * ConfigError naming the field: the whole new state is refused and the running one stays.
  */
 import { randomBytes } from 'node:crypto';
 import { ConfigError } from '../errors.js';
-import { Secret, type DesiredState, type IpsecTunnelSpec, type WireguardPeerSpec } from '../config/model.js';
+import { Secret, type DesiredState, type IpsecTunnelSpec, type TenantSpec, type TunSpec, type WireguardInterfaceSpec, type WireguardPeerSpec } from '../config/model.js';
 
 export type Op =
+  /** A tenant that goes: its tunnels, WireGuard interface and TUNs; applied before everything else. */
+  | { kind: 'tenant-remove'; tenant: string; spec: TenantSpec }
+  /** A new tenant with everything it has; applied after everything else. */
+  | { kind: 'tenant-add'; tenant: string; spec: TenantSpec }
+  | { kind: 'wireguard-replace'; tenant: string; wireguard: WireguardInterfaceSpec | undefined; previous: WireguardInterfaceSpec | undefined }
+  /** Tenant TUN devices: `gone` are closed (changed ones too), then `added` opened; the others stay. */
+  | { kind: 'tun-replace'; tenant: string; gone: TunSpec[]; added: TunSpec[] }
   | { kind: 'peer-remove'; tenant: string; peer: WireguardPeerSpec }
   | { kind: 'peer-upsert'; tenant: string; peer: WireguardPeerSpec; previous?: WireguardPeerSpec }
   | { kind: 'tunnel-remove'; tenant: string; tunnel: IpsecTunnelSpec }
@@ -36,24 +54,40 @@ export function fingerprint(v: unknown, key: Buffer): string {
 export function plan(applied: DesiredState, desired: DesiredState, key: Buffer = randomBytes(32)): Op[] {
   const fp = (v: unknown): string => fingerprint(v, key);
   const issues: { path: string; reason: string }[] = [];
-  const ids = (s: DesiredState): string => s.tenants.map((t) => t.id).join(',');
-  if (ids(applied) !== ids(desired)) issues.push({ path: 'tenants', reason: 'adding, removing or renaming a tenant needs a restart' });
   const ops: Op[] = [];
+  const oldIds = new Set(applied.tenants.map((t) => t.id));
+  const newIds = new Set(desired.tenants.map((t) => t.id));
+  if (applied.tenants.length > 1 !== desired.tenants.length > 1) {
+    issues.push({ path: 'tenants', reason: 'going from one tenant to several or back changes how the namespace routes (one tenant: routes into its devices; several: none) and needs a restart' });
+  }
+  const hadTunnels = applied.tenants.some((t) => t.tunnels.length > 0);
+  for (const a of applied.tenants) if (!newIds.has(a.id)) ops.push({ kind: 'tenant-remove', tenant: a.id, spec: a });
+  desired.tenants.forEach((b, i) => {
+    if (oldIds.has(b.id)) return;
+    if (b.tunnels.length > 0 && !hadTunnels) issues.push({ path: `tenants[${i}].tunnels`, reason: 'the first IPsec tunnel needs a restart (charon starts with the vrouter)' });
+    ops.push({ kind: 'tenant-add', tenant: b.id, spec: b });
+  });
   desired.tenants.forEach((b, i) => {
     const a = applied.tenants.find((t) => t.id === b.id);
     if (!a) return;
     const at = `tenants[${i}]`;
-    if (fp(a.wireguard) !== fp(b.wireguard)) issues.push({ path: `${at}.wireguard`, reason: 'the listen port and private key change only with a restart' });
-    if (fp(a.tuns) !== fp(b.tuns)) issues.push({ path: `${at}.tun`, reason: 'tenant TUN devices change only with a restart' });
-    if (a.tunnels.length === 0 && b.tunnels.length > 0) issues.push({ path: `${at}.tunnels`, reason: 'the first IPsec tunnel needs a restart (charon starts with the vrouter)' });
+    const wgReplaced = fp(a.wireguard) !== fp(b.wireguard);
+    if (wgReplaced) ops.push({ kind: 'wireguard-replace', tenant: b.id, wireguard: b.wireguard, previous: a.wireguard });
+    const oldTuns = new Map(a.tuns.map((x) => [x.name, fp(x)]));
+    const newTuns = new Map(b.tuns.map((x) => [x.name, fp(x)]));
+    const gone = a.tuns.filter((x) => newTuns.get(x.name) !== oldTuns.get(x.name));
+    const added = b.tuns.filter((x) => newTuns.get(x.name) !== oldTuns.get(x.name));
+    if (gone.length > 0 || added.length > 0) ops.push({ kind: 'tun-replace', tenant: b.id, gone, added });
+    if (!hadTunnels && b.tunnels.length > 0) issues.push({ path: `${at}.tunnels`, reason: 'the first IPsec tunnel needs a restart (charon starts with the vrouter)' });
     if (a.tunnels.length > 0 && applied.local.network.listenAddress !== desired.local.network.listenAddress) {
       issues.push({ path: 'network.listen_address', reason: 'changes only with a restart' });
     }
 
-    const oldPeers = new Map(a.peers.map((p) => [p.publicKey, p]));
+    // A replaced interface is opened with all of its peers: no peer operations besides.
+    const oldPeers = new Map((wgReplaced ? [] : a.peers).map((p) => [p.publicKey, p]));
     const newKeys = new Set(b.peers.map((p) => p.publicKey));
-    for (const p of a.peers) if (!newKeys.has(p.publicKey)) ops.push({ kind: 'peer-remove', tenant: b.id, peer: p });
-    for (const p of b.peers) {
+    if (!wgReplaced) for (const p of a.peers) if (!newKeys.has(p.publicKey)) ops.push({ kind: 'peer-remove', tenant: b.id, peer: p });
+    for (const p of wgReplaced ? [] : b.peers) {
       const prev = oldPeers.get(p.publicKey);
       if (!prev) ops.push({ kind: 'peer-upsert', tenant: b.id, peer: p });
       else if (fp(prev) !== fp(p)) ops.push({ kind: 'peer-upsert', tenant: b.id, peer: p, previous: prev });

@@ -107,6 +107,8 @@ export interface IperfOptions {
   udpBitrate?: number;
   /** UDP datagram payload, bytes (`-l`); keep it under the tunnel's MTU. Default iperf3's. */
   udpLength?: number;
+  /** Socket buffer, bytes (`-w`; iperf3 uses it on the server too): a UDP receiver descheduled on a busy machine then loses nothing. */
+  window?: number;
 }
 
 export interface IperfResult {
@@ -135,6 +137,7 @@ export async function iperfClient(ns: string, server: string, opts: IperfOptions
   if (opts.reverse) args.push('-R');
   if (opts.udpBitrate !== undefined) args.push('-u', '-b', String(opts.udpBitrate));
   if (opts.udpLength !== undefined) args.push('-l', String(opts.udpLength));
+  if (opts.window !== undefined) args.push('-w', String(opts.window));
   const r = await run(tools.iperf3, args, { ns, allowFailure: true, timeoutMs: (duration + (opts.omit ?? 0) + 20) * 1000 });
   let json: {
     error?: string;

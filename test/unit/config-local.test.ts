@@ -22,7 +22,7 @@ function issuesOf(fn: () => unknown): { err: ConfigError; issues: ConfigIssue[] 
 t.test('defaults', async (t) => {
   const c = defaultLocalConfig();
   t.same(c, {
-    controller: { pollInterval: 30 },
+    controller: { pollInterval: 30, statusInterval: 60, backoffMax: 60 },
     network: {},
     ipsec: { backend: 'strongswan', strongswanSocket: '/run/cvlan/charon.vici', charonPath: '/usr/lib/ipsec/charon', espEncapsulation: 'udp' },
     performance: { workerThreads: availableParallelism() },
@@ -61,7 +61,7 @@ token_file = "/etc/cvlan/admin.token"
 dir = "/srv/cvlan"
 `);
   t.same(c, {
-    controller: { url: 'https://controller.example.net/api', tokenFile: '/etc/cvlan/controller.token', pollInterval: 15 },
+    controller: { url: 'https://controller.example.net/api', tokenFile: '/etc/cvlan/controller.token', pollInterval: 15, statusInterval: 60, backoffMax: 60 },
     network: { publicInterface: 'eth0', privateInterface: 'eth1', listenAddress: '2001:db8::1' },
     ipsec: { backend: 'strongswan', strongswanSocket: '/run/cvlan/vici', charonPath: '/usr/libexec/ipsec/charon', espEncapsulation: 'auto' },
     performance: { workerThreads: 4 },
@@ -92,7 +92,7 @@ t.test('unknown keys and wrong types name the field, the file and the line; all 
   t.equal(err.code, 'CVLAN_ERR_CONFIG');
   const byPath = Object.fromEntries(issues.map((i) => [i.path, i.reason]));
   t.match(byPath['controller.url'], /"ftp:\/\/x" is not valid; expected an http:\/\/ or https:\/\/ URL \(at \/etc\/cvlan\/vrouter\.toml:2\)/);
-  t.match(byPath['controller.poll_interval'], /expected an integer 1\.\.86400 \(seconds\) \(at \/etc\/cvlan\/vrouter\.toml:3\)/);
+  t.match(byPath['controller.poll_interval'], /expected an integer 1\.\.300 \(seconds\) \(at \/etc\/cvlan\/vrouter\.toml:3\)/);
   t.match(byPath['performance.worker_threads'], /0 is not valid; expected an integer 1\.\.256 .*vrouter\.toml:6\)/);
   t.match(byPath['performance.workers'], /unknown field; expected one of: worker_threads .*vrouter\.toml:7\)/);
   t.match(byPath['ipsec.backend'], /"libreswan" is not supported; expected "strongswan" .*:10\)/);

@@ -90,15 +90,49 @@ t.test('a changed secret is a change (compared by digest)', async (t) => {
   t.notMatch(JSON.stringify(ops.map((o) => ({ ...o, tunnel: undefined, previous: undefined }))), PSK);
 });
 
-t.test('restart-only changes refuse the whole state with the field named', async (t) => {
+t.test('a WireGuard port or key change replaces that interface, peers and all', async (t) => {
   const next = doc();
   next.wireguard = { listen_port: 51821, private_key: WG_PRIV };
   next.wireguard_peers.pop();
-  t.ok(issuesOf(() => plan(load(doc()), load(next))).some((i) => i.path === 'tenants[0].wireguard'), 'WireGuard port change refused');
+  const ops = plan(load(doc()), load(next));
+  t.same(kinds(ops), ['wireguard-replace'], 'one operation; the peers come with the interface');
+  const op = ops[0] as Extract<(typeof ops)[number], { kind: 'wireguard-replace' }>;
+  t.equal(op.previous?.listenPort, 51820);
+  t.equal(op.wireguard?.listenPort, 51821);
+});
+
+t.test('a changed tenant TUN is closed and opened again; the unchanged ones stay', async (t) => {
+  const lan = { name: 'cvlan-lan', addresses: ['10.50.0.1/24'], subnets: ['10.50.0.0/24'] };
+  const dmz = { name: 'cvlan-dmz', addresses: ['10.51.0.1/24'], subnets: ['10.51.0.0/24'] };
+  const a = { ...doc(), tun: [lan, dmz] };
+  const b = { ...doc(), tun: [{ ...lan, mtu: 1380 }, dmz] };
+  const ops = plan(load(a), load(b));
+  t.same(kinds(ops), ['tun-replace']);
+  const op = ops[0] as Extract<(typeof ops)[number], { kind: 'tun-replace' }>;
+  t.same([op.gone.map((x) => x.name), op.added.map((x) => `${x.name}/${x.mtu}`)], [['cvlan-lan'], ['cvlan-lan/1380']]);
+  const c = { ...doc(), tun: [dmz] };
+  const removed = plan(load(a), load(c))[0] as typeof op;
+  t.same([removed.gone.map((x) => x.name), removed.added], [['cvlan-lan'], []]);
+  t.same(plan(load(a), load({ ...doc(), tun: [lan, dmz] })), [], 'no change, no operation');
+});
+
+t.test('tenants come and go with everything they hold while there are several', async (t) => {
+  const tenant = (id: string, port: number) => ({ tenant_id: id, wireguard: { listen_port: port, private_key: WG_PRIV }, wireguard_peers: [{ public_key: P1, allowed_ips: ['10.9.0.1/32'] }] });
+  const ab = { tenants: [tenant('alpha', 51830), tenant('beta', 51831)] };
+  const ac = { tenants: [tenant('alpha', 51830), tenant('gamma', 51832)] };
+  const ops = plan(load(ab), load(ac));
+  t.same(ops.map((o) => `${o.kind} ${o.tenant}`), ['tenant-remove beta', 'tenant-add gamma'], 'alpha is untouched');
+  const renamed = plan(load(doc()), load({ ...doc(), tenant_id: 'other' }));
+  t.same(kinds(renamed), ['tenant-add', 'tenant-remove'], 'one tenant renamed: removed and added');
+  const withTunnel = { tenants: [tenant('alpha', 51830), { ...tenant('gamma', 51832), tunnels: doc().tunnels }] };
+  t.ok(issuesOf(() => plan(load(ab), load(withTunnel))).some((i) => i.path === 'tenants[1].tunnels'), 'a new tenant with the first IPsec tunnel needs a restart');
+});
+
+t.test('restart-only changes refuse the whole state with the field named', async (t) => {
   const moved = loadDesiredState({ controllerDocs: [doc()], localToml: '[network]\nlisten_address = "192.0.2.2"\n', stateDir: null });
   t.ok(issuesOf(() => plan(load(doc()), moved)).some((i) => i.path === 'network.listen_address'), 'listen address change refused');
-  const renamed = { ...doc(), tenant_id: 'other' };
-  t.ok(issuesOf(() => plan(load(doc()), load(renamed))).some((i) => i.path === 'tenants'), 'tenant rename refused');
+  const two = { tenants: [doc(), { tenant_id: 'beta', wireguard: { listen_port: 51830 }, wireguard_peers: [] }] };
+  t.ok(issuesOf(() => plan(load(doc()), load(two))).some((i) => i.path === 'tenants'), 'one tenant → two refused (the namespace routing changes)');
 });
 
 t.test('the stored configuration: atomic, 0600, sealed, and loads back to the same state', async (t) => {
