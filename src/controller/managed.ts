@@ -41,7 +41,7 @@ const PEER_UP_S = 180;
 
 /** Tunnels, peers and counters of a running vrouter, in the StatusReport's shape. */
 export function observeVrouter(v: Vrouter | undefined, now = Date.now()): Pick<StatusReport, 'tunnels' | 'peers' | 'counters'> {
-  if (!v) return { tunnels: [], peers: [], counters: { udp_rx_bytes: 0, udp_tx_bytes: 0, tun_rx_bytes: 0, tun_tx_bytes: 0, forwarded: 0, dropped: 0 } };
+  if (!v) return { tunnels: [], peers: [], counters: { udp_rx_bytes: 0, udp_tx_bytes: 0, tun_rx_bytes: 0, tun_tx_bytes: 0, translated: 0, dropped: 0 } };
   const s = v.summary();
   const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
   return {
@@ -69,7 +69,7 @@ export function observeVrouter(v: Vrouter | undefined, now = Date.now()): Pick<S
       udp_tx_bytes: Number(s.workers.udpTxBytes),
       tun_rx_bytes: Number(s.workers.tunRxBytes),
       tun_tx_bytes: Number(s.workers.tunTxBytes),
-      forwarded: Number(s.workers.forwarded),
+      translated: Number(s.workers.translated),
       dropped: Number(s.workers.drops.reduce((a, d) => a + d.count, 0n)),
     },
   };

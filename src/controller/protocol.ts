@@ -96,5 +96,5 @@ export interface StatusReport {
     rx_bytes: number;
     tx_bytes: number;
   }[];
-  counters: { udp_rx_bytes: number; udp_tx_bytes: number; tun_rx_bytes: number; tun_tx_bytes: number; forwarded: number; dropped: number };
+  counters: { udp_rx_bytes: number; udp_tx_bytes: number; tun_rx_bytes: number; tun_tx_bytes: number; translated: number; dropped: number };
 }

@@ -228,7 +228,7 @@ export class RouterViews implements RouterStateSource {
       batches: Number(w.batches),
       restarts: Number(w.restarts),
       // Packets handed off between devices on the workers (the API's name predates "handoff").
-      translated: Number(w.forwarded),
+      translated: Number(w.translated),
       // Average since the devices opened (a restarted worker's time counts from its first start).
       busy_ratio: wallNs > 0 ? Math.min(1, Number(w.busyNs) / wallNs) : null,
     }));

@@ -55,7 +55,7 @@ export interface BindingWorkerStats {
   restarts: bigint;
   busyNs: bigint;
   /** Packets translated to the other device of a pair on this worker (IPsec ⇄ WireGuard). */
-  forwarded: bigint;
+  translated: bigint;
   /** Syscalls (TUN read/write, recvmmsg, sendmmsg): packets per call shows the batching. */
   tunReads: bigint;
   tunWrites: bigint;
@@ -240,19 +240,19 @@ export interface Binding {
   IpsecDevice: new (options: BindingIpsecDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingIpsecDevice;
   WireGuardDevice: new (options: BindingWireGuardDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingWireGuardDevice;
   TenantTunDevice: new (options: BindingTenantTunOptions, onEvent?: (ev: BindingEvent) => void) => BindingTenantTunDevice;
-  setTranslation(device: number, translation: BindingTranslation | null): void;
+  setHandoff(device: number, handoff: BindingHandoff | null): void;
 }
 
-export interface BindingTranslationRule {
+export interface BindingHandoffRule {
   fromTenant: number;
   source: string;
   destination: string;
 }
 
-export interface BindingTranslation {
+export interface BindingHandoff {
   stamp: number;
   isolated: boolean;
-  targets: { device: number; tenant: number; rules?: BindingTranslationRule[] }[];
+  targets: { device: number; tenant: number; rules?: BindingHandoffRule[] }[];
 }
 
 function repoRoot(): string {

@@ -39,7 +39,7 @@ const report = (generation: number | null): StatusReport => ({
   refused: null,
   tunnels: [{ id: 'site-a', tenant: 'acme', state: 'up', child_sas: 1, bytes_in: 10, bytes_out: 20, packets_in: 1, packets_out: 2 }],
   peers: [{ public_key: 'x'.repeat(43) + '=', tenant: 'acme', state: 'down', endpoint: null, latest_handshake: null, rx_bytes: 0, tx_bytes: 0 }],
-  counters: { udp_rx_bytes: 1, udp_tx_bytes: 2, tun_rx_bytes: 3, tun_tx_bytes: 4, forwarded: 5, dropped: 0 },
+  counters: { udp_rx_bytes: 1, udp_tx_bytes: 2, tun_rx_bytes: 3, tun_tx_bytes: 4, translated: 5, dropped: 0 },
 });
 
 t.test('register, fetch, long poll, report, rotate — each exchange as the document says', async (t) => {

@@ -27,7 +27,7 @@ t.before(async () => {
 });
 t.teardown(() => ref.close());
 const quiet = pino({ level: 'silent' });
-const noObservation = () => ({ tunnels: [], peers: [], counters: { udp_rx_bytes: 0, udp_tx_bytes: 0, tun_rx_bytes: 0, tun_tx_bytes: 0, forwarded: 0, dropped: 0 } });
+const noObservation = () => ({ tunnels: [], peers: [], counters: { udp_rx_bytes: 0, udp_tx_bytes: 0, tun_rx_bytes: 0, tun_tx_bytes: 0, translated: 0, dropped: 0 } });
 
 const KEY = 'pDcB2nd8kxyN7v7jwO26d7jRF0jOT0s7dDhgzA9S6Ec=';
 const peerDoc = (allowed: string) => ({ tenant_id: 'acme', wireguard: { listen_port: 51999 }, wireguard_peers: [{ public_key: KEY, allowed_ips: [allowed] }] });

@@ -1,5 +1,5 @@
 //! What every device class of the binding shares: the running device until `close`, its TUN
-//! name, its translation id, statistics, and closing exactly once (explicitly or when the
+//! name, its handoff id, statistics, and closing exactly once (explicitly or when the
 //! finalizer drops the object). `device_class!` adds the common JavaScript members to a class
 //! that holds an [`Opened`] in a field named `opened`.
 
@@ -11,16 +11,16 @@ use cvlan_dataplane::Device;
 pub(crate) struct Opened<T = ()> {
     running: Option<(Device, T)>,
     tun_name: String,
-    /// Under which id translations name the device (`crate::translation`); `None` for devices
-    /// that take no part in translation.
+    /// Under which id handoffs name the device (`crate::handoff`); `None` for devices
+    /// that take no part in the handoff.
     handoff_id: Option<u32>,
 }
 
 impl<T> Opened<T> {
-    /// Takes over a started device; `handoff` registers it as a translation target.
+    /// Takes over a started device; `handoff` registers it as a handoff target.
     pub fn new(device: Device, companion: T, tun_name: String, handoff: bool) -> Opened<T> {
         Opened {
-            handoff_id: handoff.then(|| crate::translation::register(&device)),
+            handoff_id: handoff.then(|| crate::handoff::register(&device)),
             running: Some((device, companion)),
             tun_name,
         }
@@ -61,11 +61,11 @@ impl<T> Opened<T> {
         Ok(worker_stats(self.device()?))
     }
 
-    /// Leaves translations, stops the workers and removes the TUN device, then drops the
+    /// Leaves handoffs, stops the workers and removes the TUN device, then drops the
     /// companion. Idempotent.
     pub fn close(&mut self) {
         if let Some(id) = self.handoff_id {
-            crate::translation::unregister(id);
+            crate::handoff::unregister(id);
         }
         if let Some((mut d, companion)) = self.running.take() {
             d.stop();
@@ -80,15 +80,15 @@ fn closed(tun_name: &str) -> napi::Error<crate::Status> {
 
 impl<T> Drop for Opened<T> {
     fn drop(&mut self) {
-        // The finalizer: the device stops when dropped; translations must forget it first.
+        // The finalizer: the device stops when dropped; handoffs must forget it first.
         if let Some(id) = self.handoff_id {
-            crate::translation::unregister(id);
+            crate::handoff::unregister(id);
         }
     }
 }
 
 /// The members every device class has in JavaScript: `tunName`, `closed`, `stats()`, `close()`
-/// and, for classes translations can name, `handoffId`.
+/// and, for classes handoffs can name, `handoffId`.
 macro_rules! device_class {
     ($class:ident) => {
         #[napi_derive::napi]
@@ -122,7 +122,7 @@ macro_rules! device_class {
 
         #[napi_derive::napi]
         impl $class {
-            /// Id of this device for `setTranslation`.
+            /// Id of this device for `setHandoff`.
             #[napi(getter)]
             pub fn handoff_id(&self) -> u32 {
                 self.opened.handoff_id()

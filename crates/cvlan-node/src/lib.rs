@@ -4,10 +4,10 @@
 //! crosses this boundary.
 
 mod device;
+pub mod handoff;
 mod ipsec;
 mod plain;
 mod tenant_tun;
-pub mod translation;
 mod wireguard;
 
 use cvlan_dataplane::counters::DropReason;
@@ -121,8 +121,8 @@ pub struct WorkerStatsJs {
     pub restarts: BigInt,
     pub busy_ns: BigInt,
     /// Packets this worker's handoff stage sent from another device (IPsec ⇄ WireGuard, tenant
-    /// TUNs); `translated` in the API.
-    pub forwarded: BigInt,
+    /// TUNs): the API's `translated`.
+    pub translated: BigInt,
     /// Syscalls: TUN reads/writes, recvmmsg/sendmmsg calls (packets per call = batching).
     pub tun_reads: BigInt,
     pub tun_writes: BigInt,
@@ -150,7 +150,7 @@ pub(crate) fn worker_stats(dev: &Device) -> Vec<WorkerStatsJs> {
                 batches: c.batches.into(),
                 restarts: c.restarts.into(),
                 busy_ns: c.busy_ns.into(),
-                forwarded: c.translated.into(),
+                translated: c.translated.into(),
                 tun_reads: c.tun_reads.into(),
                 tun_writes: c.tun_writes.into(),
                 udp_recvs: c.udp_recvs.into(),

@@ -1,6 +1,6 @@
-//! Translation between devices on their workers (`cvlan_dataplane::handoff`), set up from
-//! JavaScript. Each WireGuard and IPsec device registers under a numeric id when it opens; a
-//! translation names its targets by those ids, so one call can mix device classes.
+//! The handoff between devices on their workers (`cvlan_dataplane::handoff`), set up from
+//! JavaScript. Each WireGuard, IPsec and tenant TUN device registers under a numeric id when it
+//! opens; a handoff names its targets by those ids, so one call can mix device classes.
 
 use crate::{err, Code, Result};
 use arc_swap::ArcSwapOption;
@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// What a translation needs of an open device: a way to build it as a target, and its own cell.
+/// What a handoff needs of an open device: a way to build it as a target, and its own cell.
 struct Registered {
     target: Box<dyn Fn(u32, Vec<Rule>) -> Option<Target> + Send>,
     cell: Arc<ArcSwapOption<Handoff>>,
@@ -46,7 +46,7 @@ pub(crate) fn register(device: &Device) -> u32 {
     id
 }
 
-/// Forgets a closed device: translations set later cannot name it, and its own is cleared.
+/// Forgets a closed device: handoffs set later cannot name it, and its own is cleared.
 pub(crate) fn unregister(id: u32) {
     if let Some(r) = registry()
         .lock()
@@ -58,7 +58,7 @@ pub(crate) fn unregister(id: u32) {
 }
 
 #[napi(object)]
-pub struct TranslationRuleJs {
+pub struct HandoffRuleJs {
     /// Tenant tag the packets come from.
     pub from_tenant: u32,
     /// Source and destination prefixes the rule lets through.
@@ -67,22 +67,22 @@ pub struct TranslationRuleJs {
 }
 
 #[napi(object)]
-pub struct TranslationTargetJs {
+pub struct HandoffTargetJs {
     /// `handoffId` of the target device.
     pub device: u32,
     /// Tenant tag whose packets it takes; 0 = every packet (a single-tenant pair).
     pub tenant: u32,
-    pub rules: Option<Vec<TranslationRuleJs>>,
+    pub rules: Option<Vec<HandoffRuleJs>>,
 }
 
 #[napi(object)]
-pub struct TranslationJs {
+pub struct HandoffJs {
     /// Tenant tag of everything the device decapsulates (a tenant's WireGuard device); 0 when
     /// the device tags packets itself (IPsec, by tunnel) or there is one tenant.
     pub stamp: u32,
     /// Drop tagged packets no target takes instead of writing them to the TUN.
     pub isolated: bool,
-    pub targets: Vec<TranslationTargetJs>,
+    pub targets: Vec<HandoffTargetJs>,
 }
 
 fn prefix(s: &str, what: &str) -> Result<Prefix> {
@@ -93,15 +93,15 @@ fn prefix(s: &str, what: &str) -> Result<Prefix> {
 /// Sets (or with `null` clears) what device `device`'s workers hand decapsulated packets to.
 /// Validated in full first: on error nothing changes.
 #[napi]
-pub fn set_translation(device: u32, translation: Option<TranslationJs>) -> Result<()> {
+pub fn set_handoff(device: u32, handoff: Option<HandoffJs>) -> Result<()> {
     let reg = registry().lock().unwrap_or_else(|e| e.into_inner());
     let own = reg.get(&device).ok_or_else(|| {
         err(
             Code::Closed,
-            format!("set_translation: device {device} is not open"),
+            format!("set_handoff: device {device} is not open"),
         )
     })?;
-    let Some(t) = translation else {
+    let Some(t) = handoff else {
         own.cell.store(None);
         return Ok(());
     };
