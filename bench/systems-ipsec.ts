@@ -115,7 +115,9 @@ export const IPSEC_SYSTEMS: SystemUnderTest[] = [
         wireguard: { listen_port: 51820, private_key: bk.privateKey },
         wireguard_peers: [{ name: 'agent', public_key: ck.publicKey, allowed_ips: ['10.88.3.1/32'] }],
       };
-      await vrouterRun(lab, h.b, { document: bDoc, listenAddress: h.addrB });
+      // A private /run: the translator's UAPI socket (/var/run/wireguard/wg-bench.sock) is per host,
+      // and a compared build runs a second translator of the same tenant in the same run.
+      await vrouterRun(lab, h.b, { document: bDoc, listenAddress: h.addrB, privateRun: true });
       await cvlanWireguard(lab, c, {
         keys: ck,
         addresses: ['10.88.3.1/24'],
