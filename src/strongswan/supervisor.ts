@@ -5,7 +5,9 @@
  * process, so every instance gets its own mount namespace with a private tmpfs on /run
  * (`unshare -m`, mounts private by default). Optionally it runs inside a network namespace
  * (`ip netns exec`). Both wrappers exec into the next program, so the PID we spawn becomes
- * charon's own PID: signals reach charon directly and nothing else is ever signalled.
+ * charon's own PID: signals reach charon directly and nothing else is ever signalled. util-linux
+ * `setpriv --pdeathsig TERM` in front makes the kernel send charon SIGTERM when the daemon dies
+ * however it dies (SIGKILL included): charon never outlives it holding the plugin's socket.
  *
  * The data plane keeps forwarding on installed SAs while charon is down, so a restart is cheap;
  * after every (re)start the owner's `onStart` hook reloads connections and secrets.
@@ -41,6 +43,8 @@ export interface CharonSupervisorOptions {
   netns?: string;
   /** Default /usr/lib/ipsec/charon. */
   charonPath?: string;
+  /** util-linux `setpriv` (parent-death signal); null to run without. Default from PATH. */
+  setprivPath?: string | null;
   /** How long charon may take until its VICI socket accepts connections, ms. Default 10000. */
   startTimeoutMs?: number;
   /** Grace time between SIGTERM and SIGKILL on stop, ms. Default 5000. */
@@ -170,7 +174,11 @@ export class CharonSupervisor extends EventEmitter<CharonSupervisorEvents> {
     // $0 carries the binary path into the script so no path is ever spliced into shell text.
     const inner = ['unshare', '-m', '--propagation', 'private', 'sh', '-c',
       'mount -t tmpfs -o mode=0755,size=16m cvlan-run /run && exec "$0"', charon];
-    const argv = this.opts.netns ? ['ip', 'netns', 'exec', this.opts.netns, ...inner] : inner;
+    const argv = [
+      ...(this.opts.setprivPath !== null ? [this.opts.setprivPath ?? 'setpriv', '--pdeathsig', 'TERM', '--'] : []),
+      ...(this.opts.netns ? ['ip', 'netns', 'exec', this.opts.netns] : []),
+      ...inner,
+    ];
     const child = spawn(argv[0]!, argv.slice(1), {
       env: { ...process.env, STRONGSWAN_CONF: this.confPath },
       stdio: ['ignore', 'pipe', 'pipe'],
