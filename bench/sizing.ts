@@ -2,7 +2,7 @@
  * Sizing benchmark (issue 17): how the control plane holds up with N IPsec tunnels. Not a timed
  * test; run as root on a quiet machine (state the load average with the figures):
  *
- *   npx tsc -p tsconfig.json && node dist/bench/sizing.js --tunnels 100,500 [--no-write]
+ *   npx tsc -p tsconfig.json && node dist/bench/sizing.js --tunnels 100,500 [--no-write] [--label x] [--log-level debug]
  *
  * Topology: `cvlan-vrouter run` in namespace A initiates N site-to-site tunnels (PSK, one per
  * tunnel, distinct remote identities and remote /24s) to one strongSwan charon with
@@ -18,7 +18,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { adminGet } from '../src/api/client.js';
@@ -104,7 +104,7 @@ async function upCount(ours: VrouterRun): Promise<{ up: number; states: Record<s
   return { up: tunnels.filter((t) => t.state === 'up').length, states: Object.fromEntries(tunnels.map((t) => [t.id, t.state])) };
 }
 
-async function measure(lab: Lab, n: number, log: (s: string) => void): Promise<Figures> {
+async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: string): Promise<Figures> {
   const h = await twoHosts(lab);
   const psks = Array.from({ length: n + 1 }, () => randomBytes(24).toString('base64'));
   // The peer: one charon holding N + 1 responder connections told apart by identity.
@@ -157,7 +157,7 @@ async function measure(lab: Lab, n: number, log: (s: string) => void): Promise<F
   const doc = (count: number): object => ({ vrouter_id: 'ours', tenant_id: 't1', tunnels: psks.slice(0, count).map((psk, i) => tunnel(i, psk, h.addrB)) });
   const load0 = loadavg()[0]!;
   const t0 = Date.now();
-  const ours = await vrouterRun(lab, h.a, { listenAddress: h.addrA, logLevel: 'info', document: doc(n), timeoutMs: 600_000 });
+  const ours = await vrouterRun(lab, h.a, { listenAddress: h.addrA, logLevel, document: doc(n), timeoutMs: 600_000 });
   log(`daemon ready line after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   let up = 0;
   let readyS: number | null = null;
@@ -178,6 +178,12 @@ async function measure(lab: Lab, n: number, log: (s: string) => void): Promise<F
   const vici = new ViciClient({ socketPath: ours.charonVici, requestTimeoutMs: 60_000 });
   const charonUp = new Set((await vici.listSas()).filter((sa) => sa.state === 'ESTABLISHED' && sa.childSas.some((c) => c.state === 'INSTALLED')).map((sa) => sa.name));
   await vici.close();
+  if (notUp.length > 0) {
+    // What the daemon (and, at log level debug, its charon) said last, for the reason.
+    const tail = join(tmpdir(), `cvlan-sizing-${n}-${Date.now()}.log`);
+    writeFileSync(tail, ours.process.lastOutput(5000));
+    log(`daemon output tail: ${tail}`);
+  }
   log(`${up}/${n} up${readyS !== null ? ` after ${readyS.toFixed(1)} s` : ' at the deadline'} (charon: ${charonUp.size}); not up: ${JSON.stringify(notUp.slice(0, 5))}`);
 
   const node = ours.process.pid;
@@ -251,14 +257,14 @@ async function measure(lab: Lab, n: number, log: (s: string) => void): Promise<F
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { tunnels: { type: 'string', default: '100,500' }, 'no-write': { type: 'boolean', default: false }, label: { type: 'string' } } });
+  const { values } = parseArgs({ options: { tunnels: { type: 'string', default: '100,500' }, 'no-write': { type: 'boolean', default: false }, label: { type: 'string' }, 'log-level': { type: 'string', default: 'info' } } });
   const skip = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'swanctl');
   if (skip) throw new Error(`cannot run: ${skip}`);
   const startedAt = new Date();
   const results: Figures[] = [];
   for (const n of values.tunnels.split(',').map(Number)) {
     const log = (s: string): void => void process.stdout.write(`[N=${n}] ${s}\n`);
-    results.push(await withLab((lab) => measure(lab, n, log), { label: 'sizing' }));
+    results.push(await withLab((lab) => measure(lab, n, log, values['log-level']), { label: 'sizing' }));
   }
   const out = { kind: 'sizing', label: values.label ?? null, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, ipsec: results };
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
