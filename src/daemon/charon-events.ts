@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import type { IpsecTunnelSpec } from '../config/model.js';
 import type { IpsecService } from '../ipsec/service.js';
 import type { EventLog } from '../log.js';
+import type { ViciSection } from '../strongswan/vici/encoding.js';
 
 /**
  * charon's level-1 lines that mean "the peer failed to authenticate (or we failed to)". The IKE_SA
@@ -65,8 +66,8 @@ export interface CharonWatchHooks {
   logger: Logger;
   /** The tenant of configured tunnel `conn` and its authentication, undefined for an unknown name. */
   tunnel(conn: string): { tenant: string; auth: IpsecTunnelSpec['auth'] } | undefined;
-  /** charon reported a change: the owner re-reads its IKE view. */
-  changed(): void;
+  /** charon reported a change of an SA (`ike-updown`, `child-updown`, rekeys): the owner's IKE view applies it. */
+  changed(name: string, msg: ViciSection): void;
 }
 
 /** Subscribes to a service's charon and reports what it says; counts rekeys. */
@@ -114,7 +115,7 @@ export class CharonWatch {
           this.childRekeys++;
         }
       }
-      this.#hooks.changed();
+      this.#hooks.changed(name, msg);
     });
     for (const ev of ['ike-updown', 'child-updown', 'ike-rekey', 'child-rekey']) await vici.subscribe(ev);
   }

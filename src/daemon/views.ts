@@ -10,6 +10,7 @@ import { peerName } from './operator.js';
 import type { IpsecService } from '../ipsec/service.js';
 import { str as viciStr, type IkeSaInfo } from '../strongswan/vici/types.js';
 import { dropReasonOf } from './drops.js';
+import type { IkeView } from './ike-view.js';
 import type { TenantRuntime } from './runtime.js';
 import type {
   ConfigVersionView,
@@ -32,8 +33,8 @@ export interface RouterReader {
   appliedAt(): string;
   runtimes(): readonly TenantRuntime[];
   ipsec(): IpsecService | undefined;
-  /** The last IKE view read from charon. */
-  ikeSas(): readonly IkeSaInfo[];
+  /** charon's IKE_SAs, kept current by its events (`ike-view.ts`). */
+  ike(): IkeView;
   rekeys(): { ike: number; child: number };
   /** Devices whose TUN was lost (name → reason): not ready until a restart. */
   lostDevices(): ReadonlyMap<string, string>;
@@ -63,8 +64,25 @@ export function tunnelState(sa: IkeSaInfo | undefined): TunnelState {
   }
 }
 
-/** One configured tunnel with its IKE_SA (if charon has one), at `nowSec` (Unix seconds). */
-export function tunnelView(tenant: string, spec: IpsecTunnelSpec, sa: IkeSaInfo | undefined, nowSec: number): TunnelView {
+/** Per-SA traffic counters of the data plane, by direction and SPI. */
+export interface SaCounters {
+  get(inbound: boolean, spi: number): { bytes: number; packets: number } | undefined;
+}
+
+/** The data plane's SAs as `SaCounters`. */
+export function saCounters(sas: readonly { spi: number; inbound: boolean; bytes: bigint; packets: bigint }[]): SaCounters {
+  const m = new Map<string, { bytes: number; packets: number }>();
+  for (const s of sas) m.set(`${s.inbound ? 'i' : 'o'}${s.spi}`, { bytes: Number(s.bytes), packets: Number(s.packets) });
+  return { get: (inbound, spi) => m.get(`${inbound ? 'i' : 'o'}${spi}`) };
+}
+
+/**
+ * One configured tunnel with its IKE_SA (if charon has one), at `nowSec` (Unix seconds). Traffic
+ * counts come from the data plane (`dp`), which carries the packets; charon's figures (as of the
+ * event or read that reported the CHILD_SA) only where the data plane has no such SA.
+ */
+export function tunnelView(tenant: string, spec: IpsecTunnelSpec, sa: IkeSaInfo | undefined, nowSec: number, dp?: SaCounters): TunnelView {
+  const spi = (s: string | undefined): number => parseInt(s ?? '', 16);
   return {
     id: spec.id,
     tenant,
@@ -80,7 +98,10 @@ export function tunnelView(tenant: string, spec: IpsecTunnelSpec, sa: IkeSaInfo 
           rekey_in_s: seconds(viciStr(sa.raw, 'rekey-time')),
         }
       : null,
-    child_sas: (sa?.childSas ?? []).map((c) => ({
+    child_sas: (sa?.childSas ?? []).map((c) => {
+      const rx = dp?.get(true, spi(c.spiIn));
+      const tx = dp?.get(false, spi(c.spiOut));
+      return {
       name: c.name,
       spi_in: hex8(c.spiIn),
       spi_out: hex8(c.spiOut),
@@ -88,12 +109,13 @@ export function tunnelView(tenant: string, spec: IpsecTunnelSpec, sa: IkeSaInfo 
       udp_encap: c.encap,
       local_ts: c.localTs ?? [],
       remote_ts: c.remoteTs ?? [],
-      bytes_in: c.bytesIn ?? 0,
-      bytes_out: c.bytesOut ?? 0,
-      packets_in: c.packetsIn ?? 0,
-      packets_out: c.packetsOut ?? 0,
+      bytes_in: rx?.bytes ?? c.bytesIn ?? 0,
+      bytes_out: tx?.bytes ?? c.bytesOut ?? 0,
+      packets_in: rx?.packets ?? c.packetsIn ?? 0,
+      packets_out: tx?.packets ?? c.packetsOut ?? 0,
       rekey_in_s: seconds(viciStr(c.raw, 'rekey-time')),
-    })),
+      };
+    }),
   };
 }
 
@@ -156,16 +178,10 @@ export class RouterViews implements RouterStateSource {
 
   tunnels(): TunnelView[] {
     const now = Date.now() / 1000;
-    return this.#r.runtimes().flatMap(({ spec: t }) =>
-      t.tunnels.map((spec) =>
-        tunnelView(
-          t.id,
-          spec,
-          this.#r.ikeSas().find((s) => s.name === spec.id),
-          now,
-        ),
-      ),
-    );
+    const ike = this.#r.ike();
+    const ipsec = this.#r.ipsec();
+    const dp = ipsec && !ipsec.device.closed ? saCounters(ipsec.sas()) : undefined;
+    return this.#r.runtimes().flatMap(({ spec: t }) => t.tunnels.map((spec) => tunnelView(t.id, spec, ike.byName(spec.id), now, dp)));
   }
 
   wireguardPeers(): PeerView[] {
@@ -240,7 +256,7 @@ export class RouterViews implements RouterStateSource {
     const drops = new Map<DropReason, number>();
     for (const d of this.drops()) drops.set(d.reason, (drops.get(d.reason) ?? 0) + d.count);
     const rts = this.#r.runtimes();
-    const ikeSas = this.#r.ikeSas();
+    const ikeSas = this.#r.ike().list();
     return {
       tunnels_active: rts.flatMap((rt) => [
         { tenant: rt.spec.id, type: 'ipsec' as const, count: tunnels.filter((x) => x.tenant === rt.spec.id && (x.state === 'up' || x.state === 'rekeying')).length },

@@ -38,10 +38,10 @@ import { IpsecService } from '../ipsec/service.js';
 import { eventLog, type EventLog } from '../log.js';
 import { plan } from '../reconcile/plan.js';
 import { describeRefusal, startUapiServer } from '../wireguard/uapi-server.js';
-import type { IkeSaInfo } from '../strongswan/vici/types.js';
 import type { ConfigVersionView, CounterSnapshot, DropView, HealthView, PeerView, RouteView, RouterStateSource, TenantView, TunnelView, WorkerView } from '../api/state.js';
 import { CharonWatch } from './charon-events.js';
 import { handoffPlan } from './handoff.js';
+import { IkeResync, IkeView } from './ike-view.js';
 import { checkHostNetworking, reportHostNetworking } from './host-checks.js';
 import { addRoute, ip, removeRoute } from './os.js';
 import { ifname, type TenantRuntime } from './runtime.js';
@@ -59,7 +59,10 @@ export interface VrouterOptions {
   runtimeDir: string;
   /** Worker threads per device. Default: the local `[performance] worker_threads`, else CPUs. */
   workers?: number;
-  /** How often the IKE view is refreshed from charon, ms. Default 2000. */
+  /**
+   * How often the IKE view is read from charon in full as a safety net, ms. Default 60000; charon's
+   * events keep it current in between (`ike-view.ts`).
+   */
   saRefreshMs?: number;
   /** How often BGP announcements are re-evaluated and the speakers' status read, ms. Default 1000. */
   advertiseMs?: number;
@@ -87,7 +90,8 @@ export class Vrouter implements RouterStateSource {
   #nextIfId = 1;
   /** Tags of tenants added later continue after the first ones; never reused within a run. */
   #nextTag: number;
-  #ikeSas: IkeSaInfo[] = [];
+  readonly #ike = new IkeView();
+  #resync: IkeResync | undefined;
   /** Data-plane devices whose TUN was lost (device name → reason): not ready until restart. */
   #lostDevices = new Map<string, string>();
   #refresh: NodeJS.Timeout | undefined;
@@ -113,7 +117,7 @@ export class Vrouter implements RouterStateSource {
       appliedAt: () => this.#appliedAt,
       runtimes: () => [...this.#tenants.values()],
       ipsec: () => this.#ipsec,
-      ikeSas: () => this.#ikeSas,
+      ike: () => this.#ike,
       rekeys: () => ({ ike: this.#charon?.ikeRekeys ?? 0, child: this.#charon?.childRekeys ?? 0 }),
       lostDevices: () => this.#lostDevices,
       startedNs: process.hrtime.bigint(),
@@ -190,10 +194,21 @@ export class Vrouter implements RouterStateSource {
           const spec = rt?.spec.tunnels.find((x) => x.id === conn);
           return rt && spec ? { tenant: rt.spec.id, auth: spec.auth } : undefined;
         },
-        changed: () => void this.refreshSas(),
+        changed: (name, msg) => {
+          this.#ike.apply(name, msg);
+          this.#advertise();
+        },
       });
-      for (const rt of withTunnels) for (const spec of rt.spec.tunnels) await this.#addTunnel(rt, spec);
-      this.#refresh = setInterval(() => void this.refreshSas(), this.#opts.saRefreshMs ?? 2000);
+      const ipsec = this.#ipsec;
+      this.#resync = new IkeResync(this.#ike, () => ipsec.listSas());
+      // A (re)connected charon may have SAs the view missed, or none of those it shows.
+      ipsec.vici.on('connected', () => void this.refreshSas());
+      for (const rt of withTunnels) await this.#addTunnels(rt, rt.spec.tunnels);
+      void this.refreshSas();
+      // The safety net never overlaps a read under way.
+      this.#refresh = setInterval(() => {
+        if (!this.#resync?.busy) void this.refreshSas();
+      }, this.#opts.saRefreshMs ?? 60_000);
       this.#refresh.unref();
     }
     for (const rt of this.#tenants.values()) for (const spec of rt.spec.tuns) await this.#openTun(rt, spec);
@@ -278,14 +293,13 @@ export class Vrouter implements RouterStateSource {
     for (const { device, handoff } of p.devices) setHandoff(device, handoff);
   }
 
-  /** Reads the IKE view from charon; the API serves the last one read (a scrape never waits on charon). */
+  /**
+   * Reads the IKE view from charon in full (`ike-view.ts`: one read at a time); the API serves the
+   * view as it is (a scrape never waits on charon). A read while charon is away fails quietly: the
+   * reconnect reads again.
+   */
   async refreshSas(): Promise<void> {
-    if (!this.#ipsec) return;
-    try {
-      this.#ikeSas = await this.#ipsec.listSas();
-    } catch {
-      // charon is restarting; the supervisor brings it back and the next refresh fills the view.
-    }
+    await this.#resync?.resync();
     this.#advertise();
   }
 
@@ -378,17 +392,25 @@ export class Vrouter implements RouterStateSource {
     for (const p of changed) for (const a of p.allowedIps) await this.#route(rt, 'add', a, dev, { kind: 'wireguard', id: p.publicKey });
   }
 
-  async #addTunnel(rt: TenantRuntime, spec: IpsecTunnelSpec): Promise<void> {
+  /** Loads a tenant's tunnels into charon in one pipelined batch (`IpsecService.addTunnels`). */
+  async #addTunnels(rt: TenantRuntime, specs: readonly IpsecTunnelSpec[]): Promise<void> {
     const svc = this.#ipsec!;
-    if (spec.auth.method === 'psk' && spec.auth.weak) {
-      // Accepted only because the tunnel says allow_weak_psk; counted in cvlan_vrouter_weak_psk_tunnels.
-      this.#events.weakPsk({ tenant: rt.spec.id, tunnel: spec.id, min_bytes: MIN_PSK_BYTES });
+    const listen = this.#state.local.network.listenAddress!;
+    const tunnels = [];
+    for (const spec of specs) {
+      if (spec.auth.method === 'psk' && spec.auth.weak) {
+        // Accepted only because the tunnel says allow_weak_psk; counted in cvlan_vrouter_weak_psk_tunnels.
+        this.#events.weakPsk({ tenant: rt.spec.id, tunnel: spec.id, min_bytes: MIN_PSK_BYTES });
+      }
+      const ifId = this.#ifIds.get(spec.id) ?? this.#nextIfId++;
+      this.#ifIds.set(spec.id, ifId);
+      tunnels.push(await ipsecTunnelOf(spec, ifId, listen));
     }
-    const ifId = this.#ifIds.get(spec.id) ?? this.#nextIfId++;
-    this.#ifIds.set(spec.id, ifId);
     // The service routes remote subnets into its TUN only for a vrouter of one tenant.
-    await svc.addTunnel(await ipsecTunnelOf(spec, ifId, this.#state.local.network.listenAddress!), { route: !this.#shared });
-    for (const s of spec.remoteSubnets) this.#events.routingChange({ tenant: rt.spec.id, tunnel: spec.id, action: 'add', prefix: s, via: { kind: 'ipsec', id: spec.id } });
+    await svc.addTunnels(tunnels, { route: !this.#shared });
+    for (const spec of specs) {
+      for (const s of spec.remoteSubnets) this.#events.routingChange({ tenant: rt.spec.id, tunnel: spec.id, action: 'add', prefix: s, via: { kind: 'ipsec', id: spec.id } });
+    }
     // An initiating tunnel is started by charon itself (start_action=start, retried forever): a
     // second initiation from here would race it and leave a spurious failed IKE_SA behind.
   }
@@ -476,10 +498,10 @@ export class Vrouter implements RouterStateSource {
           const gone = o.kind === 'tunnel-remove' ? o.tunnel : o.kind === 'tunnel-replace' ? o.previous : undefined;
           if (gone) {
             await this.#ipsec!.removeTunnel(gone.id);
-            undo.push({ what: `tunnel ${gone.id}`, run: () => this.#addTunnel(rt, gone) });
+            undo.push({ what: `tunnel ${gone.id}`, run: () => this.#addTunnels(rt, [gone]) });
           }
           if (o.kind !== 'tunnel-remove') {
-            await this.#addTunnel(rt, o.tunnel);
+            await this.#addTunnels(rt, [o.tunnel]);
             undo.push({ what: `tunnel ${o.tunnel.id}`, run: () => this.#ipsec!.removeTunnel(o.tunnel.id) });
           }
         }
@@ -528,7 +550,7 @@ export class Vrouter implements RouterStateSource {
     this.#tenants.set(spec.id, rt);
     try {
       await this.#openWireguard(rt);
-      for (const x of spec.tunnels) await this.#addTunnel(rt, x);
+      if (spec.tunnels.length > 0) await this.#addTunnels(rt, spec.tunnels);
       for (const x of spec.tuns) await this.#openTun(rt, x);
     } catch (e) {
       await this.#downTenant(rt).catch(() => undefined);

@@ -8,7 +8,9 @@
  * charon runs: it is started directly, after a pid file left by a previous container is cleared.
  * Optionally it runs inside a network namespace (`ip netns exec`). The wrappers exec into the
  * next program, so the PID we spawn becomes charon's own PID: signals reach charon directly and
- * nothing else is ever signalled. A start that fails reports charon's own last lines.
+ * nothing else is ever signalled. A start that fails reports charon's own last lines. util-linux
+ * `setpriv --pdeathsig TERM` in front makes the kernel send charon SIGTERM when the daemon dies
+ * however it dies (SIGKILL included): charon never outlives it holding the plugin's socket.
  *
  * The data plane keeps forwarding on installed SAs while charon is down, so a restart is cheap;
  * after every (re)start the owner's `onStart` hook reloads connections and secrets.
@@ -51,6 +53,8 @@ export interface CharonSupervisorOptions {
    * Default: when possible (CAP_SYS_ADMIN, not in a container; see `charonPrivateRunPossible`).
    */
   privateRun?: boolean;
+  /** util-linux `setpriv` (parent-death signal); null to run without. Default from PATH. */
+  setprivPath?: string | null;
   /** How long charon may take until its VICI socket accepts connections, ms. Default 10000. */
   startTimeoutMs?: number;
   /** Grace time between SIGTERM and SIGKILL on stop, ms. Default 5000. */
@@ -183,7 +187,11 @@ export class CharonSupervisor extends EventEmitter<CharonSupervisorEvents> {
     const inner = privateRun
       ? ['unshare', '-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o mode=0755,size=16m cvlan-run /run && exec "$0"', charon]
       : [charon];
-    const argv = this.opts.netns ? ['ip', 'netns', 'exec', this.opts.netns, ...inner] : inner;
+    const argv = [
+      ...(this.opts.setprivPath !== null ? [this.opts.setprivPath ?? 'setpriv', '--pdeathsig', 'TERM', '--'] : []),
+      ...(this.opts.netns ? ['ip', 'netns', 'exec', this.opts.netns] : []),
+      ...inner,
+    ];
     const child = spawn(argv[0]!, argv.slice(1), {
       env: { ...process.env, STRONGSWAN_CONF: this.confPath },
       stdio: ['ignore', 'pipe', 'pipe'],

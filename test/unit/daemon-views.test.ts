@@ -1,7 +1,7 @@
 // The read model (src/daemon/views.ts): a tunnel's state and view from charon's IKE_SA, and data
 // plane drop codes summed into API reasons.
 import t from 'tap';
-import { dropViews, tunnelState, tunnelView, weakPskTunnels } from '../../src/daemon/views.js';
+import { dropViews, saCounters, tunnelState, tunnelView, weakPskTunnels } from '../../src/daemon/views.js';
 import { parseIkeSa } from '../../src/strongswan/vici/types.js';
 import { Secret, type IpsecTunnelSpec, type TenantSpec } from '../../src/config/model.js';
 
@@ -83,6 +83,17 @@ t.test('a tunnel view carries algorithms, SPIs and counters, and no secret', asy
   t.equal(down.state, 'down');
   t.equal(down.ike_sa, null);
   t.same(down.child_sas, []);
+});
+
+t.test("traffic counts come from the data plane's SAs; charon's only where the data plane has none", async (t) => {
+  const dp = saCounters([
+    { spi: 0xc1a2b3, inbound: true, bytes: 5000n, packets: 50n },
+    // the same SPI outbound is another SA
+    { spi: 0xc1a2b3, inbound: false, bytes: 1n, packets: 1n },
+  ]);
+  const c = tunnelView('acme', spec, sa, 1_000_000, dp).child_sas[0]!;
+  t.same([c.bytes_in, c.packets_in], [5000, 50], 'inbound from the data plane, by SPI');
+  t.same([c.bytes_out, c.packets_out], [2000, 20], "outbound SA unknown to the data plane: charon's figures");
 });
 
 t.test('drop codes are summed per API reason and worker; zero counts are left out', async (t) => {

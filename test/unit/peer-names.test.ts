@@ -5,6 +5,7 @@ import t from 'tap';
 import type { DesiredState, TenantSpec } from '../../src/config/model.js';
 import { RouterViews, type RouterReader } from '../../src/daemon/views.js';
 import type { TenantRuntime } from '../../src/daemon/runtime.js';
+import { IkeView } from '../../src/daemon/ike-view.js';
 import { VrouterMetrics } from '../../src/metrics/registry.js';
 
 const NAMED = 'HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=';
@@ -43,7 +44,7 @@ const reader: RouterReader = {
   appliedAt: () => '2026-01-01T00:00:00.000Z',
   runtimes: () => [runtime],
   ipsec: () => undefined,
-  ikeSas: () => [],
+  ike: () => new IkeView(),
   rekeys: () => ({ ike: 0, child: 0 }),
   lostDevices: () => new Map(),
   startedNs: process.hrtime.bigint(),

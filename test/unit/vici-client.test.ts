@@ -214,3 +214,60 @@ void t.test('close() fails queued work with CVLAN_ERR_VICI_CLOSED; connect to no
   await t.rejects(nobody.connect(150), { code: 'CVLAN_ERR_VICI_TIMEOUT' });
   await nobody.close();
 });
+
+void t.test('pipeline: a batch on the wire at once, answers matched in order, one failure stays its own', async (t) => {
+  let outstanding = 0;
+  let maxOutstanding = 0;
+  const order: string[] = [];
+  const p = await peer(t, (pkt, sock) => {
+    if (pkt.type === 3) {
+      sock.write(CONFIRM);
+      return;
+    }
+    order.push(pkt.name);
+    maxOutstanding = Math.max(maxOutstanding, ++outstanding);
+    // Answered late and in order, with an event in between, as charon does.
+    setTimeout(() => {
+      outstanding -= 1;
+      if (pkt.name === 'load-shared') sock.write(EVENT('ike-updown', kv('up', 'yes')));
+      sock.write(pkt.name === 'unload-conn' ? RESPONSE(kv('success', 'no'), kv('errmsg', 'no such connection')) : RESPONSE(kv('success', 'yes')));
+    }, 20);
+  });
+  const c = new ViciClient({ socketPath: p.socketPath });
+  t.teardown(() => c.close());
+  let events = 0;
+  c.on('event', () => events++);
+  await c.subscribe('ike-updown');
+  const commands = [
+    { command: 'load-shared', message: { id: 'a' } },
+    { command: 'load-conn', message: { a: { version: 2 } } },
+    { command: 'unload-conn', message: { name: 'gone' } },
+    { command: 'load-conn', message: { b: { version: 2 } } },
+    { command: 'load-shared', message: { id: 'c' } },
+  ];
+  const results = await c.pipeline(commands, { batch: 3 });
+  t.same(order, ['load-shared', 'load-conn', 'unload-conn', 'load-conn', 'load-shared']);
+  t.equal(maxOutstanding, 3, 'a batch of 3 on the wire at once, never more');
+  t.same(
+    results.map((r) => (r instanceof Error ? r.message : 'ok')),
+    ['ok', 'ok', 'unload-conn failed: no such connection', 'ok', 'ok'],
+  );
+  t.equal(events, 2, 'events between the answers still reach the listeners');
+  t.equal((await c.request('version')).success, 'yes', 'a request after the pipeline works');
+});
+
+void t.test('pipeline: a batch charon does not finish in time fails, the connection starts over', async (t) => {
+  let n = 0;
+  const p = await peer(t, (pkt, sock) => {
+    // Only the first of each batch is answered.
+    if (n++ % 2 === 0) sock.write(RESPONSE(kv('success', 'yes')));
+  });
+  const c = new ViciClient({ socketPath: p.socketPath, requestTimeoutMs: 200, reconnectInitialMs: 10 });
+  t.teardown(() => c.close());
+  await c.connect();
+  const r = await c.pipeline([{ command: 'load-conn' }, { command: 'load-conn' }, { command: 'load-conn' }], { batch: 2 });
+  t.equal(r[0] instanceof Error, false, 'the answered one succeeded');
+  t.match((r[1] as Error & { code: string }).code, 'CVLAN_ERR_VICI_TIMEOUT');
+  t.equal(r[2] instanceof Error, false, 'the next batch went out on the new connection');
+  t.equal(p.connections(), 2, 'reconnected after the timeout');
+});

@@ -1,0 +1,282 @@
+/**
+ * Sizing benchmark (issue 17): how the control plane holds up with N IPsec tunnels. Not a timed
+ * test; run as root on a quiet machine (state the load average with the figures):
+ *
+ *   npx tsc -p tsconfig.json && node dist/bench/sizing.js --tunnels 100,500 [--no-write] [--label x] [--log-level debug]
+ *
+ * Topology: `cvlan-vrouter run` in namespace A initiates N site-to-site tunnels (PSK, one per
+ * tunnel, distinct remote identities and remote /24s) to one strongSwan charon with
+ * kernel-libipsec in namespace B that holds N + 1 matching connections. Per N it measures:
+ *   - ready_s: daemon spawned → every tunnel `up` in GET /v1/tunnels;
+ *   - rss_mib: VmRSS of the daemon (node) and of its charon once all tunnels are up;
+ *   - idle_cpu_pct: CPU of node and of charon over 10 s once established (% of one core);
+ *   - reload_applied_s / reload_up_s: one tunnel added by SIGHUP → `config_applied` logged /
+ *     the new tunnel `up`;
+ *   - scrape_ms: GET /metrics (median of 5);
+ *   - stop_s: SIGTERM → the daemon (and its charon) gone.
+ * Results go to bench/results/sizing-<timestamp>.json.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { adminGet } from '../src/api/client.js';
+import { withLab, type Lab } from '../test/harness/lab.js';
+import { twoHosts } from '../test/harness/topology.js';
+import { strongswanPeer } from '../test/harness/strongswan.js';
+import { vrouterRun, type VrouterRun } from '../test/harness/vrouter.js';
+import { cvlanTestbedMissing, REPO_ROOT } from '../test/harness/cvlan.js';
+import { missingPrerequisites } from '../test/harness/tools.js';
+import { sleep } from '../test/harness/exec.js';
+import { ViciClient } from '../src/strongswan/vici/client.js';
+
+const OURS_ID = 'ours.sizing.cvlan';
+const OURS_NET = '10.88.1.0/24';
+/** Tunnel i's remote /24: 10.128.0.0/24, 10.128.1.0/24, … (up to 32768 tunnels). */
+const remoteNet = (i: number): string => `10.${128 + (i >> 8)}.${i & 255}.0/24`;
+const peerId = (i: number): string => `peer${i}.sizing.cvlan`;
+
+interface Figures {
+  tunnels: number;
+  ready_s: number | null;
+  /** 99 % of the tunnels up. */
+  ready_99_s: number | null;
+  up: number;
+  /** Tunnels charon itself lists as up when the wait ended. */
+  charon_up: number;
+  not_up: [string, string][];
+  rss_mib: { node: number; charon: number; total: number };
+  idle_cpu_pct: { node: number; charon: number };
+  reload_applied_s: number | null;
+  reload_up_s: number | null;
+  scrape_ms: number;
+  metrics_bytes: number;
+  stop_s: number;
+  loadavg_1m: { before: number; after: number };
+}
+
+const CLK_TCK = 100;
+
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
+
+function rssMib(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : 0;
+}
+
+/** The daemon's charon: its child process named `charon`. */
+function childCharon(pid: number): number | undefined {
+  const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  for (const k of kids) {
+    try {
+      if (readFileSync(`/proc/${k}/comm`, 'utf8').trim() === 'charon') return k;
+      const deeper = childCharon(k);
+      if (deeper !== undefined) return deeper;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
+}
+
+function tunnel(i: number, psk: string, legacyAddr: string): object {
+  return {
+    id: `t${i}`,
+    type: 'ipsec',
+    local_id: OURS_ID,
+    remote_id: peerId(i),
+    remote_address: legacyAddr,
+    auth: { method: 'psk', psk },
+    local_subnets: [OURS_NET],
+    remote_subnets: [remoteNet(i)],
+    proposals: { ike: ['aes256gcm16-prfsha256-x25519'], esp: ['aes256gcm16'] },
+  };
+}
+
+async function upCount(ours: VrouterRun): Promise<{ up: number; states: Record<string, string> }> {
+  const r = await adminGet({ kind: 'unix', socketPath: ours.admin }, '/v1/tunnels', 30_000);
+  const tunnels = (JSON.parse(r.body) as { tunnels: { id: string; state: string }[] }).tunnels;
+  return { up: tunnels.filter((t) => t.state === 'up').length, states: Object.fromEntries(tunnels.map((t) => [t.id, t.state])) };
+}
+
+async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: string): Promise<Figures> {
+  const h = await twoHosts(lab);
+  const psks = Array.from({ length: n + 1 }, () => randomBytes(24).toString('base64'));
+  // The peer: one charon holding N + 1 responder connections told apart by identity.
+  const conns = psks
+    .map(
+      (psk, i) => `  p${i} {
+    version = 2
+    local_addrs = ${h.addrB}
+    remote_addrs = ${h.addrA}
+    proposals = aes256gcm16-prfsha256-x25519
+    encap = yes
+    local {
+      auth = psk
+      id = ${peerId(i)}
+    }
+    remote {
+      auth = psk
+      id = ${OURS_ID}
+    }
+    children {
+      p${i} {
+        local_ts = ${remoteNet(i)}
+        remote_ts = ${OURS_NET}
+        esp_proposals = aes256gcm16
+      }
+    }
+  }
+`,
+    )
+    .join('');
+  const secrets = psks.map((psk, i) => `  ike-p${i} {\n    id-1 = ${peerId(i)}\n    id-2 = ${OURS_ID}\n    secret = "${psk}"\n  }\n`).join('');
+  const legacy = await strongswanPeer(lab, h.b, {
+    localAddr: h.addrB,
+    remoteAddr: h.addrA,
+    localTs: [remoteNet(0)],
+    remoteTs: [OURS_NET],
+    auth: { method: 'psk', psk: psks[0]! },
+    logLevel: 0,
+    timeoutMs: 60_000,
+    // A responder for N sites from one address: no per-IP half-open limit, no cookies, no routes.
+    extraCharonConf: '  block_threshold = 1000000\n  cookie_threshold = 1000000\n  ikesa_table_size = 4096\n  ikesa_table_segments = 16\n',
+  });
+  // kernel-libipsec routes each CHILD_SA's remote side from an address inside its local side.
+  const batch = lab.writeFile('peer-addrs.batch', psks.map((_, i) => `address add ${remoteNet(i).replace('.0/24', '.1/32')} dev lo\n`).join(''));
+  await lab.ip(h.b, ['-batch', batch]);
+  writeFileSync(join(legacy.dir, 'swanctl.conf'), `connections {\n${conns}}\nsecrets {\n${secrets}}\n`, { mode: 0o600 });
+  await legacy.swanctl(['--load-all', '--file', join(legacy.dir, 'swanctl.conf')], 600_000);
+  log(`peer loaded ${n + 1} connections`);
+
+  const doc = (count: number): object => ({ vrouter_id: 'ours', tenant_id: 't1', tunnels: psks.slice(0, count).map((psk, i) => tunnel(i, psk, h.addrB)) });
+  const load0 = loadavg()[0]!;
+  const t0 = Date.now();
+  const ours = await vrouterRun(lab, h.a, { listenAddress: h.addrA, logLevel, document: doc(n), timeoutMs: 600_000 });
+  log(`daemon ready line after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  let up = 0;
+  let readyS: number | null = null;
+  let ready99S: number | null = null;
+  let states: Record<string, string> = {};
+  const deadline = t0 + Math.max(120_000, n * 300);
+  while (Date.now() < deadline) {
+    ({ up, states } = await upCount(ours));
+    if (ready99S === null && up >= Math.ceil(n * 0.99)) ready99S = (Date.now() - t0) / 1000;
+    if (up === n) {
+      readyS = (Date.now() - t0) / 1000;
+      break;
+    }
+    await sleep(1000);
+  }
+  const notUp = Object.entries(states).filter(([, st]) => st !== 'up');
+  // The view checked against charon itself: IKE_SAs with an installed CHILD_SA, by connection.
+  const vici = new ViciClient({ socketPath: ours.charonVici, requestTimeoutMs: 60_000 });
+  const charonUp = new Set((await vici.listSas()).filter((sa) => sa.state === 'ESTABLISHED' && sa.childSas.some((c) => c.state === 'INSTALLED')).map((sa) => sa.name));
+  await vici.close();
+  if (notUp.length > 0) {
+    // What the daemon (and, at log level debug, its charon) said last, for the reason.
+    const tail = join(tmpdir(), `cvlan-sizing-${n}-${Date.now()}.log`);
+    writeFileSync(tail, ours.process.lastOutput(5000));
+    log(`daemon output tail: ${tail}`);
+  }
+  log(`${up}/${n} up${readyS !== null ? ` after ${readyS.toFixed(1)} s` : ' at the deadline'} (charon: ${charonUp.size}); not up: ${JSON.stringify(notUp.slice(0, 5))}`);
+
+  const node = ours.process.pid;
+  const charon = childCharon(node);
+  const rss = { node: rssMib(node), charon: charon ? rssMib(charon) : 0, total: 0 };
+  rss.total = rss.node + rss.charon;
+
+  // Idle: established, nothing configured changes; 10 s of CPU.
+  await sleep(5000);
+  const c0 = { node: cpuTicks(node), charon: charon ? cpuTicks(charon) : 0 };
+  const w0 = Date.now();
+  await sleep(10_000);
+  const secs = (Date.now() - w0) / 1000;
+  const idle = {
+    node: ((cpuTicks(node) - c0.node) / CLK_TCK / secs) * 100,
+    charon: charon ? ((cpuTicks(charon) - c0.charon) / CLK_TCK / secs) * 100 : 0,
+  };
+  log(`idle CPU node ${idle.node.toFixed(1)} %, charon ${idle.charon.toFixed(1)} %; RSS ${rss.total.toFixed(0)} MiB`);
+
+  // /metrics, median of 5.
+  const scrapes: number[] = [];
+  let metricsBytes = 0;
+  for (let i = 0; i < 5; i++) {
+    const s = process.hrtime.bigint();
+    const r = await adminGet({ kind: 'unix', socketPath: ours.admin }, '/metrics', 30_000);
+    scrapes.push(Number(process.hrtime.bigint() - s) / 1e6);
+    metricsBytes = r.body.length;
+  }
+  scrapes.sort((a, b) => a - b);
+
+  // One tunnel more, by SIGHUP.
+  writeFileSync(ours.config, JSON.stringify(doc(n + 1), null, 2));
+  const r0 = Date.now();
+  const applied = ours.process.waitReady({ line: (l) => /"event":"config_applied"/.test(l) && Date.parse(/"time":"([^"]+)"/.exec(l)?.[1] ?? '') >= r0, timeoutMs: 300_000 });
+  ours.process.signal('SIGHUP');
+  let reloadApplied: number | null = null;
+  await applied.then(
+    () => (reloadApplied = (Date.now() - r0) / 1000),
+    () => undefined,
+  );
+  let reloadUp: number | null = null;
+  while (Date.now() - r0 < 120_000) {
+    if ((await upCount(ours)).states[`t${n}`] === 'up') {
+      reloadUp = (Date.now() - r0) / 1000;
+      break;
+    }
+    await sleep(200);
+  }
+  log(`reload: applied ${reloadApplied ?? '-'} s, up ${reloadUp ?? '-'} s; scrape ${scrapes[2]!.toFixed(0)} ms`);
+
+  const s0 = Date.now();
+  await ours.process.stop(600_000);
+  const stopS = (Date.now() - s0) / 1000;
+  log(`stop ${stopS.toFixed(1)} s`);
+  return {
+    tunnels: n,
+    ready_s: readyS,
+    ready_99_s: ready99S,
+    up,
+    charon_up: charonUp.size,
+    not_up: notUp.slice(0, 20),
+    rss_mib: { node: +rss.node.toFixed(1), charon: +rss.charon.toFixed(1), total: +rss.total.toFixed(1) },
+    idle_cpu_pct: { node: +idle.node.toFixed(1), charon: +idle.charon.toFixed(1) },
+    reload_applied_s: reloadApplied,
+    reload_up_s: reloadUp,
+    scrape_ms: +scrapes[2]!.toFixed(1),
+    metrics_bytes: metricsBytes,
+    stop_s: stopS,
+    loadavg_1m: { before: load0, after: loadavg()[0]! },
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { tunnels: { type: 'string', default: '100,500' }, 'no-write': { type: 'boolean', default: false }, label: { type: 'string' }, 'log-level': { type: 'string', default: 'info' } } });
+  const skip = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'swanctl');
+  if (skip) throw new Error(`cannot run: ${skip}`);
+  const startedAt = new Date();
+  const results: Figures[] = [];
+  for (const n of values.tunnels.split(',').map(Number)) {
+    const log = (s: string): void => void process.stdout.write(`[N=${n}] ${s}\n`);
+    results.push(await withLab((lab) => measure(lab, n, log, values['log-level']), { label: 'sizing' }));
+  }
+  const out = { kind: 'sizing', label: values.label ?? null, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, ipsec: results };
+  process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+  if (!values['no-write']) {
+    const dir = join(REPO_ROOT, 'bench', 'results');
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, `sizing-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+    writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+    process.stdout.write(`results: ${file}\n`);
+  }
+}
+
+await main();
+// The harness's stop() leaves its SIGKILL grace timer (long here: charon may take long) pending.
+process.exit(0);
