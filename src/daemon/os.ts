@@ -4,7 +4,6 @@
  * and carries `ip`'s own message.
  */
 import { execFile, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { CvlanError } from '../errors.js';
 
