@@ -5,9 +5,10 @@
  * so a rotation interrupted at any point leaves the old or the new credential, never a torn one.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync, constants as fsc } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CvlanError } from '../errors.js';
+import { writeStateFile } from '../state-file.js';
 
 export const CREDENTIAL_FILE = join('controller', 'credential.json');
 const FORMAT = 1;
@@ -65,24 +66,9 @@ export function writeCredential(path: string, c: Credential): void {
       2,
     )}\n`,
   );
-  const tmp = `${path}.${process.pid}.tmp`;
   try {
-    const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
-    try {
-      writeSync(fd, body);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-    const dir = openSync(dirname(path), fsc.O_RDONLY | fsc.O_DIRECTORY);
-    try {
-      fsyncSync(dir);
-    } finally {
-      closeSync(dir);
-    }
+    writeStateFile(path, body);
   } catch (e) {
-    rmSync(tmp, { force: true });
     throw new CvlanError('CVLAN_ERR_KEY', `cannot write the controller credential ${path}: ${(e as Error).message}`, { cause: e });
   } finally {
     body.fill(0);

@@ -8,9 +8,10 @@
  * (`"encrypted:..."`, `../secrets/sealed.ts`): the file holds no PSK, EAP password or private
  * key in clear. `file:/...` references are kept as they are.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync, constants as fsc } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CvlanError } from '../errors.js';
+import { writeStateFile } from '../state-file.js';
 import { SEALED_PREFIX, seal, type SealKeypair } from '../secrets/sealed.js';
 
 export const APPLIED_FILE = 'applied.json';
@@ -41,25 +42,10 @@ export function sealSecrets(doc: unknown, publicKey: Buffer): unknown {
 export function storeApplied(stateDir: string, documents: unknown[], keypair: SealKeypair, version: string): string {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const path = join(stateDir, APPLIED_FILE);
-  const tmp = `${path}.${process.pid}.tmp`;
   const body = `${JSON.stringify({ format: FORMAT, version, saved_at: new Date().toISOString(), documents: documents.map((d) => sealSecrets(d, keypair.publicKey)) }, null, 2)}\n`;
   try {
-    const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC | fsc.O_NOFOLLOW, 0o600);
-    try {
-      writeSync(fd, body);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, path);
-    const dir = openSync(stateDir, fsc.O_RDONLY | fsc.O_DIRECTORY);
-    try {
-      fsyncSync(dir);
-    } finally {
-      closeSync(dir);
-    }
+    writeStateFile(path, body);
   } catch (e) {
-    rmSync(tmp, { force: true });
     throw new CvlanError('CVLAN_ERR_CONFIG', `cannot store the applied configuration in ${path}: ${(e as Error).message}`, { cause: e });
   }
   return path;
