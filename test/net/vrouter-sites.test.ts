@@ -102,7 +102,9 @@ t.test('live reconcile: a tunnel and a peer added and removed while UDP flows th
   // UDP at a fixed rate: every lost datagram shows (TCP would hide a loss in a retransmission).
   // 30 Mbit/s is lossless here without reloads; at 200 Mbit/s this 2-vCPU machine loses ≈ 2 %
   // with or without reloads (queues under CPU contention), which would hide what is measured.
-  const flow = iperfClient(s.lanA, LAN_B.host, { duration: 8, udpBitrate: 30e6, udpLength: 1200 });
+  // A 2 MiB socket buffer: with the default one the receiving iperf3, descheduled on this loaded
+  // machine, overflows its own socket (RcvbufErrors) — a loss that is not the vrouter's.
+  const flow = iperfClient(s.lanA, LAN_B.host, { duration: 8, udpBitrate: 30e6, udpLength: 1200, window: 2 << 20 });
   // Settled now, awaited at the end: a failure must not go unhandled while the reloads run.
   const result = flow.then(
     (r) => ({ r }),
