@@ -45,7 +45,7 @@ import { CharonWatch } from './charon-events.js';
 import { handoffPlan } from './handoff.js';
 import { IkeResync, IkeView } from './ike-view.js';
 import { checkHostNetworking, reportHostNetworking } from './host-checks.js';
-import { addRoute, addRoutes, ip, removeRoute } from './os.js';
+import { addRoute, addRoutes, ip, removeRoute, routeArgs } from './os.js';
 import { ifname, type TenantRuntime } from './runtime.js';
 import { ipsecTunnelOf } from './tunnels.js';
 import { bgpChanges, reachableOf } from './advertise.js';
@@ -102,6 +102,8 @@ export class Vrouter implements RouterStateSource {
   #lostDevices = new Map<string, string>();
   #refresh: NodeJS.Timeout | undefined;
   #routes = new Set<string>();
+  /** Per tenant TUN in a namespace of its own, the tenant's prefixes routed into it there. */
+  readonly #tunRoutes = new WeakMap<TenantTunDevice, Set<string>>();
   #routing: RoutingService | undefined;
   /** The speakers' last status (the API and /metrics never wait on BIRD). */
   #bgp: RoutingStatus | undefined;
@@ -313,7 +315,13 @@ export class Vrouter implements RouterStateSource {
     await ip(['link', 'set', 'dev', spec.name, 'mtu', String(spec.mtu), 'up'], `${what}: cannot bring it up`, netns);
     if (spec.netns) {
       const own = new Set(spec.subnets);
-      for (const r of rt.spec.routes) if (!own.has(r.prefix)) await addRoute(r.prefix, spec.name, netns);
+      const routed = new Set<string>();
+      this.#tunRoutes.set(dev, routed);
+      for (const r of rt.spec.routes) {
+        if (own.has(r.prefix)) continue;
+        await addRoute(r.prefix, spec.name, netns);
+        routed.add(r.prefix);
+      }
     }
     for (const s of spec.subnets) this.#events.routingChange({ tenant: rt.spec.id, tunnel: null, action: 'add', prefix: s, via: { kind: 'tun', id: spec.name } });
   }
@@ -660,12 +668,43 @@ export class Vrouter implements RouterStateSource {
     }
     this.#state = next;
     await this.#pruneIpsecRoutes();
+    await this.#syncTunRoutes();
     // New tunnels' if_ids, replaced devices and changed inter-tenant rules reach the workers.
     this.#handoff();
     await this.#configureRouting();
     this.#appliedAt = new Date().toISOString();
     this.#events.configApplied({ tenant: this.#shared ? null : (next.tenants[0]?.id ?? null), version: configVersion(next), changes: ops.length });
     return ops.length;
+  }
+
+  /**
+   * A tenant's prefixes change live (a peer, a tunnel added or gone): the namespaces of its TUNs
+   * route what it reaches now into the TUN, as `#openTun` did at open. A route that cannot be
+   * changed is logged; the hosts there then miss that prefix, forwarding elsewhere goes on.
+   */
+  async #syncTunRoutes(): Promise<void> {
+    for (const rt of this.#tenants.values()) {
+      for (const { spec, dev } of rt.tuns) {
+        const routed = this.#tunRoutes.get(dev);
+        if (!routed || !spec.netns) continue;
+        const own = new Set(spec.subnets);
+        const wanted = new Set(rt.spec.routes.map((r) => r.prefix).filter((p) => !own.has(p)));
+        try {
+          for (const p of wanted) {
+            if (routed.has(p)) continue;
+            await addRoute(p, spec.name, { netns: spec.netns });
+            routed.add(p);
+          }
+          for (const p of [...routed]) {
+            if (wanted.has(p)) continue;
+            routed.delete(p);
+            await ip(routeArgs('remove', p, spec.name), `cannot remove the route ${p} on ${spec.name}`, { netns: spec.netns });
+          }
+        } catch (e) {
+          this.#opts.logger.warn({ tenant: rt.spec.id, tun: spec.name, netns: spec.netns, err: (e as Error).message }, 'a route in the TUN namespace could not follow the change');
+        }
+      }
+    }
   }
 
   /** Routes into the IPsec TUN of remote subnets no tunnel has any more (a tunnel removed or changed). */
