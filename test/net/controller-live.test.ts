@@ -4,9 +4,11 @@
 // the start fails and everything is rolled back), an ESP proposal change of the live tunnel
 // (strongSwan as the other end negotiates the new one), one tenant → two (the namespace's routes
 // into the devices go; a second tenant that fails to open rolls the mode back) and back to one
-// (the routes return), and the last tunnel removed (charon stops, UDP 500 closes).
+// (the routes return), `[network] listen_address` changed by SIGHUP (the IPsec service reopens
+// on the new address), and the last tunnel removed (charon stops, UDP 500 closes).
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PeerView, TunnelView } from '../../src/api/state.js';
 import { useLab, closeLab } from '../harness/tap.js';
@@ -39,7 +41,7 @@ t.test('under the controller, the first IPsec tunnel, a proposal change, one ten
   const lab = useLab(t, { label: 'ctrllive' });
   const [nsV, nsA, nsL, nsC] = [await lab.namespace('vr'), await lab.namespace('agent'), await lab.namespace('legacy'), await lab.namespace('cloud')];
   await lab.veth({ ns: nsA, addresses: ['192.168.42.2/24'] }, { ns: nsV, addresses: ['192.168.42.1/24'] });
-  await lab.veth({ ns: nsL, addresses: ['192.168.44.2/24'] }, { ns: nsV, addresses: ['192.168.44.1/24'] });
+  const [, vrToLegacy] = await lab.veth({ ns: nsL, addresses: ['192.168.44.2/24'] }, { ns: nsV, addresses: ['192.168.44.1/24'] });
   await lab.addAddress(nsL, 'lo', `${LEGACY_LAN}/32`);
   const [vrKeys, agentKeys, otherKeys, uKeys] = [await genKeyPair(), await genKeyPair(), await genKeyPair(), await genKeyPair()];
   const sfx = randomSuffix(4);
@@ -89,7 +91,8 @@ t.test('under the controller, the first IPsec tunnel, a proposal change, one ten
   const flow = { agentNs: nsA, agentIf: agent.name, destNs: nsC, dest: CLOUD, seconds: 7 };
   const legacy = await strongswanPeer(lab, nsL, {
     localAddr: '192.168.44.2',
-    remoteAddr: '192.168.44.1',
+    // We initiate, from whichever listen address is configured.
+    remoteAddr: '%any',
     localId: 'legacy.live.cvlan',
     remoteId: 'vr.live.cvlan',
     localTs: ['10.40.0.0/24'],
@@ -108,6 +111,7 @@ t.test('under the controller, the first IPsec tunnel, a proposal change, one ten
   t.match(refused.refused?.issues, [{ field: 'tenants[0].tunnels', reason: /the previous configuration was restored/ }], 'refused with the field of the failed step');
   t.same((await admin<{ peers: PeerView[] }>(vr.adminSock, '/v1/peers')).peers.map((p) => p.public_key), [agentKeys.publicKey], 'the new peer was not kept');
   await held.stop();
+  t.equal(await udpListening(nsV, 500), '', 'and no IPsec device was left open');
 
   // Generation 3: the first tunnel, live: charon and the IPsec device start on demand.
   const first = await udpAcross(flow, async () => {
@@ -162,6 +166,20 @@ t.test('under the controller, the first IPsec tunnel, a proposal change, one ten
   t.equal(one.byVrouter, 0, `UDP through the agent's tunnel while the second tenant went: ${describeLoss(one)}`);
   t.match(await routes(), new RegExp(`${AGENT.replace(/\./g, '\\.')} dev wg-`), 'one tenant again: the peer is routed');
   t.match(await routes(), /10\.40\.0\.0\/24 dev ipsec-/, 'and the remote subnet');
+
+  // SIGHUP with another [network] listen_address: the IPsec service reopens there and the
+  // tunnel is negotiated again from it; WireGuard is untouched.
+  await lab.addAddress(nsV, vrToLegacy.name, '192.168.44.3/24');
+  writeFileSync(vr.toml, readFileSync(vr.toml, 'utf8').replace('listen_address = "192.168.44.1"', 'listen_address = "192.168.44.3"'));
+  const moved = await udpAcross(flow, async () => {
+    vr.process.signal('SIGHUP');
+    await vr.process.waitReady({ line: /"event":"local_settings_applied"/, timeoutMs: 30_000 });
+  });
+  t.equal(moved.byVrouter, 0, `UDP through the agent's tunnel while the IPsec listen address moved: ${describeLoss(moved)}`);
+  t.match(await udpListening(nsV, 500), /192\.168\.44\.3:500/, 'IKE listens on the new address');
+  t.notMatch(await udpListening(nsV, 500), /192\.168\.44\.1:500/, 'and no longer on the old one');
+  t.ok((await waitForPing(nsL, CLOUD, 30_000, LEGACY_LAN)).received > 0, 'legacy LAN → cloud through the tunnel from the new address');
+  t.match((await legacy.listSas()).raw, /remote 'vr\.live\.cvlan' @ 192\.168\.44\.3/, 'the IKE_SA is with the new address');
 
   // Generation 8: the last tunnel goes: charon stops and UDP 500 closes.
   const last = await udpAcross(flow, async () => {
