@@ -3,7 +3,8 @@
 // IPsec tunnel (charon and the IPsec device start on demand; with UDP 500 held by another socket
 // the start fails and everything is rolled back), an ESP proposal change of the live tunnel
 // (strongSwan as the other end negotiates the new one), one tenant → two (the namespace's routes
-// into the devices go; a second tenant that fails to open rolls the mode back) and back to one
+// into the devices go; a second tenant that fails to open rolls the mode back), the second
+// tenant's WireGuard key rotated, and back to one
 // (the routes return), `[network] listen_address` changed by SIGHUP (the IPsec service reopens
 // on the new address), and the last tunnel removed (charon stops, UDP 500 closes).
 import t from 'tap';
@@ -37,13 +38,13 @@ async function holdUdp(lab: Lab, ns: string, port: number): Promise<{ stop: () =
   return { stop: async () => void (await p.stop()) };
 }
 
-t.test('under the controller, the first IPsec tunnel, a proposal change, one tenant ⇄ two and the last tunnel apply live', { skip, timeout: 180_000 }, async (t) => {
+t.test('under the controller, the first IPsec tunnel, a proposal change, one tenant ⇄ two, a key rotation, the listen address and the last tunnel apply live', { skip, timeout: 180_000 }, async (t) => {
   const lab = useLab(t, { label: 'ctrllive' });
   const [nsV, nsA, nsL, nsC] = [await lab.namespace('vr'), await lab.namespace('agent'), await lab.namespace('legacy'), await lab.namespace('cloud')];
   await lab.veth({ ns: nsA, addresses: ['192.168.42.2/24'] }, { ns: nsV, addresses: ['192.168.42.1/24'] });
   const [, vrToLegacy] = await lab.veth({ ns: nsL, addresses: ['192.168.44.2/24'] }, { ns: nsV, addresses: ['192.168.44.1/24'] });
   await lab.addAddress(nsL, 'lo', `${LEGACY_LAN}/32`);
-  const [vrKeys, agentKeys, otherKeys, uKeys] = [await genKeyPair(), await genKeyPair(), await genKeyPair(), await genKeyPair()];
+  const [vrKeys, agentKeys, otherKeys, uKeys, uKeys2] = [await genKeyPair(), await genKeyPair(), await genKeyPair(), await genKeyPair(), await genKeyPair()];
   const sfx = randomSuffix(4);
   const [T, U] = [`t${sfx}`, `u${sfx}`];
   const tun = `cvc${randomSuffix(5)}`;
@@ -73,7 +74,7 @@ t.test('under the controller, the first IPsec tunnel, a proposal change, one ten
     ],
     tun: [{ name: tun, netns: nsC, addresses: [`${CLOUD}/24`], subnets: ['10.30.0.0/24'] }],
   });
-  const tenantU = { tenant_id: U, wireguard: { listen_port: 51830, private_key: uKeys.privateKey }, wireguard_peers: [{ name: 'agent', public_key: agentKeys.publicKey, allowed_ips: [`${AGENT}/32`] }] };
+  const tenantU = (key = uKeys.privateKey): object => ({ tenant_id: U, wireguard: { listen_port: 51830, private_key: key }, wireguard_peers: [{ name: 'agent', public_key: agentKeys.publicKey, allowed_ips: [`${AGENT}/32`] }] });
   const doc = (...tenants: object[]): object => ({ vrouter_id: 'vr1', tenants });
 
   const controller = await startController(lab, nsV, join(lab.dir, 'controller'));
@@ -140,7 +141,7 @@ t.test('under the controller, the first IPsec tunnel, a proposal change, one ten
 
   // Generation 5: a second tenant whose port is taken: the mode change is rolled back too.
   const heldU = await holdUdp(lab, nsV, 51830);
-  t.equal(await setDocument(lab, nsV, controller, doc(tenantT('aes128gcm16'), tenantU)), 5);
+  t.equal(await setDocument(lab, nsV, controller, doc(tenantT('aes128gcm16'), tenantU())), 5);
   const refusedU = await statusUntil(nsV, controller, (s) => s.refused?.generation === 5);
   t.match(refusedU.refused?.issues, [{ field: 'tenants[1]', reason: /CVLAN_ERR_ADDR_IN_USE.*the previous configuration was restored/ }]);
   t.match(await routes(), /10\.40\.0\.0\/24 dev ipsec-/, 'rolled back: the namespace routes again');
@@ -149,7 +150,7 @@ t.test('under the controller, the first IPsec tunnel, a proposal change, one ten
 
   // Generation 6: one tenant → two, live.
   const two = await udpAcross(flow, async () => {
-    t.equal(await setDocument(lab, nsV, controller, doc(tenantT('aes128gcm16'), tenantU)), 6);
+    t.equal(await setDocument(lab, nsV, controller, doc(tenantT('aes128gcm16'), tenantU())), 6);
     t.equal((await statusUntil(nsV, controller, (s) => s.applied_generation === 6 || s.refused?.generation === 6)).refused, null, 'generation 6 applied');
   });
   t.equal(two.byVrouter, 0, `UDP through the agent's tunnel while a second tenant came: ${describeLoss(two)}`);
@@ -158,10 +159,20 @@ t.test('under the controller, the first IPsec tunnel, a proposal change, one ten
   t.same((await admin<{ tenants: { id: string }[] }>(vr.adminSock, '/v1/tenants')).tenants.map((x) => x.id).sort(), [T, U].sort());
   t.equal((await ping(nsL, CLOUD, { count: 3, source: LEGACY_LAN })).received, 3, 'the IPsec tunnel still reaches the cloud (the workers hand off per tenant)');
 
-  // Generation 7: back to one tenant: the routes return.
-  const one = await udpAcross(flow, async () => {
-    t.equal(await setDocument(lab, nsV, controller, doc(tenantT('aes128gcm16'))), 7);
+  // Generation 7: the second tenant's WireGuard key is rotated (its interface is replaced).
+  const uKey = async (): Promise<string> => (await run(tools.wg, ['show', `wg-${U}`, 'public-key'], { ns: nsV })).stdout.trim();
+  t.equal(await uKey(), uKeys.publicKey);
+  const rotated = await udpAcross(flow, async () => {
+    t.equal(await setDocument(lab, nsV, controller, doc(tenantT('aes128gcm16'), tenantU(uKeys2.privateKey))), 7);
     t.equal((await statusUntil(nsV, controller, (s) => s.applied_generation === 7 || s.refused?.generation === 7)).refused, null, 'generation 7 applied');
+  });
+  t.equal(rotated.byVrouter, 0, `UDP through the agent's tunnel while another tenant's key was rotated: ${describeLoss(rotated)}`);
+  t.equal(await uKey(), uKeys2.publicKey, "the second tenant's interface has the new key");
+
+  // Generation 8: back to one tenant: the routes return.
+  const one = await udpAcross(flow, async () => {
+    t.equal(await setDocument(lab, nsV, controller, doc(tenantT('aes128gcm16'))), 8);
+    t.equal((await statusUntil(nsV, controller, (s) => s.applied_generation === 8 || s.refused?.generation === 8)).refused, null, 'generation 8 applied');
   });
   t.equal(one.byVrouter, 0, `UDP through the agent's tunnel while the second tenant went: ${describeLoss(one)}`);
   t.match(await routes(), new RegExp(`${AGENT.replace(/\./g, '\\.')} dev wg-`), 'one tenant again: the peer is routed');
@@ -181,10 +192,10 @@ t.test('under the controller, the first IPsec tunnel, a proposal change, one ten
   t.ok((await waitForPing(nsL, CLOUD, 30_000, LEGACY_LAN)).received > 0, 'legacy LAN → cloud through the tunnel from the new address');
   t.match((await legacy.listSas()).raw, /remote 'vr\.live\.cvlan' @ 192\.168\.44\.3/, 'the IKE_SA is with the new address');
 
-  // Generation 8: the last tunnel goes: charon stops and UDP 500 closes.
+  // Generation 9: the last tunnel goes: charon stops and UDP 500 closes.
   const last = await udpAcross(flow, async () => {
-    t.equal(await setDocument(lab, nsV, controller, doc(tenantT(null))), 8);
-    t.equal((await statusUntil(nsV, controller, (s) => s.applied_generation === 8 || s.refused?.generation === 8)).refused, null, 'generation 8 applied');
+    t.equal(await setDocument(lab, nsV, controller, doc(tenantT(null))), 9);
+    t.equal((await statusUntil(nsV, controller, (s) => s.applied_generation === 9 || s.refused?.generation === 9)).refused, null, 'generation 9 applied');
   });
   t.equal(last.byVrouter, 0, `UDP through the agent's tunnel while charon stopped: ${describeLoss(last)}`);
   t.equal(await udpListening(nsV, 500), '', 'UDP 500 closed');
