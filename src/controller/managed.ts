@@ -10,6 +10,8 @@
  *      field and reason.
  *   3. Status (tunnels, peers, counters, applied and refused generations) goes back after every
  *      change and periodically.
+ *   4. SIGHUP reads the local TOML again and reconciles the running documents with it (the host's
+ *      `[network]`, `[ipsec]` settings live); generations and reloads apply one at a time.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
