@@ -180,8 +180,16 @@ t.test('under the controller, the first IPsec tunnel, a proposal change, one ten
 
   // SIGHUP with another [network] listen_address: the IPsec service reopens there and the
   // tunnel is negotiated again from it; WireGuard is untouched.
+  // First an address this host does not have: the IPsec service cannot reopen there, the old one
+  // is opened again with its tunnel, and the reload is refused naming the field.
+  const toml = readFileSync(vr.toml, 'utf8');
+  writeFileSync(vr.toml, toml.replace('listen_address = "192.168.44.1"', 'listen_address = "192.168.44.9"'));
+  vr.process.signal('SIGHUP');
+  await vr.process.waitReady({ line: /"event":"config_refused".*network\.listen_address.*the previous configuration was restored/, timeoutMs: 30_000 });
+  t.match(await udpListening(nsV, 500), /192\.168\.44\.1:500/, 'rolled back: IKE listens on the old address again');
+  t.ok((await waitForPing(nsL, CLOUD, 30_000, LEGACY_LAN)).received > 0, 'and the tunnel is back');
   await lab.addAddress(nsV, vrToLegacy.name, '192.168.44.3/24');
-  writeFileSync(vr.toml, readFileSync(vr.toml, 'utf8').replace('listen_address = "192.168.44.1"', 'listen_address = "192.168.44.3"'));
+  writeFileSync(vr.toml, toml.replace('listen_address = "192.168.44.1"', 'listen_address = "192.168.44.3"'));
   const moved = await udpAcross(flow, async () => {
     vr.process.signal('SIGHUP');
     await vr.process.waitReady({ line: /"event":"local_settings_applied"/, timeoutMs: 30_000 });
