@@ -123,7 +123,7 @@ export async function runDaemon(o: RunOptions, log: Logger, eventStream?: EventS
     // Under a controller (`cvlan-vrouter init` wrote [controller]), the configuration is its.
     const local = loadLocalToml(o.local ?? DEFAULT_LOCAL_TOML);
     if (local.controller.url !== undefined) {
-      return await runManaged({ local, ...(o.runtimeDir !== undefined ? { runtimeDir: o.runtimeDir } : {}), ...(o.adminSocket !== undefined ? { adminSocket: o.adminSocket } : {}) }, log, eventStream);
+      return await runManaged({ local, localPath: o.local ?? DEFAULT_LOCAL_TOML, ...(o.runtimeDir !== undefined ? { runtimeDir: o.runtimeDir } : {}), ...(o.adminSocket !== undefined ? { adminSocket: o.adminSocket } : {}) }, log, eventStream);
     }
   }
   const events = eventLog(log);

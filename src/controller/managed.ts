@@ -10,6 +10,8 @@
  *      field and reason.
  *   3. Status (tunnels, peers, counters, applied and refused generations) goes back after every
  *      change and periodically.
+ *   4. SIGHUP reads the local TOML again and reconciles the running documents with it (the host's
+ *      `[network]`, `[ipsec]` settings live); generations and reloads apply one at a time.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,6 +19,7 @@ import type { Logger } from 'pino';
 import { startAdminServer, type AdminServer } from '../api/server.js';
 import type { EventStream } from '../api/events.js';
 import { configVersion, loadDesiredState } from '../config/load.js';
+import { loadLocalToml } from '../config/local.js';
 import { disposeDesiredState, type DesiredState, type LocalConfig } from '../config/model.js';
 import { ConfigError, CvlanError } from '../errors.js';
 import { eventLog } from '../log.js';
@@ -31,6 +34,8 @@ import { loadGeneration, storeGeneration } from './store.js';
 
 export interface ManagedOptions {
   local: LocalConfig;
+  /** The file `local` was read from: read again on SIGHUP (`[network]`, `[ipsec]` apply live). */
+  localPath?: string;
   runtimeDir?: string;
   /** Overrides `[admin] socket`; `null` serves no admin socket. */
   adminSocket?: string | null;
@@ -80,8 +85,12 @@ function issuesOf(e: unknown): { field: string; reason: string }[] {
   return [{ field: 'document', reason: e instanceof CvlanError ? `${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e) }];
 }
 
+/** Local TOML sections `runManaged` reads once, at start (the client, the admin API, the state dir). */
+const AT_START = ['controller', 'admin', 'state'] as const;
+
 export async function runManaged(o: ManagedOptions, log: Logger, eventStream?: EventStream): Promise<number> {
-  const local = o.local;
+  /** The local settings in force; SIGHUP replaces all but the `AT_START` sections. */
+  let local = o.local;
   const stateDir = local.state.dir;
   const url = local.controller.url!;
   const events = eventLog(log);
@@ -103,6 +112,15 @@ export async function runManaged(o: ManagedOptions, log: Logger, eventStream?: E
   let vrouter: Vrouter | undefined;
   let admin: AdminServer | undefined;
   let applied: { generation: number; etag: string; version: string } | undefined;
+  /** The controller documents running now (a SIGHUP applies them again with new local settings). */
+  let documents: unknown[] | undefined;
+  /** Generations and SIGHUP reloads reconcile one at a time. */
+  let serial: Promise<unknown> = Promise.resolve();
+  const oneAtATime = <T>(f: () => Promise<T>): Promise<T> => {
+    const next = serial.then(f, f);
+    serial = next.catch(() => undefined);
+    return next;
+  };
 
   const ready = async (generation: number | null): Promise<void> => {
     const v = vrouter!;
@@ -133,6 +151,7 @@ export async function runManaged(o: ManagedOptions, log: Logger, eventStream?: E
   if (stored) {
     const state = loadDesiredState({ controllerDocs: stored.documents, localToml: local, secretsKey: keypair });
     vrouter = await Vrouter.start(state, { logger: log, runtimeDir });
+    documents = stored.documents;
     const version = configVersion(state);
     applied = loadGeneration(stateDir, version);
     log.info({ event: 'controller_last_known_good', saved_at: stored.savedAt, generation: applied?.generation ?? null, version }, 'running the last known good configuration');
@@ -140,7 +159,8 @@ export async function runManaged(o: ManagedOptions, log: Logger, eventStream?: E
   }
 
   // 2. validate → plan → apply → store, for each generation the loop brings.
-  const apply = async (generation: number, document: unknown, etag: string): Promise<ApplyResult> => {
+  const apply = (generation: number, document: unknown, etag: string): Promise<ApplyResult> => oneAtATime(() => applyGeneration(generation, document, etag));
+  const applyGeneration = async (generation: number, document: unknown, etag: string): Promise<ApplyResult> => {
     let next: DesiredState;
     try {
       next = loadDesiredState({ controllerDocs: [document], localToml: local, secretsKey: keypair });
@@ -168,6 +188,7 @@ export async function runManaged(o: ManagedOptions, log: Logger, eventStream?: E
       disposeDesiredState(next);
       return { applied: false, issues: issuesOf(e) };
     }
+    documents = [document];
     try {
       storeApplied(stateDir, [document], keypair, version);
       storeGeneration(stateDir, { generation, etag, version });
@@ -176,6 +197,46 @@ export async function runManaged(o: ManagedOptions, log: Logger, eventStream?: E
       log.error({ err: (e as Error).message }, 'cannot store the applied configuration');
     }
     return { applied: true, version };
+  };
+
+  /**
+   * SIGHUP: the local TOML read again and the running documents reconciled with it, so
+   * `[network] listen_address` or `[ipsec] esp_encapsulation` change without a restart. A file
+   * that does not validate, or a change that fails, is refused and logged; the running state stays.
+   */
+  const reloadLocal = async (): Promise<void> => {
+    if (o.localPath === undefined) return;
+    let read: LocalConfig;
+    try {
+      read = loadLocalToml(o.localPath);
+    } catch (e) {
+      events.configRefused({ tenant: null, version: null, reason: (e as Error).message, issues: issuesOf(e).map((i) => ({ path: i.field, reason: i.reason })) });
+      return;
+    }
+    const atStart = AT_START.filter((k) => JSON.stringify(read[k]) !== JSON.stringify(local[k]));
+    if (atStart.length > 0) log.warn({ event: 'local_settings_at_start', sections: atStart }, 'these local settings take effect at the next start');
+    const next: LocalConfig = { ...read, controller: local.controller, admin: local.admin, state: local.state };
+    if (!vrouter || documents === undefined) {
+      local = next;
+      return;
+    }
+    let state: DesiredState;
+    try {
+      state = loadDesiredState({ controllerDocs: documents, localToml: next, secretsKey: keypair });
+    } catch (e) {
+      events.configRefused({ tenant: null, version: null, reason: (e as Error).message, issues: issuesOf(e).map((i) => ({ path: i.field, reason: i.reason })) });
+      return;
+    }
+    const prev = vrouter.state;
+    try {
+      await vrouter.reconcile(state);
+      disposeDesiredState(prev);
+      local = next;
+      log.info({ event: 'local_settings_applied', version: configVersion(state) }, 'local settings applied');
+    } catch (e) {
+      events.configRefused({ tenant: null, version: configVersion(state), reason: e instanceof Error ? e.message : String(e), issues: issuesOf(e).map((i) => ({ path: i.field, reason: i.reason })) });
+      disposeDesiredState(state);
+    }
   };
 
   const loop = new ControllerLoop({
@@ -214,7 +275,10 @@ export async function runManaged(o: ManagedOptions, log: Logger, eventStream?: E
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
     process.on('SIGUSR1', () => vrouter && log.info({ workers: vrouter.workers(), drops: vrouter.drops() }, 'stats'));
-    // A reload under a controller is a fresh report; the configuration is the controller's.
-    process.on('SIGHUP', () => void loop.report());
+    // A reload under a controller: the local settings again (the documents are the controller's),
+    // then a fresh report.
+    process.on('SIGHUP', () => {
+      void oneAtATime(reloadLocal).then(() => loop.report());
+    });
   });
 }

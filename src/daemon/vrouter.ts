@@ -26,24 +26,26 @@
  *
  * Apply order is "data plane first, then routes, then charon"; `stop()` runs it backwards.
  * `reconcile()` changes only the peers, tunnels, WireGuard interfaces and tenant TUNs whose
- * specification changed, and rolls back a plan that fails half-way.
+ * specification changed, switches the routing mode when the tenant count crosses one, starts the
+ * IPsec service with the first tunnel and stops it after the last (reopening it when its listen
+ * address or ESP encapsulation changes), and rolls back a plan that fails half-way.
  */
 import type { Logger } from 'pino';
 import { ConfigError, CvlanError } from '../errors.js';
 import { configVersion } from '../config/load.js';
 import { MIN_PSK_BYTES } from '../config/controller.js';
-import type { DesiredState, IpsecTunnelSpec, TenantSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
+import type { DesiredState, IpsecTunnelSpec, LocalConfig, TenantSpec, TunSpec, WireguardPeerSpec } from '../config/model.js';
 import { TenantTunDevice, WireGuardDevice, setHandoff, type totals } from '../dataplane/index.js';
 import { IpsecService } from '../ipsec/service.js';
 import { eventLog, type EventLog } from '../log.js';
-import { plan } from '../reconcile/plan.js';
+import { plan, type Op } from '../reconcile/plan.js';
 import { describeRefusal, startUapiServer } from '../wireguard/uapi-server.js';
 import type { ConfigVersionView, CounterSnapshot, DropView, HealthView, PeerView, RouteView, RouterStateSource, TenantView, TunnelView, WorkerView } from '../api/state.js';
 import { CharonWatch } from './charon-events.js';
 import { handoffPlan } from './handoff.js';
 import { IkeResync, IkeView } from './ike-view.js';
 import { checkHostNetworking, reportHostNetworking } from './host-checks.js';
-import { addRoute, ip, removeRoute } from './os.js';
+import { addRoute, addRoutes, ip, removeRoute, routeArgs } from './os.js';
 import { ifname, type TenantRuntime } from './runtime.js';
 import { ipsecTunnelOf } from './tunnels.js';
 import { bgpChanges, reachableOf } from './advertise.js';
@@ -84,6 +86,10 @@ export class Vrouter implements RouterStateSource {
   /** Per tenant, in the state's order; tags (≥ 1) are this run's data-plane names of tenants. */
   #tenants = new Map<string, TenantRuntime>();
   #ipsec: IpsecService | undefined;
+  /** The address the running IPsec service listens on (what its tunnels' local address is). */
+  #ipsecListen: string | undefined;
+  /** Several tenants: the namespace routes into no device (see the module doc); a plan step changes it. */
+  #sharedMode: boolean;
   #charon: CharonWatch | undefined;
   /** Tunnel id → if_id; if_ids are never reused within a run (a stale SA cannot match a new tunnel). */
   #ifIds = new Map<string, number>();
@@ -96,6 +102,8 @@ export class Vrouter implements RouterStateSource {
   #lostDevices = new Map<string, string>();
   #refresh: NodeJS.Timeout | undefined;
   #routes = new Set<string>();
+  /** Per tenant TUN in a namespace of its own, the tenant's prefixes routed into it there. */
+  readonly #tunRoutes = new WeakMap<TenantTunDevice, Set<string>>();
   #routing: RoutingService | undefined;
   /** The speakers' last status (the API and /metrics never wait on BIRD). */
   #bgp: RoutingStatus | undefined;
@@ -112,6 +120,7 @@ export class Vrouter implements RouterStateSource {
     this.#appliedAt = new Date().toISOString();
     state.tenants.forEach((t, i) => this.#tenants.set(t.id, { spec: t, tag: i + 1, tuns: [] }));
     this.#nextTag = state.tenants.length + 1;
+    this.#sharedMode = state.tenants.length > 1;
     this.#views = new RouterViews({
       state: () => this.#state,
       appliedAt: () => this.#appliedAt,
@@ -126,7 +135,7 @@ export class Vrouter implements RouterStateSource {
 
   /** One tenant: the namespace routes into the devices too. Several: only the workers do. */
   get #shared(): boolean {
-    return this.#tenants.size > 1;
+    return this.#sharedMode;
   }
 
   #tenantOfTunnel(id: string): TenantRuntime | undefined {
@@ -173,20 +182,41 @@ export class Vrouter implements RouterStateSource {
     for (const rt of this.#tenants.values()) await this.#openWireguard(rt);
     const withTunnels = [...this.#tenants.values()].filter((rt) => rt.spec.tunnels.length > 0);
     if (withTunnels.length > 0) {
-      this.#ipsec = await IpsecService.start({
-        tunName: ifname('ipsec-', withTunnels[0]!.spec.id),
-        listenAddress: this.#state.local.network.listenAddress!,
-        runtimeDir: this.#opts.runtimeDir,
-        rawEsp: this.#state.local.ipsec.espEncapsulation === 'auto',
-        ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
-        logger: this.#opts.logger,
-      });
-      const ipsecTenant = this.#shared ? null : (withTunnels[0]?.spec.id ?? null);
-      this.#ipsec.device.on('event', (ev) => {
-        if (ev.type === 'tun-lost') this.#deviceLost(ipsecTenant, 'ipsec', ev);
-        else if (ev.type === 'sas-removed') this.#sasRemoved(ev);
-      });
-      this.#charon = await CharonWatch.start(this.#ipsec, {
+      await this.#startIpsec(this.#state.local, ifname('ipsec-', withTunnels[0]!.spec.id));
+      for (const rt of withTunnels) await this.#addTunnels(rt, rt.spec.tunnels);
+      void this.refreshSas();
+    }
+    for (const rt of this.#tenants.values()) for (const spec of rt.spec.tuns) await this.#openTun(rt, spec);
+    this.#handoff();
+    await this.#configureRouting();
+    for (const rt of this.#tenants.values()) {
+      this.#events.configApplied({ tenant: rt.spec.id, version: configVersion(this.#state), changes: rt.spec.peers.length + rt.spec.tunnels.length });
+    }
+  }
+
+  /**
+   * Opens the IPsec device on `local`'s listen address and starts charon on it (no tunnel loaded
+   * yet): at start with the first tenant that has tunnels, live with the first tunnel. When it
+   * fails half-way, what it opened is closed again.
+   */
+  async #startIpsec(local: LocalConfig, tunName: string): Promise<void> {
+    const listen = local.network.listenAddress!;
+    const svc = await IpsecService.start({
+      tunName,
+      listenAddress: listen,
+      runtimeDir: this.#opts.runtimeDir,
+      rawEsp: local.ipsec.espEncapsulation === 'auto',
+      ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
+      logger: this.#opts.logger,
+    });
+    svc.device.on('event', (ev) => {
+      if (ev.type === 'tun-lost') this.#deviceLost(this.#shared ? null : ([...this.#tenants.values()].find((rt) => rt.spec.tunnels.length > 0)?.spec.id ?? null), 'ipsec', ev);
+      else if (ev.type === 'sas-removed') this.#sasRemoved(ev);
+    });
+    this.#ipsec = svc;
+    this.#ipsecListen = listen;
+    try {
+      this.#charon = await CharonWatch.start(svc, {
         events: this.#events,
         logger: this.#opts.logger,
         tunnel: (conn) => {
@@ -199,24 +229,40 @@ export class Vrouter implements RouterStateSource {
           this.#advertise();
         },
       });
-      const ipsec = this.#ipsec;
-      this.#resync = new IkeResync(this.#ike, () => ipsec.listSas());
-      // A (re)connected charon may have SAs the view missed, or none of those it shows.
-      ipsec.vici.on('connected', () => void this.refreshSas());
-      for (const rt of withTunnels) await this.#addTunnels(rt, rt.spec.tunnels);
-      void this.refreshSas();
-      // The safety net never overlaps a read under way.
-      this.#refresh = setInterval(() => {
-        if (!this.#resync?.busy) void this.refreshSas();
-      }, this.#opts.saRefreshMs ?? 60_000);
-      this.#refresh.unref();
+    } catch (e) {
+      await this.#stopIpsec().catch(() => undefined);
+      throw e;
     }
-    for (const rt of this.#tenants.values()) for (const spec of rt.spec.tuns) await this.#openTun(rt, spec);
+    const resync = new IkeResync(this.#ike, () => svc.listSas());
+    this.#resync = resync;
+    // A (re)connected charon may have SAs the view missed, or none of those it shows.
+    svc.vici.on('connected', () => void this.refreshSas());
+    // The safety net never overlaps a read under way.
+    this.#refresh = setInterval(() => {
+      if (!resync.busy) void this.refreshSas();
+    }, this.#opts.saRefreshMs ?? 60_000);
+    this.#refresh.unref();
+  }
+
+  /**
+   * Stops charon (its shutdown deletes every IKE_SA towards the peers) and closes the IPsec
+   * device; no worker hands a packet to it any more before it goes.
+   */
+  async #stopIpsec(): Promise<void> {
+    const svc = this.#ipsec;
+    if (this.#refresh) clearInterval(this.#refresh);
+    this.#refresh = undefined;
+    this.#resync = undefined;
+    this.#charon = undefined;
+    this.#ipsec = undefined;
+    this.#ipsecListen = undefined;
+    if (!svc) return;
     this.#handoff();
-    await this.#configureRouting();
-    for (const rt of this.#tenants.values()) {
-      this.#events.configApplied({ tenant: rt.spec.id, version: configVersion(this.#state), changes: rt.spec.peers.length + rt.spec.tunnels.length });
-    }
+    if (!svc.device.closed) setHandoff(svc.device, null);
+    await svc.close();
+    this.#ike.replace([]);
+    // The kernel dropped the routes with the link.
+    for (const key of [...this.#routes]) if (key.endsWith(` ${svc.device.tunName}`)) this.#routes.delete(key);
   }
 
   async #openWireguard(rt: TenantRuntime): Promise<void> {
@@ -269,7 +315,13 @@ export class Vrouter implements RouterStateSource {
     await ip(['link', 'set', 'dev', spec.name, 'mtu', String(spec.mtu), 'up'], `${what}: cannot bring it up`, netns);
     if (spec.netns) {
       const own = new Set(spec.subnets);
-      for (const r of rt.spec.routes) if (!own.has(r.prefix)) await addRoute(r.prefix, spec.name, netns);
+      const routed = new Set<string>();
+      this.#tunRoutes.set(dev, routed);
+      for (const r of rt.spec.routes) {
+        if (own.has(r.prefix)) continue;
+        await addRoute(r.prefix, spec.name, netns);
+        routed.add(r.prefix);
+      }
     }
     for (const s of spec.subnets) this.#events.routingChange({ tenant: rt.spec.id, tunnel: null, action: 'add', prefix: s, via: { kind: 'tun', id: spec.name } });
   }
@@ -370,6 +422,39 @@ export class Vrouter implements RouterStateSource {
     }
   }
 
+  /** Routes prefixes into `dev` in one `ip -batch` (several tenants: nothing), tracked like `#route`'s. */
+  async #routeAll(prefixes: readonly string[], dev: string): Promise<void> {
+    if (this.#shared) return;
+    const fresh = [...new Set(prefixes)].filter((p) => !this.#routes.has(`${p} ${dev}`));
+    await addRoutes(fresh, dev);
+    for (const p of fresh) this.#routes.add(`${p} ${dev}`);
+  }
+
+  /**
+   * One tenant ⇄ several. To several: the namespace's routes into the devices go (its one table
+   * cannot keep overlapping tenants apart). To one: the remaining tenant's peers' allowed IPs and
+   * tunnels' remote subnets are routed into its devices again. The workers' handoff does not
+   * depend on this (it follows the tenant runtimes), so traffic between devices keeps flowing.
+   */
+  async #setRoutingMode(shared: boolean): Promise<void> {
+    if (shared === this.#sharedMode) return;
+    if (shared) {
+      this.#sharedMode = true;
+      for (const key of [...this.#routes]) {
+        const [prefix, dev] = key.split(' ') as [string, string];
+        await removeRoute(prefix, dev);
+        this.#routes.delete(key);
+      }
+      return;
+    }
+    this.#sharedMode = false;
+    reportHostNetworking(checkHostNetworking(), this.#opts.logger);
+    for (const rt of this.#tenants.values()) {
+      if (rt.wg) await this.#routeAll(rt.spec.peers.flatMap((p) => p.allowedIps), rt.wg.tunName);
+      if (this.#ipsec) await this.#routeAll(rt.spec.tunnels.flatMap((x) => x.remoteSubnets), this.#ipsec.device.tunName);
+    }
+  }
+
   async #applyPeerOps(rt: TenantRuntime, removed: readonly WireguardPeerSpec[], changed: readonly WireguardPeerSpec[]): Promise<void> {
     const wg = rt.wg;
     if (!wg || (removed.length === 0 && changed.length === 0)) return;
@@ -395,7 +480,7 @@ export class Vrouter implements RouterStateSource {
   /** Loads a tenant's tunnels into charon in one pipelined batch (`IpsecService.addTunnels`). */
   async #addTunnels(rt: TenantRuntime, specs: readonly IpsecTunnelSpec[]): Promise<void> {
     const svc = this.#ipsec!;
-    const listen = this.#state.local.network.listenAddress!;
+    const listen = this.#ipsecListen!;
     const tunnels = [];
     for (const spec of specs) {
       if (spec.auth.method === 'psk' && spec.auth.weak) {
@@ -406,8 +491,10 @@ export class Vrouter implements RouterStateSource {
       this.#ifIds.set(spec.id, ifId);
       tunnels.push(await ipsecTunnelOf(spec, ifId, listen));
     }
-    // The service routes remote subnets into its TUN only for a vrouter of one tenant.
-    await svc.addTunnels(tunnels, { route: !this.#shared });
+    // Remote subnets are routed into the IPsec TUN here, only for a vrouter of one tenant, and
+    // tracked with the other routes so a routing-mode change can take them away again.
+    await svc.addTunnels(tunnels, { route: false });
+    if (!this.#shared) await this.#routeAll(specs.flatMap((x) => x.remoteSubnets), svc.device.tunName);
     for (const spec of specs) {
       for (const s of spec.remoteSubnets) this.#events.routingChange({ tenant: rt.spec.id, tunnel: spec.id, action: 'add', prefix: s, via: { kind: 'ipsec', id: spec.id } });
     }
@@ -416,8 +503,8 @@ export class Vrouter implements RouterStateSource {
   }
 
   /**
-   * Moves to `next` changing only what differs. A state this build cannot apply, or whose
-   * restart-only settings differ (`../reconcile/plan.ts`), is refused before anything changes.
+   * Moves to `next` changing only what differs (`../reconcile/plan.ts`). A state this build
+   * cannot apply (`unsupported`) is refused before anything changes.
    * A step that fails half-way (a port taken, charon refusing a connection) rolls every step
    * already taken back, in reverse, and the error names the field of the failed step: the
    * running state is the previous one again.
@@ -426,12 +513,18 @@ export class Vrouter implements RouterStateSource {
     const refused = unsupported(next);
     if (refused) throw refused;
     // Planned in full before anything changes: a refused plan leaves the running state as it is.
-    // The tenant set is the same (plan refuses otherwise), so the runtimes and tags stay.
     const ops = plan(this.#state, next, this.#fpKey);
     const before = new Map([...this.#tenants].map(([id, rt]) => [id, rt.spec]));
     const undo: { what: string; run: () => Promise<void> }[] = [];
+    const has = <K extends Op['kind']>(kind: K): Extract<Op, { kind: K }> | undefined => ops.find((o): o is Extract<Op, { kind: K }> => o.kind === kind);
+    const firstWithTunnels = next.tenants.findIndex((x) => x.tunnels.length > 0);
     let field = 'tenants';
     try {
+      // One tenant → several: the namespace's routes go before a second tenant appears.
+      if (has('routing-mode')?.shared === true) {
+        await this.#setRoutingMode(true);
+        undo.push({ what: 'routing mode', run: () => this.#setRoutingMode(false) });
+      }
       for (const o of ops) {
         if (o.kind !== 'tenant-remove') continue;
         const rt = this.#tenants.get(o.tenant)!;
@@ -441,6 +534,30 @@ export class Vrouter implements RouterStateSource {
       for (const spec of next.tenants) {
         const rt = this.#tenants.get(spec.id);
         if (rt) rt.spec = spec;
+      }
+      if (has('ipsec-start')) {
+        // The first tunnel: device and charon before any tunnel is loaded.
+        field = `tenants[${firstWithTunnels}].tunnels`;
+        await this.#startIpsec(next.local, ifname('ipsec-', next.tenants[firstWithTunnels]!.id));
+        undo.push({ what: 'IPsec service', run: () => this.#stopIpsec() });
+      }
+      const restart = has('ipsec-restart');
+      if (restart) {
+        // Reopened on the new settings with every tunnel of the kept tenants (new tenants bring
+        // theirs below); the IKE_SAs are negotiated again, WireGuard and TUNs are not touched.
+        field = restart.fields[0]!;
+        const [local, tunName] = [this.#state.local, this.#ipsec!.device.tunName];
+        const reload = async (): Promise<void> => {
+          for (const rt of this.#tenants.values()) if (rt.spec.tunnels.length > 0) await this.#addTunnels(rt, rt.spec.tunnels);
+        };
+        await this.#stopIpsec();
+        undo.push({ what: 'IPsec service', run: async () => {
+          await this.#stopIpsec();
+          await this.#startIpsec(local, tunName);
+          await reload();
+        } });
+        await this.#startIpsec(next.local, tunName);
+        await reload();
       }
       for (const rt of this.#tenants.values()) {
         const i = next.tenants.findIndex((x) => x.id === rt.spec.id);
@@ -512,6 +629,20 @@ export class Vrouter implements RouterStateSource {
         await this.#upTenant(o.spec, this.#nextTag++);
         undo.push({ what: `tenant ${o.tenant}`, run: () => this.#downTenant(this.#tenants.get(o.tenant)!) });
       }
+      if (has('ipsec-stop')) {
+        // The last tunnel went: charon does not keep UDP 500/4500 open for nothing (as at start).
+        field = 'tenants';
+        const tunName = this.#ipsec!.device.tunName;
+        const local = this.#state.local;
+        await this.#stopIpsec();
+        undo.push({ what: 'IPsec service', run: () => this.#startIpsec(local, tunName) });
+      }
+      // Several tenants → one: the remaining tenant's routes come once it is complete.
+      if (has('routing-mode')?.shared === false) {
+        field = 'tenants';
+        await this.#setRoutingMode(false);
+        undo.push({ what: 'routing mode', run: () => this.#setRoutingMode(true) });
+      }
     } catch (e) {
       for (const [id, spec] of before) {
         const rt = this.#tenants.get(id);
@@ -536,12 +667,57 @@ export class Vrouter implements RouterStateSource {
       ]);
     }
     this.#state = next;
+    await this.#pruneIpsecRoutes();
+    await this.#syncTunRoutes();
     // New tunnels' if_ids, replaced devices and changed inter-tenant rules reach the workers.
     this.#handoff();
     await this.#configureRouting();
     this.#appliedAt = new Date().toISOString();
     this.#events.configApplied({ tenant: this.#shared ? null : (next.tenants[0]?.id ?? null), version: configVersion(next), changes: ops.length });
     return ops.length;
+  }
+
+  /**
+   * A tenant's prefixes change live (a peer, a tunnel added or gone): the namespaces of its TUNs
+   * route what it reaches now into the TUN, as `#openTun` did at open. A route that cannot be
+   * changed is logged; the hosts there then miss that prefix, forwarding elsewhere goes on.
+   */
+  async #syncTunRoutes(): Promise<void> {
+    for (const rt of this.#tenants.values()) {
+      for (const { spec, dev } of rt.tuns) {
+        const routed = this.#tunRoutes.get(dev);
+        if (!routed || !spec.netns) continue;
+        const own = new Set(spec.subnets);
+        const wanted = new Set(rt.spec.routes.map((r) => r.prefix).filter((p) => !own.has(p)));
+        try {
+          for (const p of wanted) {
+            if (routed.has(p)) continue;
+            await addRoute(p, spec.name, { netns: spec.netns });
+            routed.add(p);
+          }
+          for (const p of [...routed]) {
+            if (wanted.has(p)) continue;
+            routed.delete(p);
+            await ip(routeArgs('remove', p, spec.name), `cannot remove the route ${p} on ${spec.name}`, { netns: spec.netns });
+          }
+        } catch (e) {
+          this.#opts.logger.warn({ tenant: rt.spec.id, tun: spec.name, netns: spec.netns, err: (e as Error).message }, 'a route in the TUN namespace could not follow the change');
+        }
+      }
+    }
+  }
+
+  /** Routes into the IPsec TUN of remote subnets no tunnel has any more (a tunnel removed or changed). */
+  async #pruneIpsecRoutes(): Promise<void> {
+    const dev = this.#ipsec?.device.tunName;
+    if (dev === undefined) return;
+    const wanted = new Set([...this.#tenants.values()].flatMap((rt) => rt.spec.tunnels.flatMap((x) => x.remoteSubnets)));
+    for (const key of [...this.#routes]) {
+      const [prefix, d] = key.split(' ') as [string, string];
+      if (d !== dev || wanted.has(prefix)) continue;
+      await removeRoute(prefix, dev);
+      this.#routes.delete(key);
+    }
   }
 
   /** Opens a tenant with all it holds; when that fails half-way, what was opened is closed again. */

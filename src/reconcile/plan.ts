@@ -10,16 +10,16 @@
  * A tenant TUN device that changed (or appears or goes) is closed and opened again; the tenant's
  * other TUNs stay.
  *
- * Tenants come and go as `tenant-add` / `tenant-remove` with everything they hold, as long as the
- * vrouter has several tenants before and after (one tenant routes through the namespace, several
- * do not: switching needs a restart).
+ * Tenants come and go as `tenant-add` / `tenant-remove` with everything they hold. One tenant
+ * routes through the namespace, several do not: going from one to several or back is a
+ * `routing-mode` step (the namespace's routes into the devices go, or come).
  *
- * Changes this build applies only with a restart (one tenant ⇄ several, the IPsec listen address,
- * the first IPsec tunnel — charon starts with the vrouter) make the plan a
- * ConfigError naming the field: the whole new state is refused and the running one stays.
+ * The IPsec service (device + charon) runs while there are tunnels: `ipsec-start` with the first,
+ * `ipsec-stop` after the last, `ipsec-restart` when what it was opened with changes
+ * (`[network] listen_address`, `[ipsec] esp_encapsulation`) — it then loads every tunnel of the
+ * desired state itself, so no tunnel steps besides.
  */
 import { randomBytes } from 'node:crypto';
-import { ConfigError } from '../errors.js';
 import { Secret, type DesiredState, type IpsecTunnelSpec, type TenantSpec, type TunSpec, type WireguardInterfaceSpec, type WireguardPeerSpec } from '../config/model.js';
 
 export type Op =
@@ -34,7 +34,15 @@ export type Op =
   | { kind: 'peer-upsert'; tenant: string; peer: WireguardPeerSpec; previous?: WireguardPeerSpec }
   | { kind: 'tunnel-remove'; tenant: string; tunnel: IpsecTunnelSpec }
   | { kind: 'tunnel-add'; tenant: string; tunnel: IpsecTunnelSpec }
-  | { kind: 'tunnel-replace'; tenant: string; tunnel: IpsecTunnelSpec; previous: IpsecTunnelSpec };
+  | { kind: 'tunnel-replace'; tenant: string; tunnel: IpsecTunnelSpec; previous: IpsecTunnelSpec }
+  /** One tenant ⇄ several: the namespace's routes into the devices go (`shared`) or come. */
+  | { kind: 'routing-mode'; tenant?: undefined; shared: boolean }
+  /** The first tunnel appears: device and charon start, before any tunnel is loaded. */
+  | { kind: 'ipsec-start'; tenant?: undefined }
+  /** The last tunnel went: charon and the device stop, after every tunnel is unloaded. */
+  | { kind: 'ipsec-stop'; tenant?: undefined }
+  /** The service reopens on changed settings (`fields`) with every tunnel of the desired state. */
+  | { kind: 'ipsec-restart'; tenant?: undefined; fields: string[] };
 
 /**
  * Canonical JSON of a spec with every secret replaced by its keyed digest. (A JSON.stringify
@@ -53,24 +61,25 @@ export function fingerprint(v: unknown, key: Buffer): string {
 
 export function plan(applied: DesiredState, desired: DesiredState, key: Buffer = randomBytes(32)): Op[] {
   const fp = (v: unknown): string => fingerprint(v, key);
-  const issues: { path: string; reason: string }[] = [];
   const ops: Op[] = [];
   const oldIds = new Set(applied.tenants.map((t) => t.id));
   const newIds = new Set(desired.tenants.map((t) => t.id));
-  if (applied.tenants.length > 1 !== desired.tenants.length > 1) {
-    issues.push({ path: 'tenants', reason: 'going from one tenant to several or back changes how the namespace routes (one tenant: routes into its devices; several: none) and needs a restart' });
-  }
+  const shared = desired.tenants.length > 1;
+  if (applied.tenants.length > 1 !== shared) ops.push({ kind: 'routing-mode', shared });
   const hadTunnels = applied.tenants.some((t) => t.tunnels.length > 0);
+  const hasTunnels = desired.tenants.some((t) => t.tunnels.length > 0);
+  const reopened: string[] = [];
+  if (applied.local.network.listenAddress !== desired.local.network.listenAddress) reopened.push('network.listen_address');
+  if (applied.local.ipsec.espEncapsulation !== desired.local.ipsec.espEncapsulation) reopened.push('ipsec.esp_encapsulation');
+  const restart = hadTunnels && hasTunnels && reopened.length > 0;
+  if (!hadTunnels && hasTunnels) ops.push({ kind: 'ipsec-start' });
+  if (restart) ops.push({ kind: 'ipsec-restart', fields: reopened });
+  if (hadTunnels && !hasTunnels) ops.push({ kind: 'ipsec-stop' });
   for (const a of applied.tenants) if (!newIds.has(a.id)) ops.push({ kind: 'tenant-remove', tenant: a.id, spec: a });
-  desired.tenants.forEach((b, i) => {
-    if (oldIds.has(b.id)) return;
-    if (b.tunnels.length > 0 && !hadTunnels) issues.push({ path: `tenants[${i}].tunnels`, reason: 'the first IPsec tunnel needs a restart (charon starts with the vrouter)' });
-    ops.push({ kind: 'tenant-add', tenant: b.id, spec: b });
-  });
-  desired.tenants.forEach((b, i) => {
+  for (const b of desired.tenants) if (!oldIds.has(b.id)) ops.push({ kind: 'tenant-add', tenant: b.id, spec: b });
+  desired.tenants.forEach((b) => {
     const a = applied.tenants.find((t) => t.id === b.id);
     if (!a) return;
-    const at = `tenants[${i}]`;
     const wgReplaced = fp(a.wireguard) !== fp(b.wireguard);
     if (wgReplaced) ops.push({ kind: 'wireguard-replace', tenant: b.id, wireguard: b.wireguard, previous: a.wireguard });
     const oldTuns = new Map(a.tuns.map((x) => [x.name, fp(x)]));
@@ -78,10 +87,6 @@ export function plan(applied: DesiredState, desired: DesiredState, key: Buffer =
     const gone = a.tuns.filter((x) => newTuns.get(x.name) !== oldTuns.get(x.name));
     const added = b.tuns.filter((x) => newTuns.get(x.name) !== oldTuns.get(x.name));
     if (gone.length > 0 || added.length > 0) ops.push({ kind: 'tun-replace', tenant: b.id, gone, added });
-    if (!hadTunnels && b.tunnels.length > 0) issues.push({ path: `${at}.tunnels`, reason: 'the first IPsec tunnel needs a restart (charon starts with the vrouter)' });
-    if (a.tunnels.length > 0 && applied.local.network.listenAddress !== desired.local.network.listenAddress) {
-      issues.push({ path: 'network.listen_address', reason: 'changes only with a restart' });
-    }
 
     // A replaced interface is opened with all of its peers: no peer operations besides.
     const oldPeers = new Map((wgReplaced ? [] : a.peers).map((p) => [p.publicKey, p]));
@@ -93,6 +98,8 @@ export function plan(applied: DesiredState, desired: DesiredState, key: Buffer =
       else if (fp(prev) !== fp(p)) ops.push({ kind: 'peer-upsert', tenant: b.id, peer: p, previous: prev });
     }
 
+    // A restarted service loads every desired tunnel itself.
+    if (restart) return;
     const oldTunnels = new Map(a.tunnels.map((x) => [x.id, x]));
     const newIds = new Set(b.tunnels.map((x) => x.id));
     for (const x of a.tunnels) if (!newIds.has(x.id)) ops.push({ kind: 'tunnel-remove', tenant: b.id, tunnel: x });
@@ -102,6 +109,5 @@ export function plan(applied: DesiredState, desired: DesiredState, key: Buffer =
       else if (fp(prev) !== fp(x)) ops.push({ kind: 'tunnel-replace', tenant: b.id, tunnel: x, previous: prev });
     }
   });
-  if (issues.length > 0) throw new ConfigError(issues);
   return ops;
 }

@@ -8,86 +8,19 @@
 import t from 'tap';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adminGet } from '../../src/api/client.js';
 import type { PeerView, TunnelView } from '../../src/api/state.js';
-import type { StatusReport } from '../../src/controller/protocol.js';
 import { useLab, closeLab } from '../harness/tap.js';
-import type { Lab } from '../harness/lab.js';
 import type { LabProcess } from '../harness/process.js';
 import { run, sleep } from '../harness/exec.js';
 import { tools } from '../harness/tools.js';
-import { CVLAN_CLI, REPO_ROOT, cvlanTestbedMissing } from '../harness/cvlan.js';
+import { CVLAN_CLI, cvlanTestbedMissing } from '../harness/cvlan.js';
 import { missingPrerequisites } from '../harness/tools.js';
 import { wireguardGo, genKeyPair } from '../harness/wireguard.js';
 import { randomSuffix } from '../harness/names.js';
 import { ping, waitForPing, iperfServer, iperfClient } from '../harness/ping.js';
 
 const skip = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'wg', 'wireguardGo', 'iperf3');
-const REFERENCE_CLI = join(REPO_ROOT, 'dist', 'src', 'controller', 'reference', 'cli.js');
-/** Seconds the controller stays away; the issue asks for a minute, shorter runs may set less. */
-const OUTAGE_S = Number(process.env.CVLAN_TEST_CONTROLLER_OUTAGE_S ?? 60);
-const AGENT = '10.20.0.2';
-const AGENT2 = '10.20.0.3';
-const CLOUD = '10.30.0.1';
-const LISTEN = '127.0.0.1:18443';
-
-interface Controller {
-  process: LabProcess;
-  state: string;
-  url: string;
-  ca: string;
-}
-
-async function startController(lab: Lab, ns: string, state: string): Promise<Controller> {
-  const p = lab.spawn(`reference-controller@${ns}`, tools.node, [REFERENCE_CLI, 'serve', '--state', state, '--listen', LISTEN], { ns });
-  const line = await p.waitReady({ line: /"event":"ready"/, timeoutMs: 20_000 });
-  const ready = JSON.parse(line.slice(line.indexOf('{'))) as { url: string; ca: string };
-  return { process: p, state, url: ready.url, ca: ready.ca };
-}
-
-async function ctl(ns: string, c: Controller, args: string[]): Promise<string> {
-  const r = await run(tools.node, [REFERENCE_CLI, ...args, '--state', c.state], { ns, timeoutMs: 20_000 });
-  return r.stdout.trim();
-}
-
-async function setDocument(lab: Lab, ns: string, c: Controller, doc: object): Promise<number> {
-  const file = lab.writeFile(`doc-${randomSuffix(4)}.json`, JSON.stringify(doc));
-  return (JSON.parse(await ctl(ns, c, ['set-document', '--vrouter', 'vr1', file])) as { generation: number }).generation;
-}
-
-/** Polls the controller's record of vr1 until its last status report satisfies `pred`. */
-async function statusUntil(ns: string, c: Controller, pred: (s: StatusReport) => boolean, timeoutMs = 30_000): Promise<StatusReport> {
-  const deadline = Date.now() + timeoutMs;
-  let last: StatusReport | null = null;
-  while (Date.now() < deadline) {
-    last = (JSON.parse(await ctl(ns, c, ['show', '--vrouter', 'vr1'])) as { status: StatusReport | null }).status;
-    if (last && pred(last)) return last;
-    await sleep(500);
-  }
-  throw new Error(`no matching status report within ${timeoutMs} ms; last: ${JSON.stringify(last)}`);
-}
-
-/** UDP datagrams the kernel of `ns` dropped for a full receive buffer (`/proc/net/snmp`). */
-async function udpRcvbufErrors(ns: string): Promise<number> {
-  const text = (await run('cat', ['/proc/net/snmp'], { ns })).stdout;
-  const [head, values] = text.split('\n').filter((l) => l.startsWith('Udp:'));
-  const i = (head ?? '').split(/\s+/).indexOf('RcvbufErrors');
-  return Number((values ?? '').split(/\s+/)[i] ?? 0);
-}
-
-/** `lost_packets` of an iperf3 UDP report. */
-function lostPackets(json: unknown): number {
-  return (json as { end?: { sum?: { lost_packets?: number } } }).end?.sum?.lost_packets ?? 0;
-}
-
-/** Packets the kernel dropped on their way out of `dev` (a userspace WireGuard's TUN queue full). */
-async function txDropped(ns: string, dev: string): Promise<number> {
-  return Number((await run('cat', [`/sys/class/net/${dev}/statistics/tx_dropped`], { ns })).stdout.trim());
-}
-
-async function admin<T>(socket: string, path: string): Promise<T> {
-  return JSON.parse((await adminGet({ kind: 'unix', socketPath: socket }, path)).body) as T;
-}
+import { AGENT, AGENT2, CLOUD, OUTAGE_S, admin, ctl, lostPackets, setDocument, startController, statusUntil, txDropped, udpRcvbufErrors } from './controller-fixture.js';
 
 t.test('a vrouter managed by the reference controller', { skip, timeout: (OUTAGE_S + 240) * 1000 }, async (t) => {
   const lab = useLab(t, { label: 'ctrl' });

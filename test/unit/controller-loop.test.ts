@@ -4,6 +4,8 @@
 import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import pino from 'pino';
 import { ControllerClient } from '../../src/controller/client.js';
@@ -103,6 +105,81 @@ t.test('generations applied, a bad one refused with its field, all reported', as
   t.same(seen, [1, 3]);
   await loop.stop();
   t.same(exchanges.flatMap(problems), [], 'the loop speaks the document');
+});
+
+t.test('while running, a 50 MB or malformed answer, an expired credential and a wrong CA are clear errors; nothing is applied', async (t) => {
+  const pki = makePki(join(dir, 'hostile'));
+  let mode: 'huge' | 'malformed' | 'expired' = 'huge';
+  const srv = createServer({ key: pki.key, cert: pki.cert }, (req, res) => {
+    req.resume();
+    const headers = { 'content-type': 'application/json', 'cvlan-api-version': '1' };
+    if (mode === 'huge') {
+      res.writeHead(200, { ...headers, etag: '"g9"' });
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      let written = 0;
+      res.on('close', () => (written = Infinity));
+      const pump = (): void => {
+        while (written < 50 * 1024 * 1024) {
+          written += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    } else if (mode === 'malformed') {
+      res.writeHead(200, { ...headers, etag: '"g9"' });
+      res.end('{"generation": 9, "document": ');
+    } else {
+      res.writeHead(401, headers);
+      res.end(JSON.stringify({ code: 'credential_expired', message: 'the credential expired' }));
+    }
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
+  const lines: { event?: string; err?: { code?: string; message: string } }[] = [];
+  const logger = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as (typeof lines)[number]) });
+  const failure = async (code: string, message: RegExp): Promise<void> => {
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+      if (lines.some((l) => l.event === 'controller_unreachable' && l.err?.code === code && message.test(l.err.message))) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error(`no ${code} ${String(message)} within 10 s: ${JSON.stringify(lines.slice(-3))}`);
+  };
+  let applied = 0;
+  const running = { generation: 1, etag: '"g1"', version: 'v1' };
+  const loopAt = (client: ControllerClient, credential: Credential): ControllerLoop =>
+    new ControllerLoop({
+      client,
+      credential,
+      credentialPath: join(dir, 'hostile.json'),
+      apply: async () => {
+        applied++;
+        return { applied: true, version: 'v9' };
+      },
+      observe: noObservation,
+      applied: running,
+      backoff: { baseMs: 20, maxMs: 40 },
+      statusIntervalS: 3600,
+      rotateBeforeS: 0,
+      logger,
+    });
+  const loop = loopAt(new ControllerClient({ url: `https://127.0.0.1:${(srv.address() as AddressInfo).port}`, ca: pki.ca, maxResponseBytes: 1024 * 1024 }), await credentialFor('vr-hostile'));
+  loop.start();
+  await failure('CVLAN_ERR_CONTROLLER_PROTOCOL', /exceeds the limit of 1048576 bytes/);
+  mode = 'malformed';
+  await failure('CVLAN_ERR_CONTROLLER_PROTOCOL', /not valid JSON/);
+  mode = 'expired';
+  await failure('CVLAN_ERR_CONTROLLER_CREDENTIAL', /credential_expired.*cvlan-vrouter init/);
+  await loop.stop();
+  // The reference controller itself, under a CA the vrouter does not pin.
+  const other = makePki(join(dir, 'other-ca'));
+  const wrongCa = loopAt(new ControllerClient({ url: ref.url, ca: other.ca }), await credentialFor('vr-wrong-ca'));
+  wrongCa.start();
+  await failure('CVLAN_ERR_CONTROLLER_TLS', /pinned CA/);
+  await wrongCa.stop();
+  t.equal(applied, 0, 'nothing was applied: the running generation stays');
+  t.ok(loop.delays.length >= 3 && wrongCa.delays.length >= 1, 'each failure backed off and retried');
 });
 
 t.test('a credential near its expiry is rotated and stored', async (t) => {

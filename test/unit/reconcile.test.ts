@@ -1,6 +1,6 @@
 // Reconcile: the plan is the smallest set of operations (unchanged peers and tunnels are not
-// touched, a changed PSK is a change), restart-only changes refuse the whole state with the field
-// named; the stored configuration is atomic, 0600, holds no secret in clear and loads back to the
+// touched, a changed PSK is a change), one tenant ⇄ several and the IPsec service's start, stop and
+// reopening are plan steps; the stored configuration is atomic, 0600, holds no secret in clear and loads back to the
 // same state.
 import t from 'tap';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -125,14 +125,37 @@ t.test('tenants come and go with everything they hold while there are several', 
   const renamed = plan(load(doc()), load({ ...doc(), tenant_id: 'other' }));
   t.same(kinds(renamed), ['tenant-add', 'tenant-remove'], 'one tenant renamed: removed and added');
   const withTunnel = { tenants: [tenant('alpha', 51830), { ...tenant('gamma', 51832), tunnels: doc().tunnels }] };
-  t.ok(issuesOf(() => plan(load(ab), load(withTunnel))).some((i) => i.path === 'tenants[1].tunnels'), 'a new tenant with the first IPsec tunnel needs a restart');
+  t.same(
+    plan(load(ab), load(withTunnel)).map((o) => `${o.kind} ${o.tenant ?? ''}`.trim()),
+    ['ipsec-start', 'tenant-remove beta', 'tenant-add gamma'],
+    'a new tenant with the first IPsec tunnels: the IPsec service starts first',
+  );
 });
 
-t.test('restart-only changes refuse the whole state with the field named', async (t) => {
-  const moved = loadDesiredState({ controllerDocs: [doc()], localToml: '[network]\nlisten_address = "192.0.2.2"\n', stateDir: null });
-  t.ok(issuesOf(() => plan(load(doc()), moved)).some((i) => i.path === 'network.listen_address'), 'listen address change refused');
+t.test('one tenant ⇄ several is a routing-mode step, planned with the tenants', async (t) => {
   const two = { tenants: [doc(), { tenant_id: 'beta', wireguard: { listen_port: 51830 }, wireguard_peers: [] }] };
-  t.ok(issuesOf(() => plan(load(doc()), load(two))).some((i) => i.path === 'tenants'), 'one tenant → two refused (the namespace routing changes)');
+  const up = plan(load(doc()), load(two));
+  t.same(up.map((o) => o.kind), ['routing-mode', 'tenant-add'], 'one → two: the namespace stops routing, then beta comes');
+  t.match(up[0], { kind: 'routing-mode', shared: true });
+  const down = plan(load(two), load(doc()));
+  t.same(down.map((o) => o.kind), ['routing-mode', 'tenant-remove']);
+  t.match(down[0], { kind: 'routing-mode', shared: false }, 'two → one: the namespace routes again');
+  t.same(plan(load({ tenants: [] }), load(doc())).map((o) => o.kind), ['ipsec-start', 'tenant-add'], 'none → one: no mode change');
+});
+
+t.test('the IPsec service starts with the first tunnel, stops after the last, reopens on new settings', async (t) => {
+  const none = { ...doc(), tunnels: [] };
+  t.same(kinds(plan(load(none), load(doc()))), ['ipsec-start', 'tunnel-add', 'tunnel-add'], 'first tunnels: start, then load');
+  t.same(kinds(plan(load(doc()), load(none))), ['ipsec-stop', 'tunnel-remove', 'tunnel-remove'], 'last tunnels: unloaded (applied before the stop)');
+  const at = (addr: string, esp = 'udp'): DesiredState =>
+    loadDesiredState({ controllerDocs: [doc()], localToml: `[network]\nlisten_address = "${addr}"\n[ipsec]\nesp_encapsulation = "${esp}"\n`, stateDir: null });
+  const moved = plan(at('192.0.2.1'), at('192.0.2.2'));
+  t.same(moved, [{ kind: 'ipsec-restart', fields: ['network.listen_address'] }], 'a new listen address reopens the service, which loads every tunnel itself');
+  t.same(plan(at('192.0.2.1'), at('192.0.2.1', 'auto')), [{ kind: 'ipsec-restart', fields: ['ipsec.esp_encapsulation'] }]);
+  const changed = doc();
+  changed.tunnels[0]!.proposals = { esp: ['aes128gcm16-x25519'] };
+  t.same(kinds(plan(at('192.0.2.1'), loadDesiredState({ controllerDocs: [changed], localToml: '[network]\nlisten_address = "192.0.2.2"\n', stateDir: null }))), ['ipsec-restart'], 'with the restart, no tunnel step besides');
+  t.same(kinds(plan(loadDesiredState({ controllerDocs: [none], localToml: '', stateDir: null }), at('192.0.2.2'))), ['ipsec-start', 'tunnel-add', 'tunnel-add'], 'without tunnels before, the address only matters to the start');
 });
 
 t.test('the stored configuration: atomic, 0600, sealed, and loads back to the same state', async (t) => {
