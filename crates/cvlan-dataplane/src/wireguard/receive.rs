@@ -1,10 +1,13 @@
 //! The inbound pipeline (datagrams on the WireGuard port):
-//! 1. `classify` — transport messages vs handshake messages;
-//! 2. `lookup`   — receiver index → keypair, under the lock; handshake messages are answered;
-//! 3. `open`     — replay check and decryption in place, outside the lock;
-//! 4. `confirm`  — keypair confirmation, roaming, timers, allowed-IPs source check, under the
+//! 1. `classify`  — transport messages vs handshake messages; handshake messages pass the
+//!    `HandshakeGate` without the device's lock (MAC1; under load a cookie reply instead of
+//!    any work, or the per-source limit);
+//! 2. `lookup`    — receiver index → keypair, under the lock;
+//! 3. `open`      — replay check and decryption in place, outside the lock;
+//! 4. `confirm`   — keypair confirmation, roaming, timers, allowed-IPs source check, under the
 //!    lock; the inner packet is delivered `ToTun` (the handoff stage may route it to another
-//!    device first).
+//!    device first);
+//! 5. `handshake` — at most `HANDSHAKES_PER_BATCH` admitted messages, the lock taken for each.
 
 use super::{time_at, WireGuard};
 use crate::transport::{Ctx, Packet, Verdict};
@@ -12,9 +15,15 @@ use cvlan_proto::ip;
 use cvlan_proto::wireguard::constants::TRANSPORT_HEADER_LEN;
 use cvlan_proto::wireguard::messages::{self, Message};
 use cvlan_proto::wireguard::session::OpenError;
-use cvlan_proto::wireguard::{self as wg, Keypair, Outbox, PeerId};
+use cvlan_proto::wireguard::{self as wg, Admission, Keypair, Outbox, PeerId};
 use rand_core::OsRng;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+
+/// Handshake messages a batch may hand to the device (Diffie-Hellman under its lock); beyond
+/// that they are dropped as rate-limited (peers retransmit), so one batch's handshake work is
+/// bounded whatever the gate admits.
+const HANDSHAKES_PER_BATCH: usize = 8;
 
 struct Received {
     idx: usize,
@@ -26,31 +35,47 @@ struct Received {
 pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
     let t = time_at(ctx.now);
     let mut out = Outbox::default();
-    let mut received = Vec::with_capacity(pkts.len());
-    {
-        let mut dev = wg.lock();
-        for (idx, p) in pkts.iter_mut().enumerate() {
-            p.verdict = Verdict::Drop;
-            match messages::parse(p.data()) {
-                Ok(Message::Transport {
-                    receiver, counter, ..
-                }) => match dev.lookup_receiver(receiver, t) {
-                    Ok((peer, keypair)) => received.push(Received {
-                        idx,
-                        peer,
-                        keypair,
-                        counter,
-                    }),
-                    Err(d) => wg.counters.drop(d),
-                },
-                Ok(_) => {
-                    dev.under_load = wg.note_handshake_message(t.mono);
-                    let src = p.addr;
-                    if let Err(d) = dev.handle_handshake(src, p.data(), t, &mut OsRng, &mut out) {
-                        wg.counters.drop(d);
+    // classify: transport messages wait for the lookup; handshake messages pass the gate
+    // here, without the device's lock (a flood is answered with cookies from this loop).
+    let mut transports = Vec::with_capacity(pkts.len());
+    let mut admitted = Vec::new();
+    for (idx, p) in pkts.iter_mut().enumerate() {
+        p.verdict = Verdict::Drop;
+        match messages::parse(p.data()) {
+            Ok(Message::Transport {
+                receiver, counter, ..
+            }) => transports.push((idx, receiver, counter)),
+            Ok(_) => {
+                wg.counters.handshake_messages.fetch_add(1, Relaxed);
+                let under_load = wg.gate.note_message(t.mono);
+                match wg
+                    .gate
+                    .admit(p.addr, p.data(), under_load, t.mono, &mut OsRng)
+                {
+                    Ok(Admission::SendCookie(reply)) => {
+                        out.datagrams.push((reply.to_vec(), p.addr));
+                        wg.counters.drop(wg::DropReason::CookieRequired);
                     }
+                    Ok(_) if admitted.len() < HANDSHAKES_PER_BATCH => admitted.push(idx),
+                    Ok(_) => wg.counters.drop(wg::DropReason::RateLimited),
+                    Err(d) => wg.counters.drop(d),
                 }
-                Err(e) => wg.counters.drop(wg::DropReason::from(e)),
+            }
+            Err(e) => wg.counters.drop(wg::DropReason::from(e)),
+        }
+    }
+    let mut received = Vec::with_capacity(transports.len());
+    if !transports.is_empty() {
+        let dev = wg.lock();
+        for (idx, receiver, counter) in transports {
+            match dev.lookup_receiver(receiver, t) {
+                Ok((peer, keypair)) => received.push(Received {
+                    idx,
+                    peer,
+                    keypair,
+                    counter,
+                }),
+                Err(d) => wg.counters.drop(d),
             }
         }
     }
@@ -91,6 +116,17 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
             p.start += TRANSPORT_HEADER_LEN;
             p.len = inner_len;
             p.verdict = Verdict::ToTun;
+        }
+    }
+    // handshake: the admitted messages' Diffie-Hellman, after this batch's data and with the
+    // lock taken per message, so the other workers' data interleaves.
+    for idx in admitted {
+        let p = &pkts[idx];
+        let r = wg
+            .lock()
+            .handle_admitted(p.addr, p.data(), t, &mut OsRng, &mut out);
+        if let Err(d) = r {
+            wg.counters.drop(d);
         }
     }
     wg.finish(out, Some(ctx.extra));
