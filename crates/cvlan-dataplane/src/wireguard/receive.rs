@@ -140,3 +140,92 @@ fn open_drop(e: OpenError) -> wg::DropReason {
         OpenError::Exhausted => wg::DropReason::MessageLimit,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::{DropReason, WorkerCounters};
+    use crate::transport::Outgoing;
+    use crate::wireguard::WireGuard;
+    use cvlan_proto::wireguard::constants::COOKIE_REPLY_LEN;
+    use cvlan_proto::wireguard::{Device, PeerConfig, SendPlan};
+    use std::time::Duration;
+
+    /// One initiation to `responder` from each of `n` initiators (valid MAC1; the responder
+    /// knows none of them), as received packets from distinct sources.
+    fn initiations(responder: [u8; 32], n: usize, t: wg::Time) -> Vec<Packet> {
+        (0..n)
+            .map(|i| {
+                let mut d = Device::new(Some([(i % 250) as u8 + 1; 32]));
+                let id = d.upsert_peer(PeerConfig {
+                    public_key: responder,
+                    preshared_key: None,
+                    endpoint: Some("192.0.2.1:51820".parse().unwrap()),
+                    persistent_keepalive: 0,
+                });
+                let mut out = Outbox::default();
+                let plan = d.prepare_send(id, &[0x45; 28], t, &mut OsRng, &mut out);
+                assert!(matches!(plan, SendPlan::Queued), "no session yet");
+                let (msg, _) = out.datagrams.pop().expect("an initiation");
+                let mut p = Packet::new();
+                let start = p.start;
+                p.raw_mut()[start..start + msg.len()].copy_from_slice(&msg);
+                p.len = msg.len();
+                p.addr = format!("198.51.100.{}:{}", i % 250 + 1, 1000 + i)
+                    .parse()
+                    .unwrap();
+                p
+            })
+            .collect()
+    }
+
+    fn batch(wg: &WireGuard, pkts: &mut [Packet], now: Duration, extra: &mut Vec<Outgoing>) {
+        let counters = WorkerCounters::default();
+        let mut ctx = Ctx {
+            worker: 0,
+            counters: &counters,
+            now,
+            extra,
+        };
+        decapsulate(wg, &mut ctx, pkts);
+    }
+
+    fn drops(wg: &WireGuard, d: wg::DropReason) -> u64 {
+        wg.counters.drops.get(DropReason::from(d))
+    }
+
+    #[test]
+    fn handshake_work_is_bounded_per_batch_and_a_flood_gets_cookies_only() {
+        let wg = WireGuard::new(Some([200; 32]));
+        let responder = wg.with(|d| d.public_key().unwrap());
+        let now = Duration::from_millis(100_500);
+        let t = time_at(now);
+        let mut extra = Vec::new();
+        // Below the load threshold: 8 of a batch of 20 reach the Diffie-Hellman.
+        let mut pkts = initiations(responder, 20, t);
+        batch(&wg, &mut pkts, now, &mut extra);
+        assert_eq!(drops(&wg, wg::DropReason::RateLimited), 12);
+        assert_eq!(drops(&wg, wg::DropReason::UnknownPeer), 8);
+        assert!(pkts.iter().all(|p| p.verdict == Verdict::Drop));
+        assert!(extra.is_empty(), "unknown initiators get no answer");
+        // 30 batches more in the same second: from the 501st message on, a cookie reply each
+        // and no handshake work at all.
+        for _ in 0..30 {
+            let mut pkts = initiations(responder, 20, t);
+            batch(&wg, &mut pkts, now, &mut extra);
+        }
+        assert_eq!(wg.counters.handshake_messages.load(Relaxed), 620);
+        assert_eq!(drops(&wg, wg::DropReason::CookieRequired), 120);
+        assert_eq!(extra.len(), 120);
+        assert!(extra
+            .iter()
+            .all(|o| o.data.len() == COOKIE_REPLY_LEN && o.data[0] == 3));
+        // Into the next second (the count starts again) the load holds for a second after the
+        // last excess: cookies, no Diffie-Hellman.
+        let unknown = drops(&wg, wg::DropReason::UnknownPeer);
+        let mut pkts = initiations(responder, 20, t);
+        batch(&wg, &mut pkts, now + Duration::from_millis(700), &mut extra);
+        assert_eq!(drops(&wg, wg::DropReason::CookieRequired), 140);
+        assert_eq!(drops(&wg, wg::DropReason::UnknownPeer), unknown);
+    }
+}
