@@ -40,9 +40,9 @@ pub struct DeviceConfig {
     /// worker, TCP segments coalesced on the way back) and UDP GSO/GRO, each where the kernel
     /// allows. `false` keeps one syscall per packet on TUN and one message per datagram.
     pub offload: bool,
-    /// Also open a raw IP-protocol-50 socket on `listen` (ESP without UDP), shared by the
-    /// workers as the socket after the ports. Where the host refuses it the device starts
-    /// without one (see [`Device::raw_esp`]).
+    /// Also open raw IP-protocol-50 sockets on `listen` (ESP without UDP), one per worker as
+    /// the socket after the ports, each receiving its shard of the SPIs. Where the host refuses
+    /// them the device starts without (see [`Device::raw_esp`]).
     pub raw_esp: bool,
 }
 
@@ -89,8 +89,9 @@ pub struct Device {
     senders: Option<Arc<SendersInner>>,
     /// What the handoff stage hands packets to, shared with every worker.
     handoff: Arc<ArcSwapOption<Handoff>>,
-    /// The raw ESP socket every worker shares (after the ports), if one was opened.
-    raw: Option<UdpSocket>,
+    /// The raw ESP sockets, one per worker (after the ports), each receiving its shard of the
+    /// SPIs (`UdpSocket::shard_esp`); empty without raw ESP.
+    raw: Vec<UdpSocket>,
     /// Why `raw_esp` was asked for but is not available.
     raw_error: Option<String>,
 }
@@ -160,16 +161,22 @@ impl Device {
             udp::check_port_free(*a)?;
         }
         let (raw, raw_error) = match (cfg.raw_esp, cfg.listen) {
-            (false, _) => (None, None),
-            (true, None) => (None, Some("raw ESP needs a listen address".to_string())),
-            (true, Some(local)) => match UdpSocket::raw_esp(local) {
-                Ok(s) => (Some(s), None),
-                Err(e) => (None, Some(e.to_string())),
+            (false, _) => (Vec::new(), None),
+            (true, None) => (
+                Vec::new(),
+                Some("raw ESP needs a listen address".to_string()),
+            ),
+            (true, Some(local)) => match (0..cfg.workers)
+                .map(|i| UdpSocket::raw_esp(local, i, cfg.workers))
+                .collect::<Result<Vec<_>>>()
+            {
+                Ok(v) => (v, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
             },
         };
         let mut ios = Vec::with_capacity(cfg.workers);
-        for _ in 0..cfg.workers {
-            let io = open_io(&cfg.tun_name, &listen, cfg.offload, raw.as_ref())?;
+        for i in 0..cfg.workers {
+            let io = open_io(&cfg.tun_name, &listen, cfg.offload, raw.get(i))?;
             for (i, a) in listen.iter_mut().enumerate() {
                 if a.port() == 0 {
                     // The first socket picked a port; the others must join it.
@@ -276,12 +283,17 @@ impl Device {
             workers: n,
             ..self.cfg.clone()
         })?;
+        let raw_local = self.cfg.listen.filter(|_| !self.raw.is_empty());
         while self.workers.len() < n {
+            let index = self.workers.len();
+            if let Some(local) = raw_local {
+                self.raw.push(UdpSocket::raw_esp(local, index, n)?);
+            }
             let io = open_io(
                 &self.cfg.tun_name,
                 &self.listen,
                 self.cfg.offload,
-                self.raw.as_ref(),
+                self.raw.get(index),
             )?;
             self.spawn(io, new_control()?)?;
         }
@@ -289,6 +301,12 @@ impl Device {
             if let Some(mut w) = self.workers.pop() {
                 stop_worker(&mut w);
             }
+            self.raw.truncate(self.workers.len());
+        }
+        // The SPI shards follow the worker count (a shard's SAs move to another worker).
+        for (i, r) in self.raw.iter().enumerate() {
+            r.shard_esp(i, n)
+                .map_err(|e| Error::os(Code::Socket, "raw ESP socket filter", e))?;
         }
         self.cfg.workers = n;
         Ok(())
@@ -296,10 +314,10 @@ impl Device {
 
     /// Whether the workers have a raw ESP socket (`Err`: it was asked for, and why it is not).
     pub fn raw_esp(&self) -> std::result::Result<bool, String> {
-        match (&self.raw, &self.raw_error) {
-            (Some(_), _) => Ok(true),
-            (None, Some(e)) => Err(e.clone()),
-            (None, None) => Ok(false),
+        match (self.raw.is_empty(), &self.raw_error) {
+            (false, _) => Ok(true),
+            (true, Some(e)) => Err(e.clone()),
+            (true, None) => Ok(false),
         }
     }
 

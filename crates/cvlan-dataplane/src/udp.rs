@@ -204,11 +204,11 @@ impl UdpSocket {
         })
     }
 
-    /// A raw socket for IP protocol 50 (ESP without UDP, RFC 4303) bound to `local`. The kernel
-    /// hands every ESP packet to every such socket, so a device opens one and its workers share
-    /// it (`try_clone`). Receives carry the IPv4 header (not the IPv6 one); sends get it from
-    /// the kernel. Needs CAP_NET_RAW: the caller falls back to ESP-in-UDP without it.
-    pub fn raw_esp(local: IpAddr) -> Result<UdpSocket> {
+    /// A raw socket for IP protocol 50 (ESP without UDP, RFC 4303) bound to `local`, receiving
+    /// shard `shard` of `shards` (see [`UdpSocket::shard_esp`]): one per worker. Receives carry
+    /// the IPv4 header (not the IPv6 one); sends get it from the kernel. Needs CAP_NET_RAW: the
+    /// caller falls back to ESP-in-UDP without it.
+    pub fn raw_esp(local: IpAddr, shard: usize, shards: usize) -> Result<UdpSocket> {
         let v6 = local.is_ipv6();
         let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
         // SAFETY: plain syscall.
@@ -229,14 +229,74 @@ impl UdpSocket {
         if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
             let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
         }
-        bind(raw, SocketAddr::new(local, 0), v6)
-            .map_err(|e| Error::os(Code::Socket, format!("cannot bind raw ESP to {local}"), e))?;
-        Ok(UdpSocket {
+        let sock = UdpSocket {
             fd,
             v6,
             gso: AtomicBool::new(false),
             gro: false,
-        })
+        };
+        // Filtered before bound, so no packet of another shard is ever queued here.
+        sock.shard_esp(shard, shards)
+            .map_err(|e| Error::os(Code::Socket, "raw ESP socket filter", e))?;
+        bind(raw, SocketAddr::new(local, 0), v6)
+            .map_err(|e| Error::os(Code::Socket, format!("cannot bind raw ESP to {local}"), e))?;
+        Ok(sock)
+    }
+
+    /// Makes this raw ESP socket receive only the packets of shard `shard` of `shards`: those
+    /// whose SPI modulo `shards` is `shard` (IPv6: all on shard 0, the header is not in the
+    /// filter's view). The kernel hands every ESP packet to every raw socket; without shards
+    /// all workers would wake for each and one SA's packets would be opened on several workers
+    /// at once and reach TUN out of order. With them an SA stays on one worker, as a UDP
+    /// 4-tuple does on its `SO_REUSEPORT` socket. Replaces the filter (workers added/removed).
+    pub fn shard_esp(&self, shard: usize, shards: usize) -> io::Result<()> {
+        let shards = shards.max(1) as u32;
+        let accept = libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0x0004_0000,
+        };
+        let reject = libc::sock_filter { k: 0, ..accept };
+        let op = |code: u32, k: u32| libc::sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let prog: Vec<libc::sock_filter> = if self.v6 {
+            vec![if shard == 0 { accept } else { reject }]
+        } else {
+            vec![
+                // X = IPv4 header length; A = the SPI behind it.
+                op(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH, 0),
+                op(libc::BPF_LD | libc::BPF_W | libc::BPF_IND, 0),
+                op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, shards),
+                libc::sock_filter {
+                    code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                    jt: 0,
+                    jf: 1,
+                    k: shard as u32,
+                },
+                accept,
+                reject,
+            ]
+        };
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut _,
+        };
+        // SAFETY: fprog points at `prog`, alive across the call; the kernel copies it.
+        cvt(unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                &fprog as *const _ as *const _,
+                size_of::<libc::sock_fprog>() as _,
+            )
+        })?;
+        Ok(())
     }
 
     /// Whether sends still use `UDP_SEGMENT`.

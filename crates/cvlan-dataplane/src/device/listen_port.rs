@@ -36,12 +36,12 @@ impl Device {
         }
         // Everything new is open before anything old closes; on error nothing changed.
         let mut ios: Vec<WorkerIo> = Vec::with_capacity(self.workers.len());
-        for _ in 0..self.workers.len() {
+        for i in 0..self.workers.len() {
             let io = open_io(
                 &self.cfg.tun_name,
                 &listen,
                 self.cfg.offload,
-                self.raw.as_ref(),
+                self.raw.get(i),
             )?;
             if listen[sock].port() == 0 {
                 let picked = io.udp[sock]

@@ -1,13 +1,13 @@
 //! The IKE relay: UDP 500 and 4500 belong to the data plane (so ESP-in-UDP never detours through
 //! charon); IKE datagrams that arrive on them go to charon over the plugin link, and charon's
 //! go out from the same sockets. Before an inbound datagram is queued for charon it passes the
-//! gate (`crate::ike_gate`: IKE messages only, new IKE_SAs bounded per source).
+//! gate (`super::ike_gate`: IKE messages only, new IKE_SAs bounded per source).
 
+use super::ike_gate::Refused;
 use super::{IpsecEngine, SOCK_IKE, SOCK_NATT};
 use crate::charon::protocol::IkePacket;
 use crate::charon::server::QueueError;
 use crate::counters::DropReason;
-use crate::ike_gate::Refused;
 use crate::transport::{Packet, Verdict};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;

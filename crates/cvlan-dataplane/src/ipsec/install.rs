@@ -357,7 +357,7 @@ impl IpsecEngine {
             t.out_policies.retain(|p| !p.orphan);
             t.orphaned_at = None;
         });
-        crate::orphans::report_removed(self.events.get(), removed, super::ORPHAN_GRACE);
+        super::orphans::report_removed(self.events.get(), removed, super::ORPHAN_GRACE);
     }
 }
 

@@ -7,7 +7,9 @@
 //! - `install`:  what charon installs, updates, deletes and flushes (SPIs, SAs, policies,
 //!   orphans of a previous charon).
 //! - `lifetime`: time limits and the expire messages to charon.
-//! - `ike`:      the IKE relay between the device's sockets and charon (through `crate::ike_gate`).
+//! - `ike`:      the IKE relay between the device's sockets and charon (through `ike_gate`).
+//! - `ike_gate`: what an IKE datagram must pass before it is queued for charon.
+//! - `orphans`:  reporting the SAs of a previous charon the engine removed after their grace.
 //! - `backend`:  the plugin link's entry points (`SaBackend`).
 //! - `counters`: the engine's counters (drops by codes of the data plane's one table).
 //!
@@ -17,8 +19,10 @@
 mod backend;
 mod counters;
 mod ike;
+mod ike_gate;
 mod install;
 mod lifetime;
+mod orphans;
 mod pipeline;
 mod tables;
 
@@ -65,7 +69,7 @@ pub struct IpsecEngine {
     pub counters: IpsecCounters,
     /// Tenant tag of each tunnel (if_id) when the device serves several tenants; empty: one.
     tenants: ArcSwap<HashMap<u32, u32>>,
-    ike_gate: crate::ike_gate::IkeGate,
+    ike_gate: ike_gate::IkeGate,
     events: OnceLock<crate::EventSink>,
 }
 

@@ -1,5 +1,6 @@
 //! WireGuard on the workers: the sans-I/O `cvlan_proto::wireguard::Device` behind a lock that is
-//! taken once or twice per batch, never around AEAD.
+//! taken once or twice per batch, never around AEAD, and never for a handshake message its
+//! `HandshakeGate` turns away.
 //!
 //! - `send`:     the outbound pipeline (route, seal) and cryptokey routing for the handoff.
 //! - `receive`:  the inbound pipeline (classify, lookup, open, confirm).
@@ -18,15 +19,11 @@ pub use counters::WgCounters;
 
 use crate::clock;
 use crate::transport::{Ctx, Outgoing, Packet, Senders, Transport};
-use cvlan_proto::wireguard::{Device, Event, Outbox, Time};
+use cvlan_proto::wireguard::{Device, Event, HandshakeGate, Outbox, Time};
 use rand_core::OsRng;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
-
-/// Handshake messages per second beyond which MAC2 (cookies) becomes mandatory (§5.3 "under
-/// load"); a tuning choice, well above what any legitimate set of peers sends.
-const UNDER_LOAD_HANDSHAKES_PER_SEC: u64 = 500;
 
 /// Receiver of protocol events (handshakes, roaming), off the hot path.
 pub type WgEventSink = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -37,18 +34,19 @@ pub struct WireGuard {
     pub counters: WgCounters,
     events: OnceLock<WgEventSink>,
     senders: OnceLock<Senders>,
-    /// (second, count) of handshake messages, for the under-load decision.
-    load: Mutex<(u64, u64)>,
+    /// The device's handshake gate, consulted without `dev`'s lock.
+    gate: Arc<HandshakeGate>,
 }
 
 impl WireGuard {
     pub fn new(private_key: Option<[u8; 32]>) -> Arc<WireGuard> {
+        let dev = Device::new(private_key);
         Arc::new(WireGuard {
-            dev: Mutex::new(Device::new(private_key)),
+            gate: dev.gate(),
+            dev: Mutex::new(dev),
             counters: WgCounters::new(),
             events: OnceLock::new(),
             senders: OnceLock::new(),
-            load: Mutex::new((0, 0)),
         })
     }
 
@@ -125,17 +123,6 @@ impl WireGuard {
                 }
             }
         }
-    }
-
-    pub(super) fn note_handshake_message(&self, now: Duration) -> bool {
-        self.counters.handshake_messages.fetch_add(1, Relaxed);
-        let mut l = self.load.lock().unwrap_or_else(|e| e.into_inner());
-        let sec = now.as_secs();
-        if l.0 != sec {
-            *l = (sec, 0);
-        }
-        l.1 += 1;
-        l.1 > UNDER_LOAD_HANDSHAKES_PER_SEC
     }
 }
 

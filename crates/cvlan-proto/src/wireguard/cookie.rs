@@ -36,7 +36,7 @@ impl Drop for CookieChecker {
 
 impl CookieChecker {
     /// `mac1_offset`: where MAC1 starts in `msg` (MAC2 follows it).
-    pub fn check_mac1(&self, mac1_key: &Key32, msg: &[u8], mac1_offset: usize) -> bool {
+    pub fn check_mac1(mac1_key: &Key32, msg: &[u8], mac1_offset: usize) -> bool {
         let want = mac(mac1_key, &[&msg[..mac1_offset]]);
         bool::from(want.ct_eq(&msg[mac1_offset..mac1_offset + 16]))
     }

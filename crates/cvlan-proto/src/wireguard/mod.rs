@@ -6,6 +6,8 @@
 //! - [`tai64n`]: initiation timestamps (replay protection of initiations).
 //! - [`handshake`]: Noise_IKpsk2 as an explicit state machine (initiator and responder).
 //! - [`cookie`]: MAC1 always, MAC2 and cookie replies under load (§5.3, §5.4.4, §5.4.7).
+//! - [`gate`]: the responder's front door for handshake messages (MAC1, cookies under load,
+//!   the per-source limit), shared without the device's lock.
 //! - [`session`]: transport keypairs (current/previous/next) and the in-place seal/open.
 //! - [`timers`]: the §6 timers as deadlines.
 //! - [`allowed_ips`]: cryptokey routing (§3), a longest-prefix trie per address family.
@@ -35,8 +37,10 @@
 //!    inner_len, time, rng, out)` (confirms a responder's new keypair, follows the endpoint to
 //!    `src`, runs timers, may flush the queue) → `allowed_src(peer, inner_src)` before the
 //!    packet goes to TUN.
-//! 3. **Incoming handshake or cookie message**: `handle_handshake(src, datagram, time, rng,
-//!    out)`. Set `under_load` beforehand when handshake work backs up.
+//! 3. **Incoming handshake or cookie message**: without the lock, [`HandshakeGate::admit`]
+//!    (the device's `gate()`, with `note_message` deciding "under load"): a cookie reply to
+//!    send, a drop, or admitted → under the lock `handle_admitted(src, datagram, time, rng,
+//!    out)`. `handle_handshake` does both in one call (with the `under_load` field).
 //! 4. **Timers**: `update_timers(time, rng, out)` no later than `poll_timeout()`.
 //!
 //! Everything for the wire lands in [`Outbox::datagrams`], events in [`Outbox::events`],
@@ -49,6 +53,7 @@ pub mod cookie;
 pub mod crypto;
 pub mod device;
 pub mod drop_reason;
+pub mod gate;
 pub mod handshake;
 pub mod messages;
 pub mod session;
@@ -60,4 +65,5 @@ mod tests;
 
 pub use device::{Device, Event, Outbox, PeerConfig, PeerId, PeerStatus, SendPlan, Time};
 pub use drop_reason::DropReason;
+pub use gate::{Admission, HandshakeGate};
 pub use session::Keypair;

@@ -145,8 +145,11 @@ fn check_handshake_vector(tag: &str) {
         "{tag} initiation"
     );
 
-    let checker = super::cookie::CookieChecker::default();
-    assert!(checker.check_mac1(&ident_r.mac1_key, &msg, init::MAC1));
+    assert!(super::cookie::CookieChecker::check_mac1(
+        &ident_r.mac1_key,
+        &msg,
+        init::MAC1
+    ));
     let consumed = handshake::consume_initiation(&ident_r, &msg).unwrap();
     assert_eq!(consumed.remote_static, ident_i.public);
     assert_eq!(consumed.timestamp, ts);
@@ -1078,4 +1081,81 @@ fn removing_the_endpoint_mid_handshake_leaves_no_past_deadline() {
     p.advance(Duration::from_secs(6));
     let next = p.n[A].dev.poll_timeout();
     assert!(next.is_none_or(|d| d > p.mono), "{next:?} <= {:?}", p.mono);
+}
+
+/// The gate with `ident_r`'s keys and an initiation to it whose MAC1 is valid.
+fn gate_and_initiation() -> (super::gate::HandshakeGate, [u8; INITIATION_LEN], PeerKeys) {
+    let v = vectors();
+    let ident_r = Identity::new(arr(&v["psk_s_r"]));
+    let ident_i = Identity::new(arr(&v["psk_s_i"]));
+    let gate = super::gate::HandshakeGate::default();
+    gate.set_identity(Some(&ident_r));
+    let init_msg: [u8; INITIATION_LEN] = v["psk_initiation"].as_slice().try_into().unwrap();
+    let peer_r = PeerKeys::new(Some(&ident_i), ident_r.public, arr(&v["psk_psk"]));
+    (gate, init_msg, peer_r)
+}
+
+#[test]
+fn under_load_lasts_a_second_beyond_the_rate() {
+    use super::gate::{HandshakeGate, UNDER_LOAD_MESSAGES_PER_SEC};
+    let g = HandshakeGate::default();
+    let ms = Duration::from_millis;
+    // 600 messages spread over 10.0–10.6 s: under load from the 501st on.
+    let flags: Vec<bool> = (0..600).map(|i| g.note_message(ms(10_000 + i))).collect();
+    assert!(!flags[UNDER_LOAD_MESSAGES_PER_SEC as usize - 1]);
+    assert!(flags[UNDER_LOAD_MESSAGES_PER_SEC as usize..]
+        .iter()
+        .all(|f| *f));
+    // A new second starts counting at zero, but the load holds (until 10.599 + 1 s).
+    assert!(g.note_message(ms(11_050)));
+    assert!(g.note_message(ms(11_590)));
+    assert!(!g.note_message(ms(11_700)));
+}
+
+#[test]
+fn the_gate_answers_a_flood_with_cookies_and_limits_only_valid_mac2() {
+    use super::gate::Admission;
+    let (gate, msg, peer_r) = gate_and_initiation();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let src: SocketAddr = "192.0.2.1:51820".parse().unwrap();
+    let now = Duration::from_secs(5);
+    assert_eq!(
+        gate.admit(src, &msg, false, now, &mut rng),
+        Ok(Admission::Handshake)
+    );
+    let mut bad = msg;
+    bad[init::MAC1] ^= 1;
+    assert_eq!(
+        gate.admit(src, &bad, true, now, &mut rng),
+        Err(DropReason::BadMac1)
+    );
+    // Under load, without MAC2: a cookie reply every time, and no rate-limiter token spent.
+    let mut reply = None;
+    for _ in 0..100 {
+        match gate.admit(src, &msg, true, now, &mut rng) {
+            Ok(Admission::SendCookie(r)) => reply = Some(r),
+            other => panic!("{other:?}"),
+        }
+    }
+    // With the cookie's MAC2: admitted within the per-source burst, then limited.
+    let mut state = CookieState::default();
+    let mut stamped = msg;
+    state.stamp(&peer_r.mac1_key, &mut stamped, init::MAC1, now);
+    assert!(state.consume_reply(&peer_r.cookie_key, &reply.unwrap(), now));
+    state.stamp(&peer_r.mac1_key, &mut stamped, init::MAC1, now);
+    let results: Vec<_> = (0..HANDSHAKE_BURST + 3)
+        .map(|_| gate.admit(src, &stamped, true, now, &mut rng))
+        .collect();
+    assert!(results[..HANDSHAKE_BURST as usize]
+        .iter()
+        .all(|r| *r == Ok(Admission::Handshake)));
+    assert!(results[HANDSHAKE_BURST as usize..]
+        .iter()
+        .all(|r| *r == Err(DropReason::RateLimited)));
+    // Without an identity nothing passes.
+    gate.set_identity(None);
+    assert_eq!(
+        gate.admit(src, &msg, false, now, &mut rng),
+        Err(DropReason::NoIdentity)
+    );
 }

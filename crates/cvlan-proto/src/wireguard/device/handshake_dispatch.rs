@@ -1,11 +1,12 @@
-//! Incoming handshake messages (§5.4.2–5.4.7): MAC1 always, MAC2 and the per-source rate
-//! limit under load, then the initiation, response or cookie reply, and installing the
-//! transport keypair a completed handshake yields.
+//! Incoming handshake messages (§5.4.2–5.4.7): past the gate (`gate.rs`: MAC1 always, MAC2
+//! and the per-source rate limit under load), the initiation, response or cookie reply, and
+//! installing the transport keypair a completed handshake yields.
 
 use super::{Device, DropReason, Event, Index, Outbox, PeerId, Time};
 use crate::wireguard::constants::*;
+use crate::wireguard::gate::Admission;
 use crate::wireguard::handshake::{self, State};
-use crate::wireguard::messages::{self, init, resp, Message};
+use crate::wireguard::messages::{self, resp, Message};
 use crate::wireguard::session::Keypair;
 use crate::wireguard::tai64n;
 use rand_core::{CryptoRng, RngCore};
@@ -45,8 +46,9 @@ impl Device {
         self.indices.insert(kp.local_index, Index::Keypair(id, kp));
     }
 
-    /// Handles a handshake initiation, response or cookie reply from `src`. Transport messages
-    /// go through `lookup_receiver` instead (this returns `UnknownType` for them).
+    /// Handles a handshake initiation, response or cookie reply from `src`: the gate (with
+    /// the `under_load` field), then the handshake work. Transport messages go through
+    /// `lookup_receiver` instead (this returns `UnknownType` for them).
     pub fn handle_handshake<R: RngCore + CryptoRng>(
         &mut self,
         src: SocketAddr,
@@ -55,46 +57,40 @@ impl Device {
         rng: &mut R,
         out: &mut Outbox,
     ) -> Result<(), DropReason> {
-        let msg = messages::parse(datagram)?;
-        let Some(identity) = self.identity.as_ref() else {
-            return Err(DropReason::NoIdentity);
-        };
-        let (mac1_at, sender_at) = match msg {
-            Message::Initiation(_) => (init::MAC1, init::SENDER),
-            Message::Response(_) => (resp::MAC1, resp::SENDER),
-            Message::CookieReply(r) => return self.cookie_reply(r, t),
-            Message::Transport { .. } => return Err(DropReason::UnknownType),
-        };
-        if !self
-            .checker
-            .check_mac1(&identity.mac1_key, datagram, mac1_at)
+        match self
+            .gate
+            .admit(src, datagram, self.under_load, t.mono, rng)?
         {
-            return Err(DropReason::BadMac1);
-        }
-        if self.under_load {
-            if !self.checker.check_mac2(datagram, mac1_at + 16, src, t.mono) {
-                let sender = messages::le32(&datagram[sender_at..]);
-                let cookie_key = identity.cookie_key;
-                let reply = self.checker.create_reply(
-                    &cookie_key,
-                    datagram,
-                    mac1_at,
-                    sender,
-                    src,
-                    t.mono,
-                    rng,
-                );
+            Admission::SendCookie(reply) => {
                 out.datagrams.push((reply.to_vec(), src));
-                return Err(DropReason::CookieRequired);
+                Err(DropReason::CookieRequired)
             }
-            if !self.limiter.allow(src.ip(), t.mono) {
-                return Err(DropReason::RateLimited);
+            Admission::Handshake | Admission::CookieReply => {
+                self.handle_admitted(src, datagram, t, rng, out)
             }
+        }
+    }
+
+    /// The handshake work for a message [`HandshakeGate::admit`](crate::wireguard::HandshakeGate::admit)
+    /// admitted: an initiation is answered, a response completes our handshake, a cookie reply
+    /// is stored for the retransmission.
+    pub fn handle_admitted<R: RngCore + CryptoRng>(
+        &mut self,
+        src: SocketAddr,
+        datagram: &[u8],
+        t: Time,
+        rng: &mut R,
+        out: &mut Outbox,
+    ) -> Result<(), DropReason> {
+        let msg = messages::parse(datagram)?;
+        if self.identity.is_none() {
+            return Err(DropReason::NoIdentity);
         }
         match msg {
             Message::Initiation(m) => self.initiation(src, m, t, rng, out),
             Message::Response(m) => self.response(src, m, t, rng, out),
-            _ => unreachable!("handled above"),
+            Message::CookieReply(r) => self.cookie_reply(r, t),
+            Message::Transport { .. } => Err(DropReason::UnknownType),
         }
     }
 

@@ -10,7 +10,8 @@
 //!
 //! The call order is in the module docs of [`super`]; in short: `route` → `prepare_send` →
 //! seal outside the lock; `lookup_receiver` → open outside the lock → `received_data` →
-//! `allowed_src`; `handle_handshake` for message types 1–3; `update_timers` by `poll_timeout`.
+//! `allowed_src`; `gate().admit` → `handle_admitted` (or
+//! `handle_handshake`, both in one) for message types 1–3; `update_timers` by `poll_timeout`.
 
 mod handshake_dispatch;
 mod peers;
@@ -23,12 +24,11 @@ pub use send::SendPlan;
 
 use super::allowed_ips::AllowedIps;
 use super::constants::*;
-use super::cookie::CookieChecker;
 use super::drop_reason::DropReason;
+use super::gate::HandshakeGate;
 use super::handshake::{Identity, PeerKeys};
 use super::session::{Keypair, Session};
 use super::tai64n::{self, Tai64n};
-use crate::ratelimiter::RateLimiter;
 use peers::Peer;
 use rand_core::RngCore;
 use std::collections::HashMap;
@@ -90,8 +90,9 @@ pub struct Device {
     by_key: HashMap<[u8; 32], PeerId>,
     indices: HashMap<u32, Index>,
     allowed: AllowedIps<PeerId>,
-    checker: CookieChecker,
-    limiter: RateLimiter,
+    /// MAC1, cookies and the per-source limit; shared with the workers, who consult it
+    /// without the lock this device lives under.
+    gate: Arc<HandshakeGate>,
     next_peer: PeerId,
     /// Set by the caller when handshake processing is saturated: MAC2 becomes mandatory.
     pub under_load: bool,
@@ -105,12 +106,7 @@ impl Default for Device {
             by_key: HashMap::new(),
             indices: HashMap::new(),
             allowed: AllowedIps::default(),
-            checker: CookieChecker::default(),
-            limiter: RateLimiter::new(
-                HANDSHAKES_PER_SECOND,
-                HANDSHAKE_BURST,
-                HANDSHAKE_SOURCES_TRACKED,
-            ),
+            gate: Arc::new(HandshakeGate::default()),
             next_peer: 0,
             under_load: false,
         }
@@ -169,6 +165,7 @@ impl Device {
             return;
         }
         self.identity = key.map(Identity::new);
+        self.gate.set_identity(self.identity.as_ref());
         if let Some(own) = self.public_key() {
             if let Some(id) = self.by_key.get(&own).copied() {
                 self.remove_peer(id);
@@ -195,6 +192,11 @@ impl Device {
                 return i;
             }
         }
+    }
+
+    /// The handshake gate, for callers that admit handshake messages outside this device's lock.
+    pub fn gate(&self) -> Arc<HandshakeGate> {
+        self.gate.clone()
     }
 
     /// Number of live receiver indices (for tests: removed peers leave none behind).

@@ -1,4 +1,4 @@
-//! SAs a restarted charon never claimed ("orphans", see `ipsec.rs` `flush_sas`) keep forwarding
+//! SAs a restarted charon never claimed ("orphans", see `install.rs` `flush_sas`) keep forwarding
 //! for a grace time; when the engine removes them it says so, because charon will not: the
 //! tunnel stops carrying traffic at that moment unless it was negotiated again.
 
