@@ -221,11 +221,10 @@ fn standby_takes_over_the_session_and_never_reuses_a_counter() {
 
     // Takeover while the old active is still alive (split brain).
     b.set_role(Role::Active);
-    assert!(b_events.lock().unwrap().iter().any(|e| *e
-        == HaEvent::Takeover {
-            jumped: 1,
-            dropped: 0
-        }));
+    assert!(b_events.lock().unwrap().contains(&HaEvent::Takeover {
+        jumped: 1,
+        dropped: 0
+    }));
     let first_b = send(&wb, &peer_dev).expect("the standby sends on the same session");
     let own_index = peer_kp.remote_index;
     assert!(
@@ -264,8 +263,7 @@ fn standby_takes_over_the_session_and_never_reuses_a_counter() {
             && a_events
                 .lock()
                 .unwrap()
-                .iter()
-                .any(|e| *e == HaEvent::LeaseExhausted { index: own_index })
+                .contains(&HaEvent::LeaseExhausted { index: own_index })
     });
     drop((a, b));
 }

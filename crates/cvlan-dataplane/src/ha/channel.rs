@@ -6,7 +6,7 @@
 //! to the higher one is kept, so there is one.
 
 use super::frame::{self, Cipher, FrameError, FrameReader, Handshake, Message, WgCounter};
-use super::{wireguard as wgha, HaEvent, Role, Shared, Stored};
+use super::{wireguard as wgha, HaEvent, Role, Shared};
 use super::{PEER_ACTIVE, PEER_NONE, PEER_STANDBY};
 use crate::clock;
 use std::collections::HashSet;
@@ -309,7 +309,7 @@ fn apply_counter(engines: &[Arc<crate::wireguard::WireGuard>], c: &WgCounter) ->
 /// which is what the standby acknowledges.
 fn store(s: &Shared, index: u32, send: u64, recv_top: Option<u64>) -> u64 {
     let mut stored = s.stored.lock().unwrap_or_else(|e| e.into_inner());
-    let e = stored.entry(index).or_insert(Stored::default());
+    let e = stored.entry(index).or_default();
     e.send = super::lease::store(e.send, send);
     e.recv_top = e.recv_top.max(recv_top);
     let v = e.send;
