@@ -48,6 +48,16 @@ fn engine() -> Arc<WireGuard> {
 type Events = Arc<Mutex<Vec<HaEvent>>>;
 
 fn channel(node_id: u8, listen: u16, peer: u16, key: u8) -> (HaSync, Events) {
+    channel_with_relay(node_id, listen, peer, key, None)
+}
+
+fn channel_with_relay(
+    node_id: u8,
+    listen: u16,
+    peer: u16,
+    key: u8,
+    relay: Option<(SocketAddr, SocketAddr)>,
+) -> (HaSync, Events) {
     let events: Events = Arc::default();
     let e = events.clone();
     let ha = HaSync::start(
@@ -58,7 +68,7 @@ fn channel(node_id: u8, listen: u16, peer: u16, key: u8) -> (HaSync, Events) {
             node_id,
             sync_interval: Duration::from_millis(20),
             lease: LEASE,
-            relay: None,
+            relay,
         },
         Arc::new(move |ev| e.lock().unwrap().push(ev)),
     )
@@ -302,4 +312,32 @@ fn forged_frames_and_wrong_keys_are_rejected_and_counted() {
             .any(|e| matches!(e, HaEvent::Rejected { reason } if reason.contains("exceeds")))
     });
     assert!(!a.status().peer_connected);
+}
+
+#[test]
+fn relay_datagrams_cross_the_channel_both_ways() {
+    let (pa, pb) = (free_port(), free_port());
+    let udp = |a: &str| std::net::UdpSocket::bind(a).unwrap();
+    // Stand-ins for the two charons' ha plugins, and the relay ports the channels bind.
+    let (charon_a, charon_b) = (udp("127.0.0.1:0"), udp("127.0.0.1:0"));
+    let (ra, rb) = (
+        udp("127.0.0.1:0").local_addr().unwrap(),
+        udp("127.0.0.1:0").local_addr().unwrap(),
+    );
+    let (a, _) = channel_with_relay(1, pa, pb, 7, Some((ra, charon_a.local_addr().unwrap())));
+    let (b, _) = channel_with_relay(2, pb, pa, 7, Some((rb, charon_b.local_addr().unwrap())));
+    wait("the channel", || {
+        a.status().peer_connected && b.status().peer_connected
+    });
+    for s in [&charon_a, &charon_b] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    charon_a.send_to(b"segment 1 state", ra).unwrap();
+    let (n, from) = charon_b.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"segment 1 state");
+    assert_eq!(from, rb, "delivered from the relay's own address");
+    charon_b.send_to(&[0xa5; 1400], rb).unwrap();
+    let (n, _) = charon_a.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &[0xa5; 1400][..]);
 }

@@ -7,9 +7,20 @@ use crate::wireguard::WireGuard;
 use cvlan_proto::wireguard::SessionRecord;
 use std::collections::HashMap;
 
-/// Passive as a standby; as active, new keypairs start with the lease as their limit.
+/// Passive as a standby; as active, new keypairs start with the lease as their limit, and
+/// keypairs that had no limit yet (an engine attached with live sessions) get one from where
+/// they are: the standby can only store a counter at least that far.
 pub(super) fn apply_role(wg: &WireGuard, role: Role, lease: u64) {
-    wg.with(|d| d.send_lease = Some(lease));
+    wg.with(|d| {
+        d.send_lease = Some(lease);
+        if role == Role::Active {
+            for (i, _, _) in d.session_counters() {
+                if let Some(kp) = d.keypair_by_index(i).filter(|k| k.send_limit() == u64::MAX) {
+                    kp.set_send_limit(lease::send_limit(kp.sent(), lease));
+                }
+            }
+        }
+    });
     wg.set_passive(role == Role::Standby);
 }
 
