@@ -77,7 +77,7 @@ fn channel_with_relay(
 }
 
 fn wait(what: &str, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
+    let until = Instant::now() + Duration::from_secs(30);
     while !f() {
         assert!(Instant::now() < until, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
@@ -168,16 +168,9 @@ fn establish(active: &WireGuard, peer_dev: &Mutex<Device>, src: SocketAddr) -> A
 
 #[test]
 fn standby_takes_over_the_session_and_never_reuses_a_counter() {
-    let (pa, pb) = (free_port(), free_port());
-    let (a, a_events) = channel(1, pa, pb, 7);
-    let (b, b_events) = channel(2, pb, pa, 7);
+    // The session exists before HA starts: the snapshot carries it, and the active's engine
+    // brings it along with a limit set from where it is.
     let (wa, wb) = (engine(), engine());
-    a.attach_wireguard(wa.clone());
-    b.attach_wireguard(wb.clone());
-    assert!(wa.is_passive() && wb.is_passive(), "both start as standby");
-    a.set_role(Role::Active);
-    assert!(!wa.is_passive());
-
     let peer_dev = Mutex::new(Device::new(Some(PEER_KEY)));
     {
         let mut p = peer_dev.lock().unwrap();
@@ -190,6 +183,15 @@ fn standby_takes_over_the_session_and_never_reuses_a_counter() {
         p.add_allowed_ip(id, "10.9.0.0/24".parse().unwrap());
     }
     let peer_kp = establish(&wa, &peer_dev, PEER_ADDR.parse().unwrap());
+    let (pa, pb) = (free_port(), free_port());
+    let (a, a_events) = channel(1, pa, pb, 7);
+    let (b, b_events) = channel(2, pb, pa, 7);
+    a.attach_wireguard(wa.clone());
+    b.attach_wireguard(wb.clone());
+    assert!(wa.is_passive() && wb.is_passive(), "both start as standby");
+    a.set_role(Role::Active);
+    assert!(!wa.is_passive());
+    assert_eq!(peer_kp.remote_index, wa.with(|d| d.session_counters())[0].0);
 
     let mut used: HashSet<(u32, u64)> = HashSet::new();
     // Before the standby acknowledged anything, the lease bounds the active.
