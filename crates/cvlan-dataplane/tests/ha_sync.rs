@@ -87,6 +87,11 @@ fn wait(what: &str, mut f: impl FnMut() -> bool) {
 /// One data message from an engine to the peer; `None` once the engine may not send on the
 /// session any more (it queued the packet and wants a handshake instead).
 fn send(wg: &WireGuard, peer_dev: &Mutex<Device>) -> Option<(u32, u64)> {
+    send_or_initiate(wg, peer_dev).ok()
+}
+
+/// As `send`, or what the engine wanted sent instead (a handshake initiation).
+fn send_or_initiate(wg: &WireGuard, peer_dev: &Mutex<Device>) -> Result<(u32, u64), Outbox> {
     let t = wg.time();
     let mut out = Outbox::default();
     let pkt = ipv4_packet();
@@ -98,7 +103,7 @@ fn send(wg: &WireGuard, peer_dev: &Mutex<Device>) -> Option<(u32, u64)> {
         keypair, counter, ..
     } = plan
     else {
-        return None;
+        return Err(out);
     };
     let mut buf = vec![0u8; 16 + pkt.len() + 32];
     buf[16..16 + pkt.len()].copy_from_slice(&pkt);
@@ -110,7 +115,7 @@ fn send(wg: &WireGuard, peer_dev: &Mutex<Device>) -> Option<(u32, u64)> {
     let (_, kp) = peer.lookup_receiver(receiver, t).unwrap();
     let mut payload = msg[16..].to_vec();
     kp.open(counter, &mut payload).expect("the peer accepts it");
-    Some((receiver, counter))
+    Ok((receiver, counter))
 }
 
 fn ipv4_packet() -> Vec<u8> {
@@ -239,7 +244,11 @@ fn standby_takes_over_the_session_and_never_reuses_a_counter() {
     // The old active keeps sending until its lease runs out; none of its counters reaches
     // the new active's.
     let mut a_more = 0;
-    while let Some(u) = send(&wa, &peer_dev) {
+    let initiation = loop {
+        let u = match send_or_initiate(&wa, &peer_dev) {
+            Ok(u) => u,
+            Err(out) => break out,
+        };
         assert!(
             u.1 < first_b.1,
             "old active counter {} >= {}",
@@ -249,7 +258,15 @@ fn standby_takes_over_the_session_and_never_reuses_a_counter() {
         assert!(used.insert(u));
         a_more += 1;
         assert!(a_more <= 2 * LEASE, "the lease stops the old active");
-    }
+    };
+    // An exhausted session starts a new handshake: keys the new active never saw.
+    assert!(
+        initiation
+            .datagrams
+            .iter()
+            .any(|(d, _)| d.len() == 148 && d[0] == 1),
+        "a handshake initiation instead of data"
+    );
     for _ in 0..100 {
         assert!(used.insert(send(&wb, &peer_dev).unwrap()));
     }
