@@ -139,7 +139,31 @@ fn raw_socket(v6: bool) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Floating addresses (an HA pair's VIPs): this node may bind them before it owns them.
+static FLOATING: std::sync::RwLock<Vec<IpAddr>> = std::sync::RwLock::new(Vec::new());
+
+/// Declares the addresses sockets may bind without owning them yet (IP_FREEBIND); every other
+/// address must be local, so a mistyped listen address still fails at bind.
+pub fn set_floating_addresses(addrs: Vec<IpAddr>) {
+    *FLOATING.write().unwrap_or_else(|e| e.into_inner()) = addrs;
+}
+
+fn is_floating(ip: IpAddr) -> bool {
+    let ip = canonical(SocketAddr::new(ip, 0)).ip();
+    FLOATING
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|f| canonical(SocketAddr::new(*f, 0)).ip() == ip)
+}
+
 fn bind(fd: RawFd, addr: SocketAddr, v6: bool) -> io::Result<()> {
+    if !addr.ip().is_unspecified() && is_floating(addr.ip()) {
+        // IP_FREEBIND: an HA standby binds the floating VIP before it owns it, so taking over
+        // only moves the address (keepalived) and never rebinds a socket. The option is
+        // IPPROTO_IP level on IPv6 sockets too (Linux applies it to both families).
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1)?;
+    }
     let (ss, len) = to_sockaddr(addr, v6);
     // SAFETY: ss holds a valid address of length len.
     cvt(unsafe { libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) })?;

@@ -10,6 +10,7 @@
 //! 5. `handshake` — at most `HANDSHAKES_PER_BATCH` admitted messages, the lock taken for each.
 
 use super::{time_at, WireGuard};
+use crate::counters::DropReason;
 use crate::transport::{Ctx, Packet, Verdict};
 use cvlan_proto::ip;
 use cvlan_proto::wireguard::constants::TRANSPORT_HEADER_LEN;
@@ -45,6 +46,8 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
             Ok(Message::Transport {
                 receiver, counter, ..
             }) => transports.push((idx, receiver, counter)),
+            // A passive standby answers no handshake: its sessions are the active's.
+            Ok(_) if wg.is_passive() => p.drop_with(ctx.counters, DropReason::HaStandby),
             Ok(_) => {
                 wg.counters.handshake_messages.fetch_add(1, Relaxed);
                 let under_load = wg.gate.note_message(t.mono);

@@ -63,7 +63,10 @@ pub mod timers;
 #[cfg(test)]
 mod tests;
 
-pub use device::{Device, Event, Outbox, PeerConfig, PeerId, PeerStatus, SendPlan, Time};
+pub use device::{
+    Device, Event, Outbox, PeerConfig, PeerId, PeerStatus, SendPlan, SessionRecord, SessionSlot,
+    Time,
+};
 pub use drop_reason::DropReason;
 pub use gate::{Admission, HandshakeGate};
 pub use session::Keypair;
