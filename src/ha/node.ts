@@ -20,42 +20,8 @@ import { VRRP_INSTANCE } from './keepalived-conf.js';
 import { NotifyFifo, type VrrpState } from './notify-fifo.js';
 import { decideRole, type FenceReason, type HaRole, type RoleInputs } from './role.js';
 import type { HaSyncEvent, HaSyncFactory, HaSyncHandle, HaSyncStatus } from './sync.js';
+import type { HaView } from './view.js';
 import { readSyncKey } from './sync-key.js';
-
-/** What `vrouterctl ha` and `/v1/ha` show; never a key. */
-export interface HaView {
-  node_id: number;
-  role: HaRole;
-  vrrp_state: VrrpState | 'UNKNOWN';
-  fenced: boolean;
-  fence_reason: FenceReason | null;
-  priority: number;
-  preempt: boolean;
-  vips: string[];
-  peer: string;
-  generation: number;
-  peer_connected: boolean;
-  peer_role: HaRole | null;
-  peer_generation: number | null;
-  last_sync_age_ms: number | null;
-  synced_wireguard_sessions: number;
-  synced_esp_sas: number;
-  sync_frames_sent: number;
-  sync_frames_received: number;
-  sync_rejected_forged: number;
-  sync_rejected_replayed: number;
-  lease_exhausted: number;
-  /** Times this node became active after having been standby. */
-  takeovers: number;
-  /** Times this node refused to take over because its configuration differs from the active peer's. */
-  generation_refusals: number;
-  keepalived_pid: number | null;
-  keepalived_starts: number;
-  charon_ha: boolean;
-  /** Whether the sync channel is wired (the data plane's HaSync). */
-  sync_channel: boolean;
-  role_since: string;
-}
 
 export interface HaNodeOptions {
   ha: HaConfig;
