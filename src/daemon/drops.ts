@@ -19,6 +19,7 @@ export const DROP_CODE_REASONS: Readonly<Record<string, DropReason>> = Object.fr
   udp_send_failed: 'queue_full',
   bad_offload: 'malformed',
   inter_tenant_denied: 'inter_tenant_denied',
+  ha_standby: 'other', // a passive HA standby sends nothing
   // ESP
   esp_unknown_spi: 'no_sa',
   esp_truncated: 'malformed',

@@ -231,6 +231,63 @@ export interface BindingTenantTunDevice {
   close(): void;
 }
 
+/** Options of the HA sync channel (crates/cvlan-node/src/ha.rs). */
+export interface BindingHaSyncOptions {
+  /** TCP "ip:port" this node listens on for the peer. */
+  listen: string;
+  /** TCP "ip:port" of the peer's channel. */
+  peer: string;
+  /** The 32-byte sync key; zero the Buffer after the constructor returns. */
+  key: Buffer;
+  /** 1..255, distinct on the two nodes. */
+  nodeId: number;
+  /** Milliseconds between counter updates and heartbeats; default 100. */
+  syncIntervalMs?: number;
+  /** Messages a session may send beyond what the standby acknowledged; default 1048576 (2^20). */
+  leaseMessages?: number;
+  /** Relay of charon's ha plugin datagrams through the channel. */
+  relay?: { bind: string; deliverTo: string };
+}
+
+export type BindingHaEventKind = 'peer-up' | 'peer-down' | 'rejected' | 'takeover' | 'lease-exhausted' | 'snapshot-done';
+
+export interface BindingHaEvent {
+  kind: BindingHaEventKind;
+  reason?: string;
+  /**
+   * peer-up: { nodeId, role, generation }; takeover: { wgSessionsContinued, wgSessionsStopped };
+   * lease-exhausted: { receiverIndex }; snapshot-done: { wgSessions }.
+   */
+  detail?: Record<string, unknown>;
+}
+
+export type BindingHaRole = 'active' | 'standby';
+
+export interface BindingHaStatus {
+  role: BindingHaRole;
+  peerConnected: boolean;
+  peerRole?: BindingHaRole;
+  peerGeneration?: number;
+  /** Milliseconds since the last authenticated frame from the peer. */
+  lastSyncAgeMs?: number;
+  syncedWgSessions: number;
+  syncedEspSas: number;
+  framesSent: number;
+  framesReceived: number;
+  rejectedForged: number;
+  rejectedReplayed: number;
+  leaseExhausted: number;
+}
+
+export interface BindingHaSync {
+  attachWireguard(device: BindingWireGuardDevice): void;
+  setGeneration(generation: number): void;
+  /** standby = passive (sends nothing); active = counters jump by the lease, then it sends. */
+  setRole(role: BindingHaRole): void;
+  status(): BindingHaStatus;
+  close(): void;
+}
+
 export interface Binding {
   nativeInfo(): BindingNativeInfo;
   echoBuffer(buf: Buffer): Buffer;
@@ -241,6 +298,7 @@ export interface Binding {
   WireGuardDevice: new (options: BindingWireGuardDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingWireGuardDevice;
   TenantTunDevice: new (options: BindingTenantTunOptions, onEvent?: (ev: BindingEvent) => void) => BindingTenantTunDevice;
   setHandoff(device: number, handoff: BindingHandoff | null): void;
+  HaSync: new (options: BindingHaSyncOptions, onEvent: (ev: BindingHaEvent) => void) => BindingHaSync;
 }
 
 export interface BindingHandoffRule {

@@ -36,6 +36,8 @@ drop_reasons! {
     UdpSendFailed => "udp_send_failed",
     BadOffload => "bad_offload",
     InterTenantDenied => "inter_tenant_denied",
+    // An HA standby is passive: it sends nothing (`crate::ha`).
+    HaStandby => "ha_standby",
     // ESP (`cvlan_proto::esp::DropReason`).
     EspUnknownSpi => "esp_unknown_spi",
     EspTruncated => "esp_truncated",

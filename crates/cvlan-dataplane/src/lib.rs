@@ -8,6 +8,7 @@ pub mod control;
 pub mod counters;
 pub mod device;
 pub mod error;
+pub mod ha;
 pub mod handoff;
 pub mod ike_gate;
 pub mod ipsec;

@@ -140,6 +140,12 @@ fn raw_socket(v6: bool) -> io::Result<OwnedFd> {
 }
 
 fn bind(fd: RawFd, addr: SocketAddr, v6: bool) -> io::Result<()> {
+    if !addr.ip().is_unspecified() {
+        // IP_FREEBIND: an HA standby binds the floating VIP before it owns it, so taking over
+        // only moves the address (keepalived) and never rebinds a socket. The option is
+        // IPPROTO_IP level on IPv6 sockets too (Linux applies it to both families).
+        setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1)?;
+    }
     let (ss, len) = to_sockaddr(addr, v6);
     // SAFETY: ss holds a valid address of length len.
     cvt(unsafe { libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) })?;

@@ -188,6 +188,14 @@ pub struct WireGuardDevice {
 
 device_class!(WireGuardDevice, handoff);
 
+impl WireGuardDevice {
+    /// The engine, for the HA sync (`crate::ha`); an error once the device is closed.
+    pub(crate) fn engine(&self) -> Result<Arc<WireGuard>> {
+        self.opened.device()?;
+        Ok(self.wg.clone())
+    }
+}
+
 #[napi]
 impl WireGuardDevice {
     #[napi(constructor)]

@@ -20,7 +20,8 @@ use crate::clock;
 use crate::transport::{Ctx, Outgoing, Packet, Senders, Transport};
 use cvlan_proto::wireguard::{Device, Event, Outbox, Time};
 use rand_core::OsRng;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub struct WireGuard {
     senders: OnceLock<Senders>,
     /// (second, count) of handshake messages, for the under-load decision.
     load: Mutex<(u64, u64)>,
+    /// An HA standby: sessions installed, nothing sent, no timers, no handshakes answered.
+    passive: AtomicBool,
 }
 
 impl WireGuard {
@@ -49,7 +52,17 @@ impl WireGuard {
             events: OnceLock::new(),
             senders: OnceLock::new(),
             load: Mutex::new((0, 0)),
+            passive: AtomicBool::new(false),
         })
+    }
+
+    /// Makes the engine passive (HA standby) or live again.
+    pub fn set_passive(&self, passive: bool) {
+        self.passive.store(passive, Release);
+    }
+
+    pub fn is_passive(&self) -> bool {
+        self.passive.load(Acquire)
     }
 
     pub fn set_event_sink(&self, sink: WgEventSink) {
@@ -93,7 +106,10 @@ impl WireGuard {
         self.finish(out, None);
     }
 
-    pub(super) fn finish(&self, out: Outbox, extra: Option<&mut Vec<Outgoing>>) {
+    pub(super) fn finish(&self, mut out: Outbox, extra: Option<&mut Vec<Outgoing>>) {
+        if self.is_passive() {
+            out.datagrams.clear();
+        }
         for d in out.drops {
             self.counters.drop(d);
         }
@@ -175,8 +191,8 @@ impl Transport for WireGuardTransport {
     }
 
     fn tick(&self, ctx: &mut Ctx<'_>) {
-        // Timers are device-wide: one worker drives them.
-        if ctx.worker != 0 {
+        // Timers are device-wide: one worker drives them; a passive standby fires none.
+        if ctx.worker != 0 || self.wg.is_passive() {
             return;
         }
         let t = time_at(ctx.now);

@@ -43,6 +43,8 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                     }),
                     Err(d) => wg.counters.drop(d),
                 },
+                // A passive standby answers no handshake: its sessions are the active's.
+                Ok(_) if wg.is_passive() => {}
                 Ok(_) => {
                     dev.under_load = wg.note_handshake_message(t.mono);
                     let src = p.addr;

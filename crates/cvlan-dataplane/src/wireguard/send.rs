@@ -27,6 +27,12 @@ struct Planned {
 }
 
 pub(super) fn encapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
+    if wg.is_passive() {
+        for p in pkts.iter_mut() {
+            p.drop_with(ctx.counters, DropReason::HaStandby);
+        }
+        return;
+    }
     let t = time_at(ctx.now);
     let mut out = Outbox::default();
     let mut plans = Vec::with_capacity(pkts.len());

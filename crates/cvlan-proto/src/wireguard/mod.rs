@@ -58,6 +58,9 @@ pub mod timers;
 #[cfg(test)]
 mod tests;
 
-pub use device::{Device, Event, Outbox, PeerConfig, PeerId, PeerStatus, SendPlan, Time};
+pub use device::{
+    Device, Event, Outbox, PeerConfig, PeerId, PeerStatus, SendPlan, SessionRecord, SessionSlot,
+    Time,
+};
 pub use drop_reason::DropReason;
 pub use session::Keypair;

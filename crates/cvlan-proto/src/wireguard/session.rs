@@ -44,6 +44,9 @@ impl Drop for TransportKey {
 pub struct Keypair {
     send: TransportKey,
     recv: TransportKey,
+    /// The raw keys, kept only so that a standby can be given this session (`device::ha`).
+    send_bytes: Zeroizing<[u8; 32]>,
+    recv_bytes: Zeroizing<[u8; 32]>,
     pub local_index: u32,
     pub remote_index: u32,
     /// When the handshake that made it completed (device clock).
@@ -52,6 +55,9 @@ pub struct Keypair {
     pub initiator: bool,
     /// Next counter to use for sending.
     pub(crate) send_counter: AtomicU64,
+    /// Counters at or above this may not be used (the HA lease; `u64::MAX` without HA): past it
+    /// the keypair counts as exhausted and the device starts a new handshake.
+    send_limit: AtomicU64,
     replay: Mutex<ReplayWindow>,
     /// Set once a data message arrived on it (the responder's "next" keypair is confirmed).
     pub(crate) received: AtomicBool,
@@ -108,24 +114,79 @@ impl Keypair {
         Keypair {
             send: TransportKey::new(send),
             recv: TransportKey::new(recv),
+            send_bytes: send.clone(),
+            recv_bytes: recv.clone(),
             local_index,
             remote_index,
             created,
             initiator,
             send_counter: AtomicU64::new(0),
+            send_limit: AtomicU64::new(u64::MAX),
             replay: Mutex::new(ReplayWindow::new(REPLAY_WINDOW)),
             received: AtomicBool::new(false),
         }
     }
 
-    /// Reserves the next sending counter, `None` once REJECT_AFTER_MESSAGES is reached.
+    /// Reserves the next sending counter, `None` once REJECT_AFTER_MESSAGES or the send limit
+    /// is reached.
     pub fn next_counter(&self) -> Option<u64> {
         let c = self.send_counter.fetch_add(1, Ordering::Relaxed);
-        (c < REJECT_AFTER_MESSAGES).then_some(c)
+        (c < REJECT_AFTER_MESSAGES && c < self.send_limit.load(Ordering::Acquire)).then_some(c)
     }
 
     pub fn sent(&self) -> u64 {
         self.send_counter.load(Ordering::Relaxed)
+    }
+
+    /// First counter this keypair may not use.
+    pub fn send_limit(&self) -> u64 {
+        self.send_limit.load(Ordering::Acquire)
+    }
+
+    /// Sets the send limit (a lease granted by the HA peer, or none with `u64::MAX`).
+    pub fn set_send_limit(&self, limit: u64) {
+        self.send_limit.store(limit, Ordering::Release);
+    }
+
+    /// Raises the send limit; never lowers it (acks may arrive out of order).
+    pub fn raise_send_limit(&self, limit: u64) {
+        self.send_limit.fetch_max(limit, Ordering::AcqRel);
+    }
+
+    /// Moves the next send counter forward to `counter`; never backwards (a counter once
+    /// reserved may have been used).
+    pub fn advance_send_counter(&self, counter: u64) {
+        self.send_counter.fetch_max(counter, Ordering::AcqRel);
+    }
+
+    /// Whether the send limit or REJECT_AFTER_MESSAGES stops this keypair from sending.
+    pub fn send_exhausted(&self) -> bool {
+        let sent = self.sent();
+        sent >= REJECT_AFTER_MESSAGES || sent >= self.send_limit()
+    }
+
+    /// Highest counter received so far.
+    pub fn recv_top(&self) -> Option<u64> {
+        self.replay.lock().unwrap_or_else(|e| e.into_inner()).top()
+    }
+
+    /// Treats every counter up to `top` as received (a standby taking over: it cannot know which
+    /// of them the old active saw, so none may be accepted again).
+    pub fn mark_received_through(&self, top: u64) {
+        let mut w = self.replay.lock().unwrap_or_else(|e| e.into_inner());
+        if w.top().is_some_and(|t| t >= top) {
+            return;
+        }
+        // The window then reports everything behind `top` as seen or too old.
+        let from = top.saturating_sub(w.size());
+        for c in from..=top {
+            let _ = w.update(c);
+        }
+    }
+
+    /// The raw (send, receive) keys, for handing the session to an HA standby.
+    pub(crate) fn raw_keys(&self) -> (&Zeroizing<[u8; 32]>, &Zeroizing<[u8; 32]>) {
+        (&self.send_bytes, &self.recv_bytes)
     }
 
     /// Builds a transport message in place. The IP packet is at `buf[start..start + len]`;

@@ -28,6 +28,9 @@ impl Device {
             t.mono,
             keys.initiator,
         ));
+        if let Some(lease) = self.send_lease {
+            kp.set_send_limit(lease);
+        }
         let p = self.peers.get_mut(&id).expect("caller checked");
         let gone = p.session.install(kp.clone());
         p.timers.session_derived(t.mono);

@@ -12,12 +12,14 @@
 //! seal outside the lock; `lookup_receiver` → open outside the lock → `received_data` →
 //! `allowed_src`; `handle_handshake` for message types 1–3; `update_timers` by `poll_timeout`.
 
+mod ha;
 mod handshake_dispatch;
 mod peers;
 mod receive;
 mod send;
 mod timers;
 
+pub use ha::{SessionRecord, SessionSlot};
 pub use peers::{PeerConfig, PeerStatus};
 pub use send::SendPlan;
 
@@ -95,6 +97,9 @@ pub struct Device {
     next_peer: PeerId,
     /// Set by the caller when handshake processing is saturated: MAC2 becomes mandatory.
     pub under_load: bool,
+    /// HA counter lease: the send limit of every new keypair (`None`: no limit but the
+    /// protocol's own). The HA sync raises it as the standby acknowledges counters.
+    pub send_lease: Option<u64>,
 }
 
 impl Default for Device {
@@ -113,6 +118,7 @@ impl Default for Device {
             ),
             next_peer: 0,
             under_load: false,
+            send_lease: None,
         }
     }
 }
@@ -135,9 +141,7 @@ fn usable(session: &Session, now: Duration) -> Option<Arc<Keypair>> {
     session
         .current
         .as_ref()
-        .filter(|kp| {
-            now.saturating_sub(kp.created) < REJECT_AFTER_TIME && kp.sent() < REJECT_AFTER_MESSAGES
-        })
+        .filter(|kp| now.saturating_sub(kp.created) < REJECT_AFTER_TIME && !kp.send_exhausted())
         .cloned()
 }
 
