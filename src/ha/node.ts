@@ -11,6 +11,7 @@
  */
 
 import { EventEmitter } from 'node:events';
+import { mkdirSync } from 'node:fs';
 import type { HaConfig } from '../config/model.js';
 import type { EventLog } from '../log.js';
 import type { EngineLogger, EngineSupervisor } from '../supervise/engine.js';
@@ -114,6 +115,7 @@ export class HaNode extends EventEmitter<HaNodeEvents> {
       this.evaluate(`VRRP ${n.state}`);
     });
     this.fifo.on('unknown', (line) => this.opts.logger?.debug({ line }, 'keepalived notify line not understood'));
+    mkdirSync(this.files.dir, { recursive: true, mode: 0o700 });
     this.fifo.open();
     writeFence(this.files, false);
     this.keepalived = keepalivedSupervisor(ha, this.files, this.opts.logger);
@@ -215,13 +217,14 @@ export class HaNode extends EventEmitter<HaNodeEvents> {
       this.peerConnected = s.peerConnected;
       if (s.peerConnected) {
         this.peerEverSeen = true;
-        if (s.peerRole !== null) this.peerRole = s.peerRole;
-        if (s.peerGeneration !== null) this.peerGeneration = s.peerGeneration;
+        if (s.peerRole != null) this.peerRole = s.peerRole;
+        if (s.peerGeneration != null) this.peerGeneration = s.peerGeneration;
       }
     }
     const inputs: RoleInputs = {
       vrrp: this.vrrp,
       fenced: this.fence !== null,
+      currentRole: this.role,
       sync: { peerConnected: this.peerConnected, peerRole: this.peerRole, peerGeneration: this.peerGeneration },
       generation: this.generation,
       localAddress: this.opts.ha.localAddress,

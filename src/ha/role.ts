@@ -5,8 +5,9 @@
  *
  *  - VRRP says MASTER but the sync channel shows a live, authenticated peer that is active → this
  *    node fences itself (track_file → FAULT) and stays passive: the VRRP link is cut, not the peer.
- *    Both active over a live sync channel → the node with the lower address yields (as VRRP
- *    breaks a tie between equal priorities).
+ *    The node that is not active yet yields to the one that is; two active nodes over a live sync
+ *    channel (both took over during a full partition) → the lower address yields, as VRRP breaks
+ *    a tie between equal priorities.
  *  - The active peer last reported another configuration generation → this node refuses to take
  *    over (fenced, logged, metric) rather than serve tunnels the active node no longer has.
  *
@@ -21,6 +22,8 @@ export interface RoleInputs {
   vrrp: VrrpState | 'UNKNOWN';
   /** Whether our own fence is up now (it is what makes keepalived report FAULT). */
   fenced: boolean;
+  /** The role this node applies now (null before the first decision). */
+  currentRole: HaRole | null;
   sync: {
     peerConnected: boolean;
     /** The peer's role as it last said on the sync channel (kept after the peer went away). */
@@ -62,6 +65,8 @@ function yieldsTo(i: RoleInputs): boolean {
   if (i.vrrp !== 'MASTER' && !i.fenced) return true;
   // A fenced node stays fenced while the peer is active: lifting it would flap the VIP.
   if (i.fenced) return true;
+  // A node claiming anew gives way to one that already serves: the VIP does not move for a cut VRRP link.
+  if (i.currentRole !== 'active') return true;
   return compareAddresses(i.localAddress, i.peerAddress) < 0;
 }
 

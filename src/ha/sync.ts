@@ -17,9 +17,11 @@ export interface HaSyncEvent {
 export interface HaSyncStatus {
   role: HaRole;
   peerConnected: boolean;
-  peerRole: HaRole | null;
-  peerGeneration: number | null;
-  lastSyncAgeMs: number | null;
+  /** Absent (or null) until the peer said it. */
+  peerRole?: HaRole | null;
+  peerGeneration?: number | null;
+  /** Milliseconds since the last authenticated frame from the peer. */
+  lastSyncAgeMs?: number | null;
   syncedWgSessions: number;
   syncedEspSas: number;
   framesSent: number | bigint;

@@ -10,6 +10,7 @@ import { NotifyFifo, parseNotifyLine, type VrrpNotice } from '../../src/ha/notif
 const base: RoleInputs = {
   vrrp: 'BACKUP',
   fenced: false,
+  currentRole: 'standby',
   sync: { peerConnected: false, peerRole: null, peerGeneration: null },
   generation: 7,
   localAddress: '10.0.0.2',
@@ -29,7 +30,10 @@ t.test('VRRP link cut, sync channel alive: the node that sees a live active peer
   const d = decideRole({ ...base, vrrp: 'MASTER', sync: up('active') });
   t.same(d, { role: 'standby', fence: 'peer-active' }, 'lower address yields');
   const other = decideRole({ ...base, localAddress: '10.0.0.3', peerAddress: '10.0.0.2', vrrp: 'MASTER', sync: up('active') });
-  t.same(other, { role: 'active', fence: null }, 'the higher address keeps the VIP: exactly one of the two');
+  t.same(other, { role: 'standby', fence: 'peer-active' }, 'a node claiming anew yields whatever its address: the VIP stays where it is');
+  const both = { ...base, vrrp: 'MASTER' as const, currentRole: 'active' as const, sync: up('active') };
+  t.same(decideRole(both), { role: 'standby', fence: 'peer-active' }, 'two active nodes: the lower address yields');
+  t.same(decideRole({ ...both, localAddress: '10.0.0.3', peerAddress: '10.0.0.2' }), { role: 'active', fence: null }, 'the higher address keeps the VIP: exactly one of the two');
   t.same(decideRole({ ...base, vrrp: 'FAULT', fenced: true, sync: up('active') }), { role: 'standby', fence: 'peer-active' }, 'the fence holds while the peer is active');
   t.same(decideRole({ ...base, vrrp: 'FAULT', fenced: true, sync: { ...up('active'), peerConnected: false } }), { role: 'standby', fence: null }, 'peer gone: fence lifted, VRRP decides again');
   t.same(decideRole({ ...base, vrrp: 'FAULT', fenced: true, sync: up('standby') }), { role: 'standby', fence: null }, 'peer went standby: fence lifted');
