@@ -11,7 +11,8 @@
  */
 
 import { open } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { constants, readlinkSync } from 'node:fs';
+import { isAbsolute, posix } from 'node:path';
 import type { HaConfig } from '../config/model.js';
 
 /** The plugin's port (ha_socket.c HA_PORT), fixed in its source. */
@@ -53,7 +54,17 @@ export function charonHaSettings(ha: HaConfig): {
  * namespace), so the path goes through /proc/<pid>/root, which resolves in charon's namespace.
  */
 export function charonHaFifoPath(charonPid: number | undefined): string {
-  return charonPid === undefined ? CHARON_HA_FIFO : `/proc/${charonPid}/root${CHARON_HA_FIFO}`;
+  if (charonPid === undefined) return CHARON_HA_FIFO;
+  const root = `/proc/${charonPid}/root`;
+  // /var/run is a symlink to /run (absolute): followed as is it would leave charon's root.
+  let dir = '/var/run';
+  try {
+    const target = readlinkSync(`${root}/var/run`);
+    dir = isAbsolute(target) ? target : posix.join('/var', target);
+  } catch {
+    // not a symlink (or charon gone): the path as compiled in
+  }
+  return `${root}${posix.join(dir, 'charon.ha')}`;
 }
 
 /**
