@@ -255,6 +255,7 @@ export interface BindingHaEvent {
   kind: BindingHaEventKind;
   reason?: string;
   /**
+   * takeover comes with every standby → active change (the first activation too);
    * peer-up: { nodeId, role, generation }; takeover: { wgSessionsContinued, wgSessionsStopped };
    * lease-exhausted: { receiverIndex }; snapshot-done: { wgSessions }.
    */
@@ -279,6 +280,7 @@ export interface BindingHaStatus {
   leaseExhausted: number;
 }
 
+/** The sync channel; ESP SAs are not synced yet (no attachIpsec until they are). */
 export interface BindingHaSync {
   attachWireguard(device: BindingWireGuardDevice): void;
   setGeneration(generation: number): void;

@@ -6,10 +6,10 @@
 //! to the higher one is kept, so there is one.
 
 use super::frame::{self, Cipher, FrameError, FrameReader, Handshake, Message, WgCounter};
-use super::{wireguard as wgha, HaEvent, Role, Shared, Stored};
+use super::{wireguard as wgha, HaEvent, Role, Shared};
 use super::{PEER_ACTIVE, PEER_NONE, PEER_STANDBY};
 use crate::clock;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Between connection attempts.
 const REDIAL: Duration = Duration::from_secs(1);
+/// Sync intervals after which a keypair the standby did not acknowledge is sent again.
+const RESEND_AFTER_INTERVALS: u32 = 10;
 /// A write that blocks longer than this ends the connection (the peer stopped reading).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -166,8 +168,8 @@ struct Conn<'a> {
     s: &'a Shared,
     stream: TcpStream,
     cipher: Cipher,
-    /// Receiver indices the peer has been sent (active).
-    sent: HashSet<u32>,
+    /// Receiver indices the peer has been sent, and when (active).
+    sent: HashMap<u32, Instant>,
     /// Receiver indices the peer acknowledged (active).
     acked: HashSet<u32>,
     /// Exhausted keypairs already reported.
@@ -201,17 +203,24 @@ impl Conn<'_> {
         let mut live = HashSet::new();
         for wg in s.engines() {
             let counters = wgha::counters(&wg);
+            // New keypairs, and keypairs the standby has not acknowledged for a while (it could
+            // not install them yet: its configuration lagged, or it attached its engine late).
+            let now = Instant::now();
+            let resend = s.cfg.sync_interval * RESEND_AFTER_INTERVALS;
             let mut new: Vec<u32> = counters
                 .iter()
                 .map(|c| c.index)
-                .filter(|i| !self.sent.contains(i))
+                .filter(|i| match self.sent.get(i) {
+                    None => true,
+                    Some(at) => !self.acked.contains(i) && now.duration_since(*at) >= resend,
+                })
                 .collect();
             new.sort_unstable();
             for r in wgha::records(&wg, &new) {
                 self.send(&Message::WgSession(Box::new(r)))?;
             }
             for i in &new {
-                self.sent.insert(*i);
+                self.sent.insert(*i, now);
             }
             for chunk in counters.chunks(frame::COUNTERS_PER_FRAME) {
                 self.send(&Message::WgCounters(chunk.to_vec()))?;
@@ -224,7 +233,12 @@ impl Conn<'_> {
                 }
             }
         }
-        let gone: Vec<u32> = self.sent.difference(&live).copied().collect();
+        let gone: Vec<u32> = self
+            .sent
+            .keys()
+            .filter(|i| !live.contains(i))
+            .copied()
+            .collect();
         for i in gone {
             self.send(&Message::WgRemove { index: i })?;
             self.sent.remove(&i);
@@ -309,7 +323,7 @@ fn apply_counter(engines: &[Arc<crate::wireguard::WireGuard>], c: &WgCounter) ->
 /// which is what the standby acknowledges.
 fn store(s: &Shared, index: u32, send: u64, recv_top: Option<u64>) -> u64 {
     let mut stored = s.stored.lock().unwrap_or_else(|e| e.into_inner());
-    let e = stored.entry(index).or_insert(Stored::default());
+    let e = stored.entry(index).or_default();
     e.send = super::lease::store(e.send, send);
     e.recv_top = e.recv_top.max(recv_top);
     let v = e.send;
@@ -376,7 +390,7 @@ fn serve(
         s,
         stream,
         cipher,
-        sent: HashSet::new(),
+        sent: HashMap::new(),
         acked: HashSet::new(),
         exhausted: HashSet::new(),
         snapshot_sent: false,

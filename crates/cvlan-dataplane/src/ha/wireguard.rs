@@ -7,9 +7,20 @@ use crate::wireguard::WireGuard;
 use cvlan_proto::wireguard::SessionRecord;
 use std::collections::HashMap;
 
-/// Passive as a standby; as active, new keypairs start with the lease as their limit.
+/// Passive as a standby; as active, new keypairs start with the lease as their limit, and
+/// keypairs that had no limit yet (an engine attached with live sessions) get one from where
+/// they are: the standby can only store a counter at least that far.
 pub(super) fn apply_role(wg: &WireGuard, role: Role, lease: u64) {
-    wg.with(|d| d.send_lease = Some(lease));
+    wg.with(|d| {
+        d.send_lease = Some(lease);
+        if role == Role::Active {
+            for (i, _, _) in d.session_counters() {
+                if let Some(kp) = d.keypair_by_index(i).filter(|k| k.send_limit() == u64::MAX) {
+                    kp.set_send_limit(lease::send_limit(kp.sent(), lease));
+                }
+            }
+        }
+    });
     wg.set_passive(role == Role::Standby);
 }
 
@@ -73,35 +84,32 @@ pub(super) fn ack(
         })
 }
 
-/// Keypairs that reached their limit (the standby stopped acknowledging).
+/// Keypairs that reached their limit (the standby stopped acknowledging). One lock for all.
 pub(super) fn exhausted(wg: &WireGuard) -> Vec<u32> {
-    let idx: Vec<u32> = wg
-        .with(|d| d.session_counters())
-        .into_iter()
-        .map(|c| c.0)
-        .collect();
-    idx.into_iter()
-        .filter(|&i| {
-            wg.with(|d| d.keypair_by_index(i))
-                .is_some_and(|kp| kp.send_limit() != u64::MAX && kp.send_exhausted())
-        })
-        .collect()
+    wg.with(|d| {
+        d.session_counters()
+            .into_iter()
+            .filter(|&(i, _, _)| {
+                d.keypair_by_index(i)
+                    .is_some_and(|kp| kp.send_limit() != u64::MAX && kp.send_exhausted())
+            })
+            .map(|c| c.0)
+            .collect()
+    })
 }
 
 /// Takeover: synced keypairs continue past anything the old active may have used; keypairs
 /// this node never received from the active may not send at all (the device handshakes again).
 /// Returns (continued, stopped).
 pub(super) fn take_over(wg: &WireGuard, stored: &HashMap<u32, Stored>, lease: u64) -> (u64, u64) {
-    let indices: Vec<u32> = wg
-        .with(|d| d.session_counters())
-        .into_iter()
-        .map(|c| c.0)
-        .collect();
+    let keypairs: Vec<_> = wg.with(|d| {
+        d.session_counters()
+            .into_iter()
+            .filter_map(|(i, _, _)| d.keypair_by_index(i).map(|kp| (i, kp)))
+            .collect()
+    });
     let (mut jumped, mut stopped) = (0, 0);
-    for i in indices {
-        let Some(kp) = wg.with(|d| d.keypair_by_index(i)) else {
-            continue;
-        };
+    for (i, kp) in keypairs {
         match stored.get(&i) {
             Some(s) => {
                 let start = lease::takeover_counter(s.send, lease);
