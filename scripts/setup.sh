@@ -2,7 +2,7 @@
 # Installs and builds everything cvlan-vrouter needs on a fresh Debian 12 machine (run as root).
 # Idempotent: every step checks what is already there and skips it.
 #
-#   Debian packages   iproute2, nftables, iperf3, wireguard-tools, BIRD 2, strongSwan (charon, swanctl,
+#   Debian packages   iproute2, nftables, iperf3, wireguard-tools, BIRD 2, keepalived, strongSwan (charon, swanctl,
 #                     kernel-libipsec), build tools for the charon plugin; for the deployment
 #                     tests buildah/podman/debootstrap/uidmap (the container image), cloud-init
 #                     (user-data schema), systemd (systemd-analyze)
@@ -27,7 +27,7 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (the tests create network namespaces and TUN devices)"
 
 PKGS=(iproute2 nftables iperf3 iputils-ping tcpdump socat procps psmisc util-linux kmod
-      wireguard-tools bird2
+      wireguard-tools bird2 keepalived
       strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
       libcharon-extauth-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
       dpkg-dev build-essential pkg-config bzip2 libgmp-dev libssl-dev gperf bison flex python3 python3-scapy ca-certificates git

@@ -48,6 +48,8 @@ export const ErrorCodes = {
   CVLAN_ERR_CONTROLLER_TLS: 'the controller certificate does not verify against the pinned CA or the system trust store',
   CVLAN_ERR_CONTROLLER_VERSION: 'the controller speaks another API version',
   CVLAN_ERR_CONTROLLER_PROTOCOL: 'the controller answered with something the API does not allow (status, size, JSON, shape)',
+  // --- high availability (src/ha/, docs/ha.md) ---
+  CVLAN_ERR_HA: 'starting or supervising keepalived, or steering the HA role, failed',
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;

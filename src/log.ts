@@ -97,6 +97,9 @@ export const LogEvents = {
   bgpImportRefused: 'bgp_import_refused',
   deviceLost: 'device_lost',
   sasRemoved: 'sas_removed',
+  haRole: 'ha_role',
+  haFence: 'ha_fence',
+  haSync: 'ha_sync',
 } as const;
 
 /**
@@ -125,6 +128,12 @@ export interface EventLog {
   configRefused(e: { tenant: string | null; version: string | null; reason: string; issues?: Array<{ path: string; reason: string }> }): void;
   charonRestart(e: { attempt: number; backoff_ms: number; exit_code: number | null; signal: string | null }): void;
   haFailover(e: { from_role: 'active' | 'standby'; to_role: 'active' | 'standby'; reason: string }): void;
+  /** Every change of this node's HA role, with keepalived's VRRP state and the reason. */
+  haRole(e: { from_role: 'active' | 'standby' | null; to_role: 'active' | 'standby'; vrrp: string; reason: string }): void;
+  /** This node fenced itself (`fenced: true`, keepalived forced to FAULT) or lifted its fence. */
+  haFence(e: { fenced: boolean; reason: string }): void;
+  /** The sync channel to the peer came up or was lost, or refused a frame. */
+  haSync(e: { state: 'up' | 'down' | 'rejected'; reason: string }): void;
   /** A tunnel accepted a PSK shorter than `min_bytes` (`allow_weak_psk`); the key is never logged. */
   weakPsk(e: { tenant: string; tunnel: string; min_bytes: number }): void;
   /** A BGP session of a tenant's speaker changed state (`Established`, or what it fell back to and why). */
@@ -154,6 +163,9 @@ export function eventLog(logger: Logger): EventLog {
       emit('error', LogEvents.configRefused, { tenant, tunnel: null }, f, 'configuration refused'),
     charonRestart: (f) => emit('warn', LogEvents.charonRestart, { tenant: null, tunnel: null }, f, 'charon restarted'),
     haFailover: (f) => emit('warn', LogEvents.haFailover, { tenant: null, tunnel: null }, f, 'HA failover'),
+    haRole: (f) => emit('info', LogEvents.haRole, { tenant: null, tunnel: null }, f, `HA role ${f.to_role}`),
+    haFence: (f) => emit('warn', LogEvents.haFence, { tenant: null, tunnel: null }, f, f.fenced ? 'HA fence up' : 'HA fence lifted'),
+    haSync: (f) => emit(f.state === 'up' ? 'info' : 'warn', LogEvents.haSync, { tenant: null, tunnel: null }, f, `HA sync ${f.state}`),
     weakPsk: ({ tenant, tunnel, ...f }) => emit('warn', LogEvents.weakPsk, { tenant, tunnel }, f, 'weak pre-shared key accepted (allow_weak_psk)'),
     bgpSession: ({ tenant, ...f }) =>
       emit(f.state === 'Established' ? 'info' : 'warn', LogEvents.bgpSession, { tenant, tunnel: null }, f, `BGP session ${f.state}`),

@@ -21,6 +21,43 @@ export const errorSchema = obj({
 
 export const healthSchema = obj({ live: { type: 'boolean' }, ready: { type: 'boolean' }, reasons: list(str) });
 
+const role = { type: 'string', enum: ['active', 'standby'] } as const;
+const nrole = { type: ['string', 'null'], enum: ['active', 'standby', null] } as const;
+const ncount = { type: ['integer', 'null'], minimum: 0 } as const;
+
+/** `/v1/ha`: this node of an active-passive pair (src/ha/view.ts); `{ ha: null }` without `[ha]`. */
+export const haSchema = obj({
+  node_id: count,
+  role,
+  vrrp_state: str,
+  fenced: { type: 'boolean' },
+  fence_reason: nstr,
+  priority: count,
+  preempt: { type: 'boolean' },
+  vips: list(str),
+  peer: str,
+  generation: count,
+  peer_connected: { type: 'boolean' },
+  peer_role: nrole,
+  peer_generation: ncount,
+  last_sync_age_ms: ncount,
+  synced_wireguard_sessions: count,
+  synced_esp_sas: count,
+  sync_frames_sent: count,
+  sync_frames_received: count,
+  sync_rejected_forged: count,
+  sync_rejected_replayed: count,
+  lease_exhausted: count,
+  takeovers: count,
+  generation_refusals: count,
+  keepalived_pid: ncount,
+  keepalived_starts: count,
+  charon_ha: { type: 'boolean' },
+  sync_channel: { type: 'boolean' },
+  role_since: str,
+});
+export const haResponse = obj({ ha: { anyOf: [{ type: 'null' }, haSchema] } });
+
 export const configSchema = obj({ version: nstr, applied_at: nstr });
 
 export const tenantSchema = obj({ id: str, tunnels: count, wireguard_peers: count, tuns: count });

@@ -217,6 +217,12 @@ function buildApp(r: Resolved, auth: Buffer | null): FastifyInstance {
   });
   app.get('/readyz', { schema: { querystring: S.noQuery, response: healthResponses } }, async (_req, reply) => {
     const h = src.health();
+    // A standby is healthy but passive: a load balancer or probe must not send it traffic.
+    const ha = src.ha?.() ?? null;
+    if (ha && ha.role !== 'active') {
+      const why = ha.fenced ? `fenced: ${ha.fence_reason ?? 'unknown'}` : `VRRP ${ha.vrrp_state}`;
+      return reply.code(503).send({ ...h, ready: false, reasons: [...h.reasons, `HA standby (passive; ${why}): the active node serves`] });
+    }
     return reply.code(h.live && h.ready ? 200 : 503).send(h);
   });
 
@@ -230,6 +236,7 @@ function buildApp(r: Resolved, auth: Buffer | null): FastifyInstance {
     return { version: c.version, applied_at: c.appliedAt };
   });
   route('/v1/stats', S.statsSchema, () => summary(src));
+  route('/v1/ha', S.haResponse, () => ({ ha: src.ha?.() ?? null }));
 
   app.get<{ Querystring: { tenant: string } }>(
     '/v1/routes',

@@ -11,6 +11,10 @@
  * totals since the data plane started (`bytes_*`, `packets_*`), never rates.
  */
 
+import type { HaView } from '../ha/view.js';
+
+export type { HaView };
+
 export type TunnelType = 'ipsec' | 'wireguard';
 
 /**
@@ -234,6 +238,8 @@ export interface RouterStateSource {
   routes(tenant: string): RouteView[] | undefined;
   /** The tenant's BGP speaker; null when the tenant announces nothing (optional for fixed sources). */
   bgp?(tenant: string): BgpView | null;
+  /** This node's half of an active-passive pair; null (or absent) without `[ha]`. */
+  ha?(): HaView | null;
   drops(): DropView[];
   workers(): WorkerView[];
   counters(): CounterSnapshot;

@@ -52,6 +52,7 @@ const COMMANDS: Record<string, Command> = {
   routes: { args: '--tenant T', summary: 'routing table of tenant T', options: ['tenant'], read: true },
   drops: { summary: 'dropped packets by reason', read: true },
   workers: { summary: 'data-plane worker load', read: true },
+  ha: { summary: 'active-passive: role, VRRP state, fencing, sync channel, synced sessions/SAs', read: true },
   logs: { args: '[-f]', summary: 'recent events (tunnel up/down, auth failures, config); -f follows new ones', options: ['follow'], read: true },
   initiate: { args: 'TUNNEL', summary: 'bring IPsec tunnel TUNNEL up now (IKE_SA and CHILD_SA)', positionals: 1 },
   terminate: { args: 'TUNNEL', summary: "delete IPsec tunnel TUNNEL's SAs (it stays configured)", positionals: 1 },
@@ -307,6 +308,27 @@ const secs = (s: number | null) => (s === null ? '-' : `${s}s`);
 
 function render(command: string, body: unknown): string {
   switch (command) {
+    case 'ha': {
+      const h = (body as { ha: Record<string, unknown> | null }).ha;
+      if (!h) return 'HA is not configured on this node (no [ha] in the local TOML)\n';
+      const age = h.last_sync_age_ms === null ? '-' : `${String(h.last_sync_age_ms)} ms`;
+      const rows: Array<[string, unknown]> = [
+        ['role', `${String(h.role)}${h.role === 'standby' ? ' (passive: sends nothing)' : ''} since ${String(h.role_since)}`],
+        ['vrrp', `${String(h.vrrp_state)} priority ${String(h.priority)}${h.preempt ? ' preempt' : ''}`],
+        ['fenced', h.fenced ? `yes (${String(h.fence_reason)})` : 'no'],
+        ['vips', (h.vips as string[]).join(', ')],
+        ['peer', `${String(h.peer)} ${h.peer_connected ? 'connected' : 'not connected'}${h.peer_role ? `, ${String(h.peer_role)}` : ''}`],
+        ['generation', `${String(h.generation)} (peer ${h.peer_generation === null ? '-' : String(h.peer_generation)})`],
+        ['sync', h.sync_channel ? `last frame ${age} ago; ${String(h.sync_frames_sent)} sent, ${String(h.sync_frames_received)} received` : 'not wired (VRRP and fencing only)'],
+        ['synced', `${String(h.synced_wireguard_sessions)} WireGuard sessions, ${String(h.synced_esp_sas)} ESP SAs`],
+        ['rejected', `${String(h.sync_rejected_forged)} forged, ${String(h.sync_rejected_replayed)} replayed`],
+        ['leases', `${String(h.lease_exhausted)} exhausted`],
+        ['takeovers', `${String(h.takeovers)} (refused for a generation mismatch: ${String(h.generation_refusals)})`],
+        ['keepalived', `pid ${h.keepalived_pid === null ? '-' : String(h.keepalived_pid)}, ${String(h.keepalived_starts)} starts`],
+        ['charon ha', h.charon_ha ? 'on (relayed over the sync channel)' : 'off'],
+      ];
+      return rows.map(([k, v]) => `${k.padEnd(10)}  ${String(v)}`).join('\n') + '\n';
+    }
     case 'stats': {
       const s = body as Record<string, unknown>;
       const byteKeys = new Set(['bytes_in', 'bytes_out']);

@@ -14,7 +14,7 @@ import { parse, TomlError } from 'smol-toml';
 import { ConfigError, CvlanError } from '../errors.js';
 import { refuseTestOnly } from './production.js';
 import { IFNAME_EXPECTED, IFNAME_RE, Issues, isIpAddress, isObj, parseEndpoint, show, typeName, type Obj } from './normalize.js';
-import type { LocalConfig } from './model.js';
+import type { HaConfig, LocalConfig } from './model.js';
 
 export const DEFAULT_LOCAL_TOML = '/etc/cvlan/vrouter.toml';
 export const DEFAULT_STATE_DIR = '/var/lib/cvlan';
@@ -35,7 +35,35 @@ const SECTIONS: Record<string, readonly string[]> = {
   performance: ['worker_threads'],
   admin: ['socket', 'tcp', 'token_file'],
   state: ['dir'],
+  ha: [
+    'node_id',
+    'local_address',
+    'peer_address',
+    'interface',
+    'vips',
+    'private_vips',
+    'virtual_router_id',
+    'priority',
+    'preempt',
+    'advert_interval_ms',
+    'sync_key_file',
+    'sync_port',
+    'sync_interval_ms',
+    'lease_messages',
+    'charon_ha',
+    'keepalived_path',
+  ],
 };
+
+export const DEFAULT_HA_VIRTUAL_ROUTER_ID = 51;
+export const DEFAULT_HA_PRIORITY = 100;
+/** keepalived's own default advert_int (1 s). */
+export const DEFAULT_HA_ADVERT_INTERVAL_MS = 1000;
+export const DEFAULT_HA_SYNC_PORT = 4610;
+export const DEFAULT_HA_SYNC_INTERVAL_MS = 100;
+/** 2^20 messages: at 1 Mpps a lease lasts about a second without an ack. */
+export const DEFAULT_HA_LEASE_MESSAGES = 1 << 20;
+export const DEFAULT_KEEPALIVED_PATH = '/usr/sbin/keepalived';
 
 /** Finds the line (1-based) of `[section]` or of `key` inside it, for messages. */
 function lineOf(text: string, section: string, key?: string): number | undefined {
@@ -67,7 +95,9 @@ class LocatedIssues extends Issues {
   }
   override add(path: string, reason: string): void {
     const [section, ...rest] = path.split('.');
-    const line = lineOf(this.text, section!, rest.length ? rest.join('.') : undefined);
+    // `ha.vips[2]` is on the line of `vips`.
+    const key = rest.length ? rest.join('.').replace(/\[\d+\]$/, '') : undefined;
+    const line = lineOf(this.text, section!, key);
     super.add(path, `${reason} ${line === undefined ? `(in ${this.file})` : `(at ${this.file}:${line})`}`);
   }
 }
@@ -177,6 +207,8 @@ export function parseLocalToml(text: string, file = DEFAULT_LOCAL_TOML): LocalCo
   const st = sec('state');
   const stateDir = absPath(st.dir, 'state.dir');
 
+  const ha = isObj(doc.ha) ? parseHa(doc.ha, located, absPath, { publicInterface: pub, privateInterface: priv, listenAddress: listen }) : undefined;
+
   if (issues.count > 0) throw new ConfigError(issues.list);
   return {
     controller: {
@@ -206,6 +238,104 @@ export function parseLocalToml(text: string, file = DEFAULT_LOCAL_TOML): LocalCo
       ...(adminToken !== undefined ? { tokenFile: adminToken } : {}),
     },
     state: { dir: stateDir ?? DEFAULT_STATE_DIR },
+    ...(ha ? { ha } : {}),
+  };
+}
+
+/** A host address with its prefix length ("192.0.2.10/24"), as VRRP adds it to the interface. */
+function vipProblem(v: unknown): string | undefined {
+  if (typeof v !== 'string') return `expected "address/prefix-length", got ${typeName(v)}`;
+  const m = /^([^/]+)\/(\d{1,3})$/.exec(v);
+  if (!m || !isIpAddress(m[1]!)) return `${show(v)} is not valid; expected "address/prefix-length", e.g. "192.0.2.10/24"`;
+  const max = m[1]!.includes(':') ? 128 : 32;
+  if (Number(m[2]) > max) return `${show(v)} has a prefix length over ${max}`;
+  return undefined;
+}
+
+function parseHa(
+  h: Obj,
+  issues: Issues,
+  absPath: (v: unknown, path: string) => string | undefined,
+  network: { publicInterface: string | undefined; privateInterface: string | undefined; listenAddress: string | undefined },
+): HaConfig | undefined {
+  const before = issues.count;
+  const nodeId = issues.integer(h.node_id, 'ha.node_id', 1, 255);
+  const address = (v: unknown, path: string): string | undefined => {
+    if (v === undefined) issues.add(path, 'missing; expected an IPv4 or IPv6 address (no port)');
+    else if (typeof v !== 'string' || !isIpAddress(v)) issues.add(path, `${show(v)} is not valid; expected an IPv4 or IPv6 address (no port)`);
+    else return v;
+    return undefined;
+  };
+  const localAddress = address(h.local_address, 'ha.local_address');
+  const peerAddress = address(h.peer_address, 'ha.peer_address');
+  if (localAddress !== undefined && localAddress === peerAddress) issues.add('ha.peer_address', 'is the same as ha.local_address; expected the other node');
+  if (localAddress !== undefined && peerAddress !== undefined && localAddress.includes(':') !== peerAddress.includes(':')) {
+    issues.add('ha.peer_address', 'is not of the same address family as ha.local_address (VRRP runs over one family)');
+  }
+  let iface = issues.string(h.interface, 'ha.interface', { optional: true, re: IFNAME_RE, expected: IFNAME_EXPECTED });
+  if (h.interface === undefined) {
+    iface = network.publicInterface;
+    if (iface === undefined) issues.add('ha.interface', 'missing; expected the interface VRRP runs on (or set network.public_interface)');
+  }
+  const vipList = (v: unknown, path: string, required: boolean): string[] => {
+    const arr = issues.array(v, path, { optional: !required, nonEmpty: required });
+    const out: string[] = [];
+    (arr ?? []).forEach((x, i) => {
+      const problem = vipProblem(x);
+      if (problem) issues.add(`${path}[${i}]`, problem);
+      else if (out.includes(x as string)) issues.add(`${path}[${i}]`, `${show(x)} is listed twice`);
+      else out.push(x as string);
+    });
+    return out;
+  };
+  const vips = vipList(h.vips, 'ha.vips', true);
+  const privateVips = vipList(h.private_vips, 'ha.private_vips', false);
+  if (privateVips.length > 0 && network.privateInterface === undefined) {
+    issues.add('ha.private_vips', 'needs network.private_interface, the interface these addresses float on');
+  }
+  // The data plane binds the VIP (IP_FREEBIND) so that replies leave from the service address.
+  if (network.listenAddress !== undefined && vips.length > 0 && !vips.some((v) => v.split('/')[0] === network.listenAddress)) {
+    issues.add('network.listen_address', `${show(network.listenAddress)} is not one of ha.vips; peers reach the pair on a VIP, and replies must leave from it`);
+  }
+  const virtualRouterId = issues.integer(h.virtual_router_id, 'ha.virtual_router_id', 1, 255, { optional: true });
+  const priority = issues.integer(h.priority, 'ha.priority', 1, 254, { optional: true });
+  let preempt = false;
+  if (h.preempt !== undefined) {
+    if (typeof h.preempt === 'boolean') preempt = h.preempt;
+    else issues.add('ha.preempt', `expected true or false, got ${typeName(h.preempt)}`);
+  }
+  const advert = issues.integer(h.advert_interval_ms, 'ha.advert_interval_ms', 10, 40950, { optional: true, unit: 'milliseconds' });
+  if (advert !== undefined && advert % 10 !== 0) issues.add('ha.advert_interval_ms', `${advert} is not valid; expected a multiple of 10 ms (VRRPv3 counts centiseconds)`);
+  const syncKeyFile = absPath(h.sync_key_file, 'ha.sync_key_file');
+  if (h.sync_key_file === undefined) issues.add('ha.sync_key_file', 'missing; expected the absolute path of a file with the 32-byte sync key in base64 (`head -c 32 /dev/urandom | base64`)');
+  const syncPort = issues.integer(h.sync_port, 'ha.sync_port', 1, 65535, { optional: true });
+  const syncIntervalMs = issues.integer(h.sync_interval_ms, 'ha.sync_interval_ms', 10, 10_000, { optional: true, unit: 'milliseconds' });
+  const leaseMessages = issues.integer(h.lease_messages, 'ha.lease_messages', 1024, 2 ** 31, { optional: true, unit: 'messages' });
+  let charonHa = true;
+  if (h.charon_ha !== undefined) {
+    if (typeof h.charon_ha === 'boolean') charonHa = h.charon_ha;
+    else issues.add('ha.charon_ha', `expected true or false, got ${typeName(h.charon_ha)}`);
+  }
+  const keepalivedPath = absPath(h.keepalived_path, 'ha.keepalived_path');
+  if (issues.count > before) return undefined;
+  return {
+    nodeId: nodeId!,
+    localAddress: localAddress!,
+    peerAddress: peerAddress!,
+    interface: iface!,
+    vips,
+    privateVips,
+    ...(privateVips.length > 0 ? { privateInterface: network.privateInterface! } : {}),
+    virtualRouterId: virtualRouterId ?? DEFAULT_HA_VIRTUAL_ROUTER_ID,
+    priority: priority ?? DEFAULT_HA_PRIORITY,
+    preempt,
+    advertIntervalMs: advert ?? DEFAULT_HA_ADVERT_INTERVAL_MS,
+    syncKeyFile: syncKeyFile!,
+    syncPort: syncPort ?? DEFAULT_HA_SYNC_PORT,
+    syncIntervalMs: syncIntervalMs ?? DEFAULT_HA_SYNC_INTERVAL_MS,
+    leaseMessages: leaseMessages ?? DEFAULT_HA_LEASE_MESSAGES,
+    charonHa,
+    keepalivedPath: keepalivedPath ?? DEFAULT_KEEPALIVED_PATH,
   };
 }
 

@@ -312,6 +312,44 @@ export interface LocalConfig {
   state: {
     dir: string;
   };
+  /** Active-passive pair (docs/ha.md); absent without an `[ha]` table. */
+  ha?: HaConfig;
+}
+
+/** `[ha]`: this node's half of an active-passive pair. Units are in the field names. */
+export interface HaConfig {
+  /** 1..255, distinct on the two nodes: names this node on the sync channel. */
+  nodeId: number;
+  /** This node's own address on the link to the peer (VRRP source, sync listener). */
+  localAddress: string;
+  /** The peer node's address (VRRP unicast peer, sync channel). */
+  peerAddress: string;
+  /** Interface VRRP runs on and the public VIPs live on. */
+  interface: string;
+  /** Floating addresses with prefix length on `interface` ("192.0.2.10/24"). */
+  vips: readonly string[];
+  /** Floating addresses on `privateInterface`. */
+  privateVips: readonly string[];
+  privateInterface?: string;
+  /** VRRP virtual router id, 1..255, the same on both nodes and unique on the segment. */
+  virtualRouterId: number;
+  /** VRRP priority 1..254: the higher one is active when both start. */
+  priority: number;
+  /** Take the VIP back from a lower-priority active node (fail-back). */
+  preempt: boolean;
+  /** VRRP advertisement interval, milliseconds (keepalived resolution: 10 ms). */
+  advertIntervalMs: number;
+  /** File holding the 32-byte sync key, base64; must not be readable by group or others. */
+  syncKeyFile: string;
+  /** TCP port of the sync channel on both nodes. */
+  syncPort: number;
+  /** Largest interval between counter updates on the sync channel, milliseconds. */
+  syncIntervalMs: number;
+  /** Messages an outbound session/SA may send beyond what the standby acknowledged. */
+  leaseMessages: number;
+  /** Relay charon's `ha` plugin (IKE_SA state) through the sync channel. */
+  charonHa: boolean;
+  keepalivedPath: string;
 }
 
 export interface DesiredState {

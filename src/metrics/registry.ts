@@ -56,6 +56,16 @@ export const METRIC_LABELS = {
   cvlan_vrouter_bgp_prefixes_announced: ['tenant'],
   cvlan_vrouter_bgp_prefixes_learned: ['tenant', 'neighbor'],
   cvlan_vrouter_bgp_updates_refused: ['tenant', 'neighbor', 'reason'],
+  // `node` is `[ha] node_id`: it also keeps a node without [ha] free of HA samples.
+  cvlan_vrouter_ha_active: ['node'],
+  cvlan_vrouter_ha_fenced: ['node', 'reason'],
+  cvlan_vrouter_ha_peer_connected: ['node'],
+  cvlan_vrouter_ha_last_sync_age_seconds: ['node'],
+  cvlan_vrouter_ha_synced: ['node', 'kind'],
+  cvlan_vrouter_ha_takeovers_total: ['node'],
+  cvlan_vrouter_ha_generation_refusals_total: ['node'],
+  cvlan_vrouter_ha_sync_rejected_total: ['node', 'reason'],
+  cvlan_vrouter_ha_lease_exhausted_total: ['node'],
 } as const satisfies Record<string, readonly string[]>;
 
 export class VrouterMetrics {
@@ -248,6 +258,59 @@ export class VrouterMetrics {
         for (const w of snap().workers) workerRestarts.inc({ worker: String(w.worker) }, w.restarts);
       },
     });
+
+    // HA: present only on a node with [ha]; the view is the HA node's own state (no I/O).
+    const ha = () => this.#source.ha?.() ?? null;
+    const haGauge = (name: keyof typeof METRIC_LABELS, help: string, fill: (g: Gauge, v: NonNullable<ReturnType<typeof ha>>) => void) => {
+      const g: Gauge = new Gauge({
+        name,
+        help,
+        labelNames: METRIC_LABELS[name],
+        registers,
+        collect() {
+          g.reset();
+          const v = ha();
+          if (v) fill(g, v);
+        },
+      });
+    };
+    const haCounter = (name: keyof typeof METRIC_LABELS, help: string, fill: (c: Counter, v: NonNullable<ReturnType<typeof ha>>) => void) => {
+      const c: Counter = new Counter({
+        name,
+        help,
+        labelNames: METRIC_LABELS[name],
+        registers,
+        collect() {
+          c.reset();
+          const v = ha();
+          if (v) fill(c, v);
+        },
+      });
+    };
+    const node = (v: { node_id: number }) => ({ node: String(v.node_id) });
+    haGauge('cvlan_vrouter_ha_active', 'HA role of this node: 1 active (holds the VIP and sends), 0 standby (passive).', (g, v) => g.set(node(v), v.role === 'active' ? 1 : 0));
+    haGauge('cvlan_vrouter_ha_fenced', 'This node keeps itself out of the VRRP election (1), by reason: peer-active, generation-mismatch.', (g, v) => {
+      for (const reason of ['peer-active', 'generation-mismatch'] as const) g.set({ ...node(v), reason }, v.fence_reason === reason ? 1 : 0);
+    });
+    haGauge('cvlan_vrouter_ha_peer_connected', 'The sync channel to the peer is up and authenticated (1) or not (0).', (g, v) => g.set(node(v), v.peer_connected ? 1 : 0));
+    haGauge('cvlan_vrouter_ha_last_sync_age_seconds', 'Seconds since the last frame on the sync channel (absent before the first).', (g, v) => {
+      if (v.last_sync_age_ms !== null) g.set(node(v), v.last_sync_age_ms / 1000);
+    });
+    haGauge('cvlan_vrouter_ha_synced', 'State held from the sync channel: wireguard sessions, esp SAs.', (g, v) => {
+      g.set({ ...node(v), kind: 'wireguard' }, v.synced_wireguard_sessions);
+      g.set({ ...node(v), kind: 'esp' }, v.synced_esp_sas);
+    });
+    haCounter('cvlan_vrouter_ha_takeovers_total', 'Times this node became active after having been standby next to a peer.', (c, v) => c.inc(node(v), v.takeovers));
+    haCounter('cvlan_vrouter_ha_generation_refusals_total', "Takeovers refused because this node's configuration generation differed from the lost active peer's.", (c, v) =>
+      c.inc(node(v), v.generation_refusals),
+    );
+    haCounter('cvlan_vrouter_ha_sync_rejected_total', 'Sync frames rejected: forged (failed authentication) or replayed.', (c, v) => {
+      c.inc({ ...node(v), reason: 'forged' }, v.sync_rejected_forged);
+      c.inc({ ...node(v), reason: 'replayed' }, v.sync_rejected_replayed);
+    });
+    haCounter('cvlan_vrouter_ha_lease_exhausted_total', 'Outbound sessions/SAs that reached their counter lease and stopped sending until rekeyed.', (c, v) =>
+      c.inc(node(v), v.lease_exhausted),
+    );
 
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }

@@ -46,7 +46,12 @@ export interface EngineOptions {
   argv: readonly string[];
   env?: NodeJS.ProcessEnv;
   /** A unix socket the engine listens on once it is ready; removed before every start. */
-  readySocket: string;
+  readySocket?: string;
+  /**
+   * For an engine without a control socket (keepalived): true once it is ready. Polled like the
+   * socket; used when `readySocket` is absent.
+   */
+  readyProbe?: () => Promise<boolean>;
   /** ms until the socket must accept connections. Default 10 000. */
   startTimeoutMs?: number;
   /** Grace between SIGTERM and SIGKILL on stop, ms. Default 5 000. */
@@ -146,7 +151,7 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
   private async launch(first: boolean): Promise<EngineStart> {
     this.generation += 1;
     // A socket left by a killed instance would make the readiness probe race the new one.
-    await rm(this.opts.readySocket, { force: true });
+    if (this.opts.readySocket) await rm(this.opts.readySocket, { force: true });
     const [program, ...args] = this.opts.argv;
     const child = spawn(program as string, args, { env: this.opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
@@ -200,10 +205,10 @@ export class EngineSupervisor extends EventEmitter<EngineEvents> {
           details: { code: child.exitCode, signal: child.signalCode, output: this.output.slice(-10) },
         });
       }
-      if (await canConnect(this.opts.readySocket)) return;
+      if (this.opts.readySocket ? await canConnect(this.opts.readySocket) : await (this.opts.readyProbe?.() ?? true)) return;
       if (Date.now() > deadline) {
         if (alive(child)) child.kill('SIGKILL');
-        throw new CvlanError(this.opts.errorCode, `${this.opts.name} did not open ${this.opts.readySocket} in time`, {
+        throw new CvlanError(this.opts.errorCode, `${this.opts.name} did not ${this.opts.readySocket ? `open ${this.opts.readySocket}` : 'become ready'} in time`, {
           details: { output: this.output.slice(-10) },
         });
       }

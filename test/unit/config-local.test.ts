@@ -110,7 +110,7 @@ t.test('esp_encapsulation: "udp" or "auto", anything else named', async (t) => {
 
 t.test('a stray top-level key is located too', async (t) => {
   const { issues } = issuesOf(() => parseLocalToml('# comment\nworkers = 2\n', 'v.toml'));
-  t.same(issues, [{ path: 'workers', reason: 'unknown section or key; expected one of the sections [controller], [network], [ipsec], [performance], [admin], [state] (at v.toml:2)' }]);
+  t.same(issues, [{ path: 'workers', reason: 'unknown section or key; expected one of the sections [controller], [network], [ipsec], [performance], [admin], [state], [ha] (at v.toml:2)' }]);
 });
 
 t.test('syntax errors carry line and column from the parser', async (t) => {

@@ -38,6 +38,9 @@ void t.test('every event helper names its event, tenant and tunnel', async (t) =
   ev.bgpImportRefused({ tenant: 'acme', neighbor: 'vpc', reason: 'limit', count: 3 });
   ev.deviceLost({ tenant: 'acme', device: 'wg-acme', kind: 'wireguard', reason: 'TUN read failed: File descriptor in bad state' });
   ev.sasRemoved({ tenant: 'acme', tunnel: 'site-a', spis: ['c0ffee01'], reason: 'orphaned by a charon restart, not replaced within 60 s' });
+  ev.haRole({ from_role: 'standby', to_role: 'active', vrrp: 'MASTER', reason: 'VRRP election' });
+  ev.haFence({ fenced: true, reason: 'peer-active' });
+  ev.haSync({ state: 'down', reason: 'connection reset' });
   const lines = parsed();
   t.same(lines.map((l) => l.event), Object.values(LogEvents));
   for (const l of lines) {

@@ -57,6 +57,15 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
         ],
       };
     }
+    ha() {
+      return {
+        node_id: 1, role: 'active' as const, vrrp_state: 'MASTER' as const, fenced: false, fence_reason: null, priority: 150, preempt: false,
+        vips: ['192.0.2.10/24'], peer: '10.0.0.3', generation: 1, peer_connected: true, peer_role: 'standby' as const, peer_generation: 1,
+        last_sync_age_ms: 20, synced_wireguard_sessions: 0, synced_esp_sas: 0, sync_frames_sent: 5, sync_frames_received: 5,
+        sync_rejected_forged: 0, sync_rejected_replayed: 0, lease_exhausted: 0, takeovers: 1, generation_refusals: 0,
+        keepalived_pid: 10, keepalived_starts: 1, charon_ha: true, sync_channel: true, role_since: '2026-12-05T00:00:00.000Z',
+      };
+    }
   }
   const m = new VrouterMetrics(new Counting(snap));
   const { samples, types } = parse(await m.scrape());
@@ -80,6 +89,15 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
     cvlan_vrouter_bgp_prefixes_announced: ['tenant'],
     cvlan_vrouter_bgp_prefixes_learned: ['tenant', 'neighbor'],
     cvlan_vrouter_bgp_updates_refused: ['tenant', 'neighbor', 'reason'],
+    cvlan_vrouter_ha_active: ['node'],
+    cvlan_vrouter_ha_fenced: ['node', 'reason'],
+    cvlan_vrouter_ha_peer_connected: ['node'],
+    cvlan_vrouter_ha_last_sync_age_seconds: ['node'],
+    cvlan_vrouter_ha_synced: ['node', 'kind'],
+    cvlan_vrouter_ha_takeovers_total: ['node'],
+    cvlan_vrouter_ha_generation_refusals_total: ['node'],
+    cvlan_vrouter_ha_sync_rejected_total: ['node', 'reason'],
+    cvlan_vrouter_ha_lease_exhausted_total: ['node'],
   };
   t.same(Object.keys(METRIC_LABELS).sort(), Object.keys(expected).sort(), 'published list is the required list');
   for (const [name, labelNames] of Object.entries(expected)) {
