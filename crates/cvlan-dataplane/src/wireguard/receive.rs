@@ -35,13 +35,19 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                 Ok(Message::Transport {
                     receiver, counter, ..
                 }) => match dev.lookup_receiver(receiver, t) {
-                    Ok((peer, keypair)) => received.push(Received {
-                        idx,
-                        peer,
-                        keypair,
-                        counter,
-                    }),
-                    Err(d) => wg.counters.drop(d),
+                    Ok((peer, keypair)) => {
+                        crate::trace::wg_peer(p, "receiver", Some(peer), &dev);
+                        received.push(Received {
+                            idx,
+                            peer,
+                            keypair,
+                            counter,
+                        })
+                    }
+                    Err(d) => {
+                        crate::trace::drop(p, d);
+                        wg.counters.drop(d)
+                    }
                 },
                 Ok(_) => {
                     dev.under_load = wg.note_handshake_message(t.mono);
@@ -50,7 +56,10 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                         wg.counters.drop(d);
                     }
                 }
-                Err(e) => wg.counters.drop(wg::DropReason::from(e)),
+                Err(e) => {
+                    crate::trace::drop(p, wg::DropReason::from(e));
+                    wg.counters.drop(wg::DropReason::from(e))
+                }
             }
         }
     }
@@ -67,13 +76,17 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                     Ok(i) => (i.len, Some(i.src)),
                     Err(_) if plain == 0 => (0, None),
                     Err(_) => {
+                        crate::trace::drop(p, wg::DropReason::Malformed);
                         wg.counters.drop(wg::DropReason::Malformed);
                         continue;
                     }
                 };
                 opened.push((r, wire_len, inner_len, src));
             }
-            Err(e) => wg.counters.drop(open_drop(e)),
+            Err(e) => {
+                crate::trace::drop(p, open_drop(e));
+                wg.counters.drop(open_drop(e))
+            }
         }
     }
     if !opened.is_empty() {
@@ -85,6 +98,7 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
             );
             let Some(src) = src else { continue }; // keepalive
             if !dev.allowed_src(r.peer, src) {
+                crate::trace::drop(p, wg::DropReason::SourceNotAllowed);
                 wg.counters.drop(wg::DropReason::SourceNotAllowed);
                 continue;
             }
