@@ -230,6 +230,8 @@ export interface RouterStateSource {
   tenants(): TenantView[];
   tunnels(): TunnelView[];
   wireguardPeers(): PeerView[];
+  /** The data plane's tag of a tenant (the packet trace filters by it); undefined: no such tenant. */
+  tenantTag?(tenant: string): number | undefined;
   /** undefined when the tenant does not exist (the API answers 404). */
   routes(tenant: string): RouteView[] | undefined;
   /** The tenant's BGP speaker; null when the tenant announces nothing (optional for fixed sources). */

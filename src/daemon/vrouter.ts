@@ -681,6 +681,9 @@ export class Vrouter implements RouterStateSource {
   wireguardPeers(): PeerView[] {
     return this.#views.wireguardPeers();
   }
+  tenantTag(tenant: string): number | undefined {
+    return this.#tenants.get(tenant)?.tag;
+  }
   routes(tenant: string): RouteView[] | undefined {
     return this.#views.routes(tenant);
   }
