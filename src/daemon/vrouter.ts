@@ -682,7 +682,9 @@ export class Vrouter implements RouterStateSource {
     return this.#views.wireguardPeers();
   }
   tenantTag(tenant: string): number | undefined {
-    return this.#tenants.get(tenant)?.tag;
+    const rt = this.#tenants.get(tenant);
+    // With one tenant the data plane tags nothing (`handoffPlan`).
+    return rt === undefined ? undefined : this.#tenants.size <= 1 ? 0 : rt.tag;
   }
   routes(tenant: string): RouteView[] | undefined {
     return this.#views.routes(tenant);
