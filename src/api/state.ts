@@ -293,6 +293,11 @@ export class SnapshotStateSource implements RouterStateSource {
   wireguardPeers(): PeerView[] {
     return this.#s.peers;
   }
+  /** As the daemon tags them: one tenant untagged (0), else by position from 1. */
+  tenantTag(tenant: string): number | undefined {
+    const i = this.#s.tenants.findIndex((t) => t.id === tenant);
+    return i < 0 ? undefined : this.#s.tenants.length <= 1 ? 0 : i + 1;
+  }
   routes(tenant: string): RouteView[] | undefined {
     return Object.prototype.hasOwnProperty.call(this.#s.routes, tenant) ? this.#s.routes[tenant] : undefined;
   }
