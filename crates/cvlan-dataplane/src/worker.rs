@@ -181,6 +181,7 @@ pub fn run(args: WorkerArgs) {
                 });
                 // Buffers may be mid-batch; start from clean ones.
                 bufs = Buffers::new();
+                crate::trace::reset();
             }
         }
     }

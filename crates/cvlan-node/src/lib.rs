@@ -8,7 +8,7 @@ pub mod handoff;
 mod ipsec;
 mod plain;
 mod tenant_tun;
-mod trace;
+pub mod trace;
 mod wireguard;
 
 use cvlan_dataplane::counters::DropReason;

@@ -44,6 +44,8 @@ static SESSION: ArcSwapOption<Session> = ArcSwapOption::const_empty();
 /// Every worker thread's ring (registered on its first traced batch).
 static RINGS: Mutex<Vec<Arc<Mutex<Ring>>>> = Mutex::new(Vec::new());
 static NEXT_RING: AtomicU64 = AtomicU64::new(1);
+/// Records of batches whose ring a reader held at commit (the worker did not wait).
+static LOST_BUSY: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// True between `begin` and `commit` of a traced batch on this worker.
@@ -129,6 +131,7 @@ pub fn stop() {
 
 /// Empties every worker's ring.
 pub fn clear() {
+    LOST_BUSY.store(0, Relaxed);
     for r in RINGS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         r.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
@@ -157,12 +160,13 @@ pub struct Status {
 
 pub fn status() -> Status {
     let s = SESSION.load_full();
-    let lost = RINGS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).lost)
-        .sum();
+    let lost = LOST_BUSY.load(Relaxed)
+        + RINGS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).lost)
+            .sum::<u64>();
     Status {
         on: ON.load(Relaxed),
         filter: s.as_ref().map(|s| s.filter.clone()),
@@ -282,6 +286,11 @@ fn inner(st: &mut BatchState, p: &Packet) {
             },
         );
     }
+}
+
+/// Forgets a batch a panic interrupted (the worker restarts its loop with fresh buffers).
+pub fn reset() {
+    LIVE.with(|l| l.set(false));
 }
 
 /// Datagrams as received, before `decapsulate`: the ESP or WireGuard header.
@@ -453,6 +462,7 @@ fn commit_traced(st: &mut BatchState, pkts: &[Packet]) {
         st.push(p, Stage::Verdict { verdict, to });
     }
     let Ok(mut ring) = st.ring.try_lock() else {
+        LOST_BUSY.fetch_add(st.recs.len() as u64, Relaxed);
         return;
     };
     for slot in (0..st.n).filter(|&s| keep[s]) {
