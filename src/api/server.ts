@@ -25,7 +25,7 @@ import { VrouterMetrics } from '../metrics/registry.js';
 import * as S from './schemas.js';
 import type { RouterControl, RouterStateSource } from './state.js';
 import type { EventStream } from './events.js';
-import { TraceApi, type TraceControl, type TraceFilterQuery } from './trace.js';
+import { TraceApi, type TraceControl, type TraceFilterQuery, type TraceView } from './trace.js';
 import { traceClear, traceRead, traceStart, traceStatus, traceStop } from '../dataplane/trace.js';
 
 export const DEFAULT_ADMIN_SOCKET = '/run/cvlan/admin.sock';
@@ -71,6 +71,8 @@ export interface AdminServerOptions {
   /** The packet trace. Default: the data plane's (one per process). */
   trace?: TraceControl;
 }
+
+type TraceStatusView = TraceView['status'];
 
 /** The data plane's packet trace. */
 const dataplaneTrace: TraceControl = { start: traceStart, stop: traceStop, clear: traceClear, status: traceStatus, read: traceRead };
@@ -300,9 +302,10 @@ function buildApp(r: Resolved, auth: Buffer | null): FastifyInstance {
   }
 
   const trace = new TraceApi(src, r.trace);
-  const traceAction = (f: () => unknown) => async (_req: unknown, reply: FastifyReply) => {
+  // A name the API cannot resolve, or a value the data plane refuses: 400 naming the field.
+  const traceAction = (f: () => TraceStatusView) => async (_req: unknown, reply: FastifyReply) => {
     try {
-      return { ...(f() as object) };
+      return f();
     } catch (e) {
       if (e instanceof CvlanError && e.code === 'CVLAN_ERR_API_BAD_REQUEST') return sendError(reply, 400, e.code, e.message);
       throw e;

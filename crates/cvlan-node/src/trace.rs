@@ -200,7 +200,7 @@ fn stage_js(s: &Stage) -> TraceStageJs {
             j.counter = Some(counter as f64);
             j.to = Some(endpoint.to_string());
         }
-        Stage::Queued => {}
+        Stage::WgHandshake { .. } | Stage::Queued | Stage::Consumed => {}
         Stage::Drop { reason } => j.reason = Some(reason.as_str().to_string()),
         Stage::Verdict { verdict, to } => {
             j.verdict = Some(

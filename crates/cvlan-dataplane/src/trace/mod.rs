@@ -302,6 +302,8 @@ pub fn wire(device: &'static str, pkts: &[Packet]) {
                 "wireguard" => {
                     if let Some((receiver, counter)) = record::wg_header(p.data()) {
                         st.push(p, Stage::WgDecap { receiver, counter });
+                    } else if let Some(&kind @ 1..=3) = p.data().first() {
+                        st.push(p, Stage::WgHandshake { kind });
                     }
                 }
                 "ipsec" => {
@@ -459,7 +461,16 @@ fn commit_traced(st: &mut BatchState, pkts: &[Packet]) {
         keep[slot] = true;
         let to = (p.verdict == Verdict::Send).then_some(p.addr);
         let verdict = p.verdict;
-        st.push(p, Stage::Verdict { verdict, to });
+        let counted = || {
+            st.recs
+                .iter()
+                .any(|r| r.packet == slot as u64 && matches!(r.stage, Stage::Drop { .. }))
+        };
+        if verdict == Verdict::Drop && !counted() {
+            st.push(p, Stage::Consumed);
+        } else {
+            st.push(p, Stage::Verdict { verdict, to });
+        }
     }
     let Ok(mut ring) = st.ring.try_lock() else {
         LOST_BUSY.fetch_add(st.recs.len() as u64, Relaxed);
@@ -525,13 +536,13 @@ mod tests {
             prefix: Some("10.1.0.0/16".parse().unwrap()),
             ..Filter::default()
         };
-        start(filter, 2);
+        start(filter, 3);
         begin(0, "test", &mut pkts, Duration::from_secs(2), true);
         drop(&pkts[0], DropReason::NoRoute);
         pkts[2].verdict = Verdict::ToTun;
         commit(&pkts);
         let got = read();
-        assert_eq!(got.len(), 2, "the count limit: 2 of the 3 matching packets");
+        assert_eq!(got.len(), 3, "the count limit: 3 of the 3 matching packets");
         assert_eq!(got[0].stages[0].name(), "ingress");
         assert_eq!(got[0].stages[1].name(), "inner");
         assert!(
@@ -545,6 +556,12 @@ mod tests {
             verdict: Verdict::ToTun,
             to: None
         }));
+        assert_eq!(
+            got[2].stages.last(),
+            Some(&Stage::Consumed),
+            "no drop counted: taken by the protocol"
+        );
+        assert!(!got[0].stages.contains(&Stage::Consumed));
         let st = status();
         assert!(!st.on, "the count reached stops the trace");
         assert_eq!(st.remaining, 0);

@@ -31,6 +31,8 @@ pub enum Stage {
     EspDecap { spi: u32, seq: u32 },
     /// A WireGuard transport message as received (before the receiver-index lookup).
     WgDecap { receiver: u32, counter: u64 },
+    /// A WireGuard handshake message (type 1 initiation, 2 response, 3 cookie reply).
+    WgHandshake { kind: u8 },
     /// A WireGuard lookup: `table` is "receiver" (inbound) or "allowed-ips" (outbound); `peer`
     /// the peer it chose (none: no peer).
     WgPeer {
@@ -61,6 +63,8 @@ pub enum Stage {
     Queued,
     /// Dropped, with its reason from the one drop table.
     Drop { reason: DropReason },
+    /// Taken by the protocol itself, no drop: a handshake, a keepalive, IKE for charon.
+    Consumed,
     /// What the worker did with it at the end of the batch.
     Verdict {
         verdict: Verdict,
@@ -77,12 +81,14 @@ impl Stage {
             Stage::Tenant { .. } => "tenant",
             Stage::EspDecap { .. } => "esp-decap",
             Stage::WgDecap { .. } => "wg-decap",
+            Stage::WgHandshake { .. } => "wg-handshake",
             Stage::WgPeer { .. } => "wg-peer",
             Stage::Handoff { .. } => "handoff",
             Stage::EspEncap { .. } => "esp-encap",
             Stage::WgEncap { .. } => "wg-encap",
             Stage::Queued => "queued",
             Stage::Drop { .. } => "drop",
+            Stage::Consumed => "consumed",
             Stage::Verdict { .. } => "verdict",
         }
     }
@@ -111,6 +117,12 @@ impl fmt::Display for Stage {
             Stage::WgDecap { receiver, counter } => {
                 write!(f, "receiver 0x{receiver:08x} counter {counter}")
             }
+            Stage::WgHandshake { kind } => match kind {
+                1 => write!(f, "initiation"),
+                2 => write!(f, "response"),
+                3 => write!(f, "cookie reply"),
+                k => write!(f, "type {k}"),
+            },
             Stage::WgPeer { table, peer } => match peer {
                 Some(p) => write!(f, "{table} -> peer {p}"),
                 None => write!(f, "{table} -> none"),
@@ -137,6 +149,7 @@ impl fmt::Display for Stage {
             ),
             Stage::Queued => write!(f, "until the handshake completes"),
             Stage::Drop { reason } => write!(f, "{}", reason.as_str()),
+            Stage::Consumed => write!(f, "by the protocol (handshake, keepalive or IKE)"),
             Stage::Verdict { verdict, to } => match (verdict, to) {
                 (Verdict::Send, Some(a)) => write!(f, "sent to {a}"),
                 (Verdict::ToTun, _) => write!(f, "to tun"),
