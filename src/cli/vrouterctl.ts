@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * vrouterctl — reads the running cvlan-vrouter through its admin API (views, events), starts and
- * stops its IPsec tunnels by hand, and makes WireGuard keys. `vrouterctl --help` lists the
+ * stops its IPsec tunnels by hand, runs its packet trace, and makes WireGuard keys. `vrouterctl --help` lists the
  * commands, `vrouterctl COMMAND --help` describes one; `--json` gives any read as JSON.
  *
  * Exit codes (stable, for scripts):
