@@ -434,6 +434,13 @@ pub fn drop(p: &Packet, reason: impl Into<DropReason>) {
     });
 }
 
+/// `drop` that hands the reason back, for a hook inside the counter's own call.
+#[inline]
+pub fn dropped<R: Into<DropReason> + Copy>(p: &Packet, reason: R) -> R {
+    drop(p, reason);
+    reason
+}
+
 /// Stage 3: the batch is done (sent, written, handed off); `pkts` are its packets in any order.
 #[inline]
 pub fn commit(pkts: &[Packet]) {

@@ -35,19 +35,13 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                 Ok(Message::Transport {
                     receiver, counter, ..
                 }) => match dev.lookup_receiver(receiver, t) {
-                    Ok((peer, keypair)) => {
-                        crate::trace::wg_peer(p, "receiver", Some(peer), &dev);
-                        received.push(Received {
-                            idx,
-                            peer,
-                            keypair,
-                            counter,
-                        })
-                    }
-                    Err(d) => {
-                        crate::trace::drop(p, d);
-                        wg.counters.drop(d)
-                    }
+                    Ok((peer, keypair)) => received.push(Received {
+                        idx,
+                        peer,
+                        keypair,
+                        counter,
+                    }),
+                    Err(d) => wg.counters.drop(crate::trace::dropped(p, d)),
                 },
                 Ok(_) => {
                     dev.under_load = wg.note_handshake_message(t.mono);
@@ -56,10 +50,9 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                         wg.counters.drop(d);
                     }
                 }
-                Err(e) => {
-                    crate::trace::drop(p, wg::DropReason::from(e));
-                    wg.counters.drop(wg::DropReason::from(e))
-                }
+                Err(e) => wg
+                    .counters
+                    .drop(crate::trace::dropped(p, wg::DropReason::from(e))),
             }
         }
     }
@@ -83,16 +76,14 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                 };
                 opened.push((r, wire_len, inner_len, src));
             }
-            Err(e) => {
-                crate::trace::drop(p, open_drop(e));
-                wg.counters.drop(open_drop(e))
-            }
+            Err(e) => wg.counters.drop(crate::trace::dropped(p, open_drop(e))),
         }
     }
     if !opened.is_empty() {
         let mut dev = wg.lock();
         for (r, wire_len, inner_len, src) in opened {
             let p = &mut pkts[r.idx];
+            crate::trace::wg_peer(p, "receiver", Some(r.peer), &dev);
             dev.received_data(
                 r.peer, &r.keypair, p.addr, wire_len, inner_len, t, &mut OsRng, &mut out,
             );

@@ -59,10 +59,7 @@ pub(super) fn encapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                     endpoint,
                 }),
                 SendPlan::Queued => crate::trace::queued(p),
-                SendPlan::Drop(d) => {
-                    crate::trace::drop(p, d);
-                    wg.counters.drop(d)
-                }
+                SendPlan::Drop(d) => wg.counters.drop(crate::trace::dropped(p, d)),
             }
         }
     }
