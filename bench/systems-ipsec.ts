@@ -22,6 +22,7 @@ import { missingPrerequisites } from '../test/harness/tools.js';
 import { waitForPing } from '../test/harness/ping.js';
 import { strongswanPeer } from '../test/harness/strongswan.js';
 import { vrouterRun } from '../test/harness/vrouter.js';
+import { adminRequest } from '../src/api/client.js';
 import { genKeyPair, cvlanWireguard } from '../test/harness/wireguard.js';
 import type { SystemUnderTest } from './systems.js';
 
@@ -101,9 +102,16 @@ export const IPSEC_SYSTEMS: SystemUnderTest[] = [
       return '10.88.2.1';
     },
   },
-  {
-    name: 'cvlan-translate',
-    description: 'ours-ESP site ⇄ ours translator (ESP in, WireGuard out) ⇄ ours WireGuard agent behind it',
+  translate('cvlan-translate', 'ours-ESP site ⇄ ours translator (ESP in, WireGuard out) ⇄ ours WireGuard agent behind it', false),
+  // The packet trace's cost when on but excluding everything (docs/benchmarks.md).
+  translate('cvlan-translate-traced', 'cvlan-translate with a packet trace running on every vrouter, its filter matching no packet', true),
+];
+
+function translate(name: string, description: string, traced: boolean): SystemUnderTest {
+  return {
+    name,
+    description,
+    thisBuildOnly: traced,
     missing: () => cvlanTestbedMissing() ?? missingPrerequisites('charon', 'wg'),
     setup: async (lab, h) => {
       const key = psk();
@@ -117,7 +125,7 @@ export const IPSEC_SYSTEMS: SystemUnderTest[] = [
       };
       // A private /run: the translator's UAPI socket (/var/run/wireguard/wg-bench.sock) is per host,
       // and a compared build runs a second translator of the same tenant in the same run.
-      await vrouterRun(lab, h.b, { document: bDoc, listenAddress: h.addrB, privateRun: true });
+      const b = await vrouterRun(lab, h.b, { document: bDoc, listenAddress: h.addrB, privateRun: true });
       await cvlanWireguard(lab, c, {
         keys: ck,
         addresses: ['10.88.3.1/24'],
@@ -130,7 +138,14 @@ export const IPSEC_SYSTEMS: SystemUnderTest[] = [
       });
       await lab.addAddress(h.a, a.ready.ipsec!.interface, '10.88.1.1/32');
       await waitForPing(h.a, '10.88.3.1', 20_000, '10.88.1.1');
+      if (traced) {
+        for (const v of [a, b]) {
+          const r = await adminRequest({ kind: 'unix', socketPath: v.admin }, 'POST', '/v1/trace/start?count=100000&prefix=192.0.2.0/24');
+          if (r.status !== 200) throw new Error(`${name}: trace start answered ${r.status} ${r.body}`);
+        }
+      }
       return { target: '10.88.3.1', serverNs: c };
     },
-  },
-];
+  };
+}
+

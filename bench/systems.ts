@@ -20,6 +20,8 @@ export interface SystemUnderTest {
    * target and the namespace its iperf3 server runs in when that is not B (a host behind B).
    */
   setup(lab: Lab, h: TwoHosts): Promise<string | { target: string; serverNs: string }>;
+  /** Needs this build's features: no twin from a `--compare` build. */
+  thisBuildOnly?: boolean;
 }
 
 const INNER: [string, string] = ['10.99.0.1/24', '10.99.0.2/24'];

@@ -100,7 +100,7 @@ async function main(): Promise<void> {
   for (const { label, cli } of compared) {
     for (const name of [...wanted]) {
       const sys = SYSTEMS.find((s) => s.name === name) as SystemUnderTest;
-      if (!name.startsWith('cvlan-')) continue;
+      if (!name.startsWith('cvlan-') || sys.thisBuildOnly) continue;
       const twin = `${name}@${label}`;
       SYSTEMS.push({ ...sys, name: twin, description: `${sys.description} — build ${label}`, setup: (lab, h) => useCvlanCli(cli, () => sys.setup(lab, h)) });
       wanted.push(twin);

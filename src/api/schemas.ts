@@ -197,3 +197,58 @@ export const eventsQuery = {
 export const tunnelParams = obj({ id: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$' } });
 
 export const tunnelActionResponse = obj({ tunnel: str, action: { type: 'string', enum: ['initiate', 'terminate'] } });
+
+/** `POST /v1/trace/start`: the count and the filter (names resolved by the API, see trace.ts). */
+export const traceStartQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    count: { type: 'integer', minimum: 1, maximum: 100000 },
+    tenant: { type: 'string', minLength: 1, maxLength: 128 },
+    peer: { type: 'string', minLength: 1, maxLength: 128 },
+    tunnel: { type: 'string', minLength: 1, maxLength: 128 },
+    prefix: { type: 'string', minLength: 1, maxLength: 64 },
+  },
+} as const;
+
+const opt = <T>(t: T) => t;
+const traceStageSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['stage', 'detail'],
+  properties: {
+    stage: str,
+    detail: str,
+    device: opt(str),
+    worker: opt(count),
+    len: opt(count),
+    from: opt(str),
+    src: opt(str),
+    dst: opt(str),
+    proto: opt(count),
+    tenant: opt(count),
+    spi: opt(str),
+    seq: opt(count),
+    receiver: opt(str),
+    counter: opt(count),
+    table: opt(str),
+    peer: opt(count),
+    to: opt(str),
+    prefix_len: opt(count),
+    reason: opt(str),
+    verdict: opt(str),
+  },
+} as const;
+
+export const traceStatusSchema = obj({
+  on: { type: 'boolean' },
+  count: count,
+  remaining: count,
+  lost: count,
+  filter: obj({ tenant: nstr, peer: nstr, tunnel: nstr, prefix: nstr }),
+});
+
+export const traceResponse = obj({
+  status: traceStatusSchema,
+  packets: list(obj({ id: str, at_ns: count, stages: list(traceStageSchema) })),
+});

@@ -1,7 +1,7 @@
 /**
  * The admin API: views of the router over HTTP/JSON, Prometheus text, the event log as NDJSON
  * (`GET /v1/events[?follow=true]`), and two operator actions on IPsec tunnels
- * (`POST /v1/tunnels/<id>/initiate|terminate`).
+ * (`POST /v1/tunnels/<id>/initiate|terminate`), and the packet trace (`/v1/trace`, `./trace.ts`).
  *
  * Two listeners, same routes. The unix socket (default) is guarded by file permissions: parent
  * directory 0700 when we create it, socket 0600 right after listen. TCP is opt-in and every
@@ -25,6 +25,8 @@ import { VrouterMetrics } from '../metrics/registry.js';
 import * as S from './schemas.js';
 import type { RouterControl, RouterStateSource } from './state.js';
 import type { EventStream } from './events.js';
+import { TraceApi, type TraceControl, type TraceFilterQuery, type TraceView } from './trace.js';
+import { traceClear, traceRead, traceStart, traceStatus, traceStop } from '../dataplane/trace.js';
 
 export const DEFAULT_ADMIN_SOCKET = '/run/cvlan/admin.sock';
 
@@ -66,7 +68,14 @@ export interface AdminServerOptions {
   events?: EventStream;
   /** Operator actions (`initiate`, `terminate`). Default: none (the routes answer 404). */
   control?: RouterControl;
+  /** The packet trace. Default: the data plane's (one per process). */
+  trace?: TraceControl;
 }
+
+type TraceStatusView = TraceView['status'];
+
+/** The data plane's packet trace. */
+const dataplaneTrace: TraceControl = { start: traceStart, stop: traceStop, clear: traceClear, status: traceStatus, read: traceRead };
 
 export interface AdminServer {
   /** The unix socket served, or null. */
@@ -87,6 +96,7 @@ interface Resolved {
   metrics: VrouterMetrics;
   events: EventStream | undefined;
   control: RouterControl | undefined;
+  trace: TraceControl;
 }
 
 function optionsError(message: string): CvlanError {
@@ -129,6 +139,7 @@ function resolveOptions(o: AdminServerOptions): Resolved {
     metrics: o.metrics ?? new VrouterMetrics(o.source),
     events: o.events,
     control: o.control,
+    trace: o.trace ?? dataplaneTrace,
   };
 }
 
@@ -296,6 +307,30 @@ function buildApp(r: Resolved, auth: Buffer | null): FastifyInstance {
       },
     );
   }
+
+  const trace = new TraceApi(src, r.trace);
+  // A name the API cannot resolve, or a value the data plane refuses: 400 naming the field.
+  const traceAction = (f: () => TraceStatusView) => async (_req: unknown, reply: FastifyReply) => {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof CvlanError && e.code === 'CVLAN_ERR_API_BAD_REQUEST') return sendError(reply, 400, e.code, e.message);
+      throw e;
+    }
+  };
+  app.post<{ Querystring: TraceFilterQuery }>(
+    '/v1/trace/start',
+    { schema: { querystring: S.traceStartQuery, response: { 200: S.traceStatusSchema, ...errorResponses } } },
+    async (req, reply) => traceAction(() => trace.start(req.query))(req, reply),
+  );
+  for (const action of ['stop', 'clear'] as const) {
+    app.post(
+      `/v1/trace/${action}`,
+      { schema: { querystring: S.noQuery, response: { 200: S.traceStatusSchema, ...errorResponses } } },
+      traceAction(() => (action === 'stop' ? trace.stop() : trace.clear())),
+    );
+  }
+  route('/v1/trace', S.traceResponse, () => trace.view());
 
   app.get(
     '/metrics',

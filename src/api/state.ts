@@ -234,6 +234,8 @@ export interface RouterStateSource {
   tenants(): TenantView[];
   tunnels(): TunnelView[];
   wireguardPeers(): PeerView[];
+  /** The data plane's tag of a tenant (the packet trace filters by it); undefined: no such tenant. */
+  tenantTag?(tenant: string): number | undefined;
   /** undefined when the tenant does not exist (the API answers 404). */
   routes(tenant: string): RouteView[] | undefined;
   /** The tenant's BGP speaker; null when the tenant announces nothing (optional for fixed sources). */
@@ -296,6 +298,11 @@ export class SnapshotStateSource implements RouterStateSource {
   }
   wireguardPeers(): PeerView[] {
     return this.#s.peers;
+  }
+  /** As the daemon tags them: one tenant untagged (0), else by position from 1. */
+  tenantTag(tenant: string): number | undefined {
+    const i = this.#s.tenants.findIndex((t) => t.id === tenant);
+    return i < 0 ? undefined : this.#s.tenants.length <= 1 ? 0 : i + 1;
   }
   routes(tenant: string): RouteView[] | undefined {
     return Object.prototype.hasOwnProperty.call(this.#s.routes, tenant) ? this.#s.routes[tenant] : undefined;

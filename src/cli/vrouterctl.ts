@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * vrouterctl — reads the running cvlan-vrouter through its admin API (views, events), starts and
- * stops its IPsec tunnels by hand, and makes WireGuard keys. `vrouterctl --help` lists the
+ * stops its IPsec tunnels by hand, runs its packet trace, and makes WireGuard keys. `vrouterctl --help` lists the
  * commands, `vrouterctl COMMAND --help` describes one; `--json` gives any read as JSON.
  *
  * Exit codes (stable, for scripts):
@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { adminGet, adminRequest, adminStream, type AdminTarget } from '../api/client.js';
 import { DEFAULT_ADMIN_SOCKET } from '../api/server.js';
 import type { BgpView, DropView, PeerView, RouteView, TunnelView, WorkerView } from '../api/state.js';
+import type { TraceView } from '../api/trace.js';
 import { CvlanError } from '../errors.js';
 import { genkey, pubkey } from '../secrets/keys.js';
 
@@ -36,7 +37,7 @@ interface Command {
   args?: string;
   summary: string;
   /** Options of this command besides the common ones. */
-  options?: readonly ('tenant' | 'follow')[];
+  options?: readonly ('tenant' | 'follow' | 'count' | 'filter')[];
   /** Positional arguments it takes (after the command). Default 0. */
   positionals?: number;
   /** Reads the daemon (GET); false for actions and local commands. */
@@ -56,6 +57,12 @@ const COMMANDS: Record<string, Command> = {
   logs: { args: '[-f]', summary: 'recent events (tunnel up/down, auth failures, config); -f follows new ones', options: ['follow'], read: true },
   initiate: { args: 'TUNNEL', summary: 'bring IPsec tunnel TUNNEL up now (IKE_SA and CHILD_SA)', positionals: 1 },
   terminate: { args: 'TUNNEL', summary: "delete IPsec tunnel TUNNEL's SAs (it stays configured)", positionals: 1 },
+  trace: {
+    args: 'start|stop|clear|show',
+    summary: 'packet trace in the data plane: start [--count N] [--filter K=V]..., stop, clear, show each packet\'s stages',
+    options: ['count', 'filter'],
+    positionals: 1,
+  },
   genkey: { summary: 'print a new WireGuard private key (like wg genkey)' },
   pubkey: { summary: 'read a private key on stdin, print its public key (like wg pubkey)' },
 };
@@ -86,6 +93,14 @@ function commandHelp(name: string, c: Command): string {
   const extra = [
     ...(c.options?.includes('tenant') ? ['  --tenant T            the tenant whose table to print'] : []),
     ...(c.options?.includes('follow') ? ['  -f, --follow          keep printing events as they happen (until Ctrl-C)'] : []),
+    ...(c.options?.includes('count') ? ['  --count N             start: packets to record, then stop (1..100000, default 50)'] : []),
+    ...(c.options?.includes('filter')
+      ? [
+          '  --filter K=V          start: only packets with tenant=ID, peer=NAME|KEY (WireGuard),',
+          '                        tunnel=ID (IPsec, by its SAs now) or prefix=CIDR (inner source or',
+          '                        destination); repeat to require several',
+        ]
+      : []),
   ];
   return `usage: vrouterctl [options] ${name}${c.args ? ` ${c.args}` : ''}\n\n${c.summary}\n\n${COMMON_OPTIONS}${extra.length ? `${extra.join('\n')}\n` : ''}\nexit codes: 0 ok, 1 usage, 2 daemon unreachable, 3 API error\n`;
 }
@@ -105,6 +120,8 @@ export async function main(argv: string[], io: CtlIo): Promise<number> {
         'token-file': { type: 'string' },
         tenant: { type: 'string' },
         follow: { type: 'boolean', short: 'f', default: false },
+        count: { type: 'string' },
+        filter: { type: 'string', multiple: true },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -127,6 +144,9 @@ export async function main(argv: string[], io: CtlIo): Promise<number> {
     if (extra.length < (spec.positionals ?? 0)) throw new UsageError(`${command} needs ${spec.args}`);
     if (values.tenant !== undefined && !spec.options?.includes('tenant')) throw new UsageError(`--tenant is not an option of ${command}`);
     if (values.follow && !spec.options?.includes('follow')) throw new UsageError(`--follow is not an option of ${command}`);
+    const traceQuery = command === 'trace' ? traceRequest(extra[0]!, values.count, values.filter) : undefined;
+    if (!traceQuery && values.count !== undefined) throw new UsageError(`--count is not an option of ${command}`);
+    if (!traceQuery && values.filter !== undefined) throw new UsageError(`--filter is not an option of ${command}`);
     if (command === 'genkey') {
       io.stdout.write(`${genkey()}\n`);
       return EXIT.OK;
@@ -135,8 +155,9 @@ export async function main(argv: string[], io: CtlIo): Promise<number> {
     if (command === 'routes' && !values.tenant) throw new UsageError('routes needs --tenant T');
     const target = resolveTarget(values, io.env);
     if (command === 'logs') return await logsCommand(target, values.follow, values.json, io);
-    const res =
-      command === 'initiate' || command === 'terminate'
+    const res = traceQuery
+      ? await adminRequest(target, traceQuery.method, traceQuery.path, 10_000)
+      : command === 'initiate' || command === 'terminate'
         ? await adminRequest(target, 'POST', `/v1/tunnels/${encodeURIComponent(extra[0]!)}/${command}`, 30_000)
         : await adminGet(target, command === 'routes' ? `/v1/routes?tenant=${encodeURIComponent(values.tenant!)}` : apiPath(command));
     let body: unknown;
@@ -151,7 +172,7 @@ export async function main(argv: string[], io: CtlIo): Promise<number> {
       io.stderr.write(`vrouterctl: ${err?.code ?? 'error'}: ${err?.message ?? 'request failed'} (HTTP ${res.status})\n`);
       return EXIT.API;
     }
-    io.stdout.write(values.json ? `${JSON.stringify(body, null, 2)}\n` : render(command, body));
+    io.stdout.write(values.json ? `${JSON.stringify(body, null, 2)}\n` : render(traceQuery ? traceQuery.render : command, body));
     return EXIT.OK;
   } catch (e) {
     if (e instanceof UsageError) {
@@ -213,6 +234,48 @@ export function renderEvent(line: string): string {
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
     .join(' ');
   return `${[String(time ?? ''), (LEVELS[level as number] ?? String(level)).padEnd(5), String(event), scope || '-', String(msg ?? '')].join('  ')}${fields ? `  ${fields}` : ''}\n`;
+}
+
+const TRACE_FILTER_KEYS = ['tenant', 'peer', 'tunnel', 'prefix'] as const;
+
+/** `trace SUB`: the request it makes and how its answer prints; refuses bad flags by name. */
+export function traceRequest(
+  sub: string,
+  count: string | undefined,
+  filters: string[] | undefined,
+): { method: 'GET' | 'POST'; path: string; render: 'trace-show' | 'trace-status' } {
+  if (!['start', 'stop', 'clear', 'show'].includes(sub)) throw new UsageError(`trace: unknown subcommand ${sub} (start, stop, clear or show)`);
+  if (sub !== 'start' && count !== undefined) throw new UsageError('--count is an option of trace start only');
+  if (sub !== 'start' && filters !== undefined) throw new UsageError('--filter is an option of trace start only');
+  if (sub === 'show') return { method: 'GET', path: '/v1/trace', render: 'trace-show' };
+  if (sub !== 'start') return { method: 'POST', path: `/v1/trace/${sub}`, render: 'trace-status' };
+  const q = new URLSearchParams();
+  if (count !== undefined) {
+    const n = /^[0-9]+$/.test(count) ? Number(count) : NaN;
+    if (!Number.isSafeInteger(n) || n < 1 || n > 100_000) throw new UsageError(`--count: ${JSON.stringify(count)} is not a whole number 1..100000`);
+    q.set('count', String(n));
+  }
+  for (const f of filters ?? []) {
+    const eq = f.indexOf('=');
+    const key = eq > 0 ? f.slice(0, eq) : '';
+    const value = eq > 0 ? f.slice(eq + 1) : '';
+    if (!(TRACE_FILTER_KEYS as readonly string[]).includes(key)) {
+      throw new UsageError(`--filter: ${JSON.stringify(f)} is not K=V with K one of ${TRACE_FILTER_KEYS.join(', ')}`);
+    }
+    if (value.length === 0) throw new UsageError(`--filter: ${key} needs a value`);
+    if (q.has(key)) throw new UsageError(`--filter: ${key} given twice`);
+    q.set(key, value);
+  }
+  const qs = q.toString();
+  return { method: 'POST', path: `/v1/trace/start${qs ? `?${qs}` : ''}`, render: 'trace-status' };
+}
+
+function traceStatusText(s: TraceView['status']): string {
+  const filter = Object.entries(s.filter)
+    .filter(([, v]) => v !== null)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  return `trace ${s.on ? 'on' : 'off'}: ${s.count - s.remaining}/${s.count} packets recorded, filter ${filter || 'none'}, ${s.lost} records lost\n`;
 }
 
 function apiPath(command: string): string {
@@ -420,6 +483,17 @@ function render(command: string, body: unknown): string {
           w.busy_ratio === null ? '-' : `${(w.busy_ratio * 100).toFixed(0)}%`,
         ]),
       );
+    }
+    case 'trace-status':
+      return traceStatusText(body as TraceView['status']);
+    case 'trace-show': {
+      const t = body as TraceView;
+      const out = [traceStatusText(t.status).trimEnd()];
+      for (const [i, p] of t.packets.entries()) {
+        out.push('', `packet ${i + 1} (${p.id}) at ${(p.at_ns / 1e9).toFixed(6)}s`);
+        for (const s of p.stages) out.push(`  ${s.stage.padEnd(10)}  ${s.detail}`);
+      }
+      return `${out.join('\n')}\n`;
     }
     case 'initiate':
     case 'terminate': {

@@ -857,6 +857,11 @@ export class Vrouter implements RouterStateSource {
   wireguardPeers(): PeerView[] {
     return this.#views.wireguardPeers();
   }
+  tenantTag(tenant: string): number | undefined {
+    const rt = this.#tenants.get(tenant);
+    // With one tenant the data plane tags nothing (`handoffPlan`).
+    return rt === undefined ? undefined : this.#tenants.size <= 1 ? 0 : rt.tag;
+  }
   routes(tenant: string): RouteView[] | undefined {
     return this.#views.routes(tenant);
   }

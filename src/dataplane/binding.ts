@@ -290,11 +290,64 @@ export interface BindingHaSync {
   close(): void;
 }
 
+/** Options of `Binding.traceStart` (crates/cvlan-node/src/trace.rs). */
+export interface BindingTraceStartOptions {
+  count?: number;
+  tenant?: number;
+  /** Base64 WireGuard public key. */
+  peer?: string;
+  spis?: number[];
+  prefix?: string;
+}
+
+export interface BindingTraceStatus {
+  on: boolean;
+  count: number;
+  remaining: number;
+  lost: number;
+}
+
+/** One stage of a traced packet: its name, a one-line description and the fields it has. */
+export interface BindingTraceStage {
+  stage: string;
+  detail: string;
+  device?: string;
+  worker?: number;
+  len?: number;
+  from?: string;
+  src?: string;
+  dst?: string;
+  proto?: number;
+  tenant?: number;
+  spi?: number;
+  seq?: number;
+  receiver?: number;
+  counter?: number;
+  table?: string;
+  peer?: number;
+  to?: string;
+  prefixLen?: number;
+  reason?: string;
+  verdict?: string;
+}
+
+export interface BindingTracePacket {
+  id: string;
+  atNs: number;
+  stages: BindingTraceStage[];
+}
+
 export interface Binding {
   nativeInfo(): BindingNativeInfo;
   echoBuffer(buf: Buffer): Buffer;
   /** Every drop code the data plane counts (`crates/cvlan-dataplane/src/counters.rs`). */
   dropCodes(): string[];
+  /** The packet trace, over every device's workers (one per process). */
+  traceStart(opts: BindingTraceStartOptions): void;
+  traceStop(): void;
+  traceClear(): void;
+  traceStatus(): BindingTraceStatus;
+  traceRead(): BindingTracePacket[];
   PlainDevice: new (options: BindingPlainDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingPlainDevice;
   IpsecDevice: new (options: BindingIpsecDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingIpsecDevice;
   WireGuardDevice: new (options: BindingWireGuardDeviceOptions, onEvent?: (ev: BindingEvent) => void) => BindingWireGuardDevice;

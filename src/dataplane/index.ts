@@ -28,6 +28,7 @@ import {
 } from './binding.js';
 
 export { addonPath } from './binding.js';
+export * from './trace.js';
 
 export interface NativeInfo {
   version: string;

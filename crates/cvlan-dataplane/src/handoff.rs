@@ -227,9 +227,11 @@ fn isolate(h: &Handoff, stage: &mut Stage<'_>, pkts: &mut [Packet]) {
         p.claimed = false;
         p.verdict = Verdict::Drop;
         if elsewhere[i] {
+            crate::trace::drop(p, DropReason::InterTenantDenied);
             counters.drop_packet(DropReason::InterTenantDenied);
             continue;
         }
+        crate::trace::drop(p, DropReason::NoRoute);
         counters.drop_packet(DropReason::NoRoute);
         if h.icmp.allow(stage.ctx.now) {
             if let Some(n) = cvlan_proto::icmp::unreachable(p.data(), &mut icmp) {
@@ -277,6 +279,7 @@ fn to_target(
     if !pkts.iter().any(|p| p.claimed && p.verdict.is_inner()) {
         return;
     }
+    crate::trace::handoff(stage.ingress.name(), t.transport.name(), pkts, claimed);
     // 3. too_big
     let mut reply = vec![false; pkts.len()];
     let mut icmp = [0u8; 1280];
@@ -287,12 +290,14 @@ fn to_target(
         let mtu = u16::try_from(t.mtu).unwrap_or(u16::MAX);
         if !limit.allow(now) {
             // Over the budget: dropped without an answer (the sender retries).
+            crate::trace::drop(p, DropReason::Oversized);
             counters.drop_packet(DropReason::Oversized);
             p.claimed = false;
             p.verdict = Verdict::Drop;
             continue;
         }
         if let Some(n) = cvlan_proto::icmp::too_big(p.data(), mtu, &mut icmp) {
+            crate::trace::drop(p, DropReason::Oversized);
             counters.drop_packet(DropReason::Oversized);
             p.len = n;
             p.data_mut().copy_from_slice(&icmp[..n]);
@@ -332,6 +337,7 @@ fn to_target(
         extra: &mut extra,
     };
     t.transport.encapsulate(&mut ctx, group);
+    crate::trace::sealed(t.transport.name(), group);
     // 6. send
     let scratch = &mut *stage.scratch;
     let sent = t.senders.with_sockets(|socks| {

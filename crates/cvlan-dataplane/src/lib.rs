@@ -16,6 +16,7 @@ pub mod plain;
 mod send;
 mod sys;
 pub mod tenant_tun;
+pub mod trace;
 pub mod transport;
 pub mod tun;
 pub mod udp;

@@ -68,6 +68,8 @@ pub struct Packet {
     pub(crate) home: u32,
     /// An ICMP error `crate::handoff` made for this packet's sender.
     pub(crate) reply: bool,
+    /// The packet's slot in a traced batch (`crate::trace`); meaningless when not tracing.
+    pub trace: u16,
 }
 
 impl Default for Packet {
@@ -91,6 +93,7 @@ impl Packet {
             tag: 0,
             home: 0,
             reply: false,
+            trace: 0,
         }
     }
     pub fn data(&self) -> &[u8] {
@@ -139,6 +142,7 @@ impl Packet {
         true
     }
     pub fn drop_with(&mut self, counters: &WorkerCounters, reason: DropReason) {
+        crate::trace::drop(self, reason);
         counters.drop_packet(reason);
         self.verdict = Verdict::Drop;
     }

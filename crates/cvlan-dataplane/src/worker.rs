@@ -181,6 +181,7 @@ pub fn run(args: WorkerArgs) {
                 });
                 // Buffers may be mid-batch; start from clean ones.
                 bufs = Buffers::new();
+                crate::trace::reset();
             }
         }
     }
@@ -304,8 +305,16 @@ impl Wake<'_> {
                 now: self.now,
                 extra: &mut self.bufs.extra,
             };
+            crate::trace::begin(
+                self.index,
+                self.transport.name(),
+                &mut self.bufs.tun[..n],
+                self.now,
+                true,
+            );
             self.transport
                 .tun_ingress(&mut ctx, &mut self.bufs.tun[..n]);
+            crate::trace::sealed(self.transport.name(), &self.bufs.tun[..n]);
             // 6. handoff of what other devices route (a tenant TUN's packets)
             if self.bufs.tun[..n]
                 .iter()
@@ -316,6 +325,7 @@ impl Wake<'_> {
             }
             // 3. send
             self.send(Side::Tun, n);
+            crate::trace::commit(&self.bufs.tun[..n]);
             // A super-packet that did not fit is not signalled by epoll again: finish it now.
             if self.bufs.pending.is_none() {
                 return any;
@@ -507,6 +517,14 @@ impl Wake<'_> {
     /// Stages 5 to 7 (and 3 for replies) for the first `n` packets of the UDP batch.
     fn udp_batch(&mut self, n: usize) {
         // 5. decapsulate
+        crate::trace::begin(
+            self.index,
+            self.transport.name(),
+            &mut self.bufs.udp[..n],
+            self.now,
+            false,
+        );
+        crate::trace::wire(self.transport.name(), &self.bufs.udp[..n]);
         let mut ctx = Ctx {
             worker: self.index,
             counters: self.counters,
@@ -515,12 +533,14 @@ impl Wake<'_> {
         };
         self.transport
             .decapsulate(&mut ctx, &mut self.bufs.udp[..n]);
+        crate::trace::opened(&self.bufs.udp[..n]);
         // 6. handoff
         self.handoff(Side::Udp, n);
         // 7. write_tun
         self.write_tun(n);
         // 3. send: replies (handshake responses, ICMP errors) and extra datagrams
         self.send(Side::Udp, n);
+        crate::trace::commit(&self.bufs.udp[..n]);
     }
 
     /// Stage 6 on the first `n` packets of one batch.
@@ -554,7 +574,10 @@ impl Wake<'_> {
         let counters = self.counters;
         for p in self.bufs.tun[..n].iter_mut() {
             match p.verdict {
-                Verdict::HandOff => counters.drop_packet(DropReason::NoRoute),
+                Verdict::HandOff => {
+                    crate::trace::drop(p, DropReason::NoRoute);
+                    counters.drop_packet(DropReason::NoRoute)
+                }
                 Verdict::ToTun => {
                     WorkerCounters::add(&counters.tun_writes, 1);
                     match self.io.tun.write_packet(p.data()) {

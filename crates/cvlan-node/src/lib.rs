@@ -9,6 +9,7 @@ pub mod handoff;
 mod ipsec;
 mod plain;
 mod tenant_tun;
+pub mod trace;
 mod wireguard;
 
 use cvlan_dataplane::counters::DropReason;

@@ -48,6 +48,7 @@ impl Transport for IpsecTransport {
         let t = self.engine.snapshot();
         for p in pkts {
             if let Err(r) = self.engine.protect(&t, p, ctx.now) {
+                crate::trace::drop(p, r);
                 p.verdict = Verdict::Drop;
                 self.engine.counters.drop(r);
             }
@@ -71,6 +72,7 @@ impl Transport for IpsecTransport {
         let t = self.engine.snapshot();
         for p in pkts {
             if let Err(r) = self.engine.receive(&t, p, ctx.now) {
+                crate::trace::drop(p, r);
                 p.verdict = Verdict::Drop;
                 self.engine.counters.drop(r);
             }

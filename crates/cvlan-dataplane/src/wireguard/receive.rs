@@ -57,14 +57,19 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                 {
                     Ok(Admission::SendCookie(reply)) => {
                         out.datagrams.push((reply.to_vec(), p.addr));
-                        wg.counters.drop(wg::DropReason::CookieRequired);
+                        let d = wg::DropReason::CookieRequired;
+                        wg.counters.drop(crate::trace::dropped(p, d));
                     }
                     Ok(_) if admitted.len() < HANDSHAKES_PER_BATCH => admitted.push(idx),
-                    Ok(_) => wg.counters.drop(wg::DropReason::RateLimited),
-                    Err(d) => wg.counters.drop(d),
+                    Ok(_) => wg
+                        .counters
+                        .drop(crate::trace::dropped(p, wg::DropReason::RateLimited)),
+                    Err(d) => wg.counters.drop(crate::trace::dropped(p, d)),
                 }
             }
-            Err(e) => wg.counters.drop(wg::DropReason::from(e)),
+            Err(e) => wg
+                .counters
+                .drop(crate::trace::dropped(p, wg::DropReason::from(e))),
         }
     }
     let mut received = Vec::with_capacity(transports.len());
@@ -78,7 +83,7 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                     keypair,
                     counter,
                 }),
-                Err(d) => wg.counters.drop(d),
+                Err(d) => wg.counters.drop(crate::trace::dropped(&pkts[idx], d)),
             }
         }
     }
@@ -95,24 +100,27 @@ pub(super) fn decapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                     Ok(i) => (i.len, Some(i.src)),
                     Err(_) if plain == 0 => (0, None),
                     Err(_) => {
+                        crate::trace::drop(p, wg::DropReason::Malformed);
                         wg.counters.drop(wg::DropReason::Malformed);
                         continue;
                     }
                 };
                 opened.push((r, wire_len, inner_len, src));
             }
-            Err(e) => wg.counters.drop(open_drop(e)),
+            Err(e) => wg.counters.drop(crate::trace::dropped(p, open_drop(e))),
         }
     }
     if !opened.is_empty() {
         let mut dev = wg.lock();
         for (r, wire_len, inner_len, src) in opened {
             let p = &mut pkts[r.idx];
+            crate::trace::wg_peer(p, "receiver", Some(r.peer), &dev);
             dev.received_data(
                 r.peer, &r.keypair, p.addr, wire_len, inner_len, t, &mut OsRng, &mut out,
             );
             let Some(src) = src else { continue }; // keepalive
             if !dev.allowed_src(r.peer, src) {
+                crate::trace::drop(p, wg::DropReason::SourceNotAllowed);
                 wg.counters.drop(wg::DropReason::SourceNotAllowed);
                 continue;
             }

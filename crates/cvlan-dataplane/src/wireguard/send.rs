@@ -44,7 +44,9 @@ pub(super) fn encapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                 p.drop_with(ctx.counters, DropReason::MalformedIp);
                 continue;
             };
-            let Some(peer) = dev.route(info.dst) else {
+            let route = dev.route(info.dst);
+            crate::trace::wg_peer(p, "allowed-ips", route, &dev);
+            let Some(peer) = route else {
                 p.drop_with(ctx.counters, DropReason::NoRoute);
                 continue;
             };
@@ -62,8 +64,8 @@ pub(super) fn encapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                     counter,
                     endpoint,
                 }),
-                SendPlan::Queued => {}
-                SendPlan::Drop(d) => wg.counters.drop(d),
+                SendPlan::Queued => crate::trace::queued(p),
+                SendPlan::Drop(d) => wg.counters.drop(crate::trace::dropped(p, d)),
             }
         }
     }
