@@ -4,7 +4,7 @@
 //! crosses this boundary.
 
 mod device;
-mod ha;
+pub mod ha;
 pub mod handoff;
 mod ipsec;
 mod plain;
