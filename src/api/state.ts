@@ -11,6 +11,8 @@
  * totals since the data plane started (`bytes_*`, `packets_*`), never rates.
  */
 
+import type { RemoteAccessView } from '../remote-access/service.js';
+
 export type TunnelType = 'ipsec' | 'wireguard';
 
 /**
@@ -237,6 +239,8 @@ export interface RouterStateSource {
   drops(): DropView[];
   workers(): WorkerView[];
   counters(): CounterSnapshot;
+  /** Remote-access clients and pool leases (optional for fixed sources). */
+  clients?(): RemoteAccessView;
 }
 
 /**

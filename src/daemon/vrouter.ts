@@ -40,10 +40,11 @@ import { plan } from '../reconcile/plan.js';
 import { describeRefusal, startUapiServer } from '../wireguard/uapi-server.js';
 import type { ConfigVersionView, CounterSnapshot, DropView, HealthView, PeerView, RouteView, RouterStateSource, TenantView, TunnelView, WorkerView } from '../api/state.js';
 import { CharonWatch } from './charon-events.js';
+import { RemoteAccess, type RemoteAccessView } from '../remote-access/service.js';
 import { handoffPlan } from './handoff.js';
 import { IkeResync, IkeView } from './ike-view.js';
 import { checkHostNetworking, reportHostNetworking } from './host-checks.js';
-import { addRoute, ip, removeRoute } from './os.js';
+import { addRoute, addRoutes, ip, removeRoute } from './os.js';
 import { ifname, type TenantRuntime } from './runtime.js';
 import { ipsecTunnelOf } from './tunnels.js';
 import { bgpChanges, reachableOf } from './advertise.js';
@@ -70,7 +71,7 @@ export interface VrouterOptions {
 
 /** The reasons this build cannot apply a state it otherwise accepts; empty when it can. */
 export function unsupported(state: DesiredState): ConfigError | undefined {
-  if (state.tenants.some((t) => t.tunnels.length > 0) && !state.local.network.listenAddress) {
+  if (state.tenants.some((t) => t.tunnels.length > 0 || t.remoteAccess) && !state.local.network.listenAddress) {
     return new ConfigError([{ path: 'network.listen_address', reason: 'IPsec tunnels need the address IKE and ESP listen on' }]);
   }
   return undefined;
@@ -85,6 +86,8 @@ export class Vrouter implements RouterStateSource {
   #tenants = new Map<string, TenantRuntime>();
   #ipsec: IpsecService | undefined;
   #charon: CharonWatch | undefined;
+  /** Every tenant's remote-access clients (../remote-access/). */
+  #ra: RemoteAccess | undefined;
   /** Tunnel id → if_id; if_ids are never reused within a run (a stale SA cannot match a new tunnel). */
   #ifIds = new Map<string, number>();
   #nextIfId = 1;
@@ -171,7 +174,7 @@ export class Vrouter implements RouterStateSource {
     // only where wrong and writable (containers mount /proc/sys read-only), else reported with the fix.
     if (!this.#shared) reportHostNetworking(checkHostNetworking(), this.#opts.logger);
     for (const rt of this.#tenants.values()) await this.#openWireguard(rt);
-    const withTunnels = [...this.#tenants.values()].filter((rt) => rt.spec.tunnels.length > 0);
+    const withTunnels = [...this.#tenants.values()].filter((rt) => rt.spec.tunnels.length > 0 || rt.spec.remoteAccess);
     if (withTunnels.length > 0) {
       this.#ipsec = await IpsecService.start({
         tunName: ifname('ipsec-', withTunnels[0]!.spec.id),
@@ -189,6 +192,7 @@ export class Vrouter implements RouterStateSource {
       this.#charon = await CharonWatch.start(this.#ipsec, {
         events: this.#events,
         logger: this.#opts.logger,
+        client: (conn) => this.#ra?.has(conn) ?? false,
         tunnel: (conn) => {
           const rt = this.#tenantOfTunnel(conn);
           const spec = rt?.spec.tunnels.find((x) => x.id === conn);
@@ -204,6 +208,7 @@ export class Vrouter implements RouterStateSource {
       // A (re)connected charon may have SAs the view missed, or none of those it shows.
       ipsec.vici.on('connected', () => void this.refreshSas());
       for (const rt of withTunnels) await this.#addTunnels(rt, rt.spec.tunnels);
+      await this.#applyRemoteAccess(this.#state);
       void this.refreshSas();
       // The safety net never overlaps a read under way.
       this.#refresh = setInterval(() => {
@@ -281,7 +286,7 @@ export class Vrouter implements RouterStateSource {
       [...this.#tenants.values()].map((rt) => ({
         id: rt.spec.id,
         tag: rt.tag,
-        tunnels: rt.spec.tunnels.map((x) => x.id),
+        tunnels: [...rt.spec.tunnels.map((x) => x.id), ...(rt.spec.remoteAccess ? [rt.spec.remoteAccess.id] : [])],
         wg: rt.wg,
         tuns: rt.tuns.map((t) => t.dev).filter((d) => !d.closed),
       })),
@@ -390,6 +395,39 @@ export class Vrouter implements RouterStateSource {
     const dev = wg.tunName;
     for (const p of removed) for (const a of p.allowedIps) await this.#route(rt, 'remove', a, dev, { kind: 'wireguard', id: p.publicKey });
     for (const p of changed) for (const a of p.allowedIps) await this.#route(rt, 'add', a, dev, { kind: 'wireguard', id: p.publicKey });
+  }
+
+  /**
+   * Every tenant's remote access into charon (`RemoteAccess.apply`): each connection gets an if_id
+   * like a tunnel, so the data plane routes a client's leased address inside its tenant; with one
+   * tenant the pools are routed into the IPsec TUN here too.
+   */
+  async #applyRemoteAccess(state: DesiredState): Promise<void> {
+    const ipsec = this.#ipsec;
+    if (!ipsec) {
+      if (state.tenants.some((t) => t.remoteAccess)) this.#opts.logger.warn({ field: 'remote_access' }, 'remote access added to a vrouter running without IPsec; applied at the next start');
+      return;
+    }
+    this.#ra ??= new RemoteAccess(ipsec, {
+      logger: this.#opts.logger,
+      listenAddress: state.local.network.listenAddress!,
+      ifIdOf: (id) => {
+        const ifId = this.#ifIds.get(id) ?? this.#nextIfId++;
+        this.#ifIds.set(id, ifId);
+        return ifId;
+      },
+    });
+    await this.#ra.apply(state.tenants);
+    if (!this.#shared) {
+      const pools = state.tenants.flatMap((t) => t.remoteAccess?.pools.map((p) => p.range) ?? []).filter((r) => !this.#routes.has(`${r} ${ipsec.device.tunName}`));
+      await addRoutes(pools, ipsec.device.tunName);
+      for (const r of pools) this.#routes.add(`${r} ${ipsec.device.tunName}`);
+    }
+  }
+
+  /** The remote-access clients and pool leases (the API's `clients`). */
+  clients(): RemoteAccessView {
+    return this.#ra?.view() ?? { clients: [], pools: [], exhausted: {} };
   }
 
   /** Loads a tenant's tunnels into charon in one pipelined batch (`IpsecService.addTunnels`). */
@@ -536,6 +574,7 @@ export class Vrouter implements RouterStateSource {
       ]);
     }
     this.#state = next;
+    await this.#applyRemoteAccess(next);
     // New tunnels' if_ids, replaced devices and changed inter-tenant rules reach the workers.
     this.#handoff();
     await this.#configureRouting();
@@ -627,6 +666,8 @@ export class Vrouter implements RouterStateSource {
       for (const t of rt.tuns) if (!t.dev.closed) setHandoff(t.dev, null);
     }
     if (this.#ipsec && !this.#ipsec.device.closed) setHandoff(this.#ipsec.device, null);
+    this.#ra?.close();
+    this.#ra = undefined;
     if (this.#ipsec) await this.#ipsec.close().catch((e: unknown) => this.#opts.logger.warn({ err: (e as Error).message }, 'closing IPsec'));
     this.#ipsec = undefined;
     for (const rt of this.#tenants.values()) {
