@@ -93,8 +93,11 @@ export class RemoteAccess {
   #exhausted = new Map<string, number>();
   /** `conn|n` → EAP identity or peer identity last named by charon for that IKE_SA. */
   #who = new Map<string, string>();
+  /** Connection id → its established clients by IKE_SA unique id, kept by `ike-updown` events. */
+  #online = new Map<string, Map<number, ClientView>>();
   #refreshing: Promise<void> | undefined;
   #again = false;
+  #soon: NodeJS.Timeout | undefined;
   #timer: NodeJS.Timeout;
 
   constructor(ipsec: IpsecService, hooks: RemoteAccessHooks) {
@@ -113,8 +116,10 @@ export class RemoteAccess {
     return this.#loaded.has(conn);
   }
 
+  /** Clients and exhaustion counts as the events left them; pools as last read from charon. */
   view(): RemoteAccessView {
-    return this.#view;
+    const clients = [...this.#loaded.keys()].flatMap((id) => [...(this.#online.get(id)?.values() ?? [])]);
+    return { clients, pools: this.#view.pools, exhausted: Object.fromEntries(this.#exhausted) };
   }
 
   /**
@@ -172,6 +177,7 @@ export class RemoteAccess {
   }
 
   async #reloadAll(): Promise<void> {
+    this.#online.clear();
     for (const l of [...this.#loaded.values()]) {
       await this.#load(l.tenant, l.spec).catch((e: unknown) => this.#hooks.logger.warn({ tenant: l.tenant, err: (e as Error).message }, 'cannot load remote access into the restarted charon'));
     }
@@ -210,10 +216,12 @@ export class RemoteAccess {
     await this.#ipsec.vici.terminate({ ikeId: c.ike_id, force: true, timeoutMs: -1 }).catch(() => undefined);
   }
 
-  /** The established clients of one connection, from charon. */
+  /** The established clients of one connection, from charon (at apply time; events keep `#online` current after). */
   async #clients(l: Loaded): Promise<ClientView[]> {
     const sas = await this.#ipsec.vici.listSas({ ike: l.spec.id, noblock: true });
-    return sas.map((sa) => clientOf(l, sa.raw, sa.uniqueId ?? 0));
+    const list = sas.filter((sa) => sa.state === 'ESTABLISHED').map((sa) => clientOf(l, sa.raw, sa.uniqueId ?? 0));
+    this.#online.set(l.spec.id, new Map(list.map((c) => [c.ike_id, c])));
+    return list;
   }
 
   #event(name: string, msg: ViciSection): void {
@@ -222,18 +230,20 @@ export class RemoteAccess {
       const l = this.#loaded.get(conn);
       if (!l || !isSection(v)) continue;
       const c = clientOf(l, v, Number(str(v, 'uniqueid') ?? 0));
-      if (msg.up === 'yes') void this.#admit(l, c);
-      else this.#hooks.logger.info({ event: ClientEvents.disconnect, tenant: l.tenant, tunnel: conn, user: c.user, device: c.device, remote: c.remote, reason: `IKE_SA ${str(v, 'state') ?? 'down'}` }, 'client disconnected');
+      const online = this.#online.get(conn) ?? new Map<number, ClientView>();
+      this.#online.set(conn, online);
+      if (msg.up === 'yes') this.#admit(l, c, online);
+      else if (online.delete(c.ike_id)) this.#hooks.logger.info({ event: ClientEvents.disconnect, tenant: l.tenant, tunnel: conn, user: c.user, device: c.device, remote: c.remote, reason: `IKE_SA ${str(v, 'state') ?? 'down'}` }, 'client disconnected');
     }
     this.refresh();
   }
 
   /** A login charon accepted: held to the tenant's users and devices and to its cap. */
-  async #admit(l: Loaded, c: ClientView): Promise<void> {
+  #admit(l: Loaded, c: ClientView, online: Map<number, ClientView>): void {
     const log = this.#hooks.logger;
-    const fail = (reason: string): Promise<void> => {
+    const fail = (reason: string): void => {
       log.warn({ event: ClientEvents.authFailed, tenant: l.tenant, tunnel: l.spec.id, user: c.user, device: c.device, remote: c.remote, reason }, 'client authentication failed');
-      return this.#ipsec.vici.terminate({ ikeId: c.ike_id, force: true, timeoutMs: -1 }).catch(() => undefined);
+      void this.#ipsec.vici.terminate({ ikeId: c.ike_id, force: true, timeoutMs: -1 }).catch(() => undefined);
     };
     const eap = l.spec.auth !== 'pubkey';
     const cert = l.spec.auth !== 'eap';
@@ -242,15 +252,13 @@ export class RemoteAccess {
     const device = cert ? l.spec.devices.find((d) => d.id === c.device) : undefined;
     if (cert && !device) return fail(`device ${JSON.stringify(c.device)} is not a device of the tenant`);
     if (device?.serial && l.revoked.has(device.serial)) return fail('device certificate revoked (CRL)');
-    const online = (await this.#clients(l).catch(() => [])).filter((x) => x.ike_id !== c.ike_id);
-    if (online.length >= l.spec.maxClients) {
+    if (online.size >= l.spec.maxClients) {
       log.warn({ event: ClientEvents.disconnect, tenant: l.tenant, tunnel: l.spec.id, user: c.user, device: c.device, remote: c.remote, reason: `the tenant's limit of ${l.spec.maxClients} concurrent clients is reached` }, 'client refused');
-      await this.#ipsec.vici.terminate({ ikeId: c.ike_id, force: true, timeoutMs: -1 }).catch(() => undefined);
+      void this.#ipsec.vici.terminate({ ikeId: c.ike_id, force: true, timeoutMs: -1 }).catch(() => undefined);
       return;
     }
-    const [sa] = await this.#ipsec.vici.listSas({ ikeId: c.ike_id, noblock: true }).catch(() => []);
-    const addresses = sa ? list(sa.raw, 'remote-vips') : c.addresses;
-    log.info({ event: ClientEvents.connect, tenant: l.tenant, tunnel: l.spec.id, user: c.user, device: c.device, remote: c.remote, addresses }, 'client connected');
+    online.set(c.ike_id, c);
+    log.info({ event: ClientEvents.connect, tenant: l.tenant, tunnel: l.spec.id, user: c.user, device: c.device, remote: c.remote, addresses: c.addresses }, 'client connected');
   }
 
   #line(line: string): void {
@@ -263,10 +271,12 @@ export class RemoteAccess {
     const peer = /authentication of '([^']*)' with /.exec(line)?.[1];
     if (peer !== undefined && !this.#who.has(key)) this.#who.set(key, peer);
     if (/IKE_SA \S+\[\d+\] state change: \S+ => DESTROYING/.test(line)) return void this.#who.delete(key);
-    const noVip = /no virtual IP found for \S+ requested by '([^']*)'/.exec(line);
-    if (noVip) {
+    const noVip = /no virtual IP found for (\S+) requested by '([^']*)'/.exec(line);
+    // A client asks for both families; a family the tenant has no pool for is not an exhaustion.
+    if (noVip && l.spec.pools.some((p) => p.range.includes(':') === (noVip[1]!.includes(':') || noVip[1] === '%any6'))) {
       this.#exhausted.set(l.tenant, (this.#exhausted.get(l.tenant) ?? 0) + 1);
-      this.#hooks.logger.warn({ event: ClientEvents.poolExhausted, tenant: l.tenant, tunnel: l.spec.id, identity: noVip[1], pools: l.spec.pools.map((p) => p.name) }, 'no address left in the pool: INTERNAL_ADDRESS_FAILURE');
+      this.refresh();
+      this.#hooks.logger.warn({ event: ClientEvents.poolExhausted, tenant: l.tenant, tunnel: l.spec.id, identity: noVip[2], pools: l.spec.pools.map((p) => p.name) }, 'no address left in the pool: INTERNAL_ADDRESS_FAILURE');
       return;
     }
     for (const [re, reason] of FAILURE_PATTERNS) {
@@ -278,26 +288,33 @@ export class RemoteAccess {
     }
   }
 
-  /** Reads clients and pools from charon into the view (one read at a time; a request during one runs once more after it). */
+  /** Reads the pools from charon into the view soon (bursts of events cost one read). */
   refresh(): void {
+    this.#soon ??= setTimeout(() => {
+      this.#soon = undefined;
+      this.#refreshNow();
+    }, 200);
+  }
+
+  /** One read at a time; a request during one runs once more after it. */
+  #refreshNow(): void {
     if (this.#refreshing) {
       this.#again = true;
       return;
     }
     this.#refreshing = this.#read()
-      .catch((e: unknown) => this.#hooks.logger.debug({ err: (e as Error).message }, 'remote-access view not read'))
+      .catch((e: unknown) => this.#hooks.logger.warn({ err: (e as Error).message }, 'remote-access pools not read from charon'))
       .finally(() => {
         this.#refreshing = undefined;
         if (this.#again) {
           this.#again = false;
-          this.refresh();
+          this.#refreshNow();
         }
       });
   }
 
   async #read(): Promise<void> {
-    const clients: ClientView[] = [];
-    for (const l of this.#loaded.values()) clients.push(...(await this.#clients(l)));
+    const clients = [...this.#loaded.keys()].flatMap((id) => [...(this.#online.get(id)?.values() ?? [])]);
     const raw = await this.#ipsec.vici.request('get-pools', { leases: 'yes' });
     const pools: PoolView[] = [];
     for (const l of this.#loaded.values()) {
@@ -326,6 +343,7 @@ export class RemoteAccess {
 
   close(): void {
     clearInterval(this.#timer);
+    if (this.#soon) clearTimeout(this.#soon);
   }
 }
 
