@@ -13,7 +13,7 @@ import {
   readSecret,
   type ParseControllerOptions,
 } from '../config/controller.js';
-import { ID_EXPECTED, ID_RE, Issues, at, isIpAddress, show, type Prefix } from '../config/normalize.js';
+import { ID_EXPECTED, ID_RE, Issues, at, isIpAddress, parsePrefix, show, type Prefix } from '../config/normalize.js';
 import type { NextHop, RemoteAccessAuth, RemoteAccessPoolSpec, RemoteAccessSpec, Secret } from '../config/model.js';
 import { normalizeSerial, revokedSerials } from './crl.js';
 
@@ -109,8 +109,13 @@ export function parseRemoteAccess(
       if (prev !== undefined) issues.add(at(pp, 'name'), `pool ${show(name)} is already defined at ${prev}; pool names are unique on the vrouter`);
       else wide.raPools.set(name, pp);
     }
-    const range = prefixList(po.range === undefined ? undefined : [po.range], at(pp, 'range'), issues, { nonEmpty: true });
-    const r = range?.[0];
+    let r: Prefix | undefined;
+    if (typeof po.range !== 'string') issues.add(at(pp, 'range'), `${po.range === undefined ? 'missing' : `expected a prefix, got ${show(po.range)}`}; expected the prefix addresses are leased from, e.g. "10.99.0.0/24"`);
+    else {
+      const x = parsePrefix(po.range, 'refuse');
+      if ('error' in x) issues.add(at(pp, 'range'), x.error);
+      else r = x.prefix;
+    }
     if (r) {
       const v6 = r.text.includes(':');
       const len = Number(r.text.split('/')[1]);
