@@ -89,3 +89,39 @@ t.test('charon messages', async (t) => {
   t.same(remoteAccessConnSection({ ...conn, auth: 'eap' }).remote, { auth: 'eap-mschapv2', eap_id: '%any' });
   t.same(remoteAccessConnSection({ ...conn, auth: 'pubkey' }).remote, { auth: 'pubkey', cacerts: ['CA'] });
 });
+
+t.test('vrouterctl clients: table and --json through the admin API', async (t) => {
+  const { startAdminServer } = await import('../../src/api/server.js');
+  const { SnapshotStateSource } = await import('../../src/api/state.js');
+  const { main } = await import('../../src/cli/vrouterctl.js');
+  const { sampleSnapshot, tempSocketDir } = await import('./api-fixture.js');
+  const { join } = await import('node:path');
+  const view = {
+    clients: [{ tenant: 'acme', connection: 'ra-acme', user: 'alice', device: 'laptop.acme.example', remote: '198.51.100.7', addresses: ['10.99.0.1', 'fd00:99::1'], established: 12, ike_id: 3 }],
+    pools: [{ tenant: 'acme', pool: 'ra-acme-0', range: '10.99.0.0/24', size: 254, online: 1, offline: 2, leases: [{ address: '10.99.0.1', identity: 'alice', status: 'online' as const }] }],
+    exhausted: { acme: 1 },
+  };
+  class WithClients extends SnapshotStateSource {
+    clients() {
+      return view;
+    }
+  }
+  const socketPath = join(tempSocketDir(), 'admin.sock');
+  const server = await startAdminServer({ source: new WithClients(sampleSnapshot()), socketPath });
+  t.teardown(() => server.close());
+  const run = async (argv: string[]): Promise<string> => {
+    let out = '';
+    const code = await main(argv, {
+      stdout: { write: (s: string) => (out += s) },
+      stderr: { write: () => undefined },
+      stdin: (async function* () {})(),
+      env: {},
+    });
+    t.equal(code, 0, argv.join(' '));
+    return out;
+  };
+  t.same(JSON.parse(await run(['--socket', socketPath, '--json', 'clients'])), view, '--json is the API view');
+  const table = await run(['--socket', socketPath, 'clients']);
+  t.match(table, /acme\s+alice\s+laptop\.acme\.example\s+198\.51\.100\.7\s+10\.99\.0\.1,fd00:99::1\s+12s/);
+  t.match(table, /acme\s+ra-acme-0\s+10\.99\.0\.0\/24\s+1\s+2\s+254/);
+});
