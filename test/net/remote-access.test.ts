@@ -6,7 +6,9 @@
 //   tb: device certificate + EAP (RFC 4739), 10 clients; the same addresses as ta's, isolated.
 //   tc: device certificates only, a pool of 2: the third device is answered with
 //       INTERNAL_ADDRESS_FAILURE; a CRL that revokes a device ends its live session and refuses it.
-// Certificates are made here with `pki`.
+// Certificates are made here with `pki`. CVLAN_TEST_DUMP=/tmp/x keeps the daemon's whole log in
+// /tmp/x.full (and the clients' last lines when they fail to connect); CVLAN_TEST_LOG_LEVEL=debug
+// adds charon's lines to it.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
