@@ -239,5 +239,21 @@ t.test('remote access: pools, users, device certificates, isolation, exhaustion,
   t.ok(events('client_disconnect').some((e) => e.device === devC[1] && /revoked/.test(String(e.reason))), 'client_disconnect says why');
   await t.rejects(cc.initiate('c1', 10), 'the revoked device cannot log in again');
   t.ok((await view()).clients.some((c) => c.device === devC[0]), 'the other device stays');
+
+  // ---- the tenant's cap: one client at a time; dev2 finds a lease (dev1's) but not a place
+  const docC1 = { ...(docC(crl) as { remote_access: object }) };
+  docC1.remote_access = { ...docC1.remote_access, max_clients: 1 };
+  writeFileSync(v.config, JSON.stringify({ vrouter_id: 'vr', tenants: [docA, docB, docC1] }));
+  const applied = events('config_applied').length;
+  v.process.signal('SIGHUP');
+  for (let i = 0; i < 40 && events('config_applied').length === applied; i++) await new Promise((r) => setTimeout(r, 250));
+  await cc.initiate('c2', 10).catch(() => undefined);
+  let capped = false;
+  for (let i = 0; i < 20 && !capped; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    capped = events('client_disconnect').some((e) => e.device === devC[2] && /limit of 1 concurrent/.test(String(e.reason)));
+  }
+  t.ok(capped, 'a client beyond max_clients is refused, with the reason');
+  t.notOk((await view()).clients.some((c) => c.device === devC[2]), 'and not listed');
   t.comment(`whole test ${Date.now() - started} ms`);
 });
