@@ -177,6 +177,22 @@ export const bgpSchema = {
 export const routesResponse = obj({ tenant: str, routes: list(routeSchema), bgp: bgpSchema });
 export const dropsResponse = obj({ drops: list(dropSchema) });
 export const workersResponse = obj({ workers: list(workerSchema) });
+/** `RemoteAccessView` (../remote-access/service.ts). */
+export const clientsResponse = obj({
+  clients: list(obj({ tenant: str, connection: str, user: nstr, device: nstr, remote: str, addresses: list(str), established: nsec, ike_id: count })),
+  pools: list(
+    obj({
+      tenant: str,
+      pool: str,
+      range: str,
+      size: count,
+      online: count,
+      offline: count,
+      leases: list(obj({ address: str, identity: str, status: { type: 'string', enum: ['online', 'offline'] } })),
+    }),
+  ),
+  exhausted: { type: 'object', additionalProperties: count },
+});
 
 /** No route takes query parameters except /v1/routes; unknown ones are stripped by the validator. */
 export const noQuery = { type: 'object', additionalProperties: false, properties: {} } as const;

@@ -242,6 +242,7 @@ function buildApp(r: Resolved, auth: Buffer | null): FastifyInstance {
   route('/v1/peers', S.peersResponse, () => ({ peers: src.wireguardPeers() }));
   route('/v1/drops', S.dropsResponse, () => ({ drops: src.drops() }));
   route('/v1/workers', S.workersResponse, () => ({ workers: src.workers() }));
+  route('/v1/clients', S.clientsResponse, () => src.clients?.() ?? { clients: [], pools: [], exhausted: {} });
   route('/v1/config', S.configSchema, () => {
     const c = src.configVersion();
     return { version: c.version, applied_at: c.appliedAt };

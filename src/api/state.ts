@@ -14,6 +14,7 @@
 import type { HaView } from '../ha/view.js';
 
 export type { HaView };
+import type { RemoteAccessView } from '../remote-access/service.js';
 
 export type TunnelType = 'ipsec' | 'wireguard';
 
@@ -245,6 +246,8 @@ export interface RouterStateSource {
   drops(): DropView[];
   workers(): WorkerView[];
   counters(): CounterSnapshot;
+  /** Remote-access clients and pool leases (optional for fixed sources). */
+  clients?(): RemoteAccessView;
 }
 
 /**

@@ -13,6 +13,7 @@
  *   3  the API answered with an error (unknown tenant, unauthorized, ...)
  */
 
+import type { RemoteAccessView } from '../remote-access/service.js';
 import { readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -54,6 +55,7 @@ const COMMANDS: Record<string, Command> = {
   drops: { summary: 'dropped packets by reason', read: true },
   workers: { summary: 'data-plane worker load', read: true },
   ha: { summary: 'active-passive: role, VRRP state, fencing, sync channel, synced sessions/SAs', read: true },
+  clients: { summary: 'remote-access clients with their leased addresses, and pool usage', read: true },
   logs: { args: '[-f]', summary: 'recent events (tunnel up/down, auth failures, config); -f follows new ones', options: ['follow'], read: true },
   initiate: { args: 'TUNNEL', summary: 'bring IPsec tunnel TUNNEL up now (IKE_SA and CHILD_SA)', positionals: 1 },
   terminate: { args: 'TUNNEL', summary: "delete IPsec tunnel TUNNEL's SAs (it stays configured)", positionals: 1 },
@@ -459,6 +461,15 @@ function render(command: string, body: unknown): string {
       const { routes, bgp } = body as { routes: RouteView[]; bgp?: BgpView | null };
       const out = table(['PREFIX', 'VIA', 'ID'], routes.map((r) => [r.prefix, r.via.kind, r.via.id]));
       return bgp ? `${out}\n\n${bgpText(bgp)}` : out;
+    }
+    case 'clients': {
+      const { clients, pools } = body as RemoteAccessView;
+      const c = table(
+        ['TENANT', 'USER', 'DEVICE', 'REMOTE', 'ADDRESSES', 'UP'],
+        clients.map((x) => [x.tenant, x.user ?? '-', x.device ?? '-', x.remote, x.addresses.join(',') || '-', secs(x.established)]),
+      );
+      const p = table(['TENANT', 'POOL', 'RANGE', 'IN_USE', 'KEPT', 'SIZE'], pools.map((x) => [x.tenant, x.pool, x.range, String(x.online), String(x.offline), String(x.size)]));
+      return `${c}\n${p}`;
     }
     case 'drops': {
       const { drops } = body as { drops: DropView[] };

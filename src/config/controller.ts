@@ -28,6 +28,7 @@ import { createRequire } from 'node:module';
 import { ConfigError, CvlanError } from '../errors.js';
 import { refuseTestOnly } from './production.js';
 import { checkBgpAcrossTenants, parseBgp } from './bgp.js';
+import { parseRemoteAccess } from '../remote-access/config.js';
 import { isSealed, open, type SealKeypair } from '../secrets/sealed.js';
 import { publicKeyOf } from '../secrets/keys.js';
 import {
@@ -76,7 +77,7 @@ export const MIN_PSK_BYTES = 16;
 /** UDP ports the data plane keeps for IKE and NAT-T ESP (RFC 7296 §2, RFC 3948). */
 const IKE_PORTS = [500, 4500];
 
-const TENANT_KEYS = ['vrouter_id', 'tenant_id', 'tunnels', 'wireguard', 'wireguard_peers', 'tun', 'rules', 'bgp'] as const;
+const TENANT_KEYS = ['vrouter_id', 'tenant_id', 'tunnels', 'wireguard', 'wireguard_peers', 'tun', 'rules', 'bgp', 'remote_access'] as const;
 const WRAPPER_KEYS = ['vrouter_id', 'tenants', 'rules'] as const;
 const TUNNEL_KEYS = ['id', 'type', 'remote_id', 'remote_address', 'local_id', 'auth', 'local_subnets', 'remote_subnets', 'proposals', 'dpd_delay', 'rekey'] as const;
 const REKEY_KEYS = ['ike_seconds', 'child_seconds', 'child_bytes', 'child_packets'] as const;
@@ -87,7 +88,7 @@ const TUN_KEYS = ['name', 'addresses', 'mtu', 'subnets', 'netns'] as const;
 const RULE_KEYS = ['from_tenant', 'from_prefix', 'to_tenant', 'to_prefix'] as const;
 
 /** IKE identities: printable, no control characters (IP, FQDN, user@FQDN, DN, `%any`). */
-const IDENTITY_RE = /^[^\p{Cc}]{1,255}$/u;
+export const IDENTITY_RE = /^[^\p{Cc}]{1,255}$/u;
 const PLACEHOLDER_RE = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/;
 
 export interface ControllerConfig {
@@ -175,6 +176,9 @@ export function parseControllerDocs(docs: readonly unknown[], opts: ParseControl
   const tunNames = new Map<string, string>();
   const listenPorts = new Map<number, string>();
   const identities: { remoteId: string; localId: string; remoteAddress?: string; path: string }[] = [];
+  const raLocalIds = new Map<string, string>();
+  const raPools = new Map<string, string>();
+  const raUsers = new Map<string, string>();
 
   for (const input of inputs) {
     const t = issues.object(input.doc, input.path || '(document)');
@@ -189,7 +193,7 @@ export function parseControllerDocs(docs: readonly unknown[], opts: ParseControl
       if (prev !== undefined) issues.add(at(p, 'tenant_id'), `tenant ${show(id)} is already defined at ${prev || '(document)'}; tenant ids are unique`);
       else tenantPaths.set(id, p || '(document)');
     }
-    const spec = parseTenant(t, p, id ?? '', issues, made, opts, { tunnelIds, tunNames, listenPorts, identities });
+    const spec = parseTenant(t, p, id ?? '', issues, made, opts, { tunnelIds, tunNames, listenPorts, identities, raLocalIds, raPools, raUsers });
     if (spec) tenants.push(spec);
     issues.array(t.rules, at(p, 'rules'), { optional: true })?.forEach((r, i) => ruleInputs.push({ doc: r, path: at(at(p, 'rules'), i), ...(id ? { owner: id } : {}) }));
   }
@@ -226,6 +230,9 @@ interface VrouterWide {
   tunNames: Map<string, string>;
   listenPorts: Map<number, string>;
   identities: { remoteId: string; localId: string; remoteAddress?: string; path: string }[];
+  raLocalIds: Map<string, string>;
+  raPools: Map<string, string>;
+  raUsers: Map<string, string>;
 }
 
 /** Per-tenant routing claims: one next hop per prefix. */
@@ -422,12 +429,16 @@ function parseTenant(
   // ---- BGP (../routing/)
   const bgp = t.bgp === undefined ? undefined : parseBgp(t.bgp, at(p, 'bgp'), issues, made);
 
+  // ---- remote-access clients (../remote-access/)
+  const remoteAccess =
+    t.remote_access === undefined ? undefined : parseRemoteAccess(t.remote_access, at(p, 'remote_access'), tenantId, issues, made, opts, wide, (x, via, path) => routes.claim(x, via, path));
+
   if (issues.count > before || !tenantId) return undefined;
-  return { id: tenantId, tunnels, ...(wireguard ? { wireguard } : {}), peers, tuns, routes: routes.routes(), ...(bgp ? { bgp } : {}) };
+  return { id: tenantId, tunnels, ...(wireguard ? { wireguard } : {}), peers, tuns, routes: routes.routes(), ...(bgp ? { bgp } : {}), ...(remoteAccess ? { remoteAccess } : {}) };
 }
 
 /** An array of canonical prefixes, each listed once. */
-function prefixList(v: unknown, path: string, issues: Issues, opts: { nonEmpty: boolean; optional?: boolean }): Prefix[] | undefined {
+export function prefixList(v: unknown, path: string, issues: Issues, opts: { nonEmpty: boolean; optional?: boolean }): Prefix[] | undefined {
   const arr = issues.array(v, path, { nonEmpty: opts.nonEmpty, ...(opts.optional ? { optional: true } : {}) });
   if (!arr) return undefined;
   const out: Prefix[] = [];
@@ -452,7 +463,7 @@ function prefixList(v: unknown, path: string, issues: Issues, opts: { nonEmpty: 
   return ok ? out : undefined;
 }
 
-function parseProposals(v: unknown, path: string, issues: Issues): { ike: string[]; esp: string[] } | undefined {
+export function parseProposals(v: unknown, path: string, issues: Issues): { ike: string[]; esp: string[] } | undefined {
   if (v === undefined) return { ike: [...DEFAULT_IKE_PROPOSALS], esp: [...DEFAULT_ESP_PROPOSALS] };
   const o = issues.object(v, path);
   if (!o) return undefined;
@@ -564,7 +575,7 @@ function parseAuth(v: unknown, path: string, issues: Issues, made: Secret[], opt
 
 const FILE_REF_RE = /^file:(\/[^\0]*)$/;
 
-function readCert(v: unknown, path: string, issues: Issues, optional: boolean, missing?: string): PemSource | undefined {
+export function readCert(v: unknown, path: string, issues: Issues, optional: boolean, missing?: string): PemSource | undefined {
   if (v === undefined) {
     if (!optional) issues.add(path, missing ? `missing; ${missing}` : 'missing; expected a PEM certificate or "file:/absolute/path.pem"');
     return undefined;
@@ -588,7 +599,7 @@ function readCert(v: unknown, path: string, issues: Issues, optional: boolean, m
   return { kind: 'pem', pem: v };
 }
 
-function readPrivateKey(
+export function readPrivateKey(
   v: unknown,
   path: string,
   issues: Issues,
@@ -623,7 +634,7 @@ const SECRET_EXPECTED: Record<SecretKind, string> = {
  * otherwise). A sealed `key32` may hold the 32 raw bytes or their 44-character base64 text.
  * Reasons never contain the value.
  */
-function readSecret(v: unknown, path: string, kind: SecretKind, issues: Issues, made: Secret[], opts: ParseControllerOptions): Secret | undefined {
+export function readSecret(v: unknown, path: string, kind: SecretKind, issues: Issues, made: Secret[], opts: ParseControllerOptions): Secret | undefined {
   if (v === undefined) {
     issues.add(path, `missing; expected ${SECRET_EXPECTED[kind]}`);
     return undefined;

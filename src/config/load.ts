@@ -116,6 +116,8 @@ export function loadDesiredState(opts: LoadOptions): DesiredState {
 }
 
 function disposeTenantSecrets(t: DesiredState['tenants'][number]): void {
+  for (const u of t.remoteAccess?.users ?? []) u.secret.dispose();
+  if (t.remoteAccess?.privateKey.kind === 'pem') t.remoteAccess.privateKey.pem.dispose();
   t.wireguard?.privateKey?.dispose();
   for (const p of t.peers) p.presharedKey?.dispose();
   for (const tu of t.tunnels) {

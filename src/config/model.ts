@@ -252,6 +252,48 @@ export interface TenantBgpSpec {
   };
 }
 
+/** A virtual-IP pool of a tenant's remote-access clients (charon `load-pool`). */
+export interface RemoteAccessPoolSpec {
+  /** Unique on the vrouter (names the charon pool). */
+  name: string;
+  /** Canonical prefix the addresses are leased from (charon skips the network and broadcast addresses). */
+  range: string;
+  /** DNS servers handed to clients of this pool (INTERNAL_IP4/6_DNS). */
+  dns: readonly string[];
+  /** DNS search domains (INTERNAL_DNS_DOMAIN, RFC 8598). */
+  searchDomains: readonly string[];
+}
+
+/** How a remote-access client authenticates: EAP-MSCHAPv2, its device certificate, or both (RFC 4739). */
+export type RemoteAccessAuth = 'eap' | 'pubkey' | 'pubkey+eap';
+
+/** A tenant's remote-access clients: one charon connection that serves many (../remote-access/). */
+export interface RemoteAccessSpec {
+  /** Unique on the vrouter with the tunnel ids (names the charon connection). */
+  id: string;
+  /** Our IKE identity towards the clients (the SAN of `certificate`); unique on the vrouter: it picks the tenant. */
+  localId: string;
+  auth: RemoteAccessAuth;
+  /** The certificate and key we authenticate with. */
+  certificate: PemSource;
+  privateKey: SecretPemSource;
+  /** The tenant's CA that issues device certificates (required with `pubkey`). */
+  ca?: PemSource;
+  /** PEM certificate revocation list of `ca`. */
+  crl?: string;
+  pools: readonly RemoteAccessPoolSpec[];
+  /** What clients reach (their CHILD_SA's local traffic selectors). */
+  localSubnets: readonly string[];
+  /** EAP-MSCHAPv2 users; names are unique on the vrouter (charon's EAP secrets are global). */
+  users: readonly { name: string; secret: Secret }[];
+  /** Devices allowed to log in with a certificate: the identity (a SAN of the certificate) and, when given, the certificate. */
+  devices: readonly { id: string; certificate?: string; serial?: string }[];
+  /** Most concurrent clients. */
+  maxClients: number;
+  ikeProposals: readonly string[];
+  espProposals: readonly string[];
+}
+
 export interface TenantSpec {
   id: string;
   tunnels: readonly IpsecTunnelSpec[];
@@ -262,6 +304,8 @@ export interface TenantSpec {
   routes: readonly RouteSpec[];
   /** BGP announcements of what the tenant reaches; undefined = none. */
   bgp?: TenantBgpSpec;
+  /** Remote-access clients (laptops, phones); undefined = none. */
+  remoteAccess?: RemoteAccessSpec;
 }
 
 /** Allows packets from `fromPrefix` in `fromTenant` to `toPrefix` in `toTenant` (one direction). */

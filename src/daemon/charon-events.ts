@@ -64,6 +64,8 @@ export function eapLoginRefusal(auth: IpsecTunnelSpec['auth'] | undefined, sa: U
 export interface CharonWatchHooks {
   events: EventLog;
   logger: Logger;
+  /** Whether `conn` is a remote-access connection: its clients are logged by ../remote-access/service.ts. */
+  client?(conn: string): boolean;
   /** The tenant of configured tunnel `conn` and its authentication, undefined for an unknown name. */
   tunnel(conn: string): { tenant: string; auth: IpsecTunnelSpec['auth'] } | undefined;
   /** charon reported a change of an SA (`ike-updown`, `child-updown`, rekeys): the owner's IKE view applies it. */
@@ -97,12 +99,14 @@ export class CharonWatch {
     supervisor.on('restarting', (r) => events.charonRestart({ attempt: r.attempt, backoff_ms: r.delayMs, exit_code: lastExit.code, signal: lastExit.signal }));
     supervisor.on('line', (line) => {
       const failure = authFailure(line);
+      if (failure?.conn && this.#hooks.client?.(failure.conn)) return;
       if (failure) events.authFailure({ tenant: tenantOf(failure.conn), tunnel: failure.conn ?? null, remote: failure.remote ?? 'unknown', method: 'ike', reason: failure.reason });
     });
     vici.on('event', (name, msg) => {
       for (const [conn, v] of Object.entries(msg)) {
         if (typeof v !== 'object' || v === null) continue;
         const sa = v as UpdownSa;
+        if (this.#hooks.client?.(conn)) continue;
         const tenant = tenantOf(conn) ?? 'unknown';
         if (name === 'ike-updown') {
           if (msg.up === 'yes') {

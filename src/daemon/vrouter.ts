@@ -42,6 +42,7 @@ import { plan, type Op } from '../reconcile/plan.js';
 import { describeRefusal, startUapiServer } from '../wireguard/uapi-server.js';
 import type { ConfigVersionView, CounterSnapshot, DropView, HealthView, PeerView, RouteView, RouterStateSource, TenantView, TunnelView, WorkerView } from '../api/state.js';
 import { CharonWatch } from './charon-events.js';
+import { RemoteAccess, type RemoteAccessView } from '../remote-access/service.js';
 import { handoffPlan } from './handoff.js';
 import { IkeResync, IkeView } from './ike-view.js';
 import { checkHostNetworking, reportHostNetworking } from './host-checks.js';
@@ -72,7 +73,7 @@ export interface VrouterOptions {
 
 /** The reasons this build cannot apply a state it otherwise accepts; empty when it can. */
 export function unsupported(state: DesiredState): ConfigError | undefined {
-  if (state.tenants.some((t) => t.tunnels.length > 0) && !state.local.network.listenAddress) {
+  if (state.tenants.some((t) => t.tunnels.length > 0 || t.remoteAccess) && !state.local.network.listenAddress) {
     return new ConfigError([{ path: 'network.listen_address', reason: 'IPsec tunnels need the address IKE and ESP listen on' }]);
   }
   return undefined;
@@ -91,6 +92,8 @@ export class Vrouter implements RouterStateSource {
   /** Several tenants: the namespace routes into no device (see the module doc); a plan step changes it. */
   #sharedMode: boolean;
   #charon: CharonWatch | undefined;
+  /** Every tenant's remote-access clients (../remote-access/). */
+  #ra: RemoteAccess | undefined;
   /** Tunnel id → if_id; if_ids are never reused within a run (a stale SA cannot match a new tunnel). */
   #ifIds = new Map<string, number>();
   #nextIfId = 1;
@@ -180,10 +183,11 @@ export class Vrouter implements RouterStateSource {
     // only where wrong and writable (containers mount /proc/sys read-only), else reported with the fix.
     if (!this.#shared) reportHostNetworking(checkHostNetworking(), this.#opts.logger);
     for (const rt of this.#tenants.values()) await this.#openWireguard(rt);
-    const withTunnels = [...this.#tenants.values()].filter((rt) => rt.spec.tunnels.length > 0);
+    const withTunnels = [...this.#tenants.values()].filter((rt) => rt.spec.tunnels.length > 0 || rt.spec.remoteAccess);
     if (withTunnels.length > 0) {
       await this.#startIpsec(this.#state.local, ifname('ipsec-', withTunnels[0]!.spec.id));
       for (const rt of withTunnels) await this.#addTunnels(rt, rt.spec.tunnels);
+      await this.#applyRemoteAccess(this.#state);
       void this.refreshSas();
     }
     for (const rt of this.#tenants.values()) for (const spec of rt.spec.tuns) await this.#openTun(rt, spec);
@@ -219,6 +223,7 @@ export class Vrouter implements RouterStateSource {
       this.#charon = await CharonWatch.start(svc, {
         events: this.#events,
         logger: this.#opts.logger,
+        client: (conn) => this.#ra?.has(conn) ?? false,
         tunnel: (conn) => {
           const rt = this.#tenantOfTunnel(conn);
           const spec = rt?.spec.tunnels.find((x) => x.id === conn);
@@ -256,6 +261,9 @@ export class Vrouter implements RouterStateSource {
     this.#charon = undefined;
     this.#ipsec = undefined;
     this.#ipsecListen = undefined;
+    // Remote access lives in this charon: the next service gets its own (#applyRemoteAccess).
+    this.#ra?.close();
+    this.#ra = undefined;
     if (!svc) return;
     this.#handoff();
     if (!svc.device.closed) setHandoff(svc.device, null);
@@ -333,7 +341,7 @@ export class Vrouter implements RouterStateSource {
       [...this.#tenants.values()].map((rt) => ({
         id: rt.spec.id,
         tag: rt.tag,
-        tunnels: rt.spec.tunnels.map((x) => x.id),
+        tunnels: [...rt.spec.tunnels.map((x) => x.id), ...(rt.spec.remoteAccess ? [rt.spec.remoteAccess.id] : [])],
         wg: rt.wg,
         tuns: rt.tuns.map((t) => t.dev).filter((d) => !d.closed),
       })),
@@ -477,6 +485,39 @@ export class Vrouter implements RouterStateSource {
     for (const p of changed) for (const a of p.allowedIps) await this.#route(rt, 'add', a, dev, { kind: 'wireguard', id: p.publicKey });
   }
 
+  /**
+   * Every tenant's remote access into charon (`RemoteAccess.apply`): each connection gets an if_id
+   * like a tunnel, so the data plane routes a client's leased address inside its tenant; with one
+   * tenant the pools are routed into the IPsec TUN here too.
+   */
+  async #applyRemoteAccess(state: DesiredState): Promise<void> {
+    const ipsec = this.#ipsec;
+    if (!ipsec) {
+      if (state.tenants.some((t) => t.remoteAccess)) this.#opts.logger.warn({ field: 'remote_access' }, 'remote access added to a vrouter running without IPsec; applied at the next start');
+      return;
+    }
+    this.#ra ??= new RemoteAccess(ipsec, {
+      logger: this.#opts.logger,
+      listenAddress: state.local.network.listenAddress!,
+      ifIdOf: (id) => {
+        const ifId = this.#ifIds.get(id) ?? this.#nextIfId++;
+        this.#ifIds.set(id, ifId);
+        return ifId;
+      },
+    });
+    await this.#ra.apply(state.tenants);
+    if (!this.#shared) {
+      const pools = state.tenants.flatMap((t) => t.remoteAccess?.pools.map((p) => p.range) ?? []).filter((r) => !this.#routes.has(`${r} ${ipsec.device.tunName}`));
+      await addRoutes(pools, ipsec.device.tunName);
+      for (const r of pools) this.#routes.add(`${r} ${ipsec.device.tunName}`);
+    }
+  }
+
+  /** The remote-access clients and pool leases (the API's `clients`). */
+  clients(): RemoteAccessView {
+    return this.#ra?.view() ?? { clients: [], pools: [], exhausted: {} };
+  }
+
   /** Loads a tenant's tunnels into charon in one pipelined batch (`IpsecService.addTunnels`). */
   async #addTunnels(rt: TenantRuntime, specs: readonly IpsecTunnelSpec[]): Promise<void> {
     const svc = this.#ipsec!;
@@ -517,7 +558,7 @@ export class Vrouter implements RouterStateSource {
     const before = new Map([...this.#tenants].map(([id, rt]) => [id, rt.spec]));
     const undo: { what: string; run: () => Promise<void> }[] = [];
     const has = <K extends Op['kind']>(kind: K): Extract<Op, { kind: K }> | undefined => ops.find((o): o is Extract<Op, { kind: K }> => o.kind === kind);
-    const firstWithTunnels = next.tenants.findIndex((x) => x.tunnels.length > 0);
+    const firstWithTunnels = next.tenants.findIndex((x) => x.tunnels.length > 0 || x.remoteAccess !== undefined);
     let field = 'tenants';
     try {
       // One tenant → several: the namespace's routes go before a second tenant appears.
@@ -667,6 +708,7 @@ export class Vrouter implements RouterStateSource {
       ]);
     }
     this.#state = next;
+    await this.#applyRemoteAccess(next);
     await this.#pruneIpsecRoutes();
     await this.#syncTunRoutes();
     // New tunnels' if_ids, replaced devices and changed inter-tenant rules reach the workers.
@@ -711,7 +753,7 @@ export class Vrouter implements RouterStateSource {
   async #pruneIpsecRoutes(): Promise<void> {
     const dev = this.#ipsec?.device.tunName;
     if (dev === undefined) return;
-    const wanted = new Set([...this.#tenants.values()].flatMap((rt) => rt.spec.tunnels.flatMap((x) => x.remoteSubnets)));
+    const wanted = new Set([...this.#tenants.values()].flatMap((rt) => [...rt.spec.tunnels.flatMap((x) => x.remoteSubnets), ...(rt.spec.remoteAccess?.pools.map((p) => p.range) ?? [])]));
     for (const key of [...this.#routes]) {
       const [prefix, d] = key.split(' ') as [string, string];
       if (d !== dev || wanted.has(prefix)) continue;
@@ -803,6 +845,8 @@ export class Vrouter implements RouterStateSource {
       for (const t of rt.tuns) if (!t.dev.closed) setHandoff(t.dev, null);
     }
     if (this.#ipsec && !this.#ipsec.device.closed) setHandoff(this.#ipsec.device, null);
+    this.#ra?.close();
+    this.#ra = undefined;
     if (this.#ipsec) await this.#ipsec.close().catch((e: unknown) => this.#opts.logger.warn({ err: (e as Error).message }, 'closing IPsec'));
     this.#ipsec = undefined;
     for (const rt of this.#tenants.values()) {

@@ -66,6 +66,10 @@ export const METRIC_LABELS = {
   cvlan_vrouter_ha_generation_refusals_total: ['node'],
   cvlan_vrouter_ha_sync_rejected_total: ['node', 'reason'],
   cvlan_vrouter_ha_lease_exhausted_total: ['node'],
+  cvlan_vrouter_client_pool_leases: ['tenant', 'pool'],
+  cvlan_vrouter_client_pool_size: ['tenant', 'pool'],
+  cvlan_vrouter_clients_connected: ['tenant'],
+  cvlan_vrouter_client_pool_exhausted_total: ['tenant'],
 } as const satisfies Record<string, readonly string[]>;
 
 export class VrouterMetrics {
@@ -122,6 +126,52 @@ export class VrouterMetrics {
       collect() {
         weakPsk.reset();
         for (const t of snap().weak_psk_tunnels ?? []) weakPsk.set({ tenant: t.tenant }, t.count);
+      },
+    });
+
+    // Remote access: the view charon's events keep current (a scrape never waits on charon).
+    const clients = () => this.#source.clients?.() ?? { clients: [], pools: [], exhausted: {} };
+    const poolLeases = new Gauge({
+      name: 'cvlan_vrouter_client_pool_leases',
+      help: 'Addresses of a remote-access pool leased to clients online now.',
+      labelNames: METRIC_LABELS.cvlan_vrouter_client_pool_leases,
+      registers,
+      collect() {
+        poolLeases.reset();
+        for (const p of clients().pools) poolLeases.set({ tenant: p.tenant, pool: p.pool }, p.online);
+      },
+    });
+    const poolSize = new Gauge({
+      name: 'cvlan_vrouter_client_pool_size',
+      help: 'Addresses a remote-access pool can lease.',
+      labelNames: METRIC_LABELS.cvlan_vrouter_client_pool_size,
+      registers,
+      collect() {
+        poolSize.reset();
+        for (const p of clients().pools) poolSize.set({ tenant: p.tenant, pool: p.pool }, p.size);
+      },
+    });
+    const connected = new Gauge({
+      name: 'cvlan_vrouter_clients_connected',
+      help: 'Remote-access clients with an established IKE_SA, by tenant.',
+      labelNames: METRIC_LABELS.cvlan_vrouter_clients_connected,
+      registers,
+      collect() {
+        connected.reset();
+        const n = new Map<string, number>();
+        for (const p of clients().pools) n.set(p.tenant, 0);
+        for (const c of clients().clients) n.set(c.tenant, (n.get(c.tenant) ?? 0) + 1);
+        for (const [tenant, v] of n) connected.set({ tenant }, v);
+      },
+    });
+    const exhausted = new Counter({
+      name: 'cvlan_vrouter_client_pool_exhausted_total',
+      help: 'Client logins answered with INTERNAL_ADDRESS_FAILURE (no address left in the pool), by tenant.',
+      labelNames: METRIC_LABELS.cvlan_vrouter_client_pool_exhausted_total,
+      registers,
+      collect() {
+        exhausted.reset();
+        for (const [tenant, v] of Object.entries(clients().exhausted)) exhausted.inc({ tenant }, v);
       },
     });
 

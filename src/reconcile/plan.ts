@@ -66,8 +66,9 @@ export function plan(applied: DesiredState, desired: DesiredState, key: Buffer =
   const newIds = new Set(desired.tenants.map((t) => t.id));
   const shared = desired.tenants.length > 1;
   if (applied.tenants.length > 1 !== shared) ops.push({ kind: 'routing-mode', shared });
-  const hadTunnels = applied.tenants.some((t) => t.tunnels.length > 0);
-  const hasTunnels = desired.tenants.some((t) => t.tunnels.length > 0);
+  // Remote-access clients are served by the same charon as the tunnels.
+  const hadTunnels = applied.tenants.some((t) => t.tunnels.length > 0 || t.remoteAccess !== undefined);
+  const hasTunnels = desired.tenants.some((t) => t.tunnels.length > 0 || t.remoteAccess !== undefined);
   const reopened: string[] = [];
   if (applied.local.network.listenAddress !== desired.local.network.listenAddress) reopened.push('network.listen_address');
   if (applied.local.ipsec.espEncapsulation !== desired.local.ipsec.espEncapsulation) reopened.push('ipsec.esp_encapsulation');

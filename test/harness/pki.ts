@@ -16,6 +16,8 @@ export interface PkiEntity {
 export interface Pki {
   /** PEM CA certificate path. */
   ca: string;
+  /** PEM path of the CA's private key (to sign CRLs). */
+  caKey: string;
   entities: Record<string, PkiEntity>;
 }
 
@@ -26,9 +28,11 @@ async function pki(args: string[], input?: string): Promise<string> {
 /** A CA named `CN=<caName>` and one certificate per identity in `names` (FQDNs), signed by it. */
 export async function makePki(lab: Lab, names: string[], caName = 'cvlan test CA'): Promise<Pki> {
   const caKey = await pki(['--gen', '--type', 'ecdsa', '--size', '256', '--outform', 'pem']);
-  const caKeyPath = lab.writeFile('pki-ca.key.pem', caKey);
+  // Several CAs in one lab keep apart by name.
+  const tag = caName === 'cvlan test CA' ? 'ca' : caName.replace(/[^A-Za-z0-9]+/g, '-');
+  const caKeyPath = lab.writeFile(`pki-${tag}.key.pem`, caKey);
   const caCert = await pki(['--self', '--ca', '--lifetime', '2', '--in', caKeyPath, '--type', 'ecdsa', '--dn', `CN=${caName}`, '--outform', 'pem']);
-  const ca = lab.writeFile('pki-ca.pem', caCert, 0o644);
+  const ca = lab.writeFile(`pki-${tag}.pem`, caCert, 0o644);
   const entities: Record<string, PkiEntity> = {};
   for (const name of names) {
     const key = lab.writeFile(`pki-${name}.key.pem`, await pki(['--gen', '--type', 'ecdsa', '--size', '256', '--outform', 'pem']));
@@ -37,6 +41,6 @@ export async function makePki(lab: Lab, names: string[], caName = 'cvlan test CA
     );
     entities[name] = { cert: lab.writeFile(`pki-${name}.pem`, cert, 0o644), key };
   }
-  return { ca, entities };
+  return { ca, caKey: caKeyPath, entities };
 }
 

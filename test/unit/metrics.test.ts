@@ -45,6 +45,13 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
       calls++;
       return super.counters();
     }
+    clients() {
+      return {
+        clients: [{ tenant: 'acme', connection: 'ra-acme', user: 'alice', device: null, remote: '198.51.100.7', addresses: ['10.99.0.1'], established: 12, ike_id: 3 }],
+        pools: [{ tenant: 'acme', pool: 'ra-acme-0', range: '10.99.0.0/24', size: 254, online: 1, offline: 2, leases: [] }],
+        exhausted: { acme: 4 },
+      };
+    }
     bgp(tenant: string) {
       if (tenant !== 'acme') return null;
       const n = { address: '192.0.2.254', info: '', announced: 2, import_limit_hit: true, limited: 3, filtered: 1 };
@@ -98,6 +105,10 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
     cvlan_vrouter_ha_generation_refusals_total: ['node'],
     cvlan_vrouter_ha_sync_rejected_total: ['node', 'reason'],
     cvlan_vrouter_ha_lease_exhausted_total: ['node'],
+    cvlan_vrouter_client_pool_leases: ['tenant', 'pool'],
+    cvlan_vrouter_client_pool_size: ['tenant', 'pool'],
+    cvlan_vrouter_clients_connected: ['tenant'],
+    cvlan_vrouter_client_pool_exhausted_total: ['tenant'],
   };
   t.same(Object.keys(METRIC_LABELS).sort(), Object.keys(expected).sort(), 'published list is the required list');
   for (const [name, labelNames] of Object.entries(expected)) {
@@ -111,6 +122,10 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
   t.ok(samples.some((s) => s.name === 'process_cpu_user_seconds_total'), 'process metrics');
 
   t.equal(find(samples, 'cvlan_vrouter_tunnels_active', { tenant: 'acme', type: 'ipsec' }), 1);
+  t.equal(find(samples, 'cvlan_vrouter_client_pool_leases', { tenant: 'acme', pool: 'ra-acme-0' }), 1);
+  t.equal(find(samples, 'cvlan_vrouter_client_pool_size', { tenant: 'acme', pool: 'ra-acme-0' }), 254);
+  t.equal(find(samples, 'cvlan_vrouter_clients_connected', { tenant: 'acme' }), 1);
+  t.equal(find(samples, 'cvlan_vrouter_client_pool_exhausted_total', { tenant: 'acme' }), 4);
   t.equal(find(samples, 'cvlan_vrouter_bytes_in_total', { tunnel: 'site-a' }), 123456789);
   t.equal(find(samples, 'cvlan_vrouter_bytes_out_total', { tunnel: 'site-a' }), 987654);
   t.equal(find(samples, 'cvlan_vrouter_packets_in_total', { tunnel: 'site-a' }), 100000);
