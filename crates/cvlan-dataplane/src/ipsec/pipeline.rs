@@ -57,10 +57,9 @@ impl Transport for IpsecTransport {
     /// Claims the inner packets an outbound policy covers (a tunnel's traffic selectors).
     fn claims(&self, pkts: &mut [Packet]) {
         let t = self.engine.snapshot();
-        let tenants = self.engine.tenants.load();
         for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
             if let Ok(info) = ip::parse(p.data()) {
-                let policy = t.select_policy(&tenants, p.data(), &info, p.tag);
+                let policy = t.select_policy(p.data(), &info, p.tag);
                 p.claimed = policy.is_some();
                 p.claim_len = policy.map_or(0, |x| x.dst.prefix_len());
             }
@@ -95,7 +94,7 @@ impl IpsecEngine {
         let info = ip::parse(pkt.data()).map_err(|_| DropReason::IpsecMalformedIp)?;
         // 1. select_policy
         let policy = t
-            .select_policy(&self.tenants.load(), pkt.data(), &info, pkt.tag)
+            .select_policy(pkt.data(), &info, pkt.tag)
             .ok_or(DropReason::IpsecNoPolicy)?;
         // 2. select_sa
         let entry = t.select_sa(policy).ok_or(DropReason::IpsecNoSa)?;
