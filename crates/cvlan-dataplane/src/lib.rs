@@ -15,6 +15,7 @@ pub mod offload;
 pub mod orphans;
 pub mod plain;
 mod send;
+pub mod spread;
 mod sys;
 pub mod tenant_tun;
 pub mod transport;

@@ -66,6 +66,20 @@ impl Transport for IpsecTransport {
         }
     }
 
+    /// ESP only: sealing reserves its sequence number atomically and opening checks the SA's
+    /// replay window under its own lock; IKE and NAT keepalives stay with their worker.
+    fn parallel(&self, stage: crate::spread::Stage, pkt: &Packet) -> bool {
+        match stage {
+            crate::spread::Stage::Seal => true,
+            crate::spread::Stage::Open => match pkt.sock {
+                SOCK_RAW => true,
+                // RFC 3948 §2.2: a non-zero first word is an ESP SPI (zero: the IKE marker).
+                SOCK_NATT => pkt.data().get(..4).is_some_and(|w| w != [0; 4]),
+                _ => false,
+            },
+        }
+    }
+
     fn decapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
         let t = self.engine.snapshot();
         for p in pkts {
