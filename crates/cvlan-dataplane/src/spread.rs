@@ -27,9 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::Duration;
 
-/// A batch is spread only from this many packets on (tuning): below it, waking another thread
-/// costs more than the crypto it saves.
-pub const MIN_SPREAD: usize = 16;
+/// The smallest share (tuning): below it, waking another thread costs more than the crypto it
+/// saves. A batch of `n` goes out in at most `n / MIN_SHARE` shares, so a batch is spread from
+/// two shares' worth on, and a full batch (128) over at most 16 workers.
+pub const MIN_SHARE: usize = 8;
 
 const IDLE: u8 = 0;
 const PENDING: u8 = 1;
@@ -185,10 +186,9 @@ impl Spreader {
     ) {
         let members = crew.members.load();
         let workers = members.len();
-        let spread = workers > 1
-            && n >= MIN_SPREAD
-            && index < workers
-            && pkts[..n].iter().all(|p| transport.parallel(stage, p));
+        let parts = workers.min(n / MIN_SHARE);
+        let spread =
+            parts > 1 && index < workers && pkts[..n].iter().all(|p| transport.parallel(stage, p));
         if !spread {
             let mut ctx = Ctx {
                 worker: index,
@@ -203,7 +203,7 @@ impl Spreader {
             WorkerCounters::add(&counters.crypto_packets, n as u64);
             return;
         }
-        while self.jobs.len() < workers - 1 {
+        while self.jobs.len() < parts - 1 {
             self.jobs.push(Arc::new(Job {
                 state: AtomicU8::new(IDLE),
                 queued: AtomicBool::new(false),
@@ -217,9 +217,9 @@ impl Spreader {
             }));
         }
         // Shares of (nearly) equal size; the first stays here.
-        let share = n.div_ceil(workers);
+        let share = n.div_ceil(parts);
         let mut rest = pkts.drain(share..n);
-        for (k, job) in self.jobs[..workers - 1].iter().enumerate() {
+        for (k, job) in self.jobs[..parts - 1].iter().enumerate() {
             {
                 let mut w = lock(&job.work);
                 w.stage = stage;
@@ -248,7 +248,7 @@ impl Spreader {
         WorkerCounters::add(&counters.crypto_packets, share as u64);
         // Join, in share order: take back what nobody started, wait for what is under way.
         let mut at = share;
-        for job in &self.jobs[..workers - 1] {
+        for job in &self.jobs[..parts - 1] {
             if job.take() {
                 job.run(index, transport, counters);
             }
