@@ -191,3 +191,37 @@ impl IpsecEngine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spread::Stage;
+    use crate::transport::HEADROOM;
+
+    fn datagram(sock: usize, payload: &[u8]) -> Packet {
+        let mut p = Packet::new();
+        p.as_mut()[HEADROOM..HEADROOM + payload.len()].copy_from_slice(payload);
+        p.start = HEADROOM;
+        p.len = payload.len();
+        p.sock = sock;
+        p
+    }
+
+    /// Only ESP is opened on another worker: IKE and keepalives stay in their batch's order.
+    #[test]
+    fn only_esp_is_shared() {
+        let t = IpsecTransport {
+            engine: IpsecEngine::new("192.0.2.1".parse().unwrap()),
+        };
+        let open = |sock, payload: &[u8]| t.parallel(Stage::Open, &datagram(sock, payload));
+        assert!(open(SOCK_NATT, &[0, 0, 1, 0, 0, 0, 0, 1]), "ESP, SPI 256");
+        assert!(
+            !open(SOCK_NATT, &[0, 0, 0, 0, 1, 2, 3, 4]),
+            "IKE behind the non-ESP marker"
+        );
+        assert!(!open(SOCK_NATT, &[0xff]), "NAT keepalive");
+        assert!(!open(SOCK_IKE, &[1, 2, 3, 4]), "IKE on port 500");
+        assert!(open(SOCK_RAW, &[0x45, 0, 0, 20]), "raw ESP");
+        assert!(t.parallel(Stage::Seal, &datagram(0, &[0x45, 0, 0, 20])));
+    }
+}
