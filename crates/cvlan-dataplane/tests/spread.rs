@@ -137,6 +137,7 @@ fn one_plain_flow_is_sealed_and_opened_on_every_worker_in_order() {
 
 fn one_flow(kind: Kind, tag: &str) {
     support::require_root(&["ip"]);
+    cvlan_dataplane::spread::set_enabled(true);
     let id = std::process::id() % 10_000;
     let a = Netns::new(format!("cvsp{tag}{id}a"));
     let b = Netns::new(format!("cvsp{tag}{id}b"));
