@@ -56,6 +56,10 @@ export interface BindingWorkerStats {
   busyNs: bigint;
   /** Packets translated to the other device of a pair on this worker (IPsec ⇄ WireGuard). */
   translated: bigint;
+  /** Packets this worker sealed or opened: its own batches' and, of those, `helpedPackets`,
+   *  shares of other workers' batches (one flow's crypto spread over the workers). */
+  cryptoPackets: bigint;
+  helpedPackets: bigint;
   /** Syscalls (TUN read/write, recvmmsg, sendmmsg): packets per call shows the batching. */
   tunReads: bigint;
   tunWrites: bigint;

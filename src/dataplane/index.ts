@@ -405,7 +405,7 @@ export function totals(stats: WorkerStats[]): Omit<WorkerStats, 'index' | 'activ
   const sum = {
     tunRxPackets: 0n, tunRxBytes: 0n, tunTxPackets: 0n, tunTxBytes: 0n,
     udpRxPackets: 0n, udpRxBytes: 0n, udpTxPackets: 0n, udpTxBytes: 0n,
-    batches: 0n, restarts: 0n, busyNs: 0n, translated: 0n,
+    batches: 0n, restarts: 0n, busyNs: 0n, translated: 0n, cryptoPackets: 0n, helpedPackets: 0n,
     tunReads: 0n, tunWrites: 0n, udpRecvs: 0n, udpSends: 0n,
     drops: [] as { reason: string; count: bigint }[],
   };
@@ -416,6 +416,7 @@ export function totals(stats: WorkerStats[]): Omit<WorkerStats, 'index' | 'activ
     sum.udpRxPackets += s.udpRxPackets; sum.udpRxBytes += s.udpRxBytes;
     sum.udpTxPackets += s.udpTxPackets; sum.udpTxBytes += s.udpTxBytes;
     sum.batches += s.batches; sum.restarts += s.restarts; sum.busyNs += s.busyNs; sum.translated += s.translated;
+    sum.cryptoPackets += s.cryptoPackets; sum.helpedPackets += s.helpedPackets;
     sum.tunReads += s.tunReads; sum.tunWrites += s.tunWrites;
     sum.udpRecvs += s.udpRecvs; sum.udpSends += s.udpSends;
     for (const d of s.drops) drops.set(d.reason, (drops.get(d.reason) ?? 0n) + d.count);

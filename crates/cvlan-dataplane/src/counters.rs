@@ -210,6 +210,11 @@ pub struct WorkerCounters {
     /// Packets this worker's handoff stage sent from another device (`crate::handoff`):
     /// "translated" in the API.
     pub translated: AtomicU64,
+    /// Packets this worker ran through its transport's seal or open stage, its own batches'
+    /// and shares of other workers' (`crate::spread`).
+    pub crypto_packets: AtomicU64,
+    /// Of those, packets of another worker's batch.
+    pub helped_packets: AtomicU64,
     pub drops: DropCounters,
 }
 
@@ -243,6 +248,8 @@ impl WorkerCounters {
             restarts: self.restarts.load(Relaxed),
             busy_ns: self.busy_ns.load(Relaxed),
             translated: self.translated.load(Relaxed),
+            crypto_packets: self.crypto_packets.load(Relaxed),
+            helped_packets: self.helped_packets.load(Relaxed),
             drops: self.drops.snapshot(),
         }
     }
@@ -267,6 +274,8 @@ pub struct CounterSnapshot {
     pub restarts: u64,
     pub busy_ns: u64,
     pub translated: u64,
+    pub crypto_packets: u64,
+    pub helped_packets: u64,
     pub drops: Vec<(DropReason, u64)>,
 }
 

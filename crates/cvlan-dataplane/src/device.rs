@@ -7,6 +7,7 @@ use crate::control::Control;
 use crate::counters::{CounterSnapshot, WorkerCounters};
 use crate::error::{Code, Error, Result};
 use crate::handoff::{Handoff, Rule, Target};
+use crate::spread::Crew;
 use crate::transport::{Senders, SendersInner, Transport};
 use crate::tun::{self, TunQueue};
 use crate::udp::{self, UdpSocket};
@@ -89,6 +90,8 @@ pub struct Device {
     senders: Option<Arc<SendersInner>>,
     /// What the handoff stage hands packets to, shared with every worker.
     handoff: Arc<ArcSwapOption<Handoff>>,
+    /// The workers as helpers of each other's crypto (`crate::spread`).
+    crew: Arc<Crew>,
     /// The raw ESP sockets, one per worker (after the ports), each receiving its shard of the
     /// SPIs (`UdpSocket::shard_esp`); empty without raw ESP.
     raw: Vec<UdpSocket>,
@@ -198,6 +201,7 @@ impl Device {
             workers: Vec::new(),
             senders: None,
             handoff: Arc::new(ArcSwapOption::empty()),
+            crew: Arc::new(Crew::default()),
             raw,
             raw_error,
         };
@@ -246,8 +250,10 @@ impl Device {
             counters,
             transport: self.transport.clone(),
             handoff: self.handoff.clone(),
+            crew: self.crew.clone(),
             events: self.events.clone(),
         };
+        self.crew.join(index, control.clone());
         let thread = std::thread::Builder::new()
             .name(format!("cvlan-w{index}"))
             .spawn(move || worker::run(args))
@@ -298,6 +304,7 @@ impl Device {
             self.spawn(io, new_control()?)?;
         }
         while self.workers.len() > n {
+            self.crew.truncate(self.workers.len() - 1);
             if let Some(mut w) = self.workers.pop() {
                 stop_worker(&mut w);
             }

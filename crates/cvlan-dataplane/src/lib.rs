@@ -14,6 +14,7 @@ pub mod ipsec;
 pub mod offload;
 pub mod plain;
 mod send;
+pub mod spread;
 mod sys;
 pub mod tenant_tun;
 pub mod trace;

@@ -108,6 +108,11 @@ impl Transport for PlainTransport {
         }
     }
 
+    /// Every packet stands alone (no handshake, no state per packet).
+    fn parallel(&self, _stage: crate::spread::Stage, _pkt: &Packet) -> bool {
+        true
+    }
+
     fn decapsulate(&self, ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
         let table = self.table.load();
         for p in pkts {

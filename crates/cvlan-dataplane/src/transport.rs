@@ -313,6 +313,12 @@ pub trait Transport: Send + Sync + 'static {
     /// transport has a route for, and `claim_len` to that route's destination prefix length
     /// (the longest claim among a tenant's devices wins). Default: none.
     fn claims(&self, _pkts: &mut [Packet]) {}
+    /// Whether `pkt` may go through `stage` on another worker, concurrently with the rest of its
+    /// batch (`crate::spread`): data packets whose seal or open needs nothing the batch's other
+    /// packets set up. A batch is spread only if every packet may be. Default: none.
+    fn parallel(&self, _stage: crate::spread::Stage, _pkt: &Packet) -> bool {
+        false
+    }
     /// Called at least every `tick_interval` on each worker, for protocol timers.
     fn tick(&self, _ctx: &mut Ctx<'_>) {}
     fn tick_interval(&self) -> Duration {

@@ -5,13 +5,14 @@
 //!    read may return a TCP/UDP super-packet of up to 64 KB, split here into MSS-sized packets
 //!    (`offload::tso`), so one syscall fills up to ~46 slots of the batch.
 //! 2. `encapsulate`  — the transport rewrites them in place into datagrams (`tun_ingress`; a
-//!    tenant TUN's transport instead marks them `HandOff`, for stage 6).
+//!    tenant TUN's transport instead marks them `HandOff`, for stage 6). A full enough batch is
+//!    shared with the device's other workers and joined in order (`crate::spread`).
 //! 3. `send`         — one `sendmmsg` per socket for the batch plus any extra protocol messages;
 //!    with offload on, runs of equal-size datagrams to one peer go as one `UDP_SEGMENT` message
 //!    (`crate::send`).
 //! 4. `recv_udp`     — one `recvmmsg`; with `UDP_GRO` a message may hold many datagrams, which
 //!    are spread over separate packets (the transport sees one datagram per `Packet`).
-//! 5. `decapsulate`  — the transport authenticates/unwraps them in place.
+//! 5. `decapsulate`  — the transport authenticates/unwraps them in place (shared like 2).
 //! 6. `handoff`      — inner packets another device routes are encapsulated by its transport and
 //!    sent from its ports, here (`crate::handoff`); those too big for its tunnels are answered
 //!    with an ICMP error through this transport. Runs after 5, and after 2 for `HandOff`
@@ -20,6 +21,9 @@
 //!    one flow are coalesced into one write (`offload::gro`). Replies go through `send`.
 //! 8. `tick`         — protocol timers, at least every `tick_interval`, and whenever a control
 //!    thread asks for it (`Senders::wake`).
+//!
+//! At each wake-up by its control eventfd a worker first runs the shares other workers left for
+//! it (`Crew::help`).
 //!
 //! Each wake-up reads the data plane's clock once (`crate::clock`); every stage and transport
 //! of that wake-up sees that time.
@@ -35,6 +39,7 @@ use crate::offload::gro::Coalescer;
 use crate::offload::virtio::{GsoType, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use crate::offload::{tso, udp_gso};
 use crate::send;
+use crate::spread::{Crew, Spreader, Stage};
 use crate::sys::Epoll;
 use crate::transport::{Ctx, Outgoing, Packet, Transport, Verdict, BUF_SIZE, HEADROOM};
 use crate::tun::TunQueue;
@@ -80,6 +85,8 @@ pub struct WorkerArgs {
     pub transport: Arc<dyn Transport>,
     /// What the handoff stage hands packets to (`crate::handoff`); swapped at runtime.
     pub handoff: Arc<ArcSwapOption<Handoff>>,
+    /// The device's workers, which share each other's crypto (`crate::spread`).
+    pub crew: Arc<Crew>,
     pub events: crate::EventSink,
 }
 
@@ -106,6 +113,7 @@ struct Buffers {
     coalescer: Coalescer,
     tun_lens: Vec<usize>,
     writes: Vec<usize>,
+    spreader: Spreader,
 }
 
 impl Buffers {
@@ -125,6 +133,7 @@ impl Buffers {
             coalescer: Coalescer::new(),
             tun_lens: Vec::with_capacity(BATCH),
             writes: Vec::with_capacity(BATCH),
+            spreader: Spreader::new(),
         }
     }
 }
@@ -231,7 +240,10 @@ fn event_loop(w: &WorkerArgs, bufs: &mut Buffers) -> io::Result<()> {
         for ev in &events[..n] {
             match ev.u64 {
                 TOKEN_TUN => tun_ready = true,
-                TOKEN_CTL => control.wake.drain(),
+                TOKEN_CTL => {
+                    control.wake.drain();
+                    w.crew.help(w.index, w.transport.as_ref(), &w.counters);
+                }
                 t => {
                     if let Some(r) = udp_ready.get_mut((t - TOKEN_UDP) as usize) {
                         *r = true;
@@ -245,6 +257,7 @@ fn event_loop(w: &WorkerArgs, bufs: &mut Buffers) -> io::Result<()> {
             counters: &w.counters,
             transport: w.transport.as_ref(),
             handoff: &w.handoff,
+            crew: &w.crew,
             now: clock::at(woke),
             bufs: &mut *bufs,
         };
@@ -279,6 +292,7 @@ struct Wake<'a> {
     counters: &'a WorkerCounters,
     transport: &'a dyn Transport,
     handoff: &'a ArcSwapOption<Handoff>,
+    crew: &'a Crew,
     now: Duration,
     bufs: &'a mut Buffers,
 }
@@ -299,12 +313,6 @@ impl Wake<'_> {
             }
             any = true;
             // 2. encapsulate
-            let mut ctx = Ctx {
-                worker: self.index,
-                counters: self.counters,
-                now: self.now,
-                extra: &mut self.bufs.extra,
-            };
             crate::trace::begin(
                 self.index,
                 self.transport.name(),
@@ -312,8 +320,7 @@ impl Wake<'_> {
                 self.now,
                 true,
             );
-            self.transport
-                .tun_ingress(&mut ctx, &mut self.bufs.tun[..n]);
+            self.transport_stage(Stage::Seal, n);
             crate::trace::sealed(self.transport.name(), &self.bufs.tun[..n]);
             // 6. handoff of what other devices route (a tenant TUN's packets)
             if self.bufs.tun[..n]
@@ -525,14 +532,7 @@ impl Wake<'_> {
             false,
         );
         crate::trace::wire(self.transport.name(), &self.bufs.udp[..n]);
-        let mut ctx = Ctx {
-            worker: self.index,
-            counters: self.counters,
-            now: self.now,
-            extra: &mut self.bufs.extra,
-        };
-        self.transport
-            .decapsulate(&mut ctx, &mut self.bufs.udp[..n]);
+        self.transport_stage(Stage::Open, n);
         crate::trace::opened(&self.bufs.udp[..n]);
         // 6. handoff
         self.handoff(Side::Udp, n);
@@ -541,6 +541,27 @@ impl Wake<'_> {
         // 3. send: replies (handshake responses, ICMP errors) and extra datagrams
         self.send(Side::Udp, n);
         crate::trace::commit(&self.bufs.udp[..n]);
+    }
+
+    /// Stage 2 (`Seal`, the TUN batch) or 5 (`Open`, the UDP batch) on its first `n` packets,
+    /// shared with the other workers when it pays (`crate::spread`).
+    fn transport_stage(&mut self, stage: Stage, n: usize) {
+        let bufs = &mut *self.bufs;
+        let pkts = match stage {
+            Stage::Seal => &mut bufs.tun,
+            Stage::Open => &mut bufs.udp,
+        };
+        bufs.spreader.run(
+            self.crew,
+            self.index,
+            self.transport,
+            self.counters,
+            stage,
+            self.now,
+            pkts,
+            n,
+            &mut bufs.extra,
+        );
     }
 
     /// Stage 6 on the first `n` packets of one batch.

@@ -125,6 +125,10 @@ pub struct WorkerStatsJs {
     /// Packets this worker's handoff stage sent from another device (IPsec ⇄ WireGuard, tenant
     /// TUNs): the API's `translated`.
     pub translated: BigInt,
+    /// Packets this worker sealed or opened, its own batches' and shares of other workers'
+    /// (one flow's crypto spread over the workers); `helped_packets` are the latter.
+    pub crypto_packets: BigInt,
+    pub helped_packets: BigInt,
     /// Syscalls: TUN reads/writes, recvmmsg/sendmmsg calls (packets per call = batching).
     pub tun_reads: BigInt,
     pub tun_writes: BigInt,
@@ -153,6 +157,8 @@ pub(crate) fn worker_stats(dev: &Device) -> Vec<WorkerStatsJs> {
                 restarts: c.restarts.into(),
                 busy_ns: c.busy_ns.into(),
                 translated: c.translated.into(),
+                crypto_packets: c.crypto_packets.into(),
+                helped_packets: c.helped_packets.into(),
                 tun_reads: c.tun_reads.into(),
                 tun_writes: c.tun_writes.into(),
                 udp_recvs: c.udp_recvs.into(),

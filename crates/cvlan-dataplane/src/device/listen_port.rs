@@ -87,6 +87,7 @@ impl Device {
             counters: self.counters[index].clone(),
             transport: self.transport.clone(),
             handoff: self.handoff.clone(),
+            crew: self.crew.clone(),
             events: self.events.clone(),
         };
         let thread = std::thread::Builder::new()

@@ -1,12 +1,12 @@
 //! What charon asks of the kernel, through the plugin link (`kernel_ipsec_t`): SPIs, SAs and
-//! policies installed, updated, queried, deleted and flushed. Each change rebuilds the tables
-//! (`commit`); the workers see it at their next batch.
+//! policies installed, updated, queried, deleted and flushed. Each change edits the persistent
+//! tables and publishes them (`commit`); the workers see it at their next batch.
 //!
 //! A new charon (or a resync) starts by flushing. SAs and policies it never installed are not
 //! dropped at once: they keep forwarding as orphans until the new charon has negotiated their
 //! replacements, at most `ORPHAN_GRACE`, so a charon restart costs no traffic.
 
-use super::tables::{InboundEntry, OutPolicy, OutboundEntry};
+use super::tables::{InboundEntry, OutPolicy, OutboundEntry, Table};
 use super::{IpsecEngine, MIN_SPI, PROTO_ESP};
 use crate::charon::protocol::{
     self as proto, AddSa, Mode, Policy, PolicyDir, SaId, SaStats, Status,
@@ -129,13 +129,13 @@ impl IpsecEngine {
                 installed: self.install_seq.fetch_add(1, Relaxed),
             });
             self.commit(|t| {
-                if t.orphan_spis.remove(&sa.id.spi) {
-                    for list in t.by_reqid.values_mut() {
-                        list.retain(|e| e.sa.spi() != sa.id.spi);
+                if t.orphan_spis.remove(&sa.id.spi).is_some() {
+                    if let Some(old) = t.outbound.get(&sa.id.spi).cloned() {
+                        unlist(t, &old);
                     }
                 }
                 t.outbound.insert(sa.id.spi, entry.clone());
-                let list = t.by_reqid.entry(sa.reqid).or_default();
+                let list = Arc::make_mut(t.by_reqid.entry(sa.reqid).or_default());
                 list.push(entry);
                 list.sort_by_key(|e| e.installed);
             });
@@ -167,7 +167,7 @@ impl IpsecEngine {
             });
             t.outbound.insert(u.id.spi, new.clone());
             if let Some(list) = t.by_reqid.get_mut(&old.reqid) {
-                for e in list.iter_mut() {
+                for e in Arc::make_mut(list).iter_mut() {
                     if e.sa.spi() == u.id.spi {
                         *e = new.clone();
                     }
@@ -207,11 +207,11 @@ impl IpsecEngine {
             .remove(&id.spi);
         self.commit(|t| {
             t.orphan_spis.remove(&id.spi);
-            let found = t.inbound.remove(&id.spi).is_some() | t.outbound.remove(&id.spi).is_some();
-            for list in t.by_reqid.values_mut() {
-                list.retain(|e| e.sa.spi() != id.spi);
+            let mut found = t.inbound.remove(&id.spi).is_some();
+            if let Some(old) = t.outbound.remove(&id.spi) {
+                unlist(t, &old);
+                found = true;
             }
-            t.by_reqid.retain(|_, l| !l.is_empty());
             if found {
                 Ok(())
             } else {
@@ -223,24 +223,21 @@ impl IpsecEngine {
     pub(super) fn add_policy(&self, p: Policy) -> Result<(), Status> {
         self.commit(|t| {
             if p.id.dir != PolicyDir::Out {
-                match t.other_policies.iter_mut().find(|(id, _)| *id == p.id) {
-                    Some((_, n)) => *n += 1,
-                    None => t.other_policies.push((p.id.clone(), 1)),
-                }
+                *t.other_policies.entry(p.id.clone()).or_default() += 1;
                 return Ok(());
             }
             // A previous charon's installations do not count for the new one.
             let mut installs = t
-                .out_policies
-                .iter()
-                .find(|x| x.id == p.id && !x.orphan)
+                .out_policy(&p.id)
+                .filter(|x| !x.orphan)
                 .map(|x| x.installs.clone())
                 .unwrap_or_default();
             installs.push(p.sa.reqid);
-            t.out_policies.retain(|x| x.id != p.id);
             let (src, dst) = (range(&p.id.src_ts), range(&p.id.dst_ts));
             let rank = src.size().saturating_add(dst.size());
-            t.out_policies.push(Arc::new(OutPolicy {
+            // A policy installed again ranks after its equals, as if appended anew.
+            let seq = self.install_seq.fetch_add(1, Relaxed);
+            t.put_out_policy(OutPolicy {
                 src,
                 dst,
                 reqid: p.sa.reqid,
@@ -251,10 +248,10 @@ impl IpsecEngine {
                 } else {
                     rank
                 },
+                seq,
                 id: p.id.clone(),
                 orphan: false,
-            }));
-            t.out_policies.sort_by_key(|x| x.rank);
+            });
             Ok(())
         })
     }
@@ -263,23 +260,14 @@ impl IpsecEngine {
     pub(super) fn del_policy(&self, p: &Policy) -> Result<(), Status> {
         self.commit(|t| {
             if p.id.dir != PolicyDir::Out {
-                let i = t
-                    .other_policies
-                    .iter()
-                    .position(|(id, _)| *id == p.id)
-                    .ok_or(Status::NotFound)?;
-                t.other_policies[i].1 -= 1;
-                if t.other_policies[i].1 == 0 {
-                    t.other_policies.remove(i);
+                let n = t.other_policies.get_mut(&p.id).ok_or(Status::NotFound)?;
+                *n -= 1;
+                if *n == 0 {
+                    t.other_policies.remove(&p.id);
                 }
                 return Ok(());
             }
-            let i = t
-                .out_policies
-                .iter()
-                .position(|x| x.id == p.id)
-                .ok_or(Status::NotFound)?;
-            let old = t.out_policies[i].clone();
+            let old = t.out_policy(&p.id).ok_or(Status::NotFound)?.clone();
             let mut installs = old.installs.clone();
             // The installation of this CHILD_SA's reqid; the newest if none matches.
             let k = installs
@@ -289,15 +277,13 @@ impl IpsecEngine {
             installs.remove(k);
             match installs.last() {
                 None => {
-                    t.out_policies.remove(i);
+                    t.remove_out_policy(&p.id);
                 }
-                Some(&reqid) => {
-                    t.out_policies[i] = Arc::new(OutPolicy {
-                        reqid,
-                        installs,
-                        ..(*old).clone()
-                    });
-                }
+                Some(&reqid) => t.put_out_policy(OutPolicy {
+                    reqid,
+                    installs,
+                    ..(*old).clone()
+                }),
             }
             Ok(())
         })
@@ -324,14 +310,12 @@ impl IpsecEngine {
     /// replaces its orphan.
     pub(super) fn flush_policies(&self) -> Result<(), Status> {
         self.commit(|t| {
-            for p in t.out_policies.iter_mut() {
-                if !p.orphan {
-                    *p = Arc::new(OutPolicy {
-                        orphan: true,
-                        ..(**p).clone()
-                    });
-                }
-            }
+            t.retain_out_policies(|p| {
+                Some(OutPolicy {
+                    orphan: true,
+                    ..p.clone()
+                })
+            });
             t.other_policies.clear();
         });
         Ok(())
@@ -347,17 +331,25 @@ impl IpsecEngine {
                     removed.push((e.id.if_id, *spi));
                 }
                 if let Some(e) = t.outbound.remove(spi) {
+                    unlist(t, &e);
                     removed.push((e.id.if_id, *spi));
                 }
             }
-            for list in t.by_reqid.values_mut() {
-                list.retain(|e| !spis.contains(&e.sa.spi()));
-            }
-            t.by_reqid.retain(|_, l| !l.is_empty());
-            t.out_policies.retain(|p| !p.orphan);
+            t.retain_out_policies(|p| (!p.orphan).then(|| p.clone()));
             t.orphaned_at = None;
         });
         super::orphans::report_removed(self.events.get(), removed, super::ORPHAN_GRACE);
+    }
+}
+
+/// Takes an outbound SA out of its reqid's list.
+fn unlist(t: &mut Table, e: &OutboundEntry) {
+    let spi = e.sa.spi();
+    if let Some(list) = t.by_reqid.get_mut(&e.reqid) {
+        Arc::make_mut(list).retain(|x| x.sa.spi() != spi);
+        if list.is_empty() {
+            t.by_reqid.remove(&e.reqid);
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! - `pipeline`: the device's `Transport`, its outbound and inbound stages (start here).
 //! - `tables`:   the SA and policy tables the workers read, policy and SA selection, views.
+//! - `policies`: the outbound policy index (per tenant, by destination prefix).
 //! - `install`:  what charon installs, updates, deletes and flushes (SPIs, SAs, policies,
 //!   orphans of a previous charon).
 //! - `lifetime`: time limits and the expire messages to charon.
@@ -24,6 +25,9 @@ mod install;
 mod lifetime;
 mod orphans;
 mod pipeline;
+mod policies;
+#[cfg(test)]
+mod policies_tests;
 mod tables;
 
 pub use backend::IpsecBackend;
@@ -106,7 +110,9 @@ impl IpsecEngine {
     /// Sets the tenant tag of each tunnel (if_id → tag). Tagged packets then match only their
     /// tenant's policies, and packets from a tunnel carry its tenant's tag.
     pub fn set_tenants(&self, tenants: HashMap<u32, u32>) {
-        self.tenants.store(Arc::new(tenants));
+        let tenants = Arc::new(tenants);
+        self.commit(|t| t.set_tenants(tenants.clone()));
+        self.tenants.store(tenants);
     }
 
     /// Whether the device has a raw ESP socket (known once the workers' senders are attached).
@@ -190,10 +196,10 @@ mod tests {
         let e = IpsecEngine::new("192.0.2.1".parse().unwrap());
         e.add_policy(policy(PolicyDir::Out, 1, 1)).unwrap();
         e.add_policy(policy(PolicyDir::Out, 2, 2)).unwrap();
-        assert_eq!(e.snapshot().out_policies[0].reqid, 2);
+        assert_eq!(e.snapshot().out_policies_ranked()[0].reqid, 2);
         e.del_policy(&policy(PolicyDir::Out, 2, 2)).unwrap();
         assert_eq!(
-            e.snapshot().out_policies[0].reqid,
+            e.snapshot().out_policies_ranked()[0].reqid,
             1,
             "back to the remaining installation"
         );
@@ -210,9 +216,9 @@ mod tests {
         b.flush_policies().unwrap();
         b.flush_sas().unwrap();
         assert_eq!(e.policy_if_ids(), [7], "still routing after the flush");
-        assert!(e.snapshot().out_policies[0].orphan);
+        assert!(e.snapshot().out_policies_ranked()[0].orphan);
         e.add_policy(policy(PolicyDir::Out, 3, 9)).unwrap();
-        let p = e.snapshot().out_policies[0].clone();
+        let p = e.snapshot().out_policies_ranked()[0].clone();
         assert!(!p.orphan, "replaced by the new charon's policy");
         assert_eq!(
             (p.reqid, p.installs.clone()),

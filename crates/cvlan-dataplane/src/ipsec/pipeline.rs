@@ -58,13 +58,26 @@ impl Transport for IpsecTransport {
     /// Claims the inner packets an outbound policy covers (a tunnel's traffic selectors).
     fn claims(&self, pkts: &mut [Packet]) {
         let t = self.engine.snapshot();
-        let tenants = self.engine.tenants.load();
         for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
             if let Ok(info) = ip::parse(p.data()) {
-                let policy = t.select_policy(&tenants, p.data(), &info, p.tag);
+                let policy = t.select_policy(p.data(), &info, p.tag);
                 p.claimed = policy.is_some();
                 p.claim_len = policy.map_or(0, |x| x.dst.prefix_len());
             }
+        }
+    }
+
+    /// ESP only: sealing reserves its sequence number atomically and opening checks the SA's
+    /// replay window under its own lock; IKE and NAT keepalives stay with their worker.
+    fn parallel(&self, stage: crate::spread::Stage, pkt: &Packet) -> bool {
+        match stage {
+            crate::spread::Stage::Seal => true,
+            crate::spread::Stage::Open => match pkt.sock {
+                SOCK_RAW => true,
+                // RFC 3948 §2.2: a non-zero first word is an ESP SPI (zero: the IKE marker).
+                SOCK_NATT => pkt.data().get(..4).is_some_and(|w| w != [0; 4]),
+                _ => false,
+            },
         }
     }
 
@@ -97,7 +110,7 @@ impl IpsecEngine {
         let info = ip::parse(pkt.data()).map_err(|_| DropReason::IpsecMalformedIp)?;
         // 1. select_policy
         let policy = t
-            .select_policy(&self.tenants.load(), pkt.data(), &info, pkt.tag)
+            .select_policy(pkt.data(), &info, pkt.tag)
             .ok_or(DropReason::IpsecNoPolicy)?;
         // 2. select_sa
         let entry = t.select_sa(policy).ok_or(DropReason::IpsecNoSa)?;
@@ -178,5 +191,39 @@ impl IpsecEngine {
             .unwrap_or(0);
         pkt.verdict = Verdict::ToTun;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spread::Stage;
+    use crate::transport::HEADROOM;
+
+    fn datagram(sock: usize, payload: &[u8]) -> Packet {
+        let mut p = Packet::new();
+        p.as_mut()[HEADROOM..HEADROOM + payload.len()].copy_from_slice(payload);
+        p.start = HEADROOM;
+        p.len = payload.len();
+        p.sock = sock;
+        p
+    }
+
+    /// Only ESP is opened on another worker: IKE and keepalives stay in their batch's order.
+    #[test]
+    fn only_esp_is_shared() {
+        let t = IpsecTransport {
+            engine: IpsecEngine::new("192.0.2.1".parse().unwrap()),
+        };
+        let open = |sock, payload: &[u8]| t.parallel(Stage::Open, &datagram(sock, payload));
+        assert!(open(SOCK_NATT, &[0, 0, 1, 0, 0, 0, 0, 1]), "ESP, SPI 256");
+        assert!(
+            !open(SOCK_NATT, &[0, 0, 0, 0, 1, 2, 3, 4]),
+            "IKE behind the non-ESP marker"
+        );
+        assert!(!open(SOCK_NATT, &[0xff]), "NAT keepalive");
+        assert!(!open(SOCK_IKE, &[1, 2, 3, 4]), "IKE on port 500");
+        assert!(open(SOCK_RAW, &[0x45, 0, 0, 20]), "raw ESP");
+        assert!(t.parallel(Stage::Seal, &datagram(0, &[0x45, 0, 0, 20])));
     }
 }

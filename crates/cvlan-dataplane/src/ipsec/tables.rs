@@ -1,12 +1,15 @@
 //! The SA and policy tables charon installs, as the workers read them: one copy-on-write
-//! snapshot (`ArcSwap`) per batch, rebuilt on charon's thread by every change (`commit`), so a
-//! worker never takes a lock per packet. Also the control plane's views of them.
+//! snapshot (`ArcSwap`) per batch, published on charon's thread after every change (`commit`),
+//! so a worker never takes a lock per packet. The maps are persistent (`imbl`): a snapshot
+//! shares everything a change did not touch, so one install costs the same with 2000 tunnels
+//! as with one. Also the control plane's views of them.
 
+use super::policies::{Key, PolicyIndex, Probes};
 use super::IpsecEngine;
 use crate::charon::protocol::{PolicyId, SaId};
 use cvlan_proto::esp::{self, InboundSa, OutboundSa, SelectorRange};
 use cvlan_proto::ip;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +43,8 @@ pub(super) struct OutPolicy {
     pub if_id: u32,
     /// Smaller is more specific and wins.
     pub rank: u128,
+    /// Installation order: of two policies of the same rank, the earlier wins.
+    pub seq: u64,
     pub id: PolicyId,
     /// Installed by a previous charon (see `Table::orphan_spis`).
     pub orphan: bool,
@@ -47,39 +52,46 @@ pub(super) struct OutPolicy {
 
 #[derive(Default, Clone)]
 pub(super) struct Table {
-    pub inbound: HashMap<u32, Arc<InboundEntry>>,
-    pub outbound: HashMap<u32, Arc<OutboundEntry>>,
-    /// Outbound SAs by reqid, newest last.
-    pub by_reqid: HashMap<u32, Vec<Arc<OutboundEntry>>>,
-    /// Most specific first.
-    pub out_policies: Vec<Arc<OutPolicy>>,
+    pub inbound: imbl::HashMap<u32, Arc<InboundEntry>>,
+    pub outbound: imbl::HashMap<u32, Arc<OutboundEntry>>,
+    /// Outbound SAs by reqid, oldest installation first.
+    pub by_reqid: imbl::HashMap<u32, Arc<Vec<Arc<OutboundEntry>>>>,
+    /// Outbound policies by id; `policy_index` files the same for lookup.
+    out_policies: imbl::HashMap<PolicyId, Arc<OutPolicy>>,
+    policy_index: PolicyIndex,
+    /// Tenant tag of each tunnel (if_id) the index is filed by (see `IpsecEngine::set_tenants`).
+    tenants: Arc<HashMap<u32, u32>>,
     /// In/fwd policies (with their installation count) are kept only to answer charon
     /// consistently; inbound checks use the SA's own selectors.
-    pub other_policies: Vec<(PolicyId, usize)>,
+    pub other_policies: imbl::HashMap<PolicyId, usize>,
     /// SPIs a previous charon installed and a new one flushed: still in `inbound`/`outbound`,
     /// forwarding, until replaced or `ORPHAN_GRACE` after `orphaned_at` (see `flush_sas`).
-    pub orphan_spis: HashSet<u32>,
+    pub orphan_spis: imbl::HashSet<u32>,
     pub orphaned_at: Option<Duration>,
 }
 
 impl Table {
     /// The outbound policy that covers a packet (the most specific), among the policies of
-    /// tenant `tag` (0: all; `tenants` maps a tunnel's if_id to its tenant).
-    pub fn select_policy(
+    /// tenant `tag` (0: all).
+    pub fn select_policy(&self, pkt: &[u8], info: &ip::IpInfo, tag: u32) -> Option<&OutPolicy> {
+        self.select_policy_probed(pkt, info, tag, &mut Probes::default())
+    }
+
+    pub fn select_policy_probed(
         &self,
-        tenants: &HashMap<u32, u32>,
         pkt: &[u8],
         info: &ip::IpInfo,
         tag: u32,
+        probes: &mut Probes,
     ) -> Option<&OutPolicy> {
-        let port = esp::selectors::destination_port(pkt, info);
-        self.out_policies
-            .iter()
-            .find(|p| {
-                (tag == 0 || tenants.get(&p.if_id) == Some(&tag))
-                    && p.src.matches(info.src, info.proto, None)
-                    && p.dst.matches(info.dst, info.proto, port)
-            })
+        let key = Key {
+            src: info.src,
+            dst: info.dst,
+            proto: info.proto,
+            port: esp::selectors::destination_port(pkt, info),
+        };
+        self.policy_index
+            .select(tag, &key, probes)
             .map(|p| p.as_ref())
     }
 
@@ -89,6 +101,61 @@ impl Table {
             .get(&policy.reqid)
             .and_then(|v| v.last())
             .map(|e| e.as_ref())
+    }
+
+    pub fn out_policy(&self, id: &PolicyId) -> Option<&Arc<OutPolicy>> {
+        self.out_policies.get(id)
+    }
+
+    /// Installs `p`, replacing the policy of the same id.
+    pub fn put_out_policy(&mut self, p: OutPolicy) {
+        let tenant = self.tenants.get(&p.if_id).copied();
+        if let Some(old) = self.out_policies.get(&p.id) {
+            self.policy_index.remove(old, tenant);
+        }
+        let p = Arc::new(p);
+        self.policy_index.insert(&p, tenant);
+        self.out_policies.insert(p.id.clone(), p);
+    }
+
+    pub fn remove_out_policy(&mut self, id: &PolicyId) -> Option<Arc<OutPolicy>> {
+        let old = self.out_policies.remove(id)?;
+        self.policy_index
+            .remove(&old, self.tenants.get(&old.if_id).copied());
+        Some(old)
+    }
+
+    /// Rewrites or drops every outbound policy (flushes; the index is rebuilt once).
+    pub fn retain_out_policies(&mut self, mut f: impl FnMut(&OutPolicy) -> Option<OutPolicy>) {
+        let mut kept = imbl::HashMap::new();
+        for p in self.out_policies.values() {
+            if let Some(n) = f(p) {
+                kept.insert(n.id.clone(), Arc::new(n));
+            }
+        }
+        self.out_policies = kept;
+        self.reindex();
+    }
+
+    /// Files the policies per tenant anew (the tenants changed).
+    pub fn set_tenants(&mut self, tenants: Arc<HashMap<u32, u32>>) {
+        self.tenants = tenants;
+        self.reindex();
+    }
+
+    fn reindex(&mut self) {
+        self.policy_index = PolicyIndex::build(self.out_policies.values(), &self.tenants);
+    }
+
+    /// Outbound policies, most specific first.
+    pub fn out_policies_ranked(&self) -> Vec<Arc<OutPolicy>> {
+        let mut v: Vec<_> = self.out_policies.values().cloned().collect();
+        v.sort_by_key(|p| (p.rank, p.seq));
+        v
+    }
+
+    pub fn out_policy_count(&self) -> usize {
+        self.out_policies.len()
     }
 }
 
@@ -166,13 +233,13 @@ impl IpsecEngine {
     /// Number of policies, every direction (for diagnostics and tests).
     pub fn policy_count(&self) -> usize {
         let t = self.snapshot();
-        t.out_policies.len() + t.other_policies.len()
+        t.out_policy_count() + t.other_policies.len()
     }
 
     /// if_id of each outbound policy (tunnel identity as configured through VICI).
     pub fn policy_if_ids(&self) -> Vec<u32> {
         self.snapshot()
-            .out_policies
+            .out_policies_ranked()
             .iter()
             .map(|p| p.if_id)
             .collect()

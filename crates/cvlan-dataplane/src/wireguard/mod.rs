@@ -177,6 +177,17 @@ impl Transport for WireGuardTransport {
         receive::decapsulate(&self.wg, ctx, pkts);
     }
 
+    /// Sealing needs only the session's counter (atomic); opening, transport data messages
+    /// only (handshakes and cookies change sessions the batch's other packets may need).
+    fn parallel(&self, stage: crate::spread::Stage, pkt: &Packet) -> bool {
+        match stage {
+            crate::spread::Stage::Seal => true,
+            crate::spread::Stage::Open => {
+                pkt.data().first() == Some(&cvlan_proto::wireguard::constants::MSG_TRANSPORT)
+            }
+        }
+    }
+
     fn tick(&self, ctx: &mut Ctx<'_>) {
         // Timers are device-wide: one worker drives them; a passive standby fires none.
         if ctx.worker != 0 || self.wg.is_passive() {

@@ -100,7 +100,7 @@ pub enum DecodeError {
 }
 
 /// Mark as in strongSwan's `mark_t`: value and mask.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Mark {
     pub value: u32,
     pub mask: u32,
@@ -108,7 +108,7 @@ pub struct Mark {
 
 /// A traffic selector (RFC 7296 section 3.13.1): address range, IP protocol, port range.
 /// Both addresses have the same family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TrafficSelector {
     pub protocol: u8,
     pub from_port: u16,
@@ -244,7 +244,7 @@ pub struct UpdateSa {
     pub new_reqid: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum PolicyDir {
     In = 0,
@@ -270,7 +270,7 @@ pub enum PolicyPriority {
 }
 
 /// Identifies a policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PolicyId {
     pub dir: PolicyDir,
     pub src_ts: TrafficSelector,

@@ -1,0 +1,313 @@
+//! One flow's crypto on every worker (wireguard-go's model: parallel crypto, sequential
+//! delivery). A peer's datagrams arrive on one `SO_REUSEPORT` socket and a flow's packets on one
+//! TUN queue, so without this one tunnel is capped at one core.
+//!
+//! A worker with a full enough batch keeps the first share and offers the rest as small `Job`s
+//! (`MIN_SHARE` packets) to the device's other workers (their control eventfd wakes them). It
+//! seals or opens its own share meanwhile, then joins: the jobs nobody has taken yet it takes back
+//! and runs itself, the ones being run (at most one per helper) it waits for. Only then do the stages after the transport (handoff, TUN write,
+//! send) run, on the whole batch in its original order — so a flow stays in order, and a worker
+//! never waits for a busy or stopped helper, only for work already under way.
+//!
+//! Off unless enabled (`CVLAN_SPREAD_CRYPTO=1` in the environment, or `set_enabled`): with it on,
+//! `test/net/vrouter-sites.test.ts` ("live reconcile", no loss of a 30 Mbit/s UDP flow across
+//! reloads) failed in every run on the busy shared 2-vCPU machine (0.5–2.8 % lost), against about
+//! half the runs with it off or with the build before it; until that is measured on a quiet
+//! machine it stays opt-in (`docs/status.md`).
+//!
+//! What moves to a helper is the packets themselves (their buffers, no copy), the wake-up's
+//! time, and an `extra` list for what the transport emits; the helper counts into its own
+//! counters (`crypto_packets`, `helped_packets`). Sequence numbers and counters are reserved at
+//! seal time, so the shares of one batch leave at most a batch apart: the replay windows
+//! (ESP 4096, WireGuard 8192) are far wider than a batch (`worker::BATCH`).
+
+use crate::control::Control;
+use crate::counters::WorkerCounters;
+use crate::transport::{Ctx, Outgoing, Packet, Transport};
+use arc_swap::ArcSwap;
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
+use std::time::Duration;
+
+/// The smallest share (tuning): below it, waking another thread costs more than the crypto it
+/// saves. A batch of `n` goes out in at most `n / MIN_SHARE` shares, so a batch is spread from
+/// two shares' worth on, and a full batch (128) over at most 16 workers.
+pub const MIN_SHARE: usize = 8;
+
+/// 0: not read from the environment yet, 1: off, 2: on.
+static ENABLED: AtomicU8 = AtomicU8::new(0);
+
+/// Whether workers share their batches' crypto (see the module doc).
+pub fn enabled() -> bool {
+    match ENABLED.load(Relaxed) {
+        0 => {
+            let on = std::env::var_os("CVLAN_SPREAD_CRYPTO").is_some_and(|v| v == "1");
+            ENABLED.store(if on { 2 } else { 1 }, Relaxed);
+            on
+        }
+        v => v == 2,
+    }
+}
+
+/// Turns the sharing on or off for every device of the process (from the next batch on).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(if on { 2 } else { 1 }, Relaxed);
+}
+
+const IDLE: u8 = 0;
+const PENDING: u8 = 1;
+const TAKEN: u8 = 2;
+const DONE: u8 = 3;
+
+/// Which transport stage a job runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stage {
+    /// `tun_ingress` (seal) on packets read from the TUN.
+    Seal,
+    /// `decapsulate` (open) on received datagrams.
+    Open,
+}
+
+/// The workers of one device that take shares of each other's batches.
+#[derive(Default)]
+pub struct Crew {
+    members: ArcSwap<Vec<Arc<Member>>>,
+}
+
+/// One worker as a helper: where jobs for it wait, and how to wake it.
+pub struct Member {
+    control: Arc<Control>,
+    jobs: Mutex<VecDeque<Arc<Job>>>,
+}
+
+/// A share of one worker's batch.
+pub struct Job {
+    state: AtomicU8,
+    /// In a helper's queue (pushed at most once at a time, so a stopped helper's queue
+    /// cannot grow).
+    queued: AtomicBool,
+    owner: Thread,
+    work: Mutex<Work>,
+}
+
+struct Work {
+    stage: Stage,
+    now: Duration,
+    pkts: Vec<Packet>,
+    extra: Vec<Outgoing>,
+}
+
+impl Crew {
+    /// Sets worker `index`'s member (a new or replaced worker, with its control).
+    pub fn join(&self, index: usize, control: Arc<Control>) {
+        let mut v: Vec<Arc<Member>> = self.members.load().as_ref().clone();
+        let m = Arc::new(Member {
+            control,
+            jobs: Mutex::new(VecDeque::new()),
+        });
+        if index < v.len() {
+            v[index] = m;
+        } else {
+            v.push(m);
+        }
+        self.members.store(Arc::new(v));
+    }
+
+    /// The pool shrinks to `n` workers.
+    pub fn truncate(&self, n: usize) {
+        let mut v: Vec<Arc<Member>> = self.members.load().as_ref().clone();
+        v.truncate(n);
+        self.members.store(Arc::new(v));
+    }
+
+    pub fn size(&self) -> usize {
+        self.members.load().len()
+    }
+
+    /// Runs the jobs waiting for worker `index` (called at each of its wake-ups).
+    pub fn help(&self, index: usize, transport: &dyn Transport, counters: &WorkerCounters) {
+        let Some(me) = self.members.load().get(index).cloned() else {
+            return;
+        };
+        loop {
+            let job = lock(&me.jobs).pop_front();
+            let Some(job) = job else { return };
+            job.queued.store(false, Release);
+            if job.take() {
+                let n = job.run(index, transport, counters);
+                WorkerCounters::add(&counters.helped_packets, n as u64);
+            }
+        }
+    }
+}
+
+impl Job {
+    fn take(&self) -> bool {
+        self.state
+            .compare_exchange(PENDING, TAKEN, AcqRel, Acquire)
+            .is_ok()
+    }
+
+    /// Runs the transport stage on the job's packets; returns how many.
+    fn run(&self, worker: usize, transport: &dyn Transport, counters: &WorkerCounters) -> usize {
+        // Done even if the transport panics (the worker restarts): the owner never waits forever.
+        struct Finish<'a>(&'a Job);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                self.0.state.store(DONE, Release);
+                self.0.owner.unpark();
+            }
+        }
+        let _finish = Finish(self);
+        let n = {
+            let mut w = lock(&self.work);
+            let w = &mut *w;
+            let mut ctx = Ctx {
+                worker,
+                counters,
+                now: w.now,
+                extra: &mut w.extra,
+            };
+            match w.stage {
+                Stage::Seal => transport.tun_ingress(&mut ctx, &mut w.pkts),
+                Stage::Open => transport.decapsulate(&mut ctx, &mut w.pkts),
+            }
+            w.pkts.len()
+        };
+        WorkerCounters::add(&counters.crypto_packets, n as u64);
+        n
+    }
+}
+
+/// A worker's side of the crew: its jobs, reused batch after batch.
+pub struct Spreader {
+    jobs: Vec<Arc<Job>>,
+}
+
+impl Spreader {
+    pub fn new() -> Spreader {
+        Spreader { jobs: Vec::new() }
+    }
+
+    /// Runs `stage` on `pkts[..n]`, shared with the crew's other workers when the batch is big
+    /// enough and the transport says every packet may be (`Transport::parallel`). Afterwards
+    /// `pkts[..n]` holds the same packets in the same order, each through the stage; what the
+    /// transport emitted is in `extra`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &mut self,
+        crew: &Crew,
+        index: usize,
+        transport: &dyn Transport,
+        counters: &WorkerCounters,
+        stage: Stage,
+        now: Duration,
+        pkts: &mut Vec<Packet>,
+        n: usize,
+        extra: &mut Vec<Outgoing>,
+    ) {
+        let members = crew.members.load();
+        let workers = members.len();
+        let parts = workers.min(n / MIN_SHARE);
+        let spread = parts > 1
+            && enabled()
+            && index < workers
+            && pkts[..n].iter().all(|p| transport.parallel(stage, p));
+        if !spread {
+            let mut ctx = Ctx {
+                worker: index,
+                counters,
+                now,
+                extra,
+            };
+            match stage {
+                Stage::Seal => transport.tun_ingress(&mut ctx, &mut pkts[..n]),
+                Stage::Open => transport.decapsulate(&mut ctx, &mut pkts[..n]),
+            }
+            WorkerCounters::add(&counters.crypto_packets, n as u64);
+            return;
+        }
+        // The first share stays here; the rest goes out in jobs of `MIN_SHARE`, dealt round the
+        // helpers, so a helper holds at most one small job at a time and a preempted helper
+        // delays the join by one job's crypto at most.
+        let share = n.div_ceil(parts);
+        let count = (n - share).div_ceil(MIN_SHARE);
+        while self.jobs.len() < count {
+            self.jobs.push(Arc::new(Job {
+                state: AtomicU8::new(IDLE),
+                queued: AtomicBool::new(false),
+                owner: std::thread::current(),
+                work: Mutex::new(Work {
+                    stage,
+                    now,
+                    pkts: Vec::with_capacity(MIN_SHARE),
+                    extra: Vec::new(),
+                }),
+            }));
+        }
+        let mut rest = pkts.drain(share..n);
+        for (k, job) in self.jobs[..count].iter().enumerate() {
+            {
+                let mut w = lock(&job.work);
+                w.stage = stage;
+                w.now = now;
+                w.pkts.clear();
+                w.pkts.extend(rest.by_ref().take(MIN_SHARE));
+            }
+            job.state.store(PENDING, Release);
+            let helper = &members[(index + 1 + k % (parts - 1)) % workers];
+            if !job.queued.swap(true, AcqRel) {
+                lock(&helper.jobs).push_back(job.clone());
+            }
+        }
+        drop(rest);
+        for k in 0..(parts - 1).min(count) {
+            members[(index + 1 + k) % workers].control.wake.notify();
+        }
+        let mut ctx = Ctx {
+            worker: index,
+            counters,
+            now,
+            extra: &mut *extra,
+        };
+        match stage {
+            Stage::Seal => transport.tun_ingress(&mut ctx, &mut pkts[..share]),
+            Stage::Open => transport.decapsulate(&mut ctx, &mut pkts[..share]),
+        }
+        WorkerCounters::add(&counters.crypto_packets, share as u64);
+        // Join: first take back and run every job nobody started, then wait for those under
+        // way, then put the packets back in their order.
+        for job in &self.jobs[..count] {
+            if job.take() {
+                job.run(index, transport, counters);
+            }
+        }
+        let mut at = share;
+        for job in &self.jobs[..count] {
+            while job.state.load(Acquire) != DONE {
+                std::thread::park_timeout(Duration::from_millis(1));
+            }
+            job.state.store(IDLE, Release);
+            let mut w = lock(&job.work);
+            let k = w.pkts.len();
+            pkts.splice(at..at, w.pkts.drain(..));
+            extra.append(&mut w.extra);
+            at += k;
+        }
+        debug_assert_eq!(at, n);
+    }
+}
+
+impl Default for Spreader {
+    fn default() -> Self {
+        Spreader::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

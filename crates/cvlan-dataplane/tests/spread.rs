@@ -1,0 +1,266 @@
+//! One flow's crypto on every worker (`cvlan_dataplane::spread`): a single UDP flow through two
+//! devices with two workers each (WireGuard, and the plain transport), in two network
+//! namespaces (root and `ip` needed; ignored otherwise). The flow arrives on one worker's socket of the receiving device,
+//! yet both of its workers open its datagrams (per-worker counters), both workers of the sending
+//! device seal them, and the sequence numbers the flow carries arrive in order.
+
+mod support;
+
+use cvlan_dataplane::counters::CounterSnapshot;
+use cvlan_dataplane::device::no_events;
+use cvlan_dataplane::plain::{PlainPeer, PlainTransport};
+use cvlan_dataplane::transport::Transport;
+use cvlan_dataplane::wireguard::{WireGuard, WireGuardTransport};
+use cvlan_dataplane::{Device, DeviceConfig};
+use cvlan_proto::wireguard::PeerConfig;
+use std::net::{IpAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A named network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Netns(name)
+    }
+
+    /// Runs `f` on a thread inside the namespace.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).expect("open netns");
+            // SAFETY: a valid namespace fd; only this thread moves.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+const TUN_A: &str = "10.202.0.1";
+const TUN_B: &str = "10.202.0.2";
+const DATAGRAMS: u64 = 60_000;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Plain,
+    WireGuard,
+}
+
+/// A device's transport: towards `peer` (underlay) for `inner_peer`; WireGuard keys by side.
+fn transport(kind: Kind, side: u8, peer: &str, inner_peer: &str) -> Arc<dyn Transport> {
+    let endpoint = format!("{peer}:7000").parse().unwrap();
+    let inner = format!("{inner_peer}/32").parse().unwrap();
+    match kind {
+        Kind::Plain => Arc::new(PlainTransport::new(vec![PlainPeer {
+            endpoint,
+            allowed_ips: vec![inner],
+        }])),
+        Kind::WireGuard => {
+            let key = |s: u8| [s.wrapping_mul(37).wrapping_add(11); 32];
+            let peer_public = WireGuard::new(Some(key(3 - side)))
+                .with(|d| d.public_key())
+                .unwrap();
+            let wg = WireGuard::new(Some(key(side)));
+            wg.with(|d| {
+                let id = d.upsert_peer(PeerConfig {
+                    public_key: peer_public,
+                    preshared_key: None,
+                    endpoint: Some(endpoint),
+                    persistent_keepalive: 0,
+                });
+                d.add_allowed_ip(id, inner);
+            });
+            Arc::new(WireGuardTransport { wg })
+        }
+    }
+}
+
+fn device(ns: &Netns, tun: String, local: &str, transport: Arc<dyn Transport>) -> Device {
+    let local: IpAddr = local.parse().unwrap();
+    ns.run(move || {
+        Device::start(
+            DeviceConfig {
+                tun_name: tun,
+                mtu: 1420,
+                listen: Some(local),
+                listen_ports: vec![7000],
+                workers: 2,
+                offload: true,
+                raw_esp: false,
+            },
+            transport,
+            no_events(),
+        )
+        .expect("start device")
+    })
+}
+
+fn per_worker(dev: &Device) -> Vec<CounterSnapshot> {
+    dev.stats().into_iter().map(|s| s.counters).collect()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn one_wireguard_peer_is_sealed_and_opened_on_every_worker_in_order() {
+    one_flow(Kind::WireGuard, "w");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn one_plain_flow_is_sealed_and_opened_on_every_worker_in_order() {
+    one_flow(Kind::Plain, "p");
+}
+
+fn one_flow(kind: Kind, tag: &str) {
+    support::require_root(&["ip"]);
+    cvlan_dataplane::spread::set_enabled(true);
+    let id = std::process::id() % 10_000;
+    let a = Netns::new(format!("cvsp{tag}{id}a"));
+    let b = Netns::new(format!("cvsp{tag}{id}b"));
+    let (va, vb) = (format!("cvsp{tag}{id}va"), format!("cvsp{tag}{id}vb"));
+    ip(&[
+        "link", "add", &va, "netns", &a.0, "type", "veth", "peer", "name", &vb, "netns", &b.0,
+    ]);
+    ip(&["-n", &a.0, "addr", "add", "198.18.202.1/24", "dev", &va]);
+    ip(&["-n", &b.0, "addr", "add", "198.18.202.2/24", "dev", &vb]);
+    ip(&["-n", &a.0, "link", "set", &va, "up"]);
+    ip(&["-n", &b.0, "link", "set", &vb, "up"]);
+    let (ta, tb) = (format!("cvsp{tag}{id}t"), format!("cvsp{tag}{id}u"));
+    let dev_a = device(
+        &a,
+        ta.clone(),
+        "198.18.202.1",
+        transport(kind, 1, "198.18.202.2", TUN_B),
+    );
+    let dev_b = device(
+        &b,
+        tb.clone(),
+        "198.18.202.2",
+        transport(kind, 2, "198.18.202.1", TUN_A),
+    );
+    ip(&[
+        "-n",
+        &a.0,
+        "addr",
+        "add",
+        &format!("{TUN_A}/24"),
+        "dev",
+        &ta,
+    ]);
+    ip(&[
+        "-n",
+        &b.0,
+        "addr",
+        "add",
+        &format!("{TUN_B}/24"),
+        "dev",
+        &tb,
+    ]);
+
+    let rx = b.run(|| {
+        let s = UdpSocket::bind((TUN_B, 9000)).expect("bind receiver");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        // Room for the burst while this thread waits for a core on a busy machine.
+        let size: libc::c_int = 32 << 20;
+        // SAFETY: a valid socket and an int option of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+        s
+    });
+    let receiver = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let (mut got, mut last, mut out_of_order) = (0u64, None::<u64>, 0u64);
+        while let Ok(n) = rx.recv(&mut buf) {
+            let seq = u64::from_be_bytes(buf[..8].try_into().unwrap());
+            assert_eq!(n, 1200);
+            if last.is_some_and(|l| seq <= l) {
+                out_of_order += 1;
+            }
+            last = Some(seq);
+            got += 1;
+            if seq == DATAGRAMS - 1 {
+                break;
+            }
+        }
+        (got, out_of_order)
+    });
+    let sent_in = a.run(|| {
+        let s = UdpSocket::bind((TUN_A, 0)).expect("bind sender");
+        // A first datagram to a closed port starts WireGuard's handshake; the flow starts once
+        // the session is up, so no packet of it waits in the handshake queue.
+        s.send_to(&[0u8; 8], (TUN_B, 9001)).expect("send");
+        std::thread::sleep(Duration::from_millis(1500));
+        s.connect((TUN_B, 9000)).expect("connect");
+        let mut buf = [0u8; 1200];
+        let t0 = Instant::now();
+        for seq in 0..DATAGRAMS {
+            buf[..8].copy_from_slice(&seq.to_be_bytes());
+            // A full TUN queue drops; the flow only has to stay in order.
+            let _ = s.send(&buf);
+        }
+        t0.elapsed()
+    });
+    let (got, out_of_order) = receiver.join().expect("receiver");
+    let (wa, wb) = (per_worker(&dev_a), per_worker(&dev_b));
+    for (name, w) in [("A", &wa), ("B", &wb)] {
+        for (i, c) in w.iter().enumerate() {
+            eprintln!(
+                "{name} worker {i}: tun rx {} udp rx {} crypto {} helped {} tun tx {}",
+                c.tun_rx_packets,
+                c.udp_rx_packets,
+                c.crypto_packets,
+                c.helped_packets,
+                c.tun_tx_packets
+            );
+        }
+    }
+    eprintln!("sent {DATAGRAMS} in {sent_in:?}, received {got}");
+    assert!(got >= 1000, "the flow gets through ({got})");
+    assert_eq!(out_of_order, 0, "sequence numbers arrive in order");
+    assert_eq!(
+        wb.iter().filter(|c| c.udp_rx_packets > 0).count(),
+        1,
+        "one flow: one worker's socket receives it"
+    );
+    assert!(
+        wb.iter().all(|c| c.crypto_packets > 0) && wb.iter().any(|c| c.helped_packets > 0),
+        "both workers of the receiving device open the flow's datagrams"
+    );
+    assert!(
+        wa.iter().all(|c| c.crypto_packets > 0) && wa.iter().any(|c| c.helped_packets > 0),
+        "both workers of the sending device seal them"
+    );
+    drop((dev_a, dev_b));
+}
