@@ -110,7 +110,9 @@ export function connSection(t: IpsecTunnel, o: { udpEncap?: boolean; reach?: Las
     remote_ts: t.remoteSubnets,
     esp_proposals: t.espProposals,
     mode: 'tunnel',
-    start_action: t.initiate ? 'start' : 'none',
+    // Initiating tunnels are started by the service in bounded windows (`initiator.ts`), not by
+    // charon all at once on load.
+    start_action: 'none',
     dpd_action: t.initiate ? 'restart' : 'clear',
     close_action: t.initiate ? 'start' : 'none',
     rekey_time: `${t.childRekeyTime ?? 3600}s`,
