@@ -47,8 +47,11 @@ export interface InitiatorOptions {
   window: number;
   /** How long one initiation may take before its slot is freed and the tunnel looked at, ms. */
   settleMs: number;
-  /** Starts a tunnel's IKE_SA and CHILD_SA without waiting for the outcome. */
-  initiate(id: string): Promise<void>;
+  /**
+   * Starts tunnels' IKE_SAs and CHILD_SAs without waiting for the outcome (one VICI round trip
+   * for all: the link serves one request at a time). Per tunnel, in order: its error, if any.
+   */
+  initiate(ids: readonly string[]): Promise<(Error | undefined)[]>;
   /** The tunnel's IKE_SAs as charon lists them now. */
   read(id: string): Promise<IkeSaInfo[]>;
   logger?: InitiatorLogger;
@@ -162,8 +165,9 @@ export class Initiator {
 
   #pump(): void {
     if (this.#closed) return;
+    const batch: string[] = [];
     for (const id of this.#queue) {
-      if (this.#inFlight.size >= this.#o.window) return;
+      if (this.#inFlight.size >= this.#o.window) break;
       this.#queue.delete(id);
       if (!this.#wanted.has(id)) continue;
       this.#inFlight.set(
@@ -175,12 +179,18 @@ export class Initiator {
       );
       this.#lastStart.set(id, Date.now());
       this.started++;
-      this.#o.initiate(id).catch((e: unknown) => {
-        this.#o.logger?.warn({ tunnel: id, err: (e as Error).message }, 'cannot initiate a tunnel');
-        this.#settle(id);
-        this.#lookLater(id);
-      });
+      batch.push(id);
     }
+    if (batch.length === 0) return;
+    const failed = (id: string, e: Error): void => {
+      this.#o.logger?.warn({ tunnel: id, err: e.message }, 'cannot initiate a tunnel');
+      this.#settle(id);
+      this.#lookLater(id);
+    };
+    this.#o.initiate(batch).then(
+      (results) => results.forEach((e, i) => e && failed(batch[i]!, e)),
+      (e: unknown) => batch.forEach((id) => failed(id, e as Error)),
+    );
   }
 
   /** Frees the tunnel's slot, if it has one, and lets the next one in. */

@@ -69,7 +69,10 @@ export class IpsecService {
       window: opts.initiateWindow ?? 64,
       settleMs: opts.initiateSettleMs ?? 20_000,
       // Not awaited by charon (timeout -1): the outcome arrives as child-updown / ike-updown.
-      initiate: (id) => this.vici.initiate({ child: id, ike: id, timeoutMs: -1 }),
+      initiate: async (ids) =>
+        (await this.vici.pipeline(ids.map((id) => ({ command: 'initiate', message: { child: id, ike: id, timeout: -1 } })))).map((r) =>
+          r instanceof Error ? r : undefined,
+        ),
       read: (id) => this.vici.listSas({ ike: id }),
       ...(opts.logger ? { logger: opts.logger } : {}),
     });

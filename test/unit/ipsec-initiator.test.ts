@@ -18,9 +18,9 @@ function scripted(window: number, settleMs: number, held: (id: string) => IkeSaI
   const init = new Initiator({
     window,
     settleMs,
-    initiate: (id) => {
-      sent.push(id);
-      return Promise.resolve();
+    initiate: (ids) => {
+      sent.push(...ids);
+      return Promise.resolve(ids.map(() => undefined));
     },
     read: (id) => {
       reads.push(id);
