@@ -32,7 +32,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { adminGet } from '../src/api/client.js';
@@ -469,22 +469,27 @@ async function main(): Promise<void> {
   const results: Figures[] = [];
   const wg: WgFigures[] = [];
   const reference: RefFigures[] = [];
+  const out = { kind: 'sizing', label: values.label ?? null, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, ipsec: results, wireguard: wg, reference };
+  const file = join(REPO_ROOT, 'bench', 'results', `sizing-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+  // Written after every system: a run cut short keeps what it measured.
+  const save = (): void => {
+    if (values['no-write']) return;
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+  };
   for (const n of values.tunnels.split(',').map(Number)) {
     const log = (s: string): void => void process.stdout.write(`[N=${n}] ${s}\n`);
     if (systems.has('ipsec')) results.push(await withLab((lab) => measure(lab, n, log, values['log-level']), { label: 'sizing' }));
+    save();
     if (systems.has('strongswan')) reference.push(await withLab((lab) => measureStrongswan(lab, n, log), { label: 'sizingss' }));
+    save();
     if (systems.has('wireguard')) wg.push(await withLab((lab) => measureWg(lab, n, log, values['log-level']), { label: 'sizingwg' }));
+    save();
     if (systems.has('wireguard-go')) reference.push(await withLab((lab) => measureWireguardGo(lab, n, log), { label: 'sizingwgo' }));
+    save();
   }
-  const out = { kind: 'sizing', label: values.label ?? null, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, ipsec: results, wireguard: wg, reference };
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
-  if (!values['no-write']) {
-    const dir = join(REPO_ROOT, 'bench', 'results');
-    mkdirSync(dir, { recursive: true });
-    const file = join(dir, `sizing-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
-    writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
-    process.stdout.write(`results: ${file}\n`);
-  }
+  if (!values['no-write']) process.stdout.write(`results: ${file}\n`);
 }
 
 await main();
