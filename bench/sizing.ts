@@ -295,12 +295,12 @@ const WG_PORT = 51820;
 const wgAllowed = (i: number): string => `10.${64 + (i >> 8)}.${i & 255}.2/32`;
 
 /** Every peer's handshake from namespace B until answered (`wg-handshakes.ts`). */
-async function handshakes(lab: Lab, ns: string, target: string, responder: string, privs: string[], timeoutS: number): Promise<{ answered: number; at: number | null }> {
+async function handshakes(lab: Lab, ns: string, target: string, responder: string, privs: string[], timeoutS: number): Promise<{ answered: number; at: number | null; cookies: number }> {
   const spec = lab.writeFile(`wg-hs-${privs.length}-${Date.now()}.json`, JSON.stringify({ target, responder, peers: privs, timeout_s: timeoutS }));
-  const r = await run(tools.node, [fileURLToPath(new URL('./wg-handshakes.js', import.meta.url)), '--spec', spec], { ns, timeoutMs: (timeoutS + 60) * 1000 });
-  const o = JSON.parse(r.stdout.trim().split('\n').pop()!) as { answered: number; all_s: number | null; started_at_ms: number };
+  const r = await run(tools.node, [fileURLToPath(new URL('./wg-handshakes.js', import.meta.url)), '--spec', spec], { ns, timeoutMs: (timeoutS + 120) * 1000 });
+  const o = JSON.parse(r.stdout.trim().split('\n').pop()!) as { answered: number; all_s: number | null; started_at_ms: number; cookie_replies: number };
   // When the last answer arrived (not when the tool, a node process of its own, had started up).
-  return { answered: o.answered, at: o.all_s === null ? null : o.started_at_ms + o.all_s * 1000 };
+  return { answered: o.answered, at: o.all_s === null ? null : o.started_at_ms + o.all_s * 1000, cookies: o.cookie_replies };
 }
 
 interface WgFigures {
@@ -333,7 +333,7 @@ async function measureWg(lab: Lab, n: number, log: (s: string) => void, logLevel
   const readyLine = (Date.now() - t0) / 1000;
   const hs = await handshakes(lab, h.b, `${h.addrA}:${WG_PORT}`, server.publicKey, peers.slice(0, n).map((k) => k.privateKey), Math.max(60, n * 0.1));
   const readyS = hs.at === null ? null : (hs.at - t0) / 1000;
-  log(`wireguard: ready line ${readyLine.toFixed(1)} s, ${hs.answered}/${n} handshakes answered${readyS !== null ? `, all by ${readyS.toFixed(1)} s` : ''}`);
+  log(`wireguard: ready line ${readyLine.toFixed(1)} s, ${hs.answered}/${n} handshakes answered (${hs.cookies} cookie replies)${readyS !== null ? `, all by ${readyS.toFixed(1)} s` : ''}`);
   const node = ours.process.pid;
   const rss = rssMib(node);
   const [idle] = await idleCpu([node]);
@@ -398,7 +398,7 @@ async function measureWireguardGo(lab: Lab, n: number, log: (s: string) => void)
   const readyS = hs.at === null ? null : (hs.at - t0) / 1000;
   const rss = rssMib(wg.process.pid);
   const [idle] = await idleCpu([wg.process.pid]);
-  log(`wireguard-go: ${hs.answered}/${n} answered${readyS !== null ? ` by ${readyS.toFixed(1)} s` : ''}, RSS ${rss.toFixed(0)} MiB, idle CPU ${idle} %`);
+  log(`wireguard-go: ${hs.answered}/${n} answered (${hs.cookies} cookie replies)${readyS !== null ? ` by ${readyS.toFixed(1)} s` : ''}, RSS ${rss.toFixed(0)} MiB, idle CPU ${idle} %`);
   await wg.process.stop(30_000);
   return { system: 'wireguard-go', n, ready_s: readyS === null ? null : +readyS.toFixed(2), up: hs.answered, rss_mib: +rss.toFixed(1), idle_cpu_pct: idle!, loadavg_1m: { before: load0, after: loadavg()[0]! } };
 }
