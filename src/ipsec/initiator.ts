@@ -1,6 +1,7 @@
 /**
- * Bounded, self-healing initiation of the tunnels we initiate. Connections are loaded with
- * `start_action = none` and started here, at most `window` IKE_SAs in flight: an initiation is
+ * Bounded, self-healing initiation of the tunnels we initiate. As many connections as there are
+ * free slots are loaded with `start_action = start` (`claim`), the rest with `start_action = none`
+ * and started here (`start`), at most `window` IKE_SAs in flight in all: an initiation is
  * done when its CHILD_SA comes up (`child-updown`), when its IKE_SA goes down (`ike-updown`), or
  * after `settleMs`. Loading 2000 connections with `start_action = start` made charon initiate all
  * of them at once; its IKE_AUTHs then reached the peer after the peer's half-open timeout (30 s in
@@ -83,6 +84,39 @@ export class Initiator {
   /** Tunnels waiting plus in flight. */
   get pending(): number {
     return this.#queue.size + this.#inFlight.size;
+  }
+
+  /**
+   * Takes free slots for tunnels that charon is to start itself as they load (`start_action =
+   * start`: no round trip between loading and initiating, as a single tunnel always had); returns
+   * those that got one, in order. The others go to `start`.
+   */
+  claim(ids: readonly string[]): Set<string> {
+    const got = new Set<string>();
+    if (this.#closed) return got;
+    for (const id of ids) {
+      if (this.#inFlight.size >= this.#o.window) break;
+      if (this.#inFlight.has(id)) continue;
+      this.#wanted.add(id);
+      this.#queue.delete(id);
+      this.#cancelLook(id);
+      this.#track(id);
+      got.add(id);
+    }
+    return got;
+  }
+
+  /** In flight from now: settled by its events or after `settleMs`. */
+  #track(id: string): void {
+    this.#inFlight.set(
+      id,
+      setTimeout(() => {
+        this.#settle(id);
+        this.#lookLater(id, 0);
+      }, this.#o.settleMs).unref(),
+    );
+    this.#lastStart.set(id, Date.now());
+    this.started++;
   }
 
   /**
@@ -170,15 +204,7 @@ export class Initiator {
       if (this.#inFlight.size >= this.#o.window) break;
       this.#queue.delete(id);
       if (!this.#wanted.has(id)) continue;
-      this.#inFlight.set(
-        id,
-        setTimeout(() => {
-          this.#settle(id);
-          this.#lookLater(id, 0);
-        }, this.#o.settleMs).unref(),
-      );
-      this.#lastStart.set(id, Date.now());
-      this.started++;
+      this.#track(id);
       batch.push(id);
     }
     if (batch.length === 0) return;

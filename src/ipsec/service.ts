@@ -167,9 +167,11 @@ export class IpsecService {
   async #reloadAll(restarted: boolean): Promise<void> {
     const had = restarted ? this.#peers.take() : new Map<string, LastPeer>();
     this.initiator.reset();
-    const failed = await this.#load([...this.#tunnels.values()].map((t) => ({ t, ...(t.initiate ? {} : { reach: had.get(t.id) }) })));
+    const all = [...this.#tunnels.values()];
+    const started = this.initiator.claim(all.filter((t) => t.initiate).map((t) => t.id));
+    const failed = await this.#load(all.map((t) => ({ t, start: started.has(t.id), ...(t.initiate ? {} : { reach: had.get(t.id) }) })));
     for (const [id, err] of failed) this.#opts.logger?.warn({ tunnel: id, err: err.message }, 'cannot load a tunnel into the restarted charon');
-    this.initiator.start([...this.#tunnels.values()].filter((t) => t.initiate && !failed.has(t.id)).map((t) => t.id));
+    this.initiator.start(all.filter((t) => t.initiate && !failed.has(t.id) && !started.has(t.id)).map((t) => t.id));
     for (const t of this.#tunnels.values()) {
       const peer = had.get(t.id);
       if (t.initiate || !peer) continue;
@@ -183,7 +185,7 @@ export class IpsecService {
   }
 
   /** The VICI commands that load a tunnel: its secrets, certificates and key, then its connection. */
-  #commands(t: IpsecTunnel, reach?: LastPeer): { command: string; message: ViciInputSection }[] {
+  #commands(t: IpsecTunnel, reach?: LastPeer, start = false): { command: string; message: ViciInputSection }[] {
     const out: { command: string; message: ViciInputSection }[] = sharedSecrets(t).map((s) => ({
       command: 'load-shared',
       message: { id: s.id, type: s.type, data: s.data, owners: s.owners },
@@ -193,7 +195,7 @@ export class IpsecService {
       if (t.auth.certificate) out.push({ command: 'load-cert', message: { type: 'X509', data: t.auth.certificate } });
       if (t.auth.privateKey) out.push({ command: 'load-key', message: { type: 'any', data: t.auth.privateKey } });
     }
-    out.push({ command: 'load-conn', message: { [t.id]: connSection(t, { udpEncap: !this.device.rawEsp, ...(reach ? { reach } : {}) }) } });
+    out.push({ command: 'load-conn', message: { [t.id]: connSection(t, { udpEncap: !this.device.rawEsp, start, ...(reach ? { reach } : {}) }) } });
     return out;
   }
 
@@ -201,10 +203,10 @@ export class IpsecService {
    * Loads tunnels into charon, pipelined (`ViciClient.pipeline`: one round trip per batch instead
    * of two or more per tunnel). Returns the tunnels that failed, each with its first error.
    */
-  async #load(list: readonly { t: IpsecTunnel; reach?: LastPeer | undefined }[]): Promise<Map<string, Error>> {
+  async #load(list: readonly { t: IpsecTunnel; reach?: LastPeer | undefined; start?: boolean }[]): Promise<Map<string, Error>> {
     const owners: string[] = [];
-    const commands = list.flatMap(({ t, reach }) => {
-      const c = this.#commands(t, reach);
+    const commands = list.flatMap(({ t, reach, start }) => {
+      const c = this.#commands(t, reach, start);
       for (let i = 0; i < c.length; i++) owners.push(t.id);
       return c;
     });
@@ -222,15 +224,17 @@ export class IpsecService {
    * fails the call, naming it; the others are loaded.
    */
   async addTunnels(ts: readonly IpsecTunnel[], o: { route?: boolean } = {}): Promise<void> {
-    const failed = await this.#load(ts.map((t) => ({ t })));
+    // Tunnels with a free slot are started by charon as they load; the rest in windows below.
+    const started = this.initiator.claim(ts.filter((t) => t.initiate).map((t) => t.id));
+    const failed = await this.#load(ts.map((t) => ({ t, start: started.has(t.id) })));
     const loaded = ts.filter((t) => !failed.has(t.id));
     for (const t of loaded) {
       // A tunnel that stopped initiating (its peer address removed) is only answered from now on.
       if (!t.initiate) this.initiator.forget(t.id);
       this.#tunnels.set(t.id, t);
     }
-    // Loaded with start_action = none: started here, in windows.
-    this.initiator.start(loaded.filter((t) => t.initiate).map((t) => t.id));
+    for (const id of failed.keys()) if (started.has(id)) this.initiator.forget(id);
+    this.initiator.start(loaded.filter((t) => t.initiate && !started.has(t.id)).map((t) => t.id));
     if (o.route !== false) {
       const subnets = [...new Set(loaded.flatMap((t) => t.remoteSubnets))].filter((s) => !this.#routes.has(s));
       await addRoutes(subnets, this.#opts.tunName);

@@ -135,3 +135,15 @@ void t.test('charon lines that say a negotiation failed', async (t) => {
   t.notOk(isIkeFailureLine('09[IKE] <t12|1> sending retransmit 1 of request message ID 1, seq 1'));
   t.notOk(isIkeFailureLine('11[IKE] <t12|1> IKE_SA t12[1] established between 10.0.0.1[a]...10.0.0.2[b]'));
 });
+
+void t.test('claimed tunnels take slots without an initiate of ours (charon starts them on load)', async (t) => {
+  const { init, sent } = scripted(2, 60_000);
+  const got = init.claim(['a', 'b', 'c']);
+  t.same([...got], ['a', 'b'], 'as many as the window has room for');
+  init.start(['c']);
+  t.same(sent, [], 'c waits for a slot');
+  init.event('child-updown', childUp('a'));
+  t.same(sent, ['c'], 'a claimed tunnel settles like any other');
+  t.equal(init.claim(['d']).size, 0, 'a full window claims nothing');
+  init.close();
+});
