@@ -1,8 +1,10 @@
 /**
- * Sizing benchmark (issue 17): how the control plane holds up with N IPsec tunnels. Not a timed
- * test; run as root on a quiet machine (state the load average with the figures):
+ * Sizing benchmark (issue 17): how the control plane holds up with N IPsec tunnels and N
+ * WireGuard peers, each next to its reference (plain strongSwan, wireguard-go) in the same run.
+ * Not a timed test; run as root on a quiet machine (state the load average with the figures):
  *
- *   npx tsc -p tsconfig.json && node dist/bench/sizing.js --tunnels 100,500 [--no-write] [--label x] [--log-level debug]
+ *   npx tsc -p tsconfig.json && node dist/bench/sizing.js --tunnels 100,500 \
+ *     [--systems ipsec,wireguard,strongswan,wireguard-go] [--no-write] [--label x] [--log-level debug]
  *
  * Topology: `cvlan-vrouter run` in namespace A initiates N site-to-site tunnels (PSK, one per
  * tunnel, distinct remote identities and remote /24s) to one strongSwan charon with
@@ -14,12 +16,24 @@
  *     the new tunnel `up`;
  *   - scrape_ms: GET /metrics (median of 5);
  *   - stop_s: SIGTERM → the daemon (and its charon) gone.
+ *
+ * WireGuard (`wireguard`): the daemon with one tenant of N peers (no IPsec); the peers are one
+ * process in namespace B (`wg-handshakes.ts`) sending each peer's real handshake initiation until
+ * answered. ready_s: daemon spawned → every peer's handshake answered; the rest as for IPsec
+ * (reload: one peer added, its handshake answered).
+ *
+ * References, configured the way their own documentation does it: `strongswan` is a plain charon
+ * with kernel-libipsec in namespace A holding the same N connections and PSKs
+ * (`start_action = start`, stock settings), against the same peer; `wireguard-go` gets the same N
+ * peers by one `wg addconf` and the same handshakes. For them: time to all up, RSS, idle CPU.
+ *
  * Results go to bench/results/sizing-<timestamp>.json.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { adminGet } from '../src/api/client.js';
 import { withLab, type Lab } from '../test/harness/lab.js';
@@ -30,6 +44,10 @@ import { cvlanTestbedMissing, REPO_ROOT } from '../test/harness/cvlan.js';
 import { missingPrerequisites } from '../test/harness/tools.js';
 import { sleep } from '../test/harness/exec.js';
 import { ViciClient } from '../src/strongswan/vici/client.js';
+import { run } from '../test/harness/exec.js';
+import { tools } from '../test/harness/tools.js';
+import { wireguardGo } from '../test/harness/wireguard.js';
+import { wgKeyPair } from './wg-handshakes.js';
 
 const OURS_ID = 'ours.sizing.cvlan';
 const OURS_NET = '10.88.1.0/24';
@@ -104,7 +122,8 @@ async function upCount(ours: VrouterRun): Promise<{ up: number; states: Record<s
   return { up: tunnels.filter((t) => t.state === 'up').length, states: Object.fromEntries(tunnels.map((t) => [t.id, t.state])) };
 }
 
-async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: string): Promise<Figures> {
+/** The IPsec peer in namespace B: one charon with N + 1 responder connections. */
+async function ipsecPeer(lab: Lab, n: number, log: (s: string) => void): Promise<{ h: Awaited<ReturnType<typeof twoHosts>>; psks: string[] }> {
   const h = await twoHosts(lab);
   const psks = Array.from({ length: n + 1 }, () => randomBytes(24).toString('base64'));
   // The peer: one charon holding N + 1 responder connections told apart by identity.
@@ -135,7 +154,9 @@ async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: 
 `,
     )
     .join('');
-  const secrets = psks.map((psk, i) => `  ike-p${i} {\n    id-1 = ${peerId(i)}\n    id-2 = ${OURS_ID}\n    secret = "${psk}"\n  }\n`).join('');
+  // As hex: swanctl would decode a secret that happens to start with 0s (base64) or 0x (hex), and
+  // 1 in 2048 random base64 PSKs does (a tunnel refused at 2000 for that, t1465 in one run).
+  const secrets = psks.map((psk, i) => `  ike-p${i} {\n    id-1 = ${peerId(i)}\n    id-2 = ${OURS_ID}\n    secret = 0x${Buffer.from(psk).toString('hex')}\n  }\n`).join('');
   const legacy = await strongswanPeer(lab, h.b, {
     localAddr: h.addrB,
     remoteAddr: h.addrA,
@@ -153,7 +174,11 @@ async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: 
   writeFileSync(join(legacy.dir, 'swanctl.conf'), `connections {\n${conns}}\nsecrets {\n${secrets}}\n`, { mode: 0o600 });
   await legacy.swanctl(['--load-all', '--file', join(legacy.dir, 'swanctl.conf')], 600_000);
   log(`peer loaded ${n + 1} connections`);
+  return { h, psks };
+}
 
+async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: string): Promise<Figures> {
+  const { h, psks } = await ipsecPeer(lab, n, log);
   const doc = (count: number): object => ({ vrouter_id: 'ours', tenant_id: 't1', tunnels: psks.slice(0, count).map((psk, i) => tunnel(i, psk, h.addrB)) });
   const load0 = loadavg()[0]!;
   const t0 = Date.now();
@@ -256,25 +281,215 @@ async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: 
   };
 }
 
+/** CPU of `pids` over 10 s, % of one core each, after 5 s of settling. */
+async function idleCpu(pids: number[]): Promise<number[]> {
+  await sleep(5000);
+  const c0 = pids.map(cpuTicks);
+  const w0 = Date.now();
+  await sleep(10_000);
+  const secs = (Date.now() - w0) / 1000;
+  return pids.map((p, i) => +(((cpuTicks(p) - c0[i]!) / CLK_TCK / secs) * 100).toFixed(1));
+}
+
+const WG_PORT = 51820;
+const wgAllowed = (i: number): string => `10.${64 + (i >> 8)}.${i & 255}.2/32`;
+
+/** Every peer's handshake from namespace B until answered (`wg-handshakes.ts`). */
+async function handshakes(lab: Lab, ns: string, target: string, responder: string, privs: string[], timeoutS: number): Promise<{ answered: number; at: number | null; cookies: number }> {
+  const spec = lab.writeFile(`wg-hs-${privs.length}-${Date.now()}.json`, JSON.stringify({ target, responder, peers: privs, timeout_s: timeoutS }));
+  const r = await run(tools.node, [fileURLToPath(new URL('./wg-handshakes.js', import.meta.url)), '--spec', spec], { ns, timeoutMs: (timeoutS + 120) * 1000 });
+  const o = JSON.parse(r.stdout.trim().split('\n').pop()!) as { answered: number; all_s: number | null; started_at_ms: number; cookie_replies: number };
+  // When the last answer arrived (not when the tool, a node process of its own, had started up).
+  return { answered: o.answered, at: o.all_s === null ? null : o.started_at_ms + o.all_s * 1000, cookies: o.cookie_replies };
+}
+
+interface WgFigures {
+  peers: number;
+  ready_line_s: number;
+  ready_s: number | null;
+  answered: number;
+  rss_mib: number;
+  idle_cpu_pct: number;
+  reload_applied_s: number | null;
+  reload_up_s: number | null;
+  scrape_ms: number | null;
+  stop_s: number;
+  loadavg_1m: { before: number; after: number };
+}
+
+async function measureWg(lab: Lab, n: number, log: (s: string) => void, logLevel: string): Promise<WgFigures> {
+  const h = await twoHosts(lab);
+  const server = wgKeyPair();
+  const peers = Array.from({ length: n + 1 }, () => wgKeyPair());
+  const doc = (count: number): object => ({
+    vrouter_id: 'ours',
+    tenant_id: 't1',
+    wireguard: { listen_port: WG_PORT, private_key: server.privateKey },
+    wireguard_peers: peers.slice(0, count).map((k, i) => ({ name: `p${i}`, public_key: k.publicKey, allowed_ips: [wgAllowed(i)] })),
+  });
+  const load0 = loadavg()[0]!;
+  const t0 = Date.now();
+  const ours = await vrouterRun(lab, h.a, { logLevel, document: doc(n), timeoutMs: 600_000 });
+  const readyLine = (Date.now() - t0) / 1000;
+  const hs = await handshakes(lab, h.b, `${h.addrA}:${WG_PORT}`, server.publicKey, peers.slice(0, n).map((k) => k.privateKey), Math.max(60, n * 0.1));
+  const readyS = hs.at === null ? null : (hs.at - t0) / 1000;
+  log(`wireguard: ready line ${readyLine.toFixed(1)} s, ${hs.answered}/${n} handshakes answered (${hs.cookies} cookie replies)${readyS !== null ? `, all by ${readyS.toFixed(1)} s` : ''}`);
+  const node = ours.process.pid;
+  const rss = rssMib(node);
+  const [idle] = await idleCpu([node]);
+  const scrapes: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const s = process.hrtime.bigint();
+    await adminGet({ kind: 'unix', socketPath: ours.admin }, '/metrics', 30_000);
+    scrapes.push(Number(process.hrtime.bigint() - s) / 1e6);
+  }
+  scrapes.sort((a, b) => a - b);
+  writeFileSync(ours.config, JSON.stringify(doc(n + 1), null, 2));
+  const r0 = Date.now();
+  const applied = ours.process.waitReady({ line: (l) => /"event":"config_applied"/.test(l) && Date.parse(/"time":"([^"]+)"/.exec(l)?.[1] ?? '') >= r0, timeoutMs: 120_000 });
+  ours.process.signal('SIGHUP');
+  let reloadApplied: number | null = null;
+  await applied.then(
+    () => (reloadApplied = (Date.now() - r0) / 1000),
+    () => undefined,
+  );
+  const one = await handshakes(lab, h.b, `${h.addrA}:${WG_PORT}`, server.publicKey, [peers[n]!.privateKey], 30);
+  const reloadUp = one.at === null ? null : (one.at - r0) / 1000;
+  log(`wireguard: RSS ${rss.toFixed(0)} MiB, idle CPU ${idle} %, scrape ${scrapes[2]!.toFixed(0)} ms, reload applied ${reloadApplied ?? '-'} s, answered ${reloadUp ?? '-'} s`);
+  const s0 = Date.now();
+  await ours.process.stop(600_000);
+  const stopS = (Date.now() - s0) / 1000;
+  return {
+    peers: n,
+    ready_line_s: readyLine,
+    ready_s: readyS === null ? null : +readyS.toFixed(2),
+    answered: hs.answered,
+    rss_mib: +rss.toFixed(1),
+    idle_cpu_pct: idle!,
+    reload_applied_s: reloadApplied,
+    reload_up_s: reloadUp,
+    scrape_ms: +scrapes[2]!.toFixed(1),
+    stop_s: stopS,
+    loadavg_1m: { before: load0, after: loadavg()[0]! },
+  };
+}
+
+interface RefFigures {
+  system: 'strongswan' | 'wireguard-go';
+  n: number;
+  ready_s: number | null;
+  up: number;
+  rss_mib: number;
+  idle_cpu_pct: number;
+  loadavg_1m: { before: number; after: number };
+}
+
+/** wireguard-go with the same N peers (one `wg addconf`) and the same handshakes. */
+async function measureWireguardGo(lab: Lab, n: number, log: (s: string) => void): Promise<RefFigures> {
+  const h = await twoHosts(lab);
+  const server = wgKeyPair();
+  const peers = Array.from({ length: n }, () => wgKeyPair());
+  const load0 = loadavg()[0]!;
+  const t0 = Date.now();
+  const wg = await wireguardGo(lab, h.a, { keys: server, listenPort: WG_PORT, addresses: ['10.63.0.1/24'] });
+  const conf = lab.writeFile(`wg-peers-${n}.conf`, peers.map((k, i) => `[Peer]\nPublicKey = ${k.publicKey}\nAllowedIPs = ${wgAllowed(i)}\n`).join('\n'));
+  await run(tools.wg, ['addconf', wg.name, conf], { ns: h.a, timeoutMs: 300_000 });
+  const hs = await handshakes(lab, h.b, `${h.addrA}:${WG_PORT}`, server.publicKey, peers.map((k) => k.privateKey), Math.max(60, n * 0.1));
+  const readyS = hs.at === null ? null : (hs.at - t0) / 1000;
+  const rss = rssMib(wg.process.pid);
+  const [idle] = await idleCpu([wg.process.pid]);
+  log(`wireguard-go: ${hs.answered}/${n} answered (${hs.cookies} cookie replies)${readyS !== null ? ` by ${readyS.toFixed(1)} s` : ''}, RSS ${rss.toFixed(0)} MiB, idle CPU ${idle} %`);
+  await wg.process.stop(30_000);
+  return { system: 'wireguard-go', n, ready_s: readyS === null ? null : +readyS.toFixed(2), up: hs.answered, rss_mib: +rss.toFixed(1), idle_cpu_pct: idle!, loadavg_1m: { before: load0, after: loadavg()[0]! } };
+}
+
+/**
+ * Plain strongSwan as the initiating side: charon with kernel-libipsec in namespace A, the same N
+ * connections and PSKs, loaded by `swanctl --load-all` with `start_action = start` and charon's
+ * stock settings, against the same peer.
+ */
+async function measureStrongswan(lab: Lab, n: number, log: (s: string) => void): Promise<RefFigures> {
+  const { h, psks } = await ipsecPeer(lab, n, log);
+  const ours = await strongswanPeer(lab, h.a, {
+    localAddr: h.addrA,
+    remoteAddr: h.addrB,
+    localTs: [OURS_NET],
+    remoteTs: [remoteNet(n)],
+    auth: { method: 'psk', psk: psks[n]! },
+    logLevel: 0,
+    timeoutMs: 60_000,
+  });
+  // kernel-libipsec routes the remote side from an address inside the local one.
+  await lab.ip(h.a, ['address', 'add', OURS_NET.replace('.0/24', '.1/32'), 'dev', 'lo']);
+  const conns = psks
+    .slice(0, n)
+    .map(
+      (_, i) => `  s${i} {\n    version = 2\n    local_addrs = ${h.addrA}\n    remote_addrs = ${h.addrB}\n    proposals = aes256gcm16-prfsha256-x25519\n    encap = yes\n    local {\n      auth = psk\n      id = ${OURS_ID}\n    }\n    remote {\n      auth = psk\n      id = ${peerId(i)}\n    }\n    children {\n      s${i} {\n        local_ts = ${OURS_NET}\n        remote_ts = ${remoteNet(i)}\n        esp_proposals = aes256gcm16\n        start_action = start\n      }\n    }\n  }\n`,
+    )
+    .join('');
+  const secrets = psks.slice(0, n).map((psk, i) => `  ike-s${i} {\n    id-1 = ${OURS_ID}\n    id-2 = ${peerId(i)}\n    secret = 0x${Buffer.from(psk).toString('hex')}\n  }\n`).join('');
+  writeFileSync(join(ours.dir, 'swanctl.conf'), `connections {\n${conns}}\nsecrets {\n${secrets}}\n`, { mode: 0o600 });
+  const load0 = loadavg()[0]!;
+  const t0 = Date.now();
+  await ours.swanctl(['--load-all', '--file', join(ours.dir, 'swanctl.conf')], 600_000);
+  let up = 0;
+  let readyS: number | null = null;
+  const deadline = t0 + Math.max(120_000, n * 150);
+  while (Date.now() < deadline) {
+    up = (await ours.listSas()).child.filter((c) => c.state === 'INSTALLED' && /^s\d+$/.test(c.name)).length;
+    if (up >= n) {
+      readyS = (Date.now() - t0) / 1000;
+      break;
+    }
+    await sleep(2000);
+  }
+  const pid = ours.process.pid;
+  const charon = readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'charon' ? pid : (childCharon(pid) ?? pid);
+  const rss = rssMib(charon);
+  const [idle] = await idleCpu([charon]);
+  log(`strongswan: ${up}/${n} up${readyS !== null ? ` after ${readyS.toFixed(1)} s` : ' at the deadline'}, RSS ${rss.toFixed(0)} MiB, idle CPU ${idle} %`);
+  return { system: 'strongswan', n, ready_s: readyS, up, rss_mib: +rss.toFixed(1), idle_cpu_pct: idle!, loadavg_1m: { before: load0, after: loadavg()[0]! } };
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { tunnels: { type: 'string', default: '100,500' }, 'no-write': { type: 'boolean', default: false }, label: { type: 'string' }, 'log-level': { type: 'string', default: 'info' } } });
+  const { values } = parseArgs({
+    options: {
+      tunnels: { type: 'string', default: '100,500' },
+      systems: { type: 'string', default: 'ipsec,wireguard,strongswan,wireguard-go' },
+      'no-write': { type: 'boolean', default: false },
+      label: { type: 'string' },
+      'log-level': { type: 'string', default: 'info' },
+    },
+  });
+  const systems = new Set(values.systems.split(','));
+  for (const s of systems) if (!['ipsec', 'wireguard', 'strongswan', 'wireguard-go'].includes(s)) throw new Error(`--systems: unknown system "${s}"`);
   const skip = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'swanctl');
   if (skip) throw new Error(`cannot run: ${skip}`);
   const startedAt = new Date();
   const results: Figures[] = [];
+  const wg: WgFigures[] = [];
+  const reference: RefFigures[] = [];
+  const out = { kind: 'sizing', label: values.label ?? null, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, ipsec: results, wireguard: wg, reference };
+  const file = join(REPO_ROOT, 'bench', 'results', `sizing-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+  // Written after every system: a run cut short keeps what it measured.
+  const save = (): void => {
+    if (values['no-write']) return;
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+  };
   for (const n of values.tunnels.split(',').map(Number)) {
     const log = (s: string): void => void process.stdout.write(`[N=${n}] ${s}\n`);
-    results.push(await withLab((lab) => measure(lab, n, log, values['log-level']), { label: 'sizing' }));
+    if (systems.has('ipsec')) results.push(await withLab((lab) => measure(lab, n, log, values['log-level']), { label: 'sizing' }));
+    save();
+    if (systems.has('strongswan')) reference.push(await withLab((lab) => measureStrongswan(lab, n, log), { label: 'sizingss' }));
+    save();
+    if (systems.has('wireguard')) wg.push(await withLab((lab) => measureWg(lab, n, log, values['log-level']), { label: 'sizingwg' }));
+    save();
+    if (systems.has('wireguard-go')) reference.push(await withLab((lab) => measureWireguardGo(lab, n, log), { label: 'sizingwgo' }));
+    save();
   }
-  const out = { kind: 'sizing', label: values.label ?? null, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, ipsec: results };
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
-  if (!values['no-write']) {
-    const dir = join(REPO_ROOT, 'bench', 'results');
-    mkdirSync(dir, { recursive: true });
-    const file = join(dir, `sizing-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
-    writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
-    process.stdout.write(`results: ${file}\n`);
-  }
+  if (!values['no-write']) process.stdout.write(`results: ${file}\n`);
 }
 
 await main();

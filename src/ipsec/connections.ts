@@ -78,7 +78,7 @@ export interface LastPeer {
  * charon restart, see `IpsecService`): charon initiates to the first address of `remote_addrs`
  * and, as responder, still accepts any address (the two ranges).
  */
-export function connSection(t: IpsecTunnel, o: { udpEncap?: boolean; reach?: LastPeer } = {}): ViciInputSection {
+export function connSection(t: IpsecTunnel, o: { udpEncap?: boolean; reach?: LastPeer; start?: boolean } = {}): ViciInputSection {
   const local: ViciInputSection = { id: t.localId };
   const remote: ViciInputSection = { id: t.remoteId };
   switch (t.auth.method) {
@@ -110,7 +110,8 @@ export function connSection(t: IpsecTunnel, o: { udpEncap?: boolean; reach?: Las
     remote_ts: t.remoteSubnets,
     esp_proposals: t.espProposals,
     mode: 'tunnel',
-    start_action: t.initiate ? 'start' : 'none',
+    // Started by charon on load only within the service's window (`initiator.ts`), never all at once.
+    start_action: t.initiate && o.start ? 'start' : 'none',
     dpd_action: t.initiate ? 'restart' : 'clear',
     close_action: t.initiate ? 'start' : 'none',
     rekey_time: `${t.childRekeyTime ?? 3600}s`,

@@ -3,9 +3,9 @@
  * a supervised charon that loads only our `cvlan` plugin as its kernel and socket, and the VICI
  * session that loads tunnels into it. charon restarts (crash, kill) are survived: the data plane
  * keeps forwarding on installed SAs, the connections are loaded again when charon is back, and
- * every tunnel that had an IKE_SA is negotiated again — initiating tunnels by charon itself
- * (`start_action = start`), responder tunnels by us, towards the address their last IKE_SA had
- * (a restarted charon knows nothing of them, and their peer may never initiate again).
+ * every tunnel that had an IKE_SA is negotiated again — initiating tunnels in windows
+ * (`initiator.ts`), responder tunnels towards the address their last IKE_SA had (a restarted
+ * charon knows nothing of them, and their peer may never initiate again).
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -19,6 +19,8 @@ import { CvlanError } from '../errors.js';
 import type { ViciInputSection } from '../strongswan/vici/encoding.js';
 import { connSection, sharedSecrets, type IpsecTunnel, type LastPeer } from './connections.js';
 import { LastPeers } from './last-peers.js';
+import { Initiator } from './initiator.js';
+import { charonSettings, isIkeFailureLine } from '../strongswan/scale.js';
 
 export interface IpsecServiceOptions {
   /** TUN interface for traffic to/from the IPsec tunnels. */
@@ -42,6 +44,10 @@ export interface IpsecServiceOptions {
    * socket; otherwise (default) every CHILD_SA uses ESP-in-UDP on the NAT-T port.
    */
   rawEsp?: boolean;
+  /** IKE_SAs we initiate that may be in flight at once. Default 64. */
+  initiateWindow?: number;
+  /** How long one initiation may take before the tunnel is looked at again, ms. Default 20000. */
+  initiateSettleMs?: number;
 }
 
 export class IpsecService {
@@ -52,12 +58,24 @@ export class IpsecService {
   #routes = new Set<string>();
   readonly #opts: IpsecServiceOptions;
   readonly #peers = new LastPeers();
+  readonly initiator: Initiator;
 
   private constructor(opts: IpsecServiceOptions, device: IpsecDevice, supervisor: CharonSupervisor) {
     this.#opts = opts;
     this.device = device;
     this.supervisor = supervisor;
     this.vici = new ViciClient({ socketPath: supervisor.viciSocket, ...(opts.logger ? { logger: opts.logger } : {}) });
+    this.initiator = new Initiator({
+      window: opts.initiateWindow ?? 64,
+      settleMs: opts.initiateSettleMs ?? 20_000,
+      // Not awaited by charon (timeout -1): the outcome arrives as child-updown / ike-updown.
+      initiate: async (ids) =>
+        (await this.vici.pipeline(ids.map((id) => ({ command: 'initiate', message: { child: id, ike: id, timeout: -1 } })))).map((r) =>
+          r instanceof Error ? r : undefined,
+        ),
+      read: (id) => this.vici.listSas({ ike: id }),
+      ...(opts.logger ? { logger: opts.logger } : {}),
+    });
   }
 
   /** Opens the data-plane device, then starts charon pointed at it. */
@@ -85,7 +103,7 @@ export class IpsecService {
         portNatT: device.natPort,
         // Without a raw socket the plugin makes charon encapsulate even where there is no NAT.
         pluginSettings: { cvlan: { require_udp_encap: !device.rawEsp } },
-        charonSettings: { install_routes: 'no', install_virtual_ip: 'no', retransmit_tries: 3, retransmit_timeout: 2 },
+        charonSettings: charonSettings(),
       },
       ...(opts.backoffInitialMs !== undefined ? { backoffInitialMs: opts.backoffInitialMs } : {}),
       ...(opts.logger ? { logger: opts.logger } : {}),
@@ -100,6 +118,7 @@ export class IpsecService {
       await supervisor.start();
       await service.vici.connect();
       await service.#watchPeers();
+      service.#watchFailures();
     } catch (e) {
       await supervisor.stop();
       device.close();
@@ -108,9 +127,13 @@ export class IpsecService {
     return service;
   }
 
-  /** Remembers where each tunnel's IKE_SAs are (`ike-updown`); see `LastPeers`. */
+  /**
+   * Remembers where each tunnel's IKE_SAs are (`ike-updown`, see `LastPeers`), and tells the
+   * initiator which initiations are done (`ike-updown`, `child-updown`).
+   */
   async #watchPeers(): Promise<void> {
     this.vici.on('event', (name, msg) => {
+      this.initiator.event(name, msg);
       if (name !== 'ike-updown') return;
       for (const [conn, v] of Object.entries(msg)) {
         if (typeof v !== 'object' || v === null || Array.isArray(v) || Buffer.isBuffer(v) || !this.#tunnels.has(conn)) continue;
@@ -122,6 +145,17 @@ export class IpsecService {
       }
     });
     await this.vici.subscribe('ike-updown');
+    await this.vici.subscribe('child-updown');
+  }
+
+  /**
+   * charon's own lines about IKE negotiations that failed (timeouts, refusals, half-open SAs
+   * dropped), at info: without them a tunnel that never comes up says nothing about why.
+   */
+  #watchFailures(): void {
+    this.supervisor.on('line', (line) => {
+      if (isIkeFailureLine(line)) this.#opts.logger?.info({ charon: line }, 'charon: IKE negotiation failed');
+    });
   }
 
   /**
@@ -132,8 +166,12 @@ export class IpsecService {
    */
   async #reloadAll(restarted: boolean): Promise<void> {
     const had = restarted ? this.#peers.take() : new Map<string, LastPeer>();
-    const failed = await this.#load([...this.#tunnels.values()].map((t) => ({ t, ...(t.initiate ? {} : { reach: had.get(t.id) }) })));
+    this.initiator.reset();
+    const all = [...this.#tunnels.values()];
+    const started = this.initiator.claim(all.filter((t) => t.initiate).map((t) => t.id));
+    const failed = await this.#load(all.map((t) => ({ t, start: started.has(t.id), ...(t.initiate ? {} : { reach: had.get(t.id) }) })));
     for (const [id, err] of failed) this.#opts.logger?.warn({ tunnel: id, err: err.message }, 'cannot load a tunnel into the restarted charon');
+    this.initiator.start(all.filter((t) => t.initiate && !failed.has(t.id) && !started.has(t.id)).map((t) => t.id));
     for (const t of this.#tunnels.values()) {
       const peer = had.get(t.id);
       if (t.initiate || !peer) continue;
@@ -147,7 +185,7 @@ export class IpsecService {
   }
 
   /** The VICI commands that load a tunnel: its secrets, certificates and key, then its connection. */
-  #commands(t: IpsecTunnel, reach?: LastPeer): { command: string; message: ViciInputSection }[] {
+  #commands(t: IpsecTunnel, reach?: LastPeer, start = false): { command: string; message: ViciInputSection }[] {
     const out: { command: string; message: ViciInputSection }[] = sharedSecrets(t).map((s) => ({
       command: 'load-shared',
       message: { id: s.id, type: s.type, data: s.data, owners: s.owners },
@@ -157,7 +195,7 @@ export class IpsecService {
       if (t.auth.certificate) out.push({ command: 'load-cert', message: { type: 'X509', data: t.auth.certificate } });
       if (t.auth.privateKey) out.push({ command: 'load-key', message: { type: 'any', data: t.auth.privateKey } });
     }
-    out.push({ command: 'load-conn', message: { [t.id]: connSection(t, { udpEncap: !this.device.rawEsp, ...(reach ? { reach } : {}) }) } });
+    out.push({ command: 'load-conn', message: { [t.id]: connSection(t, { udpEncap: !this.device.rawEsp, start, ...(reach ? { reach } : {}) }) } });
     return out;
   }
 
@@ -165,10 +203,10 @@ export class IpsecService {
    * Loads tunnels into charon, pipelined (`ViciClient.pipeline`: one round trip per batch instead
    * of two or more per tunnel). Returns the tunnels that failed, each with its first error.
    */
-  async #load(list: readonly { t: IpsecTunnel; reach?: LastPeer | undefined }[]): Promise<Map<string, Error>> {
+  async #load(list: readonly { t: IpsecTunnel; reach?: LastPeer | undefined; start?: boolean }[]): Promise<Map<string, Error>> {
     const owners: string[] = [];
-    const commands = list.flatMap(({ t, reach }) => {
-      const c = this.#commands(t, reach);
+    const commands = list.flatMap(({ t, reach, start }) => {
+      const c = this.#commands(t, reach, start);
       for (let i = 0; i < c.length; i++) owners.push(t.id);
       return c;
     });
@@ -186,9 +224,17 @@ export class IpsecService {
    * fails the call, naming it; the others are loaded.
    */
   async addTunnels(ts: readonly IpsecTunnel[], o: { route?: boolean } = {}): Promise<void> {
-    const failed = await this.#load(ts.map((t) => ({ t })));
+    // Tunnels with a free slot are started by charon as they load; the rest in windows below.
+    const started = this.initiator.claim(ts.filter((t) => t.initiate).map((t) => t.id));
+    const failed = await this.#load(ts.map((t) => ({ t, start: started.has(t.id) })));
     const loaded = ts.filter((t) => !failed.has(t.id));
-    for (const t of loaded) this.#tunnels.set(t.id, t);
+    for (const t of loaded) {
+      // A tunnel that stopped initiating (its peer address removed) is only answered from now on.
+      if (!t.initiate) this.initiator.forget(t.id);
+      this.#tunnels.set(t.id, t);
+    }
+    for (const id of failed.keys()) if (started.has(id)) this.initiator.forget(id);
+    this.initiator.start(loaded.filter((t) => t.initiate && !started.has(t.id)).map((t) => t.id));
     if (o.route !== false) {
       const subnets = [...new Set(loaded.flatMap((t) => t.remoteSubnets))].filter((s) => !this.#routes.has(s));
       await addRoutes(subnets, this.#opts.tunName);
@@ -209,6 +255,7 @@ export class IpsecService {
     if (!t) return;
     this.#tunnels.delete(id);
     this.#peers.forget(id);
+    this.initiator.forget(id);
     await this.vici.terminate({ ike: id, force: true, timeoutMs: -1 }).catch(() => undefined);
     await this.vici.unloadConn(id).catch(() => undefined);
     for (const s of sharedSecrets(t)) await this.vici.unloadShared(s.id).catch(() => undefined);
@@ -218,9 +265,12 @@ export class IpsecService {
     await this.vici.initiate({ child: id, ike: id, timeoutMs });
   }
 
+  /** Every IKE_SA (the daemon's full read); tunnels it shows without a CHILD_SA are started again. */
   async listSas(): Promise<IkeSaInfo[]> {
+    const startedAt = Date.now();
     const list = await this.vici.listSas();
     this.#peers.seen(list, (id) => this.#tunnels.has(id));
+    this.initiator.seen(list, startedAt);
     return list;
   }
 
@@ -240,6 +290,7 @@ export class IpsecService {
    * (each waiting up to 2 s for the peer), so stop time does not grow with the tunnel count.
    */
   async close(): Promise<void> {
+    this.initiator.close();
     await this.vici.close().catch(() => undefined);
     await this.supervisor.stop();
     this.device.close();
