@@ -100,6 +100,17 @@ export class DaemonHa {
     this.#sync?.attachWireguard(device);
   }
 
+  /**
+   * A device about to close (a reconcile replaces it). The sync channel keeps every engine it was
+   * given and installs a synced session on the first one that has the session's peer: a closed
+   * device still holding its peers would take the sessions meant for its replacement. Without
+   * peers it matches none.
+   */
+  detach(device: WireGuardDevice): void {
+    this.#devices.delete(device);
+    if (!device.closed) device.apply({ replacePeers: true, peers: [] });
+  }
+
   /** The sync channel and keepalived; standby until VRRP elects this node. */
   async start(): Promise<void> {
     await this.#node.start();

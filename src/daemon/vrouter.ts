@@ -800,6 +800,7 @@ export class Vrouter implements RouterStateSource {
     if (!wg.closed) setHandoff(wg, null);
     await rt.uapi?.close().catch(() => undefined);
     rt.uapi = undefined;
+    this.#ha?.detach(wg);
     wg.close();
     // The kernel dropped the routes with the link.
     for (const key of [...this.#routes]) if (key.endsWith(` ${wg.tunName}`)) this.#routes.delete(key);

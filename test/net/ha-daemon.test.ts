@@ -56,7 +56,8 @@ t.test('two daemons with [ha]: the standby takes over the WireGuard session when
   const doc = {
     vrouter_id: 'vr',
     tenant_id: 'acme',
-    wireguard: { listen_port: 51820, private_key: node.privateKey },
+    // Started on another port: the reload below replaces the device (see there).
+    wireguard: { listen_port: 51821, private_key: node.privateKey },
     wireguard_peers: [{ name: 'agent', public_key: agent.publicKey, allowed_ips: ['10.98.0.2/32'] }],
   };
   const ha = (id: number, self: string, other: string, iface: string, priority: number): string =>
@@ -86,6 +87,18 @@ t.test('two daemons with [ha]: the standby takes over the WireGuard session when
   t.ok(await hasVip(lab, nsA), 'keepalived (started by the daemon) put the VIP on A');
   t.notOk(await hasVip(lab, nsB), 'and not on B');
 
+  // A reload that moves the port replaces each node's WireGuard device: the new device must be
+  // under the sync channel too (else the standby would hold no session, or not be passive).
+  const g0 = (await haView(a)).generation;
+  for (const v of [a, b]) {
+    writeFileSync(v.config, JSON.stringify({ ...doc, wireguard: { ...doc.wireguard, listen_port: 51820 } }));
+    v.process.signal('SIGHUP');
+  }
+  await until('both nodes on the new generation', async () => {
+    const [ga, gb] = [(await haView(a)).generation, (await haView(b)).generation];
+    return ga !== g0 && ga === gb;
+  });
+
   const peer = await wireguardGo(lab, nsP, {
     keys: agent,
     addresses: ['10.98.0.2/24'],
@@ -99,6 +112,7 @@ t.test('two daemons with [ha]: the standby takes over the WireGuard session when
   const vb = await haView(b);
   t.match(vb, { role: 'standby', vrrp_state: 'BACKUP', peer_connected: true, peer_role: 'active', fenced: false, sync_channel: true }, 'vrouterctl ha --json on B: standby');
   t.equal(vb.generation, (await haView(a)).generation, 'both nodes run the same configuration generation');
+  t.not(vb.generation, g0, 'the reload changed it');
   t.notOk(JSON.stringify(vb).includes(node.privateKey), 'no key material in the view');
 
   // The active daemon killed outright: no handler runs; keepalived goes by its parent-death signal.
