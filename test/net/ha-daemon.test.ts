@@ -12,6 +12,7 @@ import { vrouterRun, type VrouterRun } from '../harness/vrouter.js';
 import { wireguardGo, genKeyPair } from '../harness/wireguard.js';
 import { cvlanTestbedMissing, REPO_ROOT } from '../harness/cvlan.js';
 import { run } from '../harness/exec.js';
+import { adminGet } from '../../src/api/client.js';
 import { ping, waitForPing } from '../harness/ping.js';
 import { missingPrerequisites, resolveTool, tools } from '../harness/tools.js';
 import type { Lab } from '../harness/lab.js';
@@ -114,6 +115,9 @@ t.test('two daemons with [ha]: the standby takes over the WireGuard session when
   t.equal(vb.generation, (await haView(a)).generation, 'both nodes run the same configuration generation');
   t.not(vb.generation, g0, 'the reload changed it');
   t.notOk(JSON.stringify(vb).includes(node.privateKey), 'no key material in the view');
+  const readyB = await adminGet({ kind: 'unix', socketPath: b.admin }, '/readyz');
+  t.equal(readyB.status, 503, "the standby's /readyz: 503");
+  t.match(readyB.body, /HA standby/, 'and says why');
 
   // The active daemon killed outright: no handler runs; keepalived goes by its parent-death signal.
   a.process.signal('SIGKILL');
@@ -123,7 +127,8 @@ t.test('two daemons with [ha]: the standby takes over the WireGuard session when
   const r = await ping(nsP, SERVICE, { count: 5, interval: 0.2, wait: 3 });
   t.ok(r.received >= 4, `traffic continues through B (${r.received}/5 replies)`);
   t.equal((await peer.show()).peers[0]?.latestHandshake ?? 0, hs0, "wireguard-go's latest handshake unchanged: the same session continues");
-  t.match(await haView(b), { role: 'active', vrrp_state: 'MASTER', takeovers: 1 });
+  t.match(await haView(b), { role: 'active', vrrp_state: 'MASTER', takeovers: 1 }, 'vrouterctl ha --json on B: active, one takeover');
+  t.equal((await adminGet({ kind: 'unix', socketPath: b.admin }, '/readyz')).status, 200, "the new active's /readyz: 200");
   t.equal((await lab.exec(undefined, tools.ip, ['netns', 'pids', nsA])).stdout.trim(), '', 'nothing of A survived, keepalived included');
 
   await closeLab(t, lab);
