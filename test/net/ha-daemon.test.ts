@@ -5,7 +5,7 @@
 // keepalived dies with it): the standby takes over and the same WireGuard session continues.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { useLab, closeLab } from '../harness/tap.js';
 import { vrouterRun, type VrouterRun } from '../harness/vrouter.js';
@@ -119,11 +119,28 @@ t.test('two daemons with [ha]: the standby takes over the WireGuard session when
   t.equal(readyB.status, 503, "the standby's /readyz: 503");
   t.match(readyB.body, /HA standby/, 'and says why');
 
-  // The active daemon killed outright: no handler runs; keepalived goes by its parent-death signal.
+  // The active daemon killed outright under a ping every 20 ms: no handler runs; keepalived goes
+  // by its parent-death signal. The gap is the longest silence between two replies.
+  const pingLog = join(lab.dir, 'ping.log');
+  const pinger = lab.spawn('ping', 'sh', ['-c', `exec ${tools.ping} -D -n -i 0.02 -w 6 ${SERVICE} > ${pingLog}`], { ns: nsP });
+  await new Promise((r) => setTimeout(r, 1500));
+  const killedAt = Date.now();
   a.process.signal('SIGKILL');
   await a.process.exited;
   await until('B active', async () => (await haView(b)).role === 'active');
   t.ok(await hasVip(lab, nsB), 'the VIP moved to B');
+  await pinger.exited;
+  const replies = readFileSync(pingLog, 'utf8')
+    .split('\n')
+    .map((l) => /^\[(\d+\.\d+)\] \d+ bytes from/.exec(l))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]) * 1000);
+  let gap = 0;
+  for (let i = 1; i < replies.length; i++) gap = Math.max(gap, replies[i]! - replies[i - 1]!);
+  const before = replies.filter((x) => x < killedAt).length;
+  t.comment(`failover: longest gap between replies ${gap.toFixed(0)} ms, ${before} replies before the kill, ${replies.length - before} after`);
+  t.ok(before > 10 && replies.length - before > 10, 'replies before and after the kill');
+  t.ok(gap <= 3000, `traffic gap ${gap.toFixed(0)} ms <= 3000 ms`);
   const r = await ping(nsP, SERVICE, { count: 5, interval: 0.2, wait: 3 });
   t.ok(r.received >= 4, `traffic continues through B (${r.received}/5 replies)`);
   t.equal((await peer.show()).peers[0]?.latestHandshake ?? 0, hs0, "wireguard-go's latest handshake unchanged: the same session continues");
