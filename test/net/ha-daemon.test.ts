@@ -148,5 +148,11 @@ t.test('two daemons with [ha]: the standby takes over the WireGuard session when
   t.equal((await adminGet({ kind: 'unix', socketPath: b.admin }, '/readyz')).status, 200, "the new active's /readyz: 200");
   t.equal((await lab.exec(undefined, tools.ip, ['netns', 'pids', nsA])).stdout.trim(), '', 'nothing of A survived, keepalived included');
 
+  // A clean stop: keepalived stopped by its PID releases the VIP; nothing of B is left.
+  const exit = await b.process.stop(10_000);
+  t.match(exit, { code: 0 }, 'B stopped on SIGTERM with exit 0');
+  t.notOk(await hasVip(lab, nsB), 'B released the VIP');
+  t.equal((await lab.exec(undefined, tools.ip, ['netns', 'pids', nsB])).stdout.trim(), '', 'nothing of B left running, keepalived included');
+
   await closeLab(t, lab);
 });
