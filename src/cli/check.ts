@@ -13,6 +13,7 @@ import { configVersion, lineOfPath, loadDesiredState, readJsonFileWithLines } fr
 import { DEFAULT_LOCAL_TOML, loadLocalToml } from '../config/local.js';
 import { disposeDesiredState, type LocalConfig } from '../config/model.js';
 import { loadOrCreateSealKeypair, SECRETS_KEY_FILE, type SealKeypair } from '../secrets/sealed.js';
+import { unsupported } from '../daemon/vrouter.js';
 import { EXIT_FAILURE, EXIT_OK, parseCommand, stringOption, UsageError } from './args.js';
 
 export const HELP = `usage: cvlan-vrouter check --config FILE [--local TOML] [--json]
@@ -90,6 +91,11 @@ export function check(configFile: string, localFile: string | undefined): CheckR
   }
   try {
     const state = loadDesiredState({ controllerDocs: [json.doc], ...(local ? { localToml: local } : {}), ...(secretsKey ? { secretsKey } : {}), stateDir: null });
+    // What `run` accepts as valid but this build cannot apply (IPsec without a listen address, under [ha]).
+    for (const i of unsupported(state)?.issues ?? []) {
+      const inToml = i.path.startsWith('network.') || i.path === 'ha' || i.path.startsWith('ha.');
+      issues.push({ file: inToml ? tomlFile : configFile, line: inToml ? null : (lineOfPath(json.lines, i.path) ?? null), path: i.path, reason: i.reason });
+    }
     const result = { valid: issues.length === 0, issues, tenants: state.tenants.length, version: issues.length === 0 ? configVersion(state) : null };
     disposeDesiredState(state);
     return result;

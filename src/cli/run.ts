@@ -26,6 +26,7 @@ import { ConfigError, CvlanError } from '../errors.js';
 import { loadOrCreateSealKeypair, SECRETS_KEY_FILE, type SealKeypair } from '../secrets/sealed.js';
 import { APPLIED_FILE, loadApplied, storeApplied } from '../reconcile/store.js';
 import { Vrouter } from '../daemon/vrouter.js';
+import { documentsGeneration } from '../daemon/ha.js';
 import { eventLog } from '../log.js';
 import { EventStream } from '../api/events.js';
 import { cliLogger, parseCommand, stringOption } from './args.js';
@@ -108,6 +109,12 @@ function store(l: Loaded, log: Logger): void {
   }
 }
 
+/** With `[ha]`: the generation both nodes compute alike from the same documents (`../daemon/ha.ts`). */
+function haGeneration(l: Loaded): number | undefined {
+  const ha = l.state.local.ha;
+  return ha ? documentsGeneration(l.documents, ha.syncKeyFile) : undefined;
+}
+
 function issuesOf(e: unknown): { path: string; reason: string }[] | undefined {
   return e instanceof ConfigError ? e.issues : undefined;
 }
@@ -137,7 +144,8 @@ export async function runDaemon(o: RunOptions, log: Logger, eventStream?: EventS
   }
   const state = loaded.state;
   const runtimeDir = o.runtimeDir ?? join(state.local.state.dir, 'run');
-  const vrouter = await Vrouter.start(state, { logger: log, runtimeDir });
+  const generation = haGeneration(loaded);
+  const vrouter = await Vrouter.start(state, { logger: log, runtimeDir, ...(generation !== undefined ? { haGeneration: generation } : {}) });
   store(loaded, log);
   log.info({ source: loaded.source, version: configVersion(state) }, 'configuration loaded');
   let admin: AdminServer | undefined;
@@ -196,6 +204,8 @@ export async function runDaemon(o: RunOptions, log: Logger, eventStream?: EventS
         const prev = vrouter.state;
         try {
           await vrouter.reconcile(next.state);
+          const generation = haGeneration(next);
+          if (generation !== undefined) vrouter.setHaGeneration(generation);
           store(next, log);
           disposeDesiredState(prev);
         } catch (e) {

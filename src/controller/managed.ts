@@ -150,10 +150,11 @@ export async function runManaged(o: ManagedOptions, log: Logger, eventStream?: E
   const stored = loadApplied(stateDir);
   if (stored) {
     const state = loadDesiredState({ controllerDocs: stored.documents, localToml: local, secretsKey: keypair });
-    vrouter = await Vrouter.start(state, { logger: log, runtimeDir });
-    documents = stored.documents;
     const version = configVersion(state);
     applied = loadGeneration(stateDir, version);
+    // [ha] compares the controller's generation with the peer's.
+    vrouter = await Vrouter.start(state, { logger: log, runtimeDir, haGeneration: applied?.generation ?? 0 });
+    documents = stored.documents;
     log.info({ event: 'controller_last_known_good', saved_at: stored.savedAt, generation: applied?.generation ?? null, version }, 'running the last known good configuration');
     await ready(applied?.generation ?? null);
   }
@@ -176,11 +177,12 @@ export async function runManaged(o: ManagedOptions, log: Logger, eventStream?: E
     const version = configVersion(next);
     try {
       if (!vrouter) {
-        vrouter = await Vrouter.start(next, { logger: log, runtimeDir });
+        vrouter = await Vrouter.start(next, { logger: log, runtimeDir, haGeneration: generation });
         await ready(generation);
       } else {
         const prev = vrouter.state;
         await vrouter.reconcile(next);
+        vrouter.setHaGeneration(generation);
         disposeDesiredState(prev);
       }
     } catch (e) {

@@ -53,6 +53,8 @@ import { bgpChanges, reachableOf } from './advertise.js';
 import { RoutingService, type RoutingStatus } from '../routing/service.js';
 import type { BgpView } from '../api/state.js';
 import { RouterViews } from './views.js';
+import { DaemonHa, haRefusal } from './ha.js';
+import type { HaView } from '../ha/view.js';
 import { initiateTunnel, logWireguardEvent, terminateTunnel, type TunnelActionResult } from './operator.js';
 
 
@@ -69,6 +71,11 @@ export interface VrouterOptions {
   saRefreshMs?: number;
   /** How often BGP announcements are re-evaluated and the speakers' status read, ms. Default 1000. */
   advertiseMs?: number;
+  /**
+   * With `[ha]`: the configuration generation compared with the peer's before a takeover (both
+   * nodes must compute it alike; `ha.ts`). Default 0; `setHaGeneration` follows reconciles.
+   */
+  haGeneration?: number;
 }
 
 /** The reasons this build cannot apply a state it otherwise accepts; empty when it can. */
@@ -76,7 +83,7 @@ export function unsupported(state: DesiredState): ConfigError | undefined {
   if (state.tenants.some((t) => t.tunnels.length > 0 || t.remoteAccess) && !state.local.network.listenAddress) {
     return new ConfigError([{ path: 'network.listen_address', reason: 'IPsec tunnels need the address IKE and ESP listen on' }]);
   }
-  return undefined;
+  return haRefusal(state);
 }
 
 export class Vrouter implements RouterStateSource {
@@ -115,6 +122,8 @@ export class Vrouter implements RouterStateSource {
   readonly #views: RouterViews;
   /** Keyed-digest key for fingerprints of secrets; lives only in this process. */
   readonly #fpKey = Buffer.from(crypto.getRandomValues(new Uint8Array(32)));
+  /** This node's half of an active-passive pair (`[ha]`), else undefined. */
+  #ha: DaemonHa | undefined;
 
   private constructor(state: DesiredState, opts: VrouterOptions) {
     this.#state = state;
@@ -152,7 +161,11 @@ export class Vrouter implements RouterStateSource {
     if (refused) throw refused;
     const v = new Vrouter(state, opts);
     try {
+      // The VIPs are floating before any device binds one; keepalived once the devices exist.
+      const ha = state.local.ha;
+      if (ha) v.#ha = new DaemonHa(ha, { stateDir: state.local.state.dir, generation: opts.haGeneration ?? 0, events: v.#events, logger: opts.logger });
       await v.#up();
+      await v.#ha?.start();
     } catch (e) {
       await v.stop();
       throw e;
@@ -282,12 +295,15 @@ export class Vrouter implements RouterStateSource {
       rt.wg = WireGuardDevice.open({
         tunName: ifname('wg-', t.id),
         listenPort: t.wireguard.listenPort,
+        // Under [ha] on the VIP (ha.ts), so that replies leave from the address peers use.
+        ...(this.#ha ? { listenAddress: this.#state.local.network.listenAddress! } : {}),
         ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
         ...(key ? { privateKey: key } : {}),
       });
     } finally {
       key?.fill(0);
     }
+    this.#ha?.attach(rt.wg);
     rt.wg.on('event', (ev) => {
       if (ev.type === 'tun-lost') return this.#deviceLost(t.id, 'wireguard', ev);
       logWireguardEvent(this.#events, this.#opts.logger, rt.spec, ev);
@@ -551,7 +567,7 @@ export class Vrouter implements RouterStateSource {
    * running state is the previous one again.
    */
   async reconcile(next: DesiredState): Promise<number> {
-    const refused = unsupported(next);
+    const refused = unsupported(next) ?? haRefusal(next, this.#state);
     if (refused) throw refused;
     // Planned in full before anything changes: a refused plan leaves the running state as it is.
     const ops = plan(this.#state, next, this.#fpKey);
@@ -826,12 +842,16 @@ export class Vrouter implements RouterStateSource {
     if (!wg.closed) setHandoff(wg, null);
     await rt.uapi?.close().catch(() => undefined);
     rt.uapi = undefined;
+    this.#ha?.detach(wg);
     wg.close();
     // The kernel dropped the routes with the link.
     for (const key of [...this.#routes]) if (key.endsWith(` ${wg.tunName}`)) this.#routes.delete(key);
   }
 
   async stop(): Promise<void> {
+    // keepalived first: the VIP leaves before the devices that serve it close.
+    await this.#ha?.stop().catch((e: unknown) => this.#opts.logger.warn({ err: (e as Error).message }, 'stopping HA'));
+    this.#ha = undefined;
     if (this.#refresh) clearInterval(this.#refresh);
     this.#refresh = undefined;
     if (this.#advertiseTimer) clearInterval(this.#advertiseTimer);
@@ -884,6 +904,15 @@ export class Vrouter implements RouterStateSource {
   /** `vrouterctl terminate`: see ./operator.ts. */
   terminateTunnel(id: string): Promise<TunnelActionResult> {
     return terminateTunnel(this.#state.tenants, this.#ipsec, id);
+  }
+
+  /** A new configuration generation was applied (`VrouterOptions.haGeneration`); no-op without `[ha]`. */
+  setHaGeneration(generation: number): void {
+    this.#ha?.setGeneration(generation);
+  }
+
+  ha(): HaView | null {
+    return this.#ha?.view() ?? null;
   }
 
   health(): HealthView {

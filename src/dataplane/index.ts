@@ -25,6 +25,11 @@ import {
   type BindingWgDeviceState,
   type BindingWgDeviceUpdate,
   type BindingWireGuardDevice,
+  type BindingHaEvent,
+  type BindingHaRole,
+  type BindingHaStatus,
+  type BindingHaSync,
+  type BindingHaSyncOptions,
 } from './binding.js';
 
 export { addonPath } from './binding.js';
@@ -343,6 +348,10 @@ export class WireGuardDevice extends HandoffDevice<BindingWireGuardDevice> imple
   get listenPort(): number {
     return this.native.listenPort;
   }
+  /** Puts this device's sessions under `sync` (`HaSync.attachWireguard`). */
+  attachTo(sync: BindingHaSync): void {
+    this.call(() => sync.attachWireguard(this.native));
+  }
   /** The interface name (the UAPI socket is named after it). */
   get name(): string {
     return this.native.tunName;
@@ -423,4 +432,57 @@ export function totals(stats: WorkerStats[]): Omit<WorkerStats, 'index' | 'activ
   }
   sum.drops = [...drops].map(([reason, count]) => ({ reason, count }));
   return sum;
+}
+
+/**
+ * Declares the HA pair's VIPs (addresses without prefix length): sockets may bind them before
+ * this node owns them (IP_FREEBIND). Must come before a device binds a VIP.
+ */
+export function setFloatingAddresses(addresses: string[]): void {
+  try {
+    loadBinding().setFloatingAddresses(addresses);
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+export type HaSyncOptions = BindingHaSyncOptions;
+export type HaSyncEvent = BindingHaEvent;
+export type HaSyncStatus = BindingHaStatus;
+
+/** The data planes' sync channel of an active-passive pair (docs/ha.md), native errors as `CvlanError`. */
+export class HaSync {
+  readonly #native: BindingHaSync;
+
+  constructor(options: HaSyncOptions, onEvent: (ev: HaSyncEvent) => void) {
+    try {
+      this.#native = new (loadBinding().HaSync)(options, onEvent);
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+
+  attachWireguard(device: WireGuardDevice): void {
+    device.attachTo(this.#native);
+  }
+  setGeneration(generation: number): void {
+    this.#call(() => this.#native.setGeneration(generation));
+  }
+  setRole(role: BindingHaRole): void {
+    this.#call(() => this.#native.setRole(role));
+  }
+  status(): HaSyncStatus {
+    return this.#call(() => this.#native.status());
+  }
+  close(): void {
+    this.#native.close();
+  }
+
+  #call<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
 }

@@ -25,6 +25,8 @@ export interface VrouterRunOptions {
    * (an active-active pair) would otherwise share /var/run/wireguard/wg-<tenant>.sock.
    */
   privateRun?: boolean;
+  /** More sections of the local TOML (e.g. `[ha]`), appended as given. */
+  extraToml?: string;
 }
 
 export interface VrouterRun {
@@ -57,6 +59,7 @@ export async function vrouterRun(lab: Lab, ns: string, o: VrouterRunOptions): Pr
     '[state]',
     `dir = "${dir}/state"`,
     '',
+    ...(o.extraToml !== undefined ? [o.extraToml] : []),
   ].join('\n');
   const local = lab.writeFile(`vrouter-${tag}.toml`, toml);
   const process = lab.spawn(`cvlan-vrouter run@${ns}`, tools.node, [CVLAN_CLI, 'run', '--config', config, '--local', local, '--runtime-dir', `${dir}/run`], {

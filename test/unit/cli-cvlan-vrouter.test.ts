@@ -169,3 +169,21 @@ t.test('check: valid, invalid JSON, invalid fields, invalid TOML', { skip }, asy
   t.match(r.out, /absent\.json: cannot read/);
   t.notOk(existsSync(state), 'still nothing in the state dir');
 });
+
+t.test('check: what run would refuse (IPsec tunnels under [ha]) is invalid too', { skip }, async (t) => {
+  const state = join(dir, 'check-ha-state');
+  const toml = join(dir, 'check-ha.toml');
+  writeFileSync(
+    toml,
+    `[state]\ndir = "${state}"\n[network]\nlisten_address = "192.0.2.10"\n[ha]\nnode_id = 1\nlocal_address = "10.0.0.1"\npeer_address = "10.0.0.2"\ninterface = "eth0"\nvips = ["192.0.2.10/24"]\nsync_key_file = "${join(dir, 'sync.key')}"\n`,
+  );
+  const doc = join(dir, 'ha-ipsec.json');
+  const tunnel = { id: 'site-a', type: 'ipsec', remote_id: 'a.example.net', auth: { method: 'psk', psk: 'a-pre-shared-key-of-enough-length' }, local_subnets: ['10.1.0.0/24'], remote_subnets: ['10.2.0.0/24'] };
+  writeFileSync(doc, JSON.stringify({ tenant_id: 'acme', tunnels: [tunnel] }, null, 2));
+  const r = cli(['check', '--config', doc, '--local', toml]);
+  t.equal(r.code, 1, 'exit 1');
+  t.match(r.out, /tenants\[0\]\.tunnels: IPsec tunnels are not supported with \[ha\] yet/, 'the field and the reason');
+  const wgOnly = join(dir, 'ha-wg.json');
+  writeFileSync(wgOnly, JSON.stringify({ tenant_id: 'acme', wireguard: { listen_port: 51830 }, wireguard_peers: [{ name: 'laptop', public_key: PEER, allowed_ips: ['10.1.0.2/32'] }] }));
+  t.equal(cli(['check', '--config', wgOnly, '--local', toml]).code, 0, 'WireGuard only under [ha]: valid');
+});

@@ -1,0 +1,132 @@
+/**
+ * The daemon's half of an active-passive pair (`[ha]`, docs/ha.md): what `Vrouter` does with
+ * `[ha]`, kept out of the apply code.
+ *
+ *   before any device binds   the VIPs declared floating (the standby binds them too, IP_FREEBIND)
+ *   every WireGuard device    bound to `network.listen_address` (a VIP) and attached to the sync
+ *                             channel, a device replaced by a reconcile included
+ *   after the devices         HaNode: the sync channel, then keepalived (VRRP, the VIP), standby
+ *                             until elected; the configuration generation compared with the peer's
+ *   stop                      first: keepalived stopped by its PID (it releases the VIP), the data
+ *                             plane passive, the sync channel closed
+ *
+ * IPsec tunnels are refused under `[ha]`: the data planes do not sync ESP SAs yet, so a takeover
+ * would drop every tunnel (charon's `ha` plugin carries IKE state, not sequence numbers).
+ */
+import { createHmac } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
+import type { Logger } from 'pino';
+import { ConfigError } from '../errors.js';
+import type { DesiredState, HaConfig } from '../config/model.js';
+import { HaSync, setFloatingAddresses, type WireGuardDevice } from '../dataplane/index.js';
+import type { EventLog } from '../log.js';
+import { HaNode } from '../ha/node.js';
+import { readSyncKey } from '../ha/sync-key.js';
+import type { HaView } from '../ha/view.js';
+
+/** Why this build cannot run `state` as one node of a pair; undefined when it can (or without `[ha]`). */
+export function haRefusal(state: DesiredState, running?: DesiredState): ConfigError | undefined {
+  const ha = state.local.ha;
+  if (running && !isDeepStrictEqual(running.local.ha, ha)) {
+    return new ConfigError([{ path: 'ha', reason: 'cannot change while running (keepalived, the sync channel and the bound VIP are set up at start); restart the daemon to apply it' }]);
+  }
+  if (!ha) return undefined;
+  if (state.local.network.listenAddress === undefined) {
+    return new ConfigError([{ path: 'network.listen_address', reason: 'missing; with [ha] the data plane binds the VIP peers reach the pair on (one of ha.vips), so that replies leave from it' }]);
+  }
+  const i = state.tenants.findIndex((t) => t.tunnels.length > 0);
+  if (i >= 0) {
+    return new ConfigError([
+      {
+        path: `tenants[${i}].tunnels`,
+        reason: 'IPsec tunnels are not supported with [ha] yet: the data planes do not sync ESP SAs, so a takeover would drop every tunnel; remove [ha] or the tunnels',
+      },
+    ]);
+  }
+  return undefined;
+}
+
+/**
+ * A configuration generation both nodes compute alike from the same controller documents: the
+ * first 48 bits of HMAC-SHA256 under the sync key (the pair's shared secret; an unkeyed digest of
+ * documents holding secrets would be shown in `/v1/ha`). Under a controller, its generation number
+ * is used instead.
+ */
+export function documentsGeneration(documents: readonly unknown[], syncKeyFile: string): number {
+  const key = readSyncKey(syncKeyFile);
+  try {
+    return createHmac('sha256', key.bytes).update(JSON.stringify(documents)).digest().readUIntBE(0, 6);
+  } finally {
+    key.dispose();
+  }
+}
+
+/** Addresses without their prefix length. */
+function vipAddresses(ha: HaConfig): string[] {
+  return [...ha.vips, ...ha.privateVips].map((v) => v.split('/')[0]!);
+}
+
+export class DaemonHa {
+  readonly #node: HaNode;
+  #sync: HaSync | undefined;
+  /** Devices opened before the sync channel exists; attached when it comes. */
+  readonly #devices = new Set<WireGuardDevice>();
+
+  /** Declares the VIPs floating; call before any device binds. */
+  constructor(ha: HaConfig, o: { stateDir: string; generation: number; events: EventLog; logger: Logger }) {
+    setFloatingAddresses(vipAddresses(ha));
+    this.#node = new HaNode({
+      // No charon under [ha] (haRefusal): nothing for its ha plugin's relay to carry.
+      ha: { ...ha, charonHa: false },
+      stateDir: o.stateDir,
+      generation: o.generation,
+      events: o.events,
+      logger: o.logger,
+      syncFactory: (options, onEvent) => {
+        const sync = new HaSync(options, onEvent);
+        // Before any role is set: the standby holds the devices' sessions from the first snapshot.
+        for (const d of this.#devices) if (!d.closed) sync.attachWireguard(d);
+        this.#sync = sync;
+        return sync;
+      },
+    });
+    this.#node.on('role', (r) => o.logger.info({ from: r.from, to: r.to, reason: r.reason }, `HA role ${r.to}`));
+  }
+
+  /** A WireGuard device opened (at start or by a reconcile that replaced one): under HA from now on. */
+  attach(device: WireGuardDevice): void {
+    for (const d of this.#devices) if (d.closed) this.#devices.delete(d);
+    this.#devices.add(device);
+    this.#sync?.attachWireguard(device);
+  }
+
+  /**
+   * A device about to close (a reconcile replaces it). The sync channel keeps every engine it was
+   * given and installs a synced session on the first one that has the session's peer: a closed
+   * device still holding its peers would take the sessions meant for its replacement. Without
+   * peers it matches none.
+   */
+  detach(device: WireGuardDevice): void {
+    this.#devices.delete(device);
+    if (!device.closed) device.apply({ replacePeers: true, peers: [] });
+  }
+
+  /** The sync channel and keepalived; standby until VRRP elects this node. */
+  async start(): Promise<void> {
+    await this.#node.start();
+  }
+
+  setGeneration(generation: number): void {
+    this.#node.setGeneration(generation);
+  }
+
+  view(): HaView {
+    return this.#node.view();
+  }
+
+  async stop(): Promise<void> {
+    await this.#node.stop();
+    this.#sync = undefined;
+    this.#devices.clear();
+  }
+}
