@@ -57,13 +57,13 @@ pub(super) fn run(s: Arc<Shared>, listener: TcpListener, relay: Option<UdpSocket
         }
         match conn {
             Some((stream, initiator)) => match handshake(&s, &stream, initiator) {
-                Ok((cipher, id, role, generation)) => {
+                Ok(((cipher, rd), id, role, generation)) => {
                     peer_id = Some(id);
                     // Keep only the lower id's dialled connection.
                     if initiator != (s.cfg.node_id < id) {
                         continue;
                     }
-                    serve(&s, stream, cipher, id, role, generation, relay.as_ref());
+                    serve(&s, stream, cipher, rd, id, role, generation, relay.as_ref());
                 }
                 Err(e) => reject(&s, &e),
             },
@@ -122,11 +122,16 @@ fn hello(s: &Shared) -> Message {
     }
 }
 
+/// The connection's cipher and its reader, with whatever arrived behind the peer's hello: the
+/// responder starts sending (its snapshot) the moment it has answered, so one read can carry
+/// the answer and the first frames together.
+type Session = (Cipher, FrameReader);
+
 fn handshake(
     s: &Shared,
     stream: &TcpStream,
     initiator: bool,
-) -> Result<(Cipher, u8, Role, u64), FrameError> {
+) -> Result<(Session, u8, Role, u64), FrameError> {
     let io = |e: std::io::Error| FrameError::Handshake(e.to_string());
     stream.set_nonblocking(false).map_err(io)?;
     stream
@@ -160,7 +165,7 @@ fn handshake(
             "peer node id {node_id} is invalid or equals ours"
         )));
     }
-    Ok((hs.into_cipher()?, node_id, role, generation))
+    Ok(((hs.into_cipher()?, rd), node_id, role, generation))
 }
 
 /// The state of one live connection.
@@ -365,10 +370,12 @@ fn peer_role(r: Role) -> u8 {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve(
     s: &Shared,
     stream: TcpStream,
     cipher: Cipher,
+    rd: FrameReader,
     id: u8,
     role: Role,
     generation: u64,
@@ -395,7 +402,7 @@ fn serve(
         exhausted: HashSet::new(),
         snapshot_sent: false,
     };
-    let reason = serve_loop(&mut c, relay);
+    let reason = serve_loop(&mut c, rd, relay);
     s.peer_connected.store(false, Relaxed);
     s.peer_role.store(PEER_NONE, Relaxed);
     let _ = c.stream.shutdown(std::net::Shutdown::Both);
@@ -419,11 +426,14 @@ fn serve(
     });
 }
 
-fn serve_loop(c: &mut Conn<'_>, relay: Option<&UdpSocket>) -> Result<(), FrameError> {
+fn serve_loop(
+    c: &mut Conn<'_>,
+    mut rd: FrameReader,
+    relay: Option<&UdpSocket>,
+) -> Result<(), FrameError> {
     let s = c.s;
     let interval = s.cfg.sync_interval;
     let relay_to = relay.zip(s.cfg.relay.map(|r| r.1));
-    let mut rd = FrameReader::default();
     let mut next_tick = Instant::now();
     let mut buf = vec![0u8; 65536];
     while !s.closing.load(Relaxed) {
@@ -447,19 +457,19 @@ fn serve_loop(c: &mut Conn<'_>, relay: Option<&UdpSocket>) -> Result<(), FrameEr
         let ms = wait.as_millis().clamp(1, 100) as libc::c_int;
         // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures for the call.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        // Frames from the peer.
+        // Frames from the peer (the first ones may have come with the handshake).
         loop {
-            match c.stream.read(&mut buf) {
-                Ok(0) => return Err(FrameError::Handshake("peer closed the connection".into())),
-                Ok(n) => rd.push(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(FrameError::Handshake(format!("read: {e}"))),
-            }
             while let Some(body) = rd.next_frame()? {
                 let m = c.cipher.open(&body)?;
                 s.frames_received.fetch_add(1, Relaxed);
                 s.last_rx_ms.store(now_ms().max(1), Relaxed);
                 c.apply(m, relay_to)?;
+            }
+            match c.stream.read(&mut buf) {
+                Ok(0) => return Err(FrameError::Handshake("peer closed the connection".into())),
+                Ok(n) => rd.push(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(FrameError::Handshake(format!("read: {e}"))),
             }
         }
         // Datagrams from the local charon, to the peer's.
