@@ -208,7 +208,12 @@ t.test('keepalived moves the VIP, the standby continues the session, the old act
       '  chain output {\n    type filter hook output priority 0; policy accept;\n    ip protocol vrrp drop\n  }\n}\n',
   );
   await lab.exec(nsA, tools.nft, ['-f', vrrpCut]);
-  await until('A fenced', async () => (await view(a)).fenced === true, 8000);
+  // keepalived adds the VIP before it reports MASTER, so A holds it until its fence is in
+  // effect: the samples start once keepalived reported FAULT (it drops the VIP before that).
+  await until('A fenced', async () => {
+    const v = await view(a);
+    return v.fenced === true && v.vrrp_state === 'FAULT';
+  }, 8000);
   const samples: Array<[boolean, boolean]> = [];
   for (let i = 0; i < 15; i++) {
     samples.push([await hasVip(lab, nsA), await hasVip(lab, nsB)]);
