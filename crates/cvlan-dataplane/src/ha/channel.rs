@@ -305,6 +305,8 @@ impl Conn<'_> {
                         self.acked.insert(index);
                     }
                 }
+                // At once, not at the next tick: the standby counts a session as it stores it.
+                s.synced_wg.store(self.acked.len() as u64, Relaxed);
             }
             Message::SnapshotDone { sessions } if role == Role::Standby => {
                 s.emit(HaEvent::SnapshotDone { sessions });
