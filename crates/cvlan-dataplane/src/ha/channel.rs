@@ -84,6 +84,11 @@ fn drain_relay(relay: Option<&UdpSocket>) {
 }
 
 fn reject(s: &Shared, e: &FrameError) {
+    // Two nodes that dial each other at once each wait for an answer the other, busy dialling,
+    // does not give: that times out, and refuses nothing.
+    if matches!(e, FrameError::Io(_)) {
+        return;
+    }
     match e {
         FrameError::Forged | FrameError::Handshake(_) => {
             s.rejected_forged.fetch_add(1, Relaxed);
@@ -106,9 +111,9 @@ fn read_frame(stream: &mut TcpStream, rd: &mut FrameReader) -> Result<Vec<u8>, F
         }
         let n = stream
             .read(&mut buf)
-            .map_err(|e| FrameError::Handshake(e.to_string()))?;
+            .map_err(|e| FrameError::Io(e.to_string()))?;
         if n == 0 {
-            return Err(FrameError::Handshake("connection closed".into()));
+            return Err(FrameError::Io("connection closed".into()));
         }
         rd.push(&buf[..n]);
     }
@@ -132,7 +137,7 @@ fn handshake(
     stream: &TcpStream,
     initiator: bool,
 ) -> Result<(Session, u8, Role, u64), FrameError> {
-    let io = |e: std::io::Error| FrameError::Handshake(e.to_string());
+    let io = |e: std::io::Error| FrameError::Io(e.to_string());
     stream.set_nonblocking(false).map_err(io)?;
     stream
         .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
@@ -186,7 +191,7 @@ impl Conn<'_> {
     fn send(&mut self, m: &Message) -> Result<(), FrameError> {
         let body = self.cipher.seal(m)?;
         write_all(&mut self.stream, &frame::frame(&body))
-            .map_err(|e| FrameError::Handshake(format!("write: {e}")))?;
+            .map_err(|e| FrameError::Io(format!("write: {e}")))?;
         self.s.frames_sent.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -468,10 +473,10 @@ fn serve_loop(
                 c.apply(m, relay_to)?;
             }
             match c.stream.read(&mut buf) {
-                Ok(0) => return Err(FrameError::Handshake("peer closed the connection".into())),
+                Ok(0) => return Err(FrameError::Io("peer closed the connection".into())),
                 Ok(n) => rd.push(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(FrameError::Handshake(format!("read: {e}"))),
+                Err(e) => return Err(FrameError::Io(format!("read: {e}"))),
             }
         }
         // Datagrams from the local charon, to the peer's.
@@ -489,7 +494,7 @@ fn serve_loop(
         }
         let last = s.last_rx_ms.load(Relaxed);
         if now_ms().saturating_sub(last) > dead_after(interval).as_millis() as u64 {
-            return Err(FrameError::Handshake("peer silent".into()));
+            return Err(FrameError::Io("peer silent".into()));
         }
     }
     Ok(())
