@@ -54,15 +54,21 @@ async function mac(lab: Lab, ns: string, dev: string): Promise<string> {
   return m[1];
 }
 
+// Watches new lines rather than indexing the kept output: that keeps only the last 200 lines,
+// and a chatty node (keepalived's log, one line per view) reaches that within the test.
 async function view(p: LabProcess): Promise<Record<string, unknown>> {
-  const seen = p.output().length;
-  p.signal('SIGUSR2');
-  for (let i = 0; i < 100; i++) {
-    const line = p.output().slice(seen).find((l) => l.line.startsWith('{"view"'));
-    if (line !== undefined) return (JSON.parse(line.line) as { view: Record<string, unknown> }).view;
-    await new Promise((r) => setTimeout(r, 20));
+  let found: string | undefined;
+  const stop = p.onLine((l) => {
+    if (found === undefined && l.line.startsWith('{"view"')) found = l.line;
+  });
+  try {
+    p.signal('SIGUSR2');
+    for (let i = 0; i < 100 && found === undefined; i++) await new Promise((r) => setTimeout(r, 20));
+  } finally {
+    stop();
   }
-  throw new Error(`no view from ${p.name}: ${p.lastOutput()}`);
+  if (found === undefined) throw new Error(`no view from ${p.name}: ${p.lastOutput()}`);
+  return (JSON.parse(found) as { view: Record<string, unknown> }).view;
 }
 
 async function until(what: string, f: () => Promise<boolean>, ms = 10_000): Promise<void> {
@@ -202,7 +208,12 @@ t.test('keepalived moves the VIP, the standby continues the session, the old act
       '  chain output {\n    type filter hook output priority 0; policy accept;\n    ip protocol vrrp drop\n  }\n}\n',
   );
   await lab.exec(nsA, tools.nft, ['-f', vrrpCut]);
-  await until('A fenced', async () => (await view(a)).fenced === true, 8000);
+  // keepalived adds the VIP before it reports MASTER, so A holds it until its fence is in
+  // effect: the samples start once keepalived reported FAULT (it drops the VIP before that).
+  await until('A fenced', async () => {
+    const v = await view(a);
+    return v.fenced === true && v.vrrp_state === 'FAULT';
+  }, 8000);
   const samples: Array<[boolean, boolean]> = [];
   for (let i = 0; i < 15; i++) {
     samples.push([await hasVip(lab, nsA), await hasVip(lab, nsB)]);

@@ -433,3 +433,85 @@ fn a_joining_standby_receives_every_session() {
         took.as_millis()
     );
 }
+
+/// An active peer answers the standby's handshake and sends its snapshot in the same write: the
+/// standby reads both at once and must keep the frames behind the answer (the active sends each
+/// keypair once; nothing would bring a lost one back here).
+#[test]
+fn frames_that_come_with_the_handshake_answer_are_applied() {
+    use cvlan_dataplane::ha::frame::{self, FrameReader, Handshake, Message};
+    use std::io::Read;
+
+    let wa = engine();
+    let peer_dev = Mutex::new(Device::new(Some(PEER_KEY)));
+    peer_dev.lock().unwrap().upsert_peer(PeerConfig {
+        public_key: public(NODE_KEY),
+        preshared_key: None,
+        endpoint: Some(NODE_ADDR.parse().unwrap()),
+        persistent_keepalive: 0,
+    });
+    establish(&wa, &peer_dev, PEER_ADDR.parse().unwrap());
+    let records = wa.with(|d| d.export_sessions(wa.time().mono));
+    assert_eq!(records.len(), 1);
+
+    // The standby has the lower id: it dials, the (hand-made) active answers.
+    let (pa, pb) = (free_port(), free_port());
+    let active = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], pb))).unwrap();
+    let (b, _) = channel(1, pa, pb, 7);
+    let wb = engine();
+    b.attach_wireguard(wb.clone());
+    let (mut stream, _) = active.accept().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut hs = Handshake::new(&Zeroizing::new([7; 32]), false).unwrap();
+    let mut rd = FrameReader::default();
+    let hello = loop {
+        if let Some(f) = rd.next_frame().unwrap() {
+            break f;
+        }
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the standby closed the connection");
+        rd.push(&buf[..n]);
+    };
+    assert!(matches!(
+        hs.read(&hello).unwrap(),
+        Message::Hello { node_id: 1, .. }
+    ));
+    let mut burst = frame::frame(
+        &hs.write(&Message::Hello {
+            node_id: 2,
+            generation: 0,
+            role: Role::Active,
+        })
+        .unwrap(),
+    );
+    let mut cipher = hs.into_cipher().unwrap();
+    for m in [
+        Message::State {
+            generation: 0,
+            role: Role::Active,
+        },
+        Message::WgSession(Box::new(records[0].clone())),
+        Message::SnapshotDone { sessions: 1 },
+    ] {
+        burst.extend(frame::frame(&cipher.seal(&m).unwrap()));
+    }
+    stream.write_all(&burst).unwrap();
+    // Within the standby's patience for a silent peer (1 s): nothing else is sent.
+    let until = Instant::now() + Duration::from_millis(800);
+    while b.status().synced_wg_sessions != 1 {
+        assert!(
+            Instant::now() < until,
+            "the snapshot behind the handshake answer was lost: {:?}",
+            b.status()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        wb.with(|d| d.session_counters())[0].0,
+        records[0].local_index
+    );
+    assert_eq!(b.status().peer_role, Some(Role::Active));
+}

@@ -12,6 +12,9 @@ mod tenant_tun;
 pub mod trace;
 mod wireguard;
 
+// Reachable from the crate root like the other free functions (napi registers it in the addon).
+pub use ha::set_floating_addresses;
+
 use cvlan_dataplane::counters::DropReason;
 pub(crate) use cvlan_dataplane::Code;
 use cvlan_dataplane::{Device, Event};

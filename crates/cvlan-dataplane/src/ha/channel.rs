@@ -57,13 +57,13 @@ pub(super) fn run(s: Arc<Shared>, listener: TcpListener, relay: Option<UdpSocket
         }
         match conn {
             Some((stream, initiator)) => match handshake(&s, &stream, initiator) {
-                Ok((cipher, id, role, generation)) => {
+                Ok(((cipher, rd), id, role, generation)) => {
                     peer_id = Some(id);
                     // Keep only the lower id's dialled connection.
                     if initiator != (s.cfg.node_id < id) {
                         continue;
                     }
-                    serve(&s, stream, cipher, id, role, generation, relay.as_ref());
+                    serve(&s, stream, cipher, rd, id, role, generation, relay.as_ref());
                 }
                 Err(e) => reject(&s, &e),
             },
@@ -84,6 +84,11 @@ fn drain_relay(relay: Option<&UdpSocket>) {
 }
 
 fn reject(s: &Shared, e: &FrameError) {
+    // Two nodes that dial each other at once each wait for an answer the other, busy dialling,
+    // does not give: that times out, and refuses nothing.
+    if matches!(e, FrameError::Io(_)) {
+        return;
+    }
     match e {
         FrameError::Forged | FrameError::Handshake(_) => {
             s.rejected_forged.fetch_add(1, Relaxed);
@@ -106,9 +111,9 @@ fn read_frame(stream: &mut TcpStream, rd: &mut FrameReader) -> Result<Vec<u8>, F
         }
         let n = stream
             .read(&mut buf)
-            .map_err(|e| FrameError::Handshake(e.to_string()))?;
+            .map_err(|e| FrameError::Io(e.to_string()))?;
         if n == 0 {
-            return Err(FrameError::Handshake("connection closed".into()));
+            return Err(FrameError::Io("connection closed".into()));
         }
         rd.push(&buf[..n]);
     }
@@ -122,12 +127,17 @@ fn hello(s: &Shared) -> Message {
     }
 }
 
+/// The connection's cipher and its reader, with whatever arrived behind the peer's hello: the
+/// responder starts sending (its snapshot) the moment it has answered, so one read can carry
+/// the answer and the first frames together.
+type Session = (Cipher, FrameReader);
+
 fn handshake(
     s: &Shared,
     stream: &TcpStream,
     initiator: bool,
-) -> Result<(Cipher, u8, Role, u64), FrameError> {
-    let io = |e: std::io::Error| FrameError::Handshake(e.to_string());
+) -> Result<(Session, u8, Role, u64), FrameError> {
+    let io = |e: std::io::Error| FrameError::Io(e.to_string());
     stream.set_nonblocking(false).map_err(io)?;
     stream
         .set_read_timeout(Some(HANDSHAKE_TIMEOUT))
@@ -160,7 +170,7 @@ fn handshake(
             "peer node id {node_id} is invalid or equals ours"
         )));
     }
-    Ok((hs.into_cipher()?, node_id, role, generation))
+    Ok(((hs.into_cipher()?, rd), node_id, role, generation))
 }
 
 /// The state of one live connection.
@@ -181,7 +191,7 @@ impl Conn<'_> {
     fn send(&mut self, m: &Message) -> Result<(), FrameError> {
         let body = self.cipher.seal(m)?;
         write_all(&mut self.stream, &frame::frame(&body))
-            .map_err(|e| FrameError::Handshake(format!("write: {e}")))?;
+            .map_err(|e| FrameError::Io(format!("write: {e}")))?;
         self.s.frames_sent.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -300,6 +310,8 @@ impl Conn<'_> {
                         self.acked.insert(index);
                     }
                 }
+                // At once, not at the next tick: the standby counts a session as it stores it.
+                s.synced_wg.store(self.acked.len() as u64, Relaxed);
             }
             Message::SnapshotDone { sessions } if role == Role::Standby => {
                 s.emit(HaEvent::SnapshotDone { sessions });
@@ -365,10 +377,12 @@ fn peer_role(r: Role) -> u8 {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve(
     s: &Shared,
     stream: TcpStream,
     cipher: Cipher,
+    rd: FrameReader,
     id: u8,
     role: Role,
     generation: u64,
@@ -395,7 +409,7 @@ fn serve(
         exhausted: HashSet::new(),
         snapshot_sent: false,
     };
-    let reason = serve_loop(&mut c, relay);
+    let reason = serve_loop(&mut c, rd, relay);
     s.peer_connected.store(false, Relaxed);
     s.peer_role.store(PEER_NONE, Relaxed);
     let _ = c.stream.shutdown(std::net::Shutdown::Both);
@@ -419,11 +433,14 @@ fn serve(
     });
 }
 
-fn serve_loop(c: &mut Conn<'_>, relay: Option<&UdpSocket>) -> Result<(), FrameError> {
+fn serve_loop(
+    c: &mut Conn<'_>,
+    mut rd: FrameReader,
+    relay: Option<&UdpSocket>,
+) -> Result<(), FrameError> {
     let s = c.s;
     let interval = s.cfg.sync_interval;
     let relay_to = relay.zip(s.cfg.relay.map(|r| r.1));
-    let mut rd = FrameReader::default();
     let mut next_tick = Instant::now();
     let mut buf = vec![0u8; 65536];
     while !s.closing.load(Relaxed) {
@@ -447,19 +464,19 @@ fn serve_loop(c: &mut Conn<'_>, relay: Option<&UdpSocket>) -> Result<(), FrameEr
         let ms = wait.as_millis().clamp(1, 100) as libc::c_int;
         // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures for the call.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        // Frames from the peer.
+        // Frames from the peer (the first ones may have come with the handshake).
         loop {
-            match c.stream.read(&mut buf) {
-                Ok(0) => return Err(FrameError::Handshake("peer closed the connection".into())),
-                Ok(n) => rd.push(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(FrameError::Handshake(format!("read: {e}"))),
-            }
             while let Some(body) = rd.next_frame()? {
                 let m = c.cipher.open(&body)?;
                 s.frames_received.fetch_add(1, Relaxed);
                 s.last_rx_ms.store(now_ms().max(1), Relaxed);
                 c.apply(m, relay_to)?;
+            }
+            match c.stream.read(&mut buf) {
+                Ok(0) => return Err(FrameError::Io("peer closed the connection".into())),
+                Ok(n) => rd.push(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(FrameError::Io(format!("read: {e}"))),
             }
         }
         // Datagrams from the local charon, to the peer's.
@@ -477,7 +494,7 @@ fn serve_loop(c: &mut Conn<'_>, relay: Option<&UdpSocket>) -> Result<(), FrameEr
         }
         let last = s.last_rx_ms.load(Relaxed);
         if now_ms().saturating_sub(last) > dead_after(interval).as_millis() as u64 {
-            return Err(FrameError::Handshake("peer silent".into()));
+            return Err(FrameError::Io("peer silent".into()));
         }
     }
     Ok(())

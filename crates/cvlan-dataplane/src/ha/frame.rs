@@ -42,6 +42,8 @@ pub enum FrameError {
     Malformed(&'static str),
     /// The Noise handshake failed (wrong key, tampering, wrong order).
     Handshake(String),
+    /// The connection failed (closed, timed out, silent): nothing was refused.
+    Io(String),
 }
 
 impl std::fmt::Display for FrameError {
@@ -55,6 +57,7 @@ impl std::fmt::Display for FrameError {
             }
             FrameError::Malformed(why) => write!(f, "malformed message: {why}"),
             FrameError::Handshake(why) => write!(f, "handshake failed: {why}"),
+            FrameError::Io(why) => write!(f, "connection: {why}"),
         }
     }
 }
