@@ -101,14 +101,13 @@ export class DaemonHa {
   }
 
   /**
-   * A device about to close (a reconcile replaces it). The sync channel keeps every engine it was
-   * given and installs a synced session on the first one that has the session's peer: a closed
-   * device still holding its peers would take the sessions meant for its replacement. Without
-   * peers it matches none.
+   * A device about to close (a reconcile replaces it): out of the sync channel first, which
+   * installs a synced session on the attached engine that has the session's peer — a closed
+   * device must not take the sessions meant for its replacement.
    */
   detach(device: WireGuardDevice): void {
     this.#devices.delete(device);
-    if (!device.closed) device.apply({ replacePeers: true, peers: [] });
+    if (!device.closed) this.#sync?.detachWireguard(device);
   }
 
   /** The sync channel and keepalived; standby until VRRP elects this node. */

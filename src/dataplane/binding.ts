@@ -287,6 +287,8 @@ export interface BindingHaStatus {
 /** The sync channel; ESP SAs are not synced yet (no attachIpsec until they are). */
 export interface BindingHaSync {
   attachWireguard(device: BindingWireGuardDevice): void;
+  /** Before the device closes: synced sessions no longer go to it. */
+  detachWireguard(device: BindingWireGuardDevice): void;
   setGeneration(generation: number): void;
   /** standby = passive (sends nothing); active = counters jump by the lease, then it sends. */
   setRole(role: BindingHaRole): void;

@@ -352,6 +352,10 @@ export class WireGuardDevice extends HandoffDevice<BindingWireGuardDevice> imple
   attachTo(sync: BindingHaSync): void {
     this.call(() => sync.attachWireguard(this.native));
   }
+  /** Takes this device's sessions out of `sync` (before it closes). */
+  detachFrom(sync: BindingHaSync): void {
+    this.call(() => sync.detachWireguard(this.native));
+  }
   /** The interface name (the UAPI socket is named after it). */
   get name(): string {
     return this.native.tunName;
@@ -464,6 +468,9 @@ export class HaSync {
 
   attachWireguard(device: WireGuardDevice): void {
     device.attachTo(this.#native);
+  }
+  detachWireguard(device: WireGuardDevice): void {
+    device.detachFrom(this.#native);
   }
   setGeneration(generation: number): void {
     this.#call(() => this.#native.setGeneration(generation));

@@ -191,6 +191,13 @@ impl HaSyncJs {
         Ok(())
     }
 
+    /// Takes a WireGuard device out of HA; call it before the device closes.
+    #[napi]
+    pub fn detach_wireguard(&self, device: &WireGuardDevice) -> Result<()> {
+        self.channel()?.detach_wireguard(&device.engine()?);
+        Ok(())
+    }
+
     #[napi]
     pub fn set_generation(&self, generation: f64) -> Result<()> {
         if generation.fract() != 0.0 || !(0.0..=9.007_199_254_740_991e15).contains(&generation) {

@@ -250,6 +250,16 @@ impl HaSync {
         })
     }
 
+    /// Takes an engine out of HA before its device closes (a reconcile replaced it): synced
+    /// sessions go to the engine that has their peer, and a closed one must not be that engine.
+    pub fn detach_wireguard(&self, wg: &Arc<WireGuard>) {
+        self.shared
+            .engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|x| !Arc::ptr_eq(x, wg));
+    }
+
     /// Puts a WireGuard engine under HA: passive while this node is a standby.
     pub fn attach_wireguard(&self, wg: Arc<WireGuard>) {
         wireguard::apply_role(&wg, self.shared.role(), self.shared.cfg.lease);
