@@ -612,6 +612,7 @@ export class Vrouter implements RouterStateSource {
           await this.#stopIpsec();
           await this.#startIpsec(local, tunName);
           await reload();
+          await this.#applyRemoteAccess(this.#state);
         } });
         await this.#startIpsec(next.local, tunName);
         await reload();
@@ -692,7 +693,11 @@ export class Vrouter implements RouterStateSource {
         const tunName = this.#ipsec!.device.tunName;
         const local = this.#state.local;
         await this.#stopIpsec();
-        undo.push({ what: 'IPsec service', run: () => this.#startIpsec(local, tunName) });
+        undo.push({ what: 'IPsec service', run: async () => {
+          await this.#startIpsec(local, tunName);
+          // The tunnels come back with their own undo steps; remote access lives in this charon.
+          await this.#applyRemoteAccess(this.#state);
+        } });
       }
       // Several tenants → one: the remaining tenant's routes come once it is complete.
       if (has('routing-mode')?.shared === false) {

@@ -14,8 +14,8 @@
  * routes through the namespace, several do not: going from one to several or back is a
  * `routing-mode` step (the namespace's routes into the devices go, or come).
  *
- * The IPsec service (device + charon) runs while there are tunnels: `ipsec-start` with the first,
- * `ipsec-stop` after the last, `ipsec-restart` when what it was opened with changes
+ * The IPsec service (device + charon) runs while there are tunnels or remote-access sections:
+ * `ipsec-start` with the first, `ipsec-stop` after the last, `ipsec-restart` when what it was opened with changes
  * (`[network] listen_address`, `[ipsec] esp_encapsulation`) — it then loads every tunnel of the
  * desired state itself, so no tunnel steps besides.
  */
