@@ -6,7 +6,10 @@
 //! Each namespace is entered by one thread (`setns` is per thread): the device is started
 //! there, so its TUN device and sockets live in that namespace; the workers only use the fds.
 
+#[path = "support/netns.rs"]
+mod netns;
 mod support;
+use netns::{ip, Netns};
 
 use cvlan_dataplane::counters::{CounterSnapshot, DropReason};
 use cvlan_dataplane::device::no_events;
@@ -14,51 +17,8 @@ use cvlan_dataplane::plain::{PlainPeer, PlainTransport};
 use cvlan_dataplane::{Device, DeviceConfig};
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A named network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Netns {
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        ip(&["netns", "add", &name]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        Netns(name)
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("open netns");
-            // SAFETY: a valid namespace fd; only this thread moves.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("namespace thread")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
 
 const TUN_A: &str = "10.201.0.1";
 const TUN_B: &str = "10.201.0.2";
