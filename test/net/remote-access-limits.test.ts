@@ -10,7 +10,7 @@
 //      unloads the pool from charon.
 // CVLAN_TEST_DUMP=/tmp/x writes the daemon's and the clients' logs of the first test to /tmp/x.*;
 // CVLAN_TEST_LOG_LEVEL=debug adds charon's lines to the daemon's.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { adminGet } from '../../src/api/client.js';
@@ -73,7 +73,7 @@ const v4 = (l: string[]): string => l.find((x) => !x.includes(':')) ?? '';
 const inPool = (a: string): boolean => /^10\.99\.0\.(\d+)$/.test(a) && Number(a.split('.')[3]) >= 1 && Number(a.split('.')[3]) <= 14;
 
 /** Reloads the daemon with `doc` and waits for it to apply or refuse it. */
-async function reload(v: VrouterRun, doc: object): Promise<'applied' | 'refused'> {
+async function reload(t: Test, v: VrouterRun, doc: object): Promise<'applied' | 'refused'> {
   const events = eventsOf(v);
   const [applied, refused] = [events('config_applied').length, events('config_refused').length];
   writeFileSync(v.config, JSON.stringify(doc));
@@ -85,6 +85,7 @@ async function reload(v: VrouterRun, doc: object): Promise<'applied' | 'refused'
     60_000,
     100,
   );
+  if (r.value === 'refused') t.comment(`refused: ${JSON.stringify(events('config_refused').at(-1))}`);
   return r.value!;
 }
 
@@ -161,7 +162,7 @@ t.test('many clients at once, an out-of-pool request, the pool announced over BG
   // ---- the pool is announced while leases are held, withdrawn with the section
   await until('pool announced', () => lan.learned('ta'), (l) => l.includes(POOL), 15_000);
   t.pass(`the BGP neighbour learned ${POOL}`);
-  t.equal(await reload(v, { vrouter_id: 'vr', tenants: [tenant(false)] }), 'applied', 'remote access removed by reload');
+  t.equal(await reload(t, v, { vrouter_id: 'vr', tenants: [tenant(false)] }), 'applied', 'remote access removed by reload');
   await until('pool withdrawn', () => lan.learned('ta'), (l) => !l.includes(POOL), 15_000);
   t.pass('withdrawn once the remote-access section is removed');
   await until('client session ended', () => ca.vips('a0'), (l) => l.length === 0, 15_000);
@@ -199,8 +200,8 @@ t.test('remote access added live, partly refused and rolled back, removed live',
     (await run(tools.swanctl, ['--list-pools', '--uri', `unix://${v.charonVici}`], { ns: vr, timeoutMs: 10_000 })).stdout;
 
   // ---- added live
-  const both = { ta: ra('ta', POOL, users), tb: ra('tb', '10.98.0.0/28', []) };
-  t.equal(await reload(v, doc(both)), 'applied', 'remote access added by reload');
+  const both = { ta: ra('ta', POOL, users), tb: ra('tb', '10.98.0.0/28', [{ name: 'user0@tb.test', secret: secret() }]) };
+  t.equal(await reload(t, v, doc(both)), 'applied', 'remote access added by reload');
   const ca = await ikeClients(lab, cl.ns, {
     server: LISTEN,
     serverId: 'vpn-ta.test',
@@ -228,7 +229,7 @@ t.test('remote access added live, partly refused and rolled back, removed live',
   t.equal(vw.pools.find((p) => p.tenant === 'tb')?.online, 0, "tb's pool leased nothing");
 
   // ---- a pool's range changed under live leases: charon refuses, the reload is rolled back
-  t.equal(await reload(v, doc({ ...both, ta: ra('ta', '10.97.0.0/28', users) })), 'refused', 'a pool charon refuses: the reload is refused');
+  t.equal(await reload(t, v, doc({ ...both, ta: ra('ta', '10.97.0.0/28', users) })), 'refused', 'a pool charon refuses: the reload is refused');
   const refusal = events('config_refused').at(-1)!;
   const issue = (refusal.issues as { path: string; reason: string }[] | undefined)?.[0];
   t.equal(issue?.path, 'tenants[0].remote_access.pools[0]', 'the refusal names the field');
@@ -239,7 +240,7 @@ t.test('remote access added live, partly refused and rolled back, removed live',
   await until('view', view, (w) => w.pools.find((p) => p.tenant === 'ta')?.range === POOL, 5_000);
 
   // ---- removed live: ta's first (charon stays for tb), then tb's (charon stops)
-  t.equal(await reload(v, doc({ tb: both.tb })), 'applied', "ta's remote access removed by reload");
+  t.equal(await reload(t, v, doc({ tb: both.tb })), 'applied', "ta's remote access removed by reload");
   await until("the client's session ended", () => ca.vips('a0'), (l) => l.length === 0, 15_000);
   t.pass("the client's session ended");
   const pools = await daemonPools();
@@ -247,7 +248,7 @@ t.test('remote access added live, partly refused and rolled back, removed live',
   t.match(pools, /10\.98\.0\.0/, "and still holds tb's");
   t.notOk((await view()).pools.some((p) => p.tenant === 'ta'), 'the view lists no pool of ta');
   await t.rejects(ca.initiate('a0', 8), 'a client of ta can no longer connect');
-  t.equal(await reload(v, doc({})), 'applied', 'the last remote access removed');
+  t.equal(await reload(t, v, doc({})), 'applied', 'the last remote access removed');
   await until('IPsec stopped', async () => (await lab.ip(vr, ['-o', 'link', 'show'])).stdout, (s) => !/ipsec-/.test(s), 15_000);
   t.pass('the IPsec service stopped with it');
 });
