@@ -457,8 +457,8 @@ export class Vrouter implements RouterStateSource {
 
   /**
    * One tenant ⇄ several. To several: the namespace's routes into the devices go (its one table
-   * cannot keep overlapping tenants apart). To one: the remaining tenant's peers' allowed IPs and
-   * tunnels' remote subnets are routed into its devices again. The workers' handoff does not
+   * cannot keep overlapping tenants apart). To one: the remaining tenant's peers' allowed IPs,
+   * tunnels' remote subnets and remote-access pools are routed into its devices again. The workers' handoff does not
    * depend on this (it follows the tenant runtimes), so traffic between devices keeps flowing.
    */
   async #setRoutingMode(shared: boolean): Promise<void> {
@@ -476,7 +476,7 @@ export class Vrouter implements RouterStateSource {
     reportHostNetworking(checkHostNetworking(), this.#opts.logger);
     for (const rt of this.#tenants.values()) {
       if (rt.wg) await this.#routeAll(rt.spec.peers.flatMap((p) => p.allowedIps), rt.wg.tunName);
-      if (this.#ipsec) await this.#routeAll(rt.spec.tunnels.flatMap((x) => x.remoteSubnets), this.#ipsec.device.tunName);
+      if (this.#ipsec) await this.#routeAll([...rt.spec.tunnels.flatMap((x) => x.remoteSubnets), ...(rt.spec.remoteAccess?.pools.map((p) => p.range) ?? [])], this.#ipsec.device.tunName);
     }
   }
 
