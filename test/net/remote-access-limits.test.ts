@@ -1,8 +1,8 @@
 // Remote access at its limits (strongSwan clients with kernel-libipsec, as remote-access.test.ts):
 //   1. many clients of one client charon initiate at the same instant: all connected within seconds;
 //      a client asking for an address outside its tenant's pool gets a pool address, never the
-//      one it asked for; the tenant's BGP neighbour (BIRD) learns the pool prefix once a client
-//      holds a lease, and loses it when the remote-access section is removed.
+//      one it asked for; the tenant's BGP neighbour (BIRD) learns the pool prefix while a client
+//      holds a lease, and loses it when the last client leaves and when the section is removed.
 //   2. remote access added live to a vrouter that started without IPsec: a client connects and
 //      reaches its tenant; a client asking for another tenant's pool address gets its own
 //      tenant's; a reload charon partly refuses (a pool's range changed under a live lease) is
@@ -162,6 +162,12 @@ t.test('many clients at once, an out-of-pool request, the pool announced over BG
   // ---- the pool is announced while leases are held, withdrawn with the section
   await until('pool announced', () => lan.learned('ta'), (l) => l.includes(POOL), 15_000);
   t.pass(`the BGP neighbour learned ${POOL}`);
+  for (let i = 0; i <= PARALLEL; i++) await ca.terminate(`a${i}`);
+  await until('pool withdrawn', () => lan.learned('ta'), (l) => !l.includes(POOL), 15_000);
+  t.pass('withdrawn when the last client left');
+  await ca.initiate('a0', 20);
+  await until('pool announced again', () => lan.learned('ta'), (l) => l.includes(POOL), 15_000);
+  t.pass('announced again with the next client');
   t.equal(await reload(t, v, { vrouter_id: 'vr', tenants: [tenant(false)] }), 'applied', 'remote access removed by reload');
   await until('pool withdrawn', () => lan.learned('ta'), (l) => !l.includes(POOL), 15_000);
   t.pass('withdrawn once the remote-access section is removed');
