@@ -6,12 +6,16 @@
  *   - a WireGuard peer's allowed IPs while its session is live: a handshake within
  *     REJECT_AFTER_TIME (180 s, WireGuard whitepaper §6.1) — after that no data can flow until
  *     the next handshake, and the LAN should send its traffic to a node that has one;
- *   - a tenant TUN device's subnets while the device is open.
+ *   - a tenant TUN device's subnets while the device is open;
+ *   - a remote-access pool's prefix while at least one client holds a lease from it (under
+ *     `announce.ipsec`: the clients are reached over IPsec). The prefix, not each leased /32: one
+ *     route however many clients, and no update per login.
  */
 import type { TenantSpec } from '../config/model.js';
 import type { PeerView, TunnelView } from '../api/state.js';
 import type { EventLog } from '../log.js';
 import type { Reachable, RoutingStatus } from '../routing/service.js';
+import type { PoolView } from '../remote-access/service.js';
 
 /** s; WireGuard's REJECT_AFTER_TIME. */
 export const WG_SESSION_LIFETIME_S = 180;
@@ -22,6 +26,7 @@ export function reachableOf(
   peers: readonly PeerView[],
   openTuns: readonly string[],
   nowMs: number,
+  pools: readonly PoolView[] = [],
 ): Reachable[] {
   const out: Reachable[] = [];
   for (const spec of tenant.tunnels) {
@@ -38,6 +43,11 @@ export function reachableOf(
   for (const spec of tenant.tuns) {
     if (!openTuns.includes(spec.name)) continue;
     for (const prefix of spec.subnets) out.push({ prefix, source: 'tun', via: spec.name });
+  }
+  const ra = tenant.remoteAccess;
+  for (const p of ra?.pools ?? []) {
+    const v = pools.find((x) => x.tenant === tenant.id && x.pool === p.name);
+    if (v && v.online > 0) out.push({ prefix: p.range, source: 'ipsec', via: ra!.id });
   }
   return out;
 }

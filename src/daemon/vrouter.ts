@@ -42,7 +42,7 @@ import { plan, type Op } from '../reconcile/plan.js';
 import { describeRefusal, startUapiServer } from '../wireguard/uapi-server.js';
 import type { ConfigVersionView, CounterSnapshot, DropView, HealthView, PeerView, RouteView, RouterStateSource, TenantView, TunnelView, WorkerView } from '../api/state.js';
 import { CharonWatch } from './charon-events.js';
-import { RemoteAccess, type RemoteAccessView } from '../remote-access/service.js';
+import { RemoteAccess, RemoteAccessRefused, type RemoteAccessView } from '../remote-access/service.js';
 import { handoffPlan } from './handoff.js';
 import { IkeResync, IkeView } from './ike-view.js';
 import { checkHostNetworking, reportHostNetworking } from './host-checks.js';
@@ -407,10 +407,11 @@ export class Vrouter implements RouterStateSource {
     const tunnels = this.tunnels();
     const peers = this.wireguardPeers();
     const now = Date.now();
+    const pools = this.clients().pools;
     for (const rt of this.#tenants.values()) {
       if (!rt.spec.bgp) continue;
       const open = rt.tuns.filter((t) => !t.dev.closed).map((t) => t.spec.name);
-      routing.setReachable(rt.spec.id, reachableOf(rt.spec, tunnels, peers, open, now));
+      routing.setReachable(rt.spec.id, reachableOf(rt.spec, tunnels, peers, open, now, pools));
     }
   }
 
@@ -456,8 +457,8 @@ export class Vrouter implements RouterStateSource {
 
   /**
    * One tenant ⇄ several. To several: the namespace's routes into the devices go (its one table
-   * cannot keep overlapping tenants apart). To one: the remaining tenant's peers' allowed IPs and
-   * tunnels' remote subnets are routed into its devices again. The workers' handoff does not
+   * cannot keep overlapping tenants apart). To one: the remaining tenant's peers' allowed IPs,
+   * tunnels' remote subnets and remote-access pools are routed into its devices again. The workers' handoff does not
    * depend on this (it follows the tenant runtimes), so traffic between devices keeps flowing.
    */
   async #setRoutingMode(shared: boolean): Promise<void> {
@@ -475,7 +476,7 @@ export class Vrouter implements RouterStateSource {
     reportHostNetworking(checkHostNetworking(), this.#opts.logger);
     for (const rt of this.#tenants.values()) {
       if (rt.wg) await this.#routeAll(rt.spec.peers.flatMap((p) => p.allowedIps), rt.wg.tunName);
-      if (this.#ipsec) await this.#routeAll(rt.spec.tunnels.flatMap((x) => x.remoteSubnets), this.#ipsec.device.tunName);
+      if (this.#ipsec) await this.#routeAll([...rt.spec.tunnels.flatMap((x) => x.remoteSubnets), ...(rt.spec.remoteAccess?.pools.map((p) => p.range) ?? [])], this.#ipsec.device.tunName);
     }
   }
 
@@ -687,6 +688,16 @@ export class Vrouter implements RouterStateSource {
         await this.#upTenant(o.spec, this.#nextTag++);
         undo.push({ what: `tenant ${o.tenant}`, run: () => this.#downTenant(this.#tenants.get(o.tenant)!) });
       }
+      // Remote access follows the tenants (loaded into a charon just started, unloaded before
+      // one stops); a part charon refuses rolls everything back like any other step.
+      field = 'tenants';
+      undo.push({ what: 'remote access', run: () => this.#applyRemoteAccess(this.#state) });
+      try {
+        await this.#applyRemoteAccess(next);
+      } catch (e) {
+        if (e instanceof RemoteAccessRefused) field = `tenants[${next.tenants.findIndex((x) => x.id === e.tenant)}].${e.field}`;
+        throw e;
+      }
       if (has('ipsec-stop')) {
         // The last tunnel went: charon does not keep UDP 500/4500 open for nothing (as at start).
         field = 'tenants';
@@ -729,7 +740,6 @@ export class Vrouter implements RouterStateSource {
       ]);
     }
     this.#state = next;
-    await this.#applyRemoteAccess(next);
     await this.#pruneIpsecRoutes();
     await this.#syncTunRoutes();
     // New tunnels' if_ids, replaced devices and changed inter-tenant rules reach the workers.

@@ -78,6 +78,18 @@ const FAILURE_PATTERNS: [RegExp, string][] = [
   [/constraint check failed/, 'certificate constraints not met'],
 ];
 
+/** charon refused part of a tenant's remote access; `field` is relative to the tenant. */
+export class RemoteAccessRefused extends Error {
+  constructor(
+    readonly tenant: string,
+    readonly field: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RemoteAccessRefused';
+  }
+}
+
 export interface RemoteAccessHooks {
   logger: Logger;
   /** The if_id of a remote-access connection (the daemon keeps one per connection id). */
@@ -136,13 +148,18 @@ export class RemoteAccess {
     }
     for (const [id, { tenant, spec }] of want) {
       const old = this.#loaded.get(id);
-      const l = await this.#load(tenant, spec);
+      const l = await this.#load(tenant, spec, old);
       if (old) await this.#revoke(old, l);
     }
     this.refresh();
   }
 
-  async #load(tenant: string, spec: RemoteAccessSpec): Promise<Loaded> {
+  /**
+   * Loads one tenant's remote access. When charon refuses a part (a pool whose range changed
+   * while clients hold leases from it, a certificate or key it cannot parse), what this load added
+   * beyond `prev` is unloaded again and the error names the field; `prev` stays as it was loaded.
+   */
+  async #load(tenant: string, spec: RemoteAccessSpec, prev?: Loaded): Promise<Loaded> {
     const conn: RemoteAccessConn = {
       id: spec.id,
       ifId: this.#hooks.ifIdOf(spec.id),
@@ -167,10 +184,25 @@ export class RemoteAccess {
       ...spec.users.map((u) => ({ command: 'load-shared', message: { id: userSecretId(spec.id, u.name), type: 'EAP', data: u.secret.text(), owners: [u.name] } })),
       { command: 'load-conn', message: { [spec.id]: remoteAccessConnSection(conn, { udpEncap: !this.#ipsec.device.rawEsp }) } },
     ];
+    const fields = [
+      ...(conn.ca ? ['remote_access.ca'] : []),
+      ...(conn.crl ? ['remote_access.crl'] : []),
+      'remote_access.certificate',
+      'remote_access.private_key',
+      ...spec.pools.map((_, i) => `remote_access.pools[${i}]`),
+      ...spec.users.map((_, i) => `remote_access.users[${i}]`),
+      'remote_access',
+    ];
     const results = await this.#ipsec.vici.pipeline(cmds);
     const failed = results.findIndex((r) => r instanceof Error);
     if (failed >= 0) {
-      throw new Error(`remote access ${spec.id} (tenant ${tenant}): charon refused ${cmds[failed]!.command}: ${(results[failed] as Error).message}`);
+      const v = this.#ipsec.vici;
+      const hadPools = new Set(prev?.spec.pools.map((p) => p.name));
+      const hadUsers = new Set(prev?.spec.users.map((u) => u.name));
+      for (const p of spec.pools) if (!hadPools.has(p.name)) await v.request('unload-pool', { name: p.name }).catch(() => undefined);
+      for (const u of spec.users) if (!hadUsers.has(u.name)) await v.unloadShared(userSecretId(spec.id, u.name)).catch(() => undefined);
+      if (!prev) await v.unloadConn(spec.id).catch(() => undefined);
+      throw new RemoteAccessRefused(tenant, fields[failed]!, `charon refused ${cmds[failed]!.command} of remote access ${spec.id}: ${(results[failed] as Error).message}`);
     }
     const l: Loaded = { tenant, spec, conn, revoked: new Set(conn.crl ? revokedSerials(conn.crl) : []) };
     this.#loaded.set(spec.id, l);

@@ -49,8 +49,13 @@ export async function ikeClients(lab: Lab, ns: string, o: { server: string; serv
   const resolv = join(dir, 'resolv.conf');
   writeFileSync(resolv, '');
   copyFileSync(o.ca, join(dir, 'x509ca', 'ca.pem'));
+  // A blocking `swanctl --initiate` holds one of charon's worker threads until its CHILD_SA is up
+  // (or its timeout passes). With the default 16 threads (about 8 of them for jobs) 8+ clients
+  // initiating at once hold every worker: no thread is left to process the server's answers, and
+  // the client stalls until the initiate timeouts free them. One thread per client on top.
   const conf = `charon {
   load_modular = yes
+  threads = ${16 + o.clients.length}
   plugins {
     include /etc/strongswan.d/charon/*.conf
   }

@@ -4,6 +4,7 @@ import { parseControllerDocs } from '../../src/config/controller.js';
 import { bgpChanges, reachableOf, WG_SESSION_LIFETIME_S } from '../../src/daemon/advertise.js';
 import type { PeerView, TunnelView } from '../../src/api/state.js';
 import type { RoutingStatus } from '../../src/routing/service.js';
+import type { PoolView } from '../../src/remote-access/service.js';
 import { genkey, pubkey } from '../../src/secrets/keys.js';
 
 const PEER = pubkey(genkey());
@@ -49,6 +50,31 @@ t.test('liveness: tunnels up, sessions within 180 s, open TUNs', async (t) => {
   t.same(live, [{ prefix: '10.20.0.2/32', source: 'wireguard', via: 'agent' }], 'a recent handshake is live (named by the peer name); an expired one is not');
   t.same(reachableOf(spec, [], [peer(PEER, null)], [], NOW), [], 'never handshaken: not reachable');
   t.same(reachableOf(spec, [], [], ['tun0'], NOW), [{ prefix: '10.30.0.0/24', source: 'tun', via: 'tun0' }], 'an open TUN');
+});
+
+t.test('remote access: a pool is announced while a client holds a lease from it', async (t) => {
+  const [ra] = parseControllerDocs([
+    {
+      tenant_id: 'acme',
+      remote_access: {
+        local_id: 'vpn.acme.example',
+        certificate: 'file:/etc/cvlan/vpn.pem',
+        private_key: 'file:/etc/cvlan/vpn.key',
+        pools: [{ range: '10.99.0.0/24' }, { range: 'fd00:99::/120' }],
+        local_subnets: ['10.1.0.0/16'],
+        users: [{ name: 'alice', secret: 'correct horse battery staple' }],
+      },
+    },
+  ]).tenants;
+  const pool = (name: string, tenantId: string, online: number): PoolView => ({ tenant: tenantId, pool: name, range: '', size: 254, online, offline: 0, leases: [] });
+  t.same(reachableOf(ra!, [], [], [], NOW), [], 'no pool read yet: nothing');
+  t.same(reachableOf(ra!, [], [], [], NOW, [pool('ra-acme-0', 'acme', 0), pool('ra-acme-1', 'acme', 0)]), [], 'no lease online: nothing');
+  t.same(
+    reachableOf(ra!, [], [], [], NOW, [pool('ra-acme-0', 'acme', 2), pool('ra-acme-1', 'acme', 0)]),
+    [{ prefix: '10.99.0.0/24', source: 'ipsec', via: 'ra-acme' }],
+    'the pool with leases in use, under the ipsec switch; the idle one not',
+  );
+  t.same(reachableOf(ra!, [], [], [], NOW, [pool('ra-acme-0', 'other', 3)]), [], "another tenant's pool of the same name does not count");
 });
 
 t.test('BGP changes become log events', async (t) => {
