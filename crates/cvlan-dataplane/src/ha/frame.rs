@@ -10,7 +10,9 @@
 //! Frame on the wire: `len: u32` then `len` bytes; a transport frame is `nonce: u64` followed
 //! by the ciphertext and its 16-byte tag.
 
+use crate::charon::protocol::{self as charon, PolicyId};
 use crate::ha::Role;
+use crate::ipsec::{EspCounter, EspPolicyRecord, EspSaRecord};
 use cvlan_proto::wireguard::{SessionRecord, SessionSlot};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -233,6 +235,19 @@ pub enum Message {
     SnapshotDone { sessions: u32 },
     /// An opaque datagram for the other node's relay socket (charon's ha plugin).
     Relay(Vec<u8>),
+    /// An ESP SA the active holds (snapshot and changes), keys included.
+    EspSa(Box<EspSaRecord>),
+    /// An ESP SA the active deleted.
+    EspRemove { spi: u32 },
+    /// Sequence numbers and replay-window tops of live SAs.
+    EspCounters(Vec<EspCounter>),
+    /// The standby stored these outbound sequence numbers: the active may send up to each
+    /// plus the lease.
+    EspAck(Vec<(u32, u64)>),
+    /// An outbound policy the active holds.
+    EspPolicy(Box<EspPolicyRecord>),
+    /// An outbound policy the active removed.
+    EspPolicyRemove(Box<PolicyId>),
 }
 
 const T_HELLO: u8 = 1;
@@ -243,6 +258,12 @@ const T_WG_COUNTERS: u8 = 5;
 const T_WG_ACK: u8 = 6;
 const T_SNAPSHOT_DONE: u8 = 7;
 const T_RELAY: u8 = 8;
+const T_ESP_SA: u8 = 9;
+const T_ESP_REMOVE: u8 = 10;
+const T_ESP_COUNTERS: u8 = 11;
+const T_ESP_ACK: u8 = 12;
+const T_ESP_POLICY: u8 = 13;
+const T_ESP_POLICY_REMOVE: u8 = 14;
 
 /// `WgCounter` entries per frame: 4 + 8 + 1 + 8 bytes each, with room to spare.
 pub const COUNTERS_PER_FRAME: usize = 2048;
@@ -342,6 +363,48 @@ impl Message {
                 v.push(T_RELAY);
                 v.extend_from_slice(d);
             }
+            Message::EspSa(r) => {
+                v.push(T_ESP_SA);
+                v.extend_from_slice(&r.seq.to_be_bytes());
+                put_opt_u64(&mut v, r.recv_top);
+                // The plugin link's own encoding of `add_sa` (docs/charon-plugin-protocol.md).
+                let req = charon::Request::AddSa(Box::new(r.sa.clone()));
+                put_charon(&mut v, &req);
+            }
+            Message::EspRemove { spi } => {
+                v.push(T_ESP_REMOVE);
+                v.extend_from_slice(&spi.to_be_bytes());
+            }
+            Message::EspCounters(list) => {
+                v.push(T_ESP_COUNTERS);
+                v.extend_from_slice(&(list.len() as u32).to_be_bytes());
+                for c in list {
+                    v.extend_from_slice(&c.spi.to_be_bytes());
+                    v.extend_from_slice(&c.seq.to_be_bytes());
+                    put_opt_u64(&mut v, c.recv_top);
+                }
+            }
+            Message::EspAck(list) => {
+                v.push(T_ESP_ACK);
+                v.extend_from_slice(&(list.len() as u32).to_be_bytes());
+                for (spi, c) in list {
+                    v.extend_from_slice(&spi.to_be_bytes());
+                    v.extend_from_slice(&c.to_be_bytes());
+                }
+            }
+            Message::EspPolicy(p) => {
+                v.push(T_ESP_POLICY);
+                v.extend_from_slice(&p.reqid.to_be_bytes());
+                v.extend_from_slice(&p.rank.to_be_bytes());
+                put_charon(
+                    &mut v,
+                    &charon::Request::QueryPolicy(Box::new(p.id.clone())),
+                );
+            }
+            Message::EspPolicyRemove(id) => {
+                v.push(T_ESP_POLICY_REMOVE);
+                put_charon(&mut v, &charon::Request::QueryPolicy(id.clone()));
+            }
         }
         v
     }
@@ -417,6 +480,57 @@ impl Message {
                 r.at = r.b.len();
                 Message::Relay(d)
             }
+            T_ESP_SA => {
+                let seq = r.u64()?;
+                let recv_top = r.opt_u64()?;
+                let charon::Request::AddSa(sa) = r.charon()? else {
+                    return Err(FrameError::Malformed("ESP SA: not an add_sa"));
+                };
+                Message::EspSa(Box::new(EspSaRecord {
+                    sa: *sa,
+                    seq,
+                    recv_top,
+                }))
+            }
+            T_ESP_REMOVE => Message::EspRemove { spi: r.u32()? },
+            T_ESP_COUNTERS => {
+                let n = r.count(COUNTERS_PER_FRAME)?;
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    list.push(EspCounter {
+                        spi: r.u32()?,
+                        seq: r.u64()?,
+                        recv_top: r.opt_u64()?,
+                    });
+                }
+                Message::EspCounters(list)
+            }
+            T_ESP_ACK => {
+                let n = r.count(COUNTERS_PER_FRAME)?;
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    list.push((r.u32()?, r.u64()?));
+                }
+                Message::EspAck(list)
+            }
+            T_ESP_POLICY => {
+                let reqid = r.u32()?;
+                let rank = u128::from_be_bytes(r.take(16)?.try_into().expect("16"));
+                let charon::Request::QueryPolicy(id) = r.charon()? else {
+                    return Err(FrameError::Malformed("ESP policy: not a policy id"));
+                };
+                Message::EspPolicy(Box::new(EspPolicyRecord {
+                    id: *id,
+                    reqid,
+                    rank,
+                }))
+            }
+            T_ESP_POLICY_REMOVE => {
+                let charon::Request::QueryPolicy(id) = r.charon()? else {
+                    return Err(FrameError::Malformed("ESP policy: not a policy id"));
+                };
+                Message::EspPolicyRemove(id)
+            }
             _ => return Err(FrameError::Malformed("unknown message type")),
         };
         if r.at != b.len() {
@@ -434,6 +548,18 @@ fn put_opt_u64(v: &mut Vec<u8>, x: Option<u64>) {
             v.extend_from_slice(&x.to_be_bytes());
         }
     }
+}
+
+/// A request in the plugin link's encoding, without its length word (which the frame's own
+/// length bounds), behind a u32 length. The buffer holds keys: zeroed when dropped.
+fn put_charon(v: &mut Vec<u8>, req: &charon::Request) {
+    let f = Zeroizing::new(charon::encode(&charon::Frame::Request {
+        id: 0,
+        req: req.clone(),
+    }));
+    let body = &f[4..];
+    v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    v.extend_from_slice(body);
 }
 
 struct Rd<'a> {
@@ -471,6 +597,14 @@ impl Rd<'_> {
             return Err(FrameError::Malformed("too many entries"));
         }
         Ok(n)
+    }
+    fn charon(&mut self) -> Result<charon::Request, FrameError> {
+        let n = self.u32()? as usize;
+        match charon::decode(self.take(n)?) {
+            Ok(charon::Frame::Request { req, .. }) => Ok(req),
+            Ok(_) => Err(FrameError::Malformed("ESP record: not a request")),
+            Err(_) => Err(FrameError::Malformed("ESP record: bad encoding")),
+        }
     }
     fn opt_u64(&mut self) -> Result<Option<u64>, FrameError> {
         match self.u8()? {
