@@ -13,16 +13,16 @@
  *   stop                      first: keepalived stopped by its PID (it releases the VIP), the data
  *                             plane passive, the sync channel closed
  *
- * IPsec tunnels under `[ha]` need both halves of the IPsec state: charon's `ha` plugin for IKE
- * (`ha.charon_ha`, on by default) and a data plane that syncs ESP SAs (sequence numbers: without
- * them a takeover would send (SPI, sequence number) pairs the old active already used).
+ * IPsec under `[ha]` needs both halves of the IPsec state: charon's `ha` plugin for IKE
+ * (`ha.charon_ha`, on by default; refused without it) and the data plane's ESP sync (sequence
+ * numbers and replay windows, which the plugin does not carry).
  */
 import { createHmac } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import { ConfigError } from '../errors.js';
 import type { DesiredState, HaConfig } from '../config/model.js';
-import { HaSync, setFloatingAddresses, type IpsecDevice, type WireGuardDevice } from '../dataplane/index.js';
+import { HaSync, setFloatingAddresses, type WireGuardDevice } from '../dataplane/index.js';
 import type { IpsecService } from '../ipsec/service.js';
 import { charonHaSettings } from '../ha/charon-ha.js';
 import type { EventLog } from '../log.js';
@@ -30,19 +30,8 @@ import { HaNode } from '../ha/node.js';
 import { readSyncKey } from '../ha/sync-key.js';
 import type { HaView } from '../ha/view.js';
 
-/** The sync channel's ESP half, where this build's data plane has it. */
-type EspSync = { attachIpsec(device: IpsecDevice): void; detachIpsec?(device: IpsecDevice): void };
-
-/** This build's data plane syncs ESP SAs (`HaSync.attachIpsec`). */
-export function espSyncAvailable(): boolean {
-  return typeof (HaSync.prototype as Partial<EspSync>).attachIpsec === 'function';
-}
-
-/**
- * Why this build cannot run `state` as one node of a pair; undefined when it can (or without
- * `[ha]`). `espSync`: whether the data plane syncs ESP SAs (default: what this build has).
- */
-export function haRefusal(state: DesiredState, running?: DesiredState, espSync = espSyncAvailable()): ConfigError | undefined {
+/** Why this build cannot run `state` as one node of a pair; undefined when it can (or without `[ha]`). */
+export function haRefusal(state: DesiredState, running?: DesiredState): ConfigError | undefined {
   const ha = state.local.ha;
   if (running && !isDeepStrictEqual(running.local.ha, ha)) {
     return new ConfigError([{ path: 'ha', reason: 'cannot change while running (keepalived, the sync channel and the bound VIP are set up at start); restart the daemon to apply it' }]);
@@ -59,14 +48,6 @@ export function haRefusal(state: DesiredState, running?: DesiredState, espSync =
       {
         path: 'ha.charon_ha',
         reason: `false while tenants[${i}].${what} needs IKE: the standby's charon would hold no IKE_SA, so a takeover would drop every IPsec peer; set it to true (the default) or remove the IPsec configuration`,
-      },
-    ]);
-  }
-  if (!espSync) {
-    return new ConfigError([
-      {
-        path: `tenants[${i}].${what}`,
-        reason: "IPsec with [ha] needs a data plane that syncs ESP SAs, and this build's does not: a takeover would reuse (SPI, sequence number) pairs; remove [ha] or the IPsec configuration",
       },
     ]);
   }
@@ -121,7 +102,7 @@ export class DaemonHa {
         const sync = new HaSync(options, onEvent);
         // Before any role is set: the standby holds the devices' sessions from the first snapshot.
         for (const d of this.#devices) if (!d.closed) sync.attachWireguard(d);
-        if (this.#ipsec) espSync(sync)?.attachIpsec(this.#ipsec.device);
+        if (this.#ipsec) sync.attachIpsec(this.#ipsec.device);
         this.#sync = sync;
         return sync;
       },
@@ -144,7 +125,7 @@ export class DaemonHa {
    */
   ipsecStarted(svc: IpsecService): void {
     this.#ipsec = svc;
-    if (this.#sync) espSync(this.#sync)?.attachIpsec(svc.device);
+    this.#sync?.attachIpsec(svc.device);
     svc.supervisor.on('ready', () => this.#node.charonRestarted());
   }
 
@@ -152,7 +133,7 @@ export class DaemonHa {
   ipsecStopping(svc: IpsecService): void {
     if (this.#ipsec !== svc) return;
     this.#ipsec = undefined;
-    if (this.#sync && !svc.device.closed) espSync(this.#sync)?.detachIpsec?.(svc.device);
+    if (!svc.device.closed) this.#sync?.detachIpsec(svc.device);
   }
 
   /** A WireGuard device opened (at start or by a reconcile that replaced one): under HA from now on. */
@@ -191,10 +172,4 @@ export class DaemonHa {
     this.#ipsec = undefined;
     this.#devices.clear();
   }
-}
-
-/** The ESP half of `sync` where the data plane has it (haRefusal keeps IPsec out where it does not). */
-function espSync(sync: HaSync): EspSync | undefined {
-  const s = sync as HaSync & Partial<EspSync>;
-  return typeof s.attachIpsec === 'function' ? (s as EspSync) : undefined;
 }

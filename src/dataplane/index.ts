@@ -305,6 +305,14 @@ export class IpsecDevice extends HandoffDevice<BindingIpsecDevice> {
   get rawEspError(): string | null {
     return this.native.rawEspError ?? null;
   }
+  /** Puts this device's SAs under `sync` (`HaSync.attachIpsec`). */
+  attachTo(sync: BindingHaSync): void {
+    this.call(() => sync.attachIpsec(this.native));
+  }
+  /** Takes this device's SAs out of `sync` (before it closes). */
+  detachFrom(sync: BindingHaSync): void {
+    this.call(() => sync.detachIpsec(this.native));
+  }
   /** Installed SAs and their counters (no key material). */
   sas(): SaInfo[] {
     return this.native.sas();
@@ -470,6 +478,12 @@ export class HaSync {
     device.attachTo(this.#native);
   }
   detachWireguard(device: WireGuardDevice): void {
+    device.detachFrom(this.#native);
+  }
+  attachIpsec(device: IpsecDevice): void {
+    device.attachTo(this.#native);
+  }
+  detachIpsec(device: IpsecDevice): void {
     device.detachFrom(this.#native);
   }
   setGeneration(generation: number): void {
