@@ -569,3 +569,33 @@ fn unknown_forged_and_replayed_frames_are_refused_and_counted() {
         .count();
     assert_eq!(rejected, 3, "{ev:?}");
 }
+
+/// An SA no standby ever received can collide with nothing: an active node alone sends on it
+/// without a limit (no rekey every lease), and its lease begins when it is first exported.
+#[test]
+fn an_sa_the_standby_never_saw_has_no_lease_until_exported() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = IpsecTransport {
+        engine: IpsecEngine::new("192.0.2.1".parse().unwrap()),
+    };
+    let (ha_a, _) = channel(1, pa, pb);
+    ha_a.attach_ipsec(a.engine.clone());
+    ha_a.set_role(Role::Active);
+    install(&a.engine);
+    let peer = peer();
+    for i in 1..=2 * LEASE {
+        assert_eq!(node_sends(&a, &peer), Ok(i));
+    }
+    assert_eq!(a.engine.outbound_sa(OUT).unwrap().send_limit(), u64::MAX);
+    // The standby arrives: from now on the active stays within what it acknowledges + lease.
+    let b = IpsecEngine::new("192.0.2.1".parse().unwrap());
+    let (ha_b, _) = channel(2, pb, pa);
+    ha_b.attach_ipsec(b.clone());
+    wait("the standby's acks", || ha_a.status().synced_esp_sas == 2);
+    let limit = a.engine.outbound_sa(OUT).unwrap().send_limit();
+    assert!(
+        (2 * LEASE + LEASE..=2 * LEASE + LEASE + 1).contains(&limit),
+        "limit {limit} = the counter when exported + the lease"
+    );
+    assert_eq!(b.outbound_sa(OUT).unwrap().last_seq(), 2 * LEASE);
+}
