@@ -305,14 +305,6 @@ export class IpsecDevice extends HandoffDevice<BindingIpsecDevice> {
   get rawEspError(): string | null {
     return this.native.rawEspError ?? null;
   }
-  /** Puts this device's SAs under `sync` (`HaSync.attachIpsec`). */
-  attachTo(sync: BindingHaSync): void {
-    this.call(() => sync.attachIpsec(this.native));
-  }
-  /** Takes this device's SAs out of `sync` (before it closes). */
-  detachFrom(sync: BindingHaSync): void {
-    this.call(() => sync.detachIpsec(this.native));
-  }
   /** Installed SAs and their counters (no key material). */
   sas(): SaInfo[] {
     return this.native.sas();
@@ -320,6 +312,14 @@ export class IpsecDevice extends HandoffDevice<BindingIpsecDevice> {
   /** IKE relay counters and IPsec drops by reason. */
   counters(): IpsecCounters {
     return this.native.counters();
+  }
+  /** Puts this device's SAs and outbound policies under `sync` (`HaSync.attachIpsec`). */
+  attachTo(sync: BindingHaSync): void {
+    this.call(() => sync.attachIpsec(this.native));
+  }
+  /** Takes this device out of `sync` (before it closes). */
+  detachFrom(sync: BindingHaSync): void {
+    this.call(() => sync.detachIpsec(this.native));
   }
 }
 
@@ -480,6 +480,7 @@ export class HaSync {
   detachWireguard(device: WireGuardDevice): void {
     device.detachFrom(this.#native);
   }
+  /** ESP SAs and outbound policies synced (active) or imported (standby); passive as standby. */
   attachIpsec(device: IpsecDevice): void {
     device.attachTo(this.#native);
   }

@@ -66,6 +66,9 @@ impl EspSync {
                 .collect();
             new.sort_unstable();
             new.dedup();
+            for spi in &new {
+                e.begin_lease(*spi, s.cfg.lease);
+            }
             for r in e.export_sas(&new) {
                 send(&Message::EspSa(Box::new(r)))?;
             }
@@ -213,8 +216,7 @@ pub(super) fn take_over(
     (jumped, stopped)
 }
 
-/// Passive as a standby; under the lease as active.
-pub(super) fn apply_role(e: &IpsecEngine, role: Role, lease: u64) {
-    e.set_lease(lease, role == Role::Active);
+/// Passive as a standby. (Leases begin when the active first exports an SA.)
+pub(super) fn apply_role(e: &IpsecEngine, role: Role) {
     e.set_passive(role == Role::Standby);
 }

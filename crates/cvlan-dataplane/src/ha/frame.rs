@@ -166,7 +166,12 @@ pub struct Cipher {
 impl Cipher {
     /// Seals a message into a frame body (nonce + ciphertext).
     pub fn seal(&mut self, m: &Message) -> Result<Vec<u8>, FrameError> {
-        let plain = Zeroizing::new(m.encode());
+        self.seal_bytes(&Zeroizing::new(m.encode()))
+    }
+
+    /// Seals an encoded message (a peer of another version can send kinds this one does not
+    /// know: the receiver must refuse them, see the tests).
+    pub fn seal_bytes(&mut self, plain: &[u8]) -> Result<Vec<u8>, FrameError> {
         if plain.len() > MAX_PLAINTEXT {
             return Err(FrameError::Oversized(plain.len()));
         }
@@ -176,7 +181,7 @@ impl Cipher {
         out[..8].copy_from_slice(&nonce.to_be_bytes());
         let n = self
             .ts
-            .write_message(nonce, &plain, &mut out[8..])
+            .write_message(nonce, plain, &mut out[8..])
             .map_err(noise_err)?;
         out.truncate(8 + n);
         Ok(out)
@@ -678,6 +683,65 @@ mod tests {
         }
     }
 
+    fn esp_record() -> EspSaRecord {
+        use crate::charon::protocol::{AddSa, Mode, SaFlags, SaId, SecretKey};
+        EspSaRecord {
+            sa: AddSa {
+                id: SaId {
+                    src: "192.0.2.1:4500".parse().unwrap(),
+                    dst: "192.0.2.2:4500".parse().unwrap(),
+                    spi: 0xc0ff_ee01,
+                    proto: 50,
+                    mark: Default::default(),
+                    if_id: 7,
+                },
+                reqid: 7,
+                mode: Mode::Tunnel,
+                src_ts: vec![],
+                dst_ts: vec![],
+                interface: None,
+                lifetime: Default::default(),
+                enc_alg: 20,
+                enc_key: SecretKey::new(vec![0x5a; 36]),
+                int_alg: 0,
+                int_key: SecretKey::default(),
+                replay_window: 4096,
+                tfc: 0,
+                ipcomp: 0,
+                cpi: 0,
+                hw_offload: 0,
+                sa_mark: Default::default(),
+                copy_dscp: 0,
+                flags: SaFlags {
+                    esn: true,
+                    encap: true,
+                    ..Default::default()
+                },
+            },
+            seq: (5 << 32) + 9,
+            recv_top: Some(3),
+        }
+    }
+
+    fn esp_record_policy() -> PolicyId {
+        use crate::charon::protocol::{PolicyDir, TrafficSelector};
+        let ts = |a: &str, b: &str| TrafficSelector {
+            protocol: 0,
+            from_port: 0,
+            to_port: 65535,
+            from: a.parse().unwrap(),
+            to: b.parse().unwrap(),
+        };
+        PolicyId {
+            dir: PolicyDir::Out,
+            src_ts: ts("10.1.0.0", "10.1.0.255"),
+            dst_ts: ts("10.2.0.0", "10.2.0.255"),
+            mark: Default::default(),
+            if_id: 7,
+            interface: None,
+        }
+    }
+
     #[test]
     fn messages_round_trip() {
         let (mut a, mut b) = pair(5, 5).unwrap();
@@ -703,6 +767,27 @@ mod tests {
             Message::WgAck(vec![(1, 2), (3, 4)]),
             Message::SnapshotDone { sessions: 500 },
             Message::Relay(vec![0xab; 1500]),
+            Message::EspSa(Box::new(esp_record())),
+            Message::EspRemove { spi: 0xc0ff_ee01 },
+            Message::EspCounters(vec![
+                EspCounter {
+                    spi: 1,
+                    seq: (1 << 32) + 7,
+                    recv_top: None,
+                },
+                EspCounter {
+                    spi: 2,
+                    seq: 0,
+                    recv_top: Some(u64::MAX),
+                },
+            ]),
+            Message::EspAck(vec![(1, 1 << 40)]),
+            Message::EspPolicy(Box::new(EspPolicyRecord {
+                id: esp_record_policy(),
+                reqid: 7,
+                rank: u128::MAX - 1,
+            })),
+            Message::EspPolicyRemove(Box::new(esp_record_policy())),
         ];
         for m in msgs {
             let body = b.open(&a.seal(&m).unwrap()).unwrap();
@@ -797,5 +882,23 @@ mod tests {
             FrameError::Malformed("too many entries")
         );
         assert!(Message::decode(&[0xff]).is_err());
+        let full = Message::EspSa(Box::new(esp_record())).encode();
+        for n in 0..full.len() {
+            assert!(
+                Message::decode(&full[..n]).is_err(),
+                "ESP prefix of {n} bytes"
+            );
+        }
+        // An ESP record whose embedded request is of another kind.
+        let mut wrong = vec![T_ESP_POLICY_REMOVE];
+        put_charon(&mut wrong, &charon::Request::FlushSas);
+        assert_eq!(
+            Message::decode(&wrong).unwrap_err(),
+            FrameError::Malformed("ESP policy: not a policy id")
+        );
+        assert!(
+            !format!("{:?}", esp_record()).contains("90, 90"),
+            "ESP keys redacted"
+        );
     }
 }

@@ -305,7 +305,7 @@ impl HaSync {
     /// imported (standby); passive while this node is a standby.
     pub fn attach_ipsec(&self, engine: Arc<IpsecEngine>) {
         let role = self.shared.role.lock().unwrap_or_else(|e| e.into_inner());
-        esp::apply_role(&engine, *role, self.shared.cfg.lease);
+        esp::apply_role(&engine, *role);
         let mut e = self.shared.ipsec.lock().unwrap_or_else(|e| e.into_inner());
         if !e.iter().any(|x| Arc::ptr_eq(x, &engine)) {
             e.push(engine);
@@ -352,7 +352,7 @@ impl HaSync {
                     wireguard::apply_role(&wg, role, lease);
                 }
                 for e in self.shared.ipsec_engines() {
-                    esp::apply_role(&e, role, lease);
+                    esp::apply_role(&e, role);
                 }
             }
             Role::Active => {
@@ -379,7 +379,7 @@ impl HaSync {
                 // Counters first, then live: no packet leaves below the jumped counter.
                 let (esp_jumped, esp_stopped) = esp::take_over(&ipsec, &stored_esp, lease);
                 for e in &ipsec {
-                    esp::apply_role(e, role, lease);
+                    esp::apply_role(e, role);
                 }
                 drop(r);
                 self.shared.emit(HaEvent::Takeover {

@@ -151,13 +151,8 @@ impl IpsecEngine {
                 .filter(|e| !synced && e.synced && same_keys(&e.record, &record))
             {
                 Some(e) => e.sa.clone(),
-                None => {
-                    let esa = OutboundSa::new(&params, now).map_err(|_| Status::Invalid)?;
-                    if let Some(lease) = self.lease() {
-                        esa.set_send_limit(crate::ha::lease::send_limit(0, lease));
-                    }
-                    Arc::new(esa)
-                }
+                // No lease yet: the HA channel gives it one when it first exports the SA.
+                None => Arc::new(OutboundSa::new(&params, now).map_err(|_| Status::Invalid)?),
             };
             let entry = Arc::new(OutboundEntry {
                 sa: esa,

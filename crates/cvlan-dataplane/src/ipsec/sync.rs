@@ -14,18 +14,24 @@ use super::tables::OutPolicy;
 use super::IpsecEngine;
 use crate::charon::protocol::{AddSa, PolicyId};
 use crate::ha::lease;
+use cvlan_proto::esp::LifetimeEvent;
 use cvlan_proto::esp::{InboundSa, OutboundSa};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Exhausted outbound SAs are reported to charon again at this interval: the report at a
+/// takeover can reach a charon whose IKE_SAs are not active yet, which then does not rekey.
+const LEASE_REPORT_AGAIN: Duration = Duration::from_secs(5);
 
 /// The engine's HA state.
 #[derive(Default)]
 pub(super) struct HaState {
     /// A standby sends no ESP.
     passive: AtomicBool,
-    /// Counter lease in packets (0: not under HA).
-    lease: AtomicU64,
+    /// When each exhausted outbound SA was last reported to charon (`poll_leases`).
+    reported: Mutex<HashMap<u32, Duration>>,
 }
 
 /// One SA as the active exports it: what charon installed (keys, algorithms, selectors, if_id,
@@ -83,21 +89,45 @@ impl IpsecEngine {
         self.ha.passive.load(Relaxed)
     }
 
-    pub(super) fn lease(&self) -> Option<u64> {
-        Some(self.ha.lease.load(Relaxed)).filter(|&l| l > 0)
+    /// The first export of an outbound SA gives it its lease, from where its counter is: the
+    /// record the standby stores carries at least that counter, so the limit is at most what
+    /// the standby stores plus the lease. Before that the SA sends freely: its keys are on no
+    /// other node, so no number it uses can be used anywhere else. (WireGuard's keypairs start
+    /// at `0 + lease` instead; for ESP every exhaustion costs a CHILD_SA rekey through charon,
+    /// and an active node without a standby would rekey every SA every `lease` packets.)
+    pub fn begin_lease(&self, spi: u32, lease: u64) {
+        if let Some(e) = self.snapshot().outbound.get(&spi) {
+            if e.sa.send_limit() == u64::MAX {
+                e.sa.set_send_limit(lease::send_limit(e.sa.last_seq(), lease));
+            }
+        }
     }
 
-    /// Puts the engine under HA with a counter lease: outbound SAs charon installs from now on
-    /// start with the lease as their limit; as active, SAs that had no limit (the engine was
-    /// attached with live SAs) get one from where they are — the standby can only store a
-    /// counter at least that far.
-    pub fn set_lease(&self, lease: u64, active: bool) {
-        self.ha.lease.store(lease, Relaxed);
-        if active {
-            for e in self.snapshot().outbound.values() {
-                if e.sa.send_limit() == u64::MAX {
-                    e.sa.set_send_limit(lease::send_limit(e.sa.last_seq(), lease));
-                }
+    /// Reports exhausted outbound SAs to charon again (a soft expire: rekey), at most every
+    /// `LEASE_REPORT_AGAIN`; called from the lifetime tick. Nothing on a passive standby.
+    pub(super) fn poll_leases(&self, now: Duration) {
+        if self.is_passive() {
+            return;
+        }
+        let t = self.snapshot();
+        let exhausted: Vec<_> = t
+            .outbound
+            .values()
+            .filter(|e| e.sa.send_limit() != u64::MAX && e.sa.lease_exhausted())
+            .collect();
+        let mut reported = self.ha.reported.lock().unwrap_or_else(|e| e.into_inner());
+        if exhausted.is_empty() && reported.is_empty() {
+            return;
+        }
+        reported.retain(|spi, _| exhausted.iter().any(|e| e.sa.spi() == *spi));
+        for e in exhausted {
+            let spi = e.sa.spi();
+            if reported
+                .get(&spi)
+                .is_none_or(|at| now.saturating_sub(*at) >= LEASE_REPORT_AGAIN)
+            {
+                reported.insert(spi, now);
+                self.report(spi, e.id.dst, LifetimeEvent::SoftExpire);
             }
         }
     }
