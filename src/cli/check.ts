@@ -91,7 +91,7 @@ export function check(configFile: string, localFile: string | undefined): CheckR
   }
   try {
     const state = loadDesiredState({ controllerDocs: [json.doc], ...(local ? { localToml: local } : {}), ...(secretsKey ? { secretsKey } : {}), stateDir: null });
-    // What `run` accepts as valid but this build cannot apply (IPsec without a listen address, under [ha]).
+    // What `run` accepts as valid but this build cannot apply (IPsec without a listen address, under [ha] without charon_ha).
     for (const i of unsupported(state)?.issues ?? []) {
       const inToml = i.path.startsWith('network.') || i.path === 'ha' || i.path.startsWith('ha.');
       issues.push({ file: inToml ? tomlFile : configFile, line: inToml ? null : (lineOfPath(json.lines, i.path) ?? null), path: i.path, reason: i.reason });

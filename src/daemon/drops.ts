@@ -33,6 +33,7 @@ export const DROP_CODE_REASONS: Readonly<Record<string, DropReason>> = Object.fr
   esp_outside_selectors: 'source_not_allowed',
   esp_sa_expired: 'other',
   esp_sequence_overflow: 'other',
+  esp_lease_exhausted: 'other', // an HA lease ran out: the SA rekeys
   esp_buffer_too_small: 'other',
   // the IPsec engine
   ipsec_no_policy: 'no_route',

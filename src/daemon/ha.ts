@@ -7,11 +7,15 @@
  *                             channel, a device replaced by a reconcile included
  *   after the devices         HaNode: the sync channel, then keepalived (VRRP, the VIP), standby
  *                             until elected; the configuration generation compared with the peer's
+ *   the IPsec service         charon loads the `ha` plugin (loopback, relayed by the sync channel);
+ *                             the device's SAs attached to the sync channel (sequence numbers,
+ *                             replay windows); the role drives charon's segment through its FIFO
  *   stop                      first: keepalived stopped by its PID (it releases the VIP), the data
  *                             plane passive, the sync channel closed
  *
- * IPsec tunnels are refused under `[ha]`: the data planes do not sync ESP SAs yet, so a takeover
- * would drop every tunnel (charon's `ha` plugin carries IKE state, not sequence numbers).
+ * IPsec under `[ha]` needs both halves of the IPsec state: charon's `ha` plugin for IKE
+ * (`ha.charon_ha`, on by default; refused without it) and the data plane's ESP sync (sequence
+ * numbers and replay windows, which the plugin does not carry).
  */
 import { createHmac } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
@@ -19,6 +23,8 @@ import type { Logger } from 'pino';
 import { ConfigError } from '../errors.js';
 import type { DesiredState, HaConfig } from '../config/model.js';
 import { HaSync, setFloatingAddresses, type WireGuardDevice } from '../dataplane/index.js';
+import type { IpsecService } from '../ipsec/service.js';
+import { charonHaSettings } from '../ha/charon-ha.js';
 import type { EventLog } from '../log.js';
 import { HaNode } from '../ha/node.js';
 import { readSyncKey } from '../ha/sync-key.js';
@@ -34,12 +40,14 @@ export function haRefusal(state: DesiredState, running?: DesiredState): ConfigEr
   if (state.local.network.listenAddress === undefined) {
     return new ConfigError([{ path: 'network.listen_address', reason: 'missing; with [ha] the data plane binds the VIP peers reach the pair on (one of ha.vips), so that replies leave from it' }]);
   }
-  const i = state.tenants.findIndex((t) => t.tunnels.length > 0);
-  if (i >= 0) {
+  const i = state.tenants.findIndex((t) => t.tunnels.length > 0 || t.remoteAccess !== undefined);
+  if (i < 0) return undefined;
+  const what = state.tenants[i]!.tunnels.length > 0 ? 'tunnels' : 'remote_access';
+  if (!ha.charonHa) {
     return new ConfigError([
       {
-        path: `tenants[${i}].tunnels`,
-        reason: 'IPsec tunnels are not supported with [ha] yet: the data planes do not sync ESP SAs, so a takeover would drop every tunnel; remove [ha] or the tunnels',
+        path: 'ha.charon_ha',
+        reason: `false while tenants[${i}].${what} needs IKE: the standby's charon would hold no IKE_SA, so a takeover would drop every IPsec peer; set it to true (the default) or remove the IPsec configuration`,
       },
     ]);
   }
@@ -67,30 +75,65 @@ function vipAddresses(ha: HaConfig): string[] {
 }
 
 export class DaemonHa {
+  readonly #ha: HaConfig;
   readonly #node: HaNode;
   #sync: HaSync | undefined;
   /** Devices opened before the sync channel exists; attached when it comes. */
   readonly #devices = new Set<WireGuardDevice>();
+  /** The IPsec service while one runs: its device's SAs under the sync channel, its charon's FIFO. */
+  #ipsec: IpsecService | undefined;
 
-  /** Declares the VIPs floating; call before any device binds. */
-  constructor(ha: HaConfig, o: { stateDir: string; generation: number; events: EventLog; logger: Logger }) {
+  /**
+   * Declares the VIPs floating; call before any device binds. `onCharonSegment`: charon's segment
+   * was switched (its IKE_SAs changed state without an ike-updown event).
+   */
+  constructor(ha: HaConfig, o: { stateDir: string; generation: number; events: EventLog; logger: Logger; onCharonSegment?: () => void }) {
     setFloatingAddresses(vipAddresses(ha));
+    this.#ha = ha;
     this.#node = new HaNode({
-      // No charon under [ha] (haRefusal): nothing for its ha plugin's relay to carry.
-      ha: { ...ha, charonHa: false },
+      // With charon_ha the relay runs from the start: charon may come with a later reload.
+      ha,
       stateDir: o.stateDir,
       generation: o.generation,
       events: o.events,
       logger: o.logger,
+      charonPid: () => this.#ipsec?.supervisor.pid,
       syncFactory: (options, onEvent) => {
         const sync = new HaSync(options, onEvent);
         // Before any role is set: the standby holds the devices' sessions from the first snapshot.
         for (const d of this.#devices) if (!d.closed) sync.attachWireguard(d);
+        if (this.#ipsec) sync.attachIpsec(this.#ipsec.device);
         this.#sync = sync;
         return sync;
       },
     });
     this.#node.on('role', (r) => o.logger.info({ from: r.from, to: r.to, reason: r.reason }, `HA role ${r.to}`));
+    this.#node.on('charon', () => o.onCharonSegment?.());
+  }
+
+  /** charon's `ha` plugin for the IPsec service's charon (`IpsecServiceOptions.extraPlugins`); none without charon_ha. */
+  charonPlugins(): { name: string; settings: Record<string, string | number | boolean> }[] {
+    if (!this.#ha.charonHa) return [];
+    const c = charonHaSettings(this.#ha);
+    return [{ name: c.plugin, settings: c.settings }];
+  }
+
+  /**
+   * The IPsec service started: its SAs go under the sync channel (a standby's device is passive
+   * and takes the active's sequence numbers), and every (re)start of its charon gets the segment
+   * driven to the role again (a new charon starts with it inactive).
+   */
+  ipsecStarted(svc: IpsecService): void {
+    this.#ipsec = svc;
+    this.#sync?.attachIpsec(svc.device);
+    svc.supervisor.on('ready', () => this.#node.charonRestarted());
+  }
+
+  /** Before the IPsec service closes. */
+  ipsecStopping(svc: IpsecService): void {
+    if (this.#ipsec !== svc) return;
+    this.#ipsec = undefined;
+    if (!svc.device.closed) this.#sync?.detachIpsec(svc.device);
   }
 
   /** A WireGuard device opened (at start or by a reconcile that replaced one): under HA from now on. */
@@ -126,6 +169,7 @@ export class DaemonHa {
   async stop(): Promise<void> {
     await this.#node.stop();
     this.#sync = undefined;
+    this.#ipsec = undefined;
     this.#devices.clear();
   }
 }

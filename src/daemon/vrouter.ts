@@ -163,7 +163,16 @@ export class Vrouter implements RouterStateSource {
     try {
       // The VIPs are floating before any device binds one; keepalived once the devices exist.
       const ha = state.local.ha;
-      if (ha) v.#ha = new DaemonHa(ha, { stateDir: state.local.state.dir, generation: opts.haGeneration ?? 0, events: v.#events, logger: opts.logger });
+      if (ha) {
+        v.#ha = new DaemonHa(ha, {
+          stateDir: state.local.state.dir,
+          generation: opts.haGeneration ?? 0,
+          events: v.#events,
+          logger: opts.logger,
+          // charon handles the FIFO command on its own thread: read its IKE_SAs once it has.
+          onCharonSegment: () => setTimeout(() => void v.refreshSas(), 250).unref(),
+        });
+      }
       await v.#up();
       await v.#ha?.start();
     } catch (e) {
@@ -224,8 +233,11 @@ export class Vrouter implements RouterStateSource {
       runtimeDir: this.#opts.runtimeDir,
       rawEsp: local.ipsec.espEncapsulation === 'auto',
       ...(this.#workers() !== undefined ? { workers: this.#workers()! } : {}),
+      // [ha]: charon's ha plugin carries the IKE state to the other node's charon (ha.ts).
+      ...(this.#ha ? { extraPlugins: this.#ha.charonPlugins() } : {}),
       logger: this.#opts.logger,
     });
+    this.#ha?.ipsecStarted(svc);
     svc.device.on('event', (ev) => {
       if (ev.type === 'tun-lost') this.#deviceLost(this.#shared ? null : ([...this.#tenants.values()].find((rt) => rt.spec.tunnels.length > 0)?.spec.id ?? null), 'ipsec', ev);
       else if (ev.type === 'sas-removed') this.#sasRemoved(ev);
@@ -278,6 +290,7 @@ export class Vrouter implements RouterStateSource {
     this.#ra?.close();
     this.#ra = undefined;
     if (!svc) return;
+    this.#ha?.ipsecStopping(svc);
     this.#handoff();
     if (!svc.device.closed) setHandoff(svc.device, null);
     await svc.close();

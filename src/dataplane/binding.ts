@@ -260,8 +260,10 @@ export interface BindingHaEvent {
   reason?: string;
   /**
    * takeover comes with every standby → active change (the first activation too);
-   * peer-up: { nodeId, role, generation }; takeover: { wgSessionsContinued, wgSessionsStopped };
-   * lease-exhausted: { receiverIndex }; snapshot-done: { wgSessions }.
+   * peer-up: { nodeId, role, generation };
+   * takeover: { wgSessionsContinued, wgSessionsStopped, espSasContinued, espSasStopped };
+   * lease-exhausted: { receiverIndex } (WireGuard) or { spi } (an outbound ESP SA: charon is
+   * asked to rekey it); snapshot-done: { wgSessions }.
    */
   detail?: Record<string, unknown>;
 }
@@ -281,14 +283,20 @@ export interface BindingHaStatus {
   framesReceived: number;
   rejectedForged: number;
   rejectedReplayed: number;
+  /** Authentic frames that could not be decoded (a message kind this node does not know). */
+  rejectedMalformed: number;
   leaseExhausted: number;
 }
 
-/** The sync channel; ESP SAs are not synced yet (no attachIpsec until they are). */
+/** The sync channel: WireGuard sessions, ESP SAs and outbound policies, counters, relay. */
 export interface BindingHaSync {
   attachWireguard(device: BindingWireGuardDevice): void;
   /** Before the device closes: synced sessions no longer go to it. */
   detachWireguard(device: BindingWireGuardDevice): void;
+  /** ESP SAs and outbound policies synced (active) or imported (standby); passive as standby. */
+  attachIpsec(device: BindingIpsecDevice): void;
+  /** Before the device closes: synced SAs no longer go to it. */
+  detachIpsec(device: BindingIpsecDevice): void;
   setGeneration(generation: number): void;
   /** standby = passive (sends nothing); active = counters jump by the lease, then it sends. */
   setRole(role: BindingHaRole): void;

@@ -313,6 +313,14 @@ export class IpsecDevice extends HandoffDevice<BindingIpsecDevice> {
   counters(): IpsecCounters {
     return this.native.counters();
   }
+  /** Puts this device's SAs and outbound policies under `sync` (`HaSync.attachIpsec`). */
+  attachTo(sync: BindingHaSync): void {
+    this.call(() => sync.attachIpsec(this.native));
+  }
+  /** Takes this device out of `sync` (before it closes). */
+  detachFrom(sync: BindingHaSync): void {
+    this.call(() => sync.detachIpsec(this.native));
+  }
 }
 
 export interface WireGuardDeviceOptions {
@@ -470,6 +478,13 @@ export class HaSync {
     device.attachTo(this.#native);
   }
   detachWireguard(device: WireGuardDevice): void {
+    device.detachFrom(this.#native);
+  }
+  /** ESP SAs and outbound policies synced (active) or imported (standby); passive as standby. */
+  attachIpsec(device: IpsecDevice): void {
+    device.attachTo(this.#native);
+  }
+  detachIpsec(device: IpsecDevice): void {
     device.detachFrom(this.#native);
   }
   setGeneration(generation: number): void {

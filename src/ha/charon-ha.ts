@@ -69,13 +69,31 @@ export function charonHaFifoPath(charonPid: number | undefined): string {
 
 /**
  * Activates ("+1": PASSIVE IKE_SAs become ESTABLISHED, this charon answers and initiates) or
- * deactivates ("-1") the segment. The plugin reads the FIFO in a loop, one command per open;
- * a non-blocking open fails with ENXIO while no reader is there (charon still starting).
+ * deactivates ("-1") the segment.
  */
 export async function setCharonHaSegment(fifoPath: string, active: boolean): Promise<void> {
+  await writeCharonHaCommand(fifoPath, active ? '+' : '-');
+}
+
+/**
+ * Makes this charon push its whole cache of the segment to the other one ("*1", ha_cache.c
+ * `resync`): what a (re)joining standby needs, whose own resync request (sent once, when its
+ * charon started) went nowhere while the sync channel was not up yet. The plugin then rekeys
+ * every CHILD_SA of the segment (it assumes the other node lacks their sequence numbers): one
+ * CREATE_CHILD_SA per CHILD_SA, no new IKE_SA.
+ */
+export async function resyncCharonHaSegment(fifoPath: string): Promise<void> {
+  await writeCharonHaCommand(fifoPath, '*');
+}
+
+/**
+ * The plugin reads the FIFO in a loop, one command per open; a non-blocking open fails with ENXIO
+ * while no reader is there (charon still starting).
+ */
+async function writeCharonHaCommand(fifoPath: string, op: '+' | '-' | '*'): Promise<void> {
   const fh = await open(fifoPath, constants.O_WRONLY | constants.O_NONBLOCK);
   try {
-    await fh.write(`${active ? '+' : '-'}${CHARON_HA_SEGMENT}\n`);
+    await fh.write(`${op}${CHARON_HA_SEGMENT}\n`);
   } finally {
     await fh.close();
   }

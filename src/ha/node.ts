@@ -15,7 +15,7 @@ import { mkdirSync } from 'node:fs';
 import type { HaConfig } from '../config/model.js';
 import type { EventLog } from '../log.js';
 import type { EngineLogger, EngineSupervisor } from '../supervise/engine.js';
-import { charonHaFifoPath, charonHaSettings, setCharonHaSegment } from './charon-ha.js';
+import { charonHaFifoPath, charonHaSettings, resyncCharonHaSegment, setCharonHaSegment } from './charon-ha.js';
 import { keepalivedFiles, keepalivedSupervisor, writeFence, type KeepalivedFiles } from './keepalived.js';
 import { VRRP_INSTANCE } from './keepalived-conf.js';
 import { NotifyFifo, type VrrpState } from './notify-fifo.js';
@@ -41,6 +41,8 @@ export interface HaNodeOptions {
 
 export interface HaNodeEvents {
   role: [{ from: HaRole | null; to: HaRole; reason: string }];
+  /** A command reached charon's ha plugin (its IKE_SAs change state without an ike-updown event). */
+  charon: [{ op: 'activate' | 'deactivate' | 'resync' }];
 }
 
 export class HaNode extends EventEmitter<HaNodeEvents> {
@@ -61,7 +63,13 @@ export class HaNode extends EventEmitter<HaNodeEvents> {
   private peerEverSeen = false;
   private takeovers = 0;
   private generationRefusals = 0;
+  /** charon's segment: what the role wants, what was last written to this charon's FIFO. */
   private charonWanted: boolean | null = null;
+  private charonApplied: boolean | null = null;
+  /** The peer (re)joined while this node is active: charon pushes its cache to it. */
+  private charonResyncWanted = false;
+  private charonBusy = false;
+  private charonAttempts = 0;
   private charonTimer: NodeJS.Timeout | null = null;
   private pollTimer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -202,6 +210,9 @@ export class HaNode extends EventEmitter<HaNodeEvents> {
     if (ev.kind === 'peer-up') {
       this.peerEverSeen = true;
       this.opts.events.haSync({ state: 'up', reason: ev.reason ?? 'authenticated' });
+      // The peer's charon asked for a resync when it started, most likely before the channel was
+      // up to carry the request: the active charon pushes everything now.
+      if (this.role === 'active') this.resyncCharon();
     } else if (ev.kind === 'peer-down') {
       this.opts.events.haSync({ state: 'down', reason: ev.reason ?? 'connection lost' });
     } else if (ev.kind === 'rejected') {
@@ -278,25 +289,61 @@ export class HaNode extends EventEmitter<HaNodeEvents> {
     return `VRRP ${this.vrrp} (${trigger})`;
   }
 
-  /** Drives charon's ha segment to the role, retrying while charon (and its FIFO reader) is not up. */
+  /**
+   * A (re)started charon holds its segment inactive (ha_segments.c): drive it to the role again.
+   * Call when charon's VICI is back after a restart.
+   */
+  charonRestarted(): void {
+    this.charonApplied = null;
+    this.driveCharon();
+  }
+
   private setCharon(active: boolean): void {
     if (!this.opts.ha.charonHa || !this.opts.charonPid) return;
     this.charonWanted = active;
-    if (this.charonTimer) clearTimeout(this.charonTimer);
-    const attempt = (n: number): void => {
-      this.charonTimer = null;
-      if (this.closed || this.charonWanted !== active) return;
-      const pid = this.opts.charonPid?.();
-      const path = charonHaFifoPath(pid);
-      setCharonHaSegment(path, active).then(
-        () => this.opts.logger?.info({ active, path }, 'charon HA segment set'),
-        (err: Error) => {
-          if (n % 20 === 0) this.opts.logger?.warn({ active, path, err: err.message }, 'charon HA segment not set yet, retrying');
-          this.charonTimer = setTimeout(() => attempt(n + 1), 100);
-          this.charonTimer.unref();
-        },
-      );
-    };
-    attempt(0);
+    if (!active) this.charonResyncWanted = false;
+    this.driveCharon();
+  }
+
+  private resyncCharon(): void {
+    if (!this.opts.ha.charonHa || !this.opts.charonPid) return;
+    this.charonResyncWanted = true;
+    this.driveCharon();
+  }
+
+  /**
+   * Writes one FIFO command at a time until charon's segment matches the role (and a wanted resync
+   * is done), retrying while charon (and its FIFO reader) is not up. The plugin reads one buffer
+   * per open, so commands go out 100 ms apart: two in one read would lose the second.
+   */
+  private driveCharon(): void {
+    if (this.charonBusy || this.closed || this.charonWanted === null) return;
+    const active = this.charonWanted;
+    const op = active !== this.charonApplied ? (active ? 'activate' : 'deactivate') : this.charonResyncWanted && active ? 'resync' : null;
+    // No charon (no IPsec configured, or between restarts): charonRestarted() drives it when it comes.
+    const pid = this.opts.charonPid?.();
+    if (op === null || pid === undefined) return;
+    this.charonBusy = true;
+    const path = charonHaFifoPath(pid);
+    const write = op === 'resync' ? resyncCharonHaSegment(path) : setCharonHaSegment(path, active);
+    write.then(
+      () => {
+        if (op === 'resync') this.charonResyncWanted = false;
+        else this.charonApplied = active;
+        this.charonAttempts = 0;
+        this.opts.logger?.info({ op, path }, 'charon HA segment command written');
+        this.emit('charon', { op });
+      },
+      (err: Error) => {
+        if (this.charonAttempts++ % 20 === 0) this.opts.logger?.warn({ op, path, err: err.message }, 'charon HA segment command not written yet, retrying');
+      },
+    ).finally(() => {
+      this.charonTimer = setTimeout(() => {
+        this.charonTimer = null;
+        this.charonBusy = false;
+        this.driveCharon();
+      }, 100);
+      this.charonTimer.unref();
+    });
   }
 }

@@ -11,7 +11,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { IpsecDevice, type SaInfo, type IpsecCounters, type WorkerStats } from '../dataplane/index.js';
 import { CharonSupervisor, type SupervisorLogger } from '../strongswan/supervisor.js';
-import { PLUGINS_CVLAN } from '../strongswan/conf.js';
+import { PLUGINS_CVLAN, type ConfScalar } from '../strongswan/conf.js';
 import { ViciClient } from '../strongswan/vici/client.js';
 import type { IkeSaInfo } from '../strongswan/vici/types.js';
 import { addRoutes } from '../daemon/os.js';
@@ -48,6 +48,8 @@ export interface IpsecServiceOptions {
   initiateWindow?: number;
   /** How long one initiation may take before the tunnel is looked at again, ms. Default 20000. */
   initiateSettleMs?: number;
+  /** charon plugins loaded besides the production set, with their settings (`[ha]`: `ha`). */
+  extraPlugins?: readonly { name: string; settings: Readonly<Record<string, ConfScalar>> }[];
 }
 
 export class IpsecService {
@@ -97,12 +99,15 @@ export class IpsecService {
     const supervisor = new CharonSupervisor({
       runtimeDir: join(opts.runtimeDir, 'charon'),
       conf: {
-        plugins: PLUGINS_CVLAN,
+        plugins: [...PLUGINS_CVLAN, ...(opts.extraPlugins ?? []).map((p) => p.name)],
         cvlanSocket: charonSocket,
         port: device.ikePort,
         portNatT: device.natPort,
-        // Without a raw socket the plugin makes charon encapsulate even where there is no NAT.
-        pluginSettings: { cvlan: { require_udp_encap: !device.rawEsp } },
+        pluginSettings: {
+          ...Object.fromEntries((opts.extraPlugins ?? []).map((p) => [p.name, p.settings])),
+          // Without a raw socket the plugin makes charon encapsulate even where there is no NAT.
+          cvlan: { require_udp_encap: !device.rawEsp },
+        },
         charonSettings: charonSettings(),
       },
       ...(opts.backoffInitialMs !== undefined ? { backoffInitialMs: opts.backoffInitialMs } : {}),

@@ -4,55 +4,26 @@
 // starts keepalived; `vrouterctl ha --json` shows the roles. The active daemon is SIGKILLed (its
 // keepalived dies with it): the standby takes over and the same WireGuard session continues.
 import t from 'tap';
-import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { useLab, closeLab } from '../harness/tap.js';
 import { vrouterRun, type VrouterRun } from '../harness/vrouter.js';
 import { wireguardGo, genKeyPair } from '../harness/wireguard.js';
-import { cvlanTestbedMissing, REPO_ROOT } from '../harness/cvlan.js';
-import { run } from '../harness/exec.js';
+import { cvlanTestbedMissing } from '../harness/cvlan.js';
 import { adminGet } from '../../src/api/client.js';
 import { ping, waitForPing } from '../harness/ping.js';
 import { missingPrerequisites, resolveTool, tools } from '../harness/tools.js';
-import type { Lab } from '../harness/lab.js';
+import { HA_VIP as VIP, haPairLab, haPairToml, hasVip, haView, longestGap, pingReplies, until } from '../harness/ha-pair.js';
 
 const skip =
   cvlanTestbedMissing() ?? missingPrerequisites('wg', 'wireguardGo', 'ping', 'setpriv') ?? (resolveTool('/usr/sbin/keepalived') ? undefined : 'keepalived is not installed (scripts/setup.sh)');
-const CTL = join(REPO_ROOT, 'dist', 'src', 'cli', 'vrouterctl.js');
-const VIP = '10.79.0.100';
 /** The same address on both nodes' lo: what the peer reaches through the tunnel. */
 const SERVICE = '10.99.0.1';
 
-async function haView(v: VrouterRun): Promise<Record<string, unknown>> {
-  const r = await run(tools.node, [CTL, '--socket', v.admin, '--json', 'ha'], { timeoutMs: 20_000 });
-  return (JSON.parse(r.stdout) as { ha: Record<string, unknown> }).ha;
-}
-
-async function until(what: string, f: () => Promise<boolean>, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-const hasVip = async (lab: Lab, ns: string): Promise<boolean> => (await lab.ip(ns, ['-o', 'addr'])).stdout.includes(` ${VIP}/`);
-
 t.test('two daemons with [ha]: the standby takes over the WireGuard session when the active one is killed', { skip }, async (t) => {
   const lab = useLab(t, { label: 'hadmn' });
-  const [nsA, nsB, nsP] = [await lab.namespace('a'), await lab.namespace('b'), await lab.namespace('p')];
-  const br = await lab.bridge(nsP, { addresses: ['10.79.0.9/24'] });
-  const [ethA, portA] = await lab.veth({ ns: nsA, addresses: ['10.79.0.1/24'] }, { ns: nsP });
-  const [ethB, portB] = await lab.veth({ ns: nsB, addresses: ['10.79.0.2/24'] }, { ns: nsP });
-  for (const p of [portA, portB]) {
-    await lab.attach(p, br);
-    await lab.ip(nsP, ['link', 'set', p.name, 'up']);
-  }
-  for (const ns of [nsA, nsB]) await lab.addAddress(ns, 'lo', `${SERVICE}/32`);
-
-  const keyFile = join(lab.dir, 'ha.key');
-  writeFileSync(keyFile, randomBytes(32).toString('base64'), { mode: 0o600 });
+  const pair = await haPairLab(lab, { service: SERVICE });
+  const { nsA, nsB, nsP } = pair;
   const [node, agent] = [await genKeyPair(), await genKeyPair()];
   const doc = {
     vrouter_id: 'vr',
@@ -61,30 +32,11 @@ t.test('two daemons with [ha]: the standby takes over the WireGuard session when
     wireguard: { listen_port: 51821, private_key: node.privateKey },
     wireguard_peers: [{ name: 'agent', public_key: agent.publicKey, allowed_ips: ['10.98.0.2/32'] }],
   };
-  const ha = (id: number, self: string, other: string, iface: string, priority: number): string =>
-    [
-      '[network]',
-      `listen_address = "${VIP}"`,
-      '',
-      '[ha]',
-      `node_id = ${id}`,
-      `local_address = "${self}"`,
-      `peer_address = "${other}"`,
-      `interface = "${iface}"`,
-      `vips = ["${VIP}/24"]`,
-      'virtual_router_id = 79',
-      `priority = ${priority}`,
-      'advert_interval_ms = 200',
-      `sync_key_file = "${keyFile}"`,
-      'sync_port = 4611',
-      'sync_interval_ms = 50',
-      '',
-    ].join('\n');
   const start = (ns: string, toml: string): Promise<VrouterRun> => vrouterRun(lab, ns, { document: doc, logLevel: 'info', privateRun: true, extraToml: toml });
 
-  const a = await start(nsA, ha(1, '10.79.0.1', '10.79.0.2', ethA.name, 150));
+  const a = await start(nsA, haPairToml(pair, 1));
   await until('A active', async () => (await haView(a)).role === 'active');
-  const b = await start(nsB, ha(2, '10.79.0.2', '10.79.0.1', ethB.name, 100));
+  const b = await start(nsB, haPairToml(pair, 2));
   t.ok(await hasVip(lab, nsA), 'keepalived (started by the daemon) put the VIP on A');
   t.notOk(await hasVip(lab, nsB), 'and not on B');
 
@@ -130,13 +82,8 @@ t.test('two daemons with [ha]: the standby takes over the WireGuard session when
   await until('B active', async () => (await haView(b)).role === 'active');
   t.ok(await hasVip(lab, nsB), 'the VIP moved to B');
   await pinger.exited;
-  const replies = readFileSync(pingLog, 'utf8')
-    .split('\n')
-    .map((l) => /^\[(\d+\.\d+)\] \d+ bytes from/.exec(l))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => Number(m[1]) * 1000);
-  let gap = 0;
-  for (let i = 1; i < replies.length; i++) gap = Math.max(gap, replies[i]! - replies[i - 1]!);
+  const replies = pingReplies(pingLog);
+  const gap = longestGap(replies);
   const before = replies.filter((x) => x < killedAt).length;
   t.comment(`failover: longest gap between replies ${gap.toFixed(0)} ms, ${before} replies before the kill, ${replies.length - before} after`);
   t.ok(before > 10 && replies.length - before > 10, 'replies before and after the kill');

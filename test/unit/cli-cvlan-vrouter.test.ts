@@ -3,7 +3,7 @@
 // line naming the flag or argument), and `check` (exit 0 valid / 1 invalid, issues with lines).
 // Needs dist/ (`npx tsc -p tsconfig.json`).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -170,7 +170,7 @@ t.test('check: valid, invalid JSON, invalid fields, invalid TOML', { skip }, asy
   t.notOk(existsSync(state), 'still nothing in the state dir');
 });
 
-t.test('check: what run would refuse (IPsec tunnels under [ha]) is invalid too', { skip }, async (t) => {
+t.test('check: what run would refuse (IPsec under [ha] without charon_ha) is invalid too', { skip }, async (t) => {
   const state = join(dir, 'check-ha-state');
   const toml = join(dir, 'check-ha.toml');
   writeFileSync(
@@ -180,9 +180,11 @@ t.test('check: what run would refuse (IPsec tunnels under [ha]) is invalid too',
   const doc = join(dir, 'ha-ipsec.json');
   const tunnel = { id: 'site-a', type: 'ipsec', remote_id: 'a.example.net', auth: { method: 'psk', psk: 'a-pre-shared-key-of-enough-length' }, local_subnets: ['10.1.0.0/24'], remote_subnets: ['10.2.0.0/24'] };
   writeFileSync(doc, JSON.stringify({ tenant_id: 'acme', tunnels: [tunnel] }, null, 2));
+  t.equal(cli(['check', '--config', doc, '--local', toml]).code, 0, 'IPsec under [ha] (charon_ha on by default): valid');
+  writeFileSync(toml, `${readFileSync(toml, 'utf8')}charon_ha = false\n`);
   const r = cli(['check', '--config', doc, '--local', toml]);
   t.equal(r.code, 1, 'exit 1');
-  t.match(r.out, /tenants\[0\]\.tunnels: IPsec tunnels are not supported with \[ha\] yet/, 'the field and the reason');
+  t.match(r.out, /ha\.charon_ha: false while tenants\[0\]\.tunnels needs IKE/, 'the field and the reason');
   const wgOnly = join(dir, 'ha-wg.json');
   writeFileSync(wgOnly, JSON.stringify({ tenant_id: 'acme', wireguard: { listen_port: 51830 }, wireguard_peers: [{ name: 'laptop', public_key: PEER, allowed_ips: ['10.1.0.2/32'] }] }));
   t.equal(cli(['check', '--config', wgOnly, '--local', toml]).code, 0, 'WireGuard only under [ha]: valid');

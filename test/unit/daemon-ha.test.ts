@@ -44,11 +44,11 @@ t.test('refused: no listen address to bind the VIP', async (t) => {
   t.match(i?.reason, /with \[ha\].*VIP/);
 });
 
-t.test('refused: IPsec tunnels under [ha] (unsupported(), which start and reload both call)', async (t) => {
-  const s = state(withTunnel, `[network]\nlisten_address = "192.0.2.10"\n${ha()}`);
-  const [i] = issues(unsupported(s));
-  t.equal(i?.path, 'tenants[0].tunnels');
-  t.match(i?.reason, /\[ha\].*ESP SAs/);
+t.test('IPsec under [ha]: accepted with charon_ha (the default), refused without (unsupported(), which start and reload both call)', async (t) => {
+  t.same(issues(unsupported(state(withTunnel, `[network]\nlisten_address = "192.0.2.10"\n${ha()}`))), [], 'charon_ha on: accepted');
+  const [i] = issues(unsupported(state(withTunnel, `[network]\nlisten_address = "192.0.2.10"\n${ha('charon_ha = false\n')}`)));
+  t.equal(i?.path, 'ha.charon_ha');
+  t.match(i?.reason, /tenants\[0\]\.tunnels.*IKE_SA/);
 });
 
 t.test('refused: [ha] changed on a reload', async (t) => {

@@ -51,6 +51,7 @@ drop_reasons! {
     EspOutsideSelectors => "esp_outside_selectors",
     EspSaExpired => "esp_sa_expired",
     EspSequenceOverflow => "esp_sequence_overflow",
+    EspLeaseExhausted => "esp_lease_exhausted",
     EspBufferTooSmall => "esp_buffer_too_small",
     // The IPsec engine around ESP (`crate::ipsec`).
     IpsecNoPolicy => "ipsec_no_policy",
@@ -108,6 +109,7 @@ impl From<esp::DropReason> for DropReason {
             E::OutsideSelectors => DropReason::EspOutsideSelectors,
             E::SaExpired => DropReason::EspSaExpired,
             E::SequenceOverflow => DropReason::EspSequenceOverflow,
+            E::LeaseExhausted => DropReason::EspLeaseExhausted,
             E::BufferTooSmall => DropReason::EspBufferTooSmall,
         }
     }

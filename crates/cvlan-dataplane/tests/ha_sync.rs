@@ -229,7 +229,9 @@ fn standby_takes_over_the_session_and_never_reuses_a_counter() {
     b.set_role(Role::Active);
     assert!(b_events.lock().unwrap().contains(&HaEvent::Takeover {
         jumped: 1,
-        dropped: 0
+        dropped: 0,
+        esp_jumped: 0,
+        esp_stopped: 0,
     }));
     let first_b = send(&wb, &peer_dev).expect("the standby sends on the same session");
     let own_index = peer_kp.remote_index;
@@ -418,9 +420,13 @@ fn a_joining_standby_receives_every_session() {
             && b.status().synced_wg_sessions == SESSIONS as u64
     });
     let took = joined.elapsed();
-    assert!(b_events.lock().unwrap().contains(&HaEvent::SnapshotDone {
-        sessions: SESSIONS as u32
-    }));
+    // The active sends the snapshot's end after the counters that follow the sessions: the
+    // standby may still be reading those when both sides count every session.
+    wait("the snapshot's end", || {
+        b_events.lock().unwrap().contains(&HaEvent::SnapshotDone {
+            sessions: SESSIONS as u32,
+        })
+    });
     let imported = wb.with(|d| d.session_counters());
     assert_eq!(
         imported.iter().map(|c| c.0).collect::<Vec<_>>(),

@@ -1,6 +1,7 @@
 //! Binding of the HA sync channel (`cvlan_dataplane::ha`): options validated once, events
 //! delivered to JavaScript off the channel's thread, status without secrets.
 
+use crate::ipsec::IpsecDevice;
 use crate::wireguard::WireGuardDevice;
 use crate::{err, Code, Result};
 use cvlan_dataplane::ha::{self, HaConfig, HaEvent, HaSync as Channel, Role};
@@ -53,6 +54,7 @@ pub struct HaStatusJs {
     pub frames_received: f64,
     pub rejected_forged: f64,
     pub rejected_replayed: f64,
+    pub rejected_malformed: f64,
     pub lease_exhausted: f64,
 }
 
@@ -133,13 +135,24 @@ fn event_to_js(ctx: ThreadSafeCallContext<HaEvent>) -> napi::Result<Vec<JsObject
         }
         HaEvent::PeerDown { reason } => ("peer-down", Some(reason)),
         HaEvent::Rejected { reason } => ("rejected", Some(reason)),
-        HaEvent::Takeover { jumped, dropped } => {
+        HaEvent::Takeover {
+            jumped,
+            dropped,
+            esp_jumped,
+            esp_stopped,
+        } => {
             detail.set("wgSessionsContinued", jumped as f64)?;
             detail.set("wgSessionsStopped", dropped as f64)?;
+            detail.set("espSasContinued", esp_jumped as f64)?;
+            detail.set("espSasStopped", esp_stopped as f64)?;
             ("takeover", None)
         }
         HaEvent::LeaseExhausted { index } => {
             detail.set("receiverIndex", index)?;
+            ("lease-exhausted", None)
+        }
+        HaEvent::EspLeaseExhausted { spi } => {
+            detail.set("spi", spi)?;
             ("lease-exhausted", None)
         }
         HaEvent::SnapshotDone { sessions } => {
@@ -198,6 +211,21 @@ impl HaSyncJs {
         Ok(())
     }
 
+    /// Puts the IPsec device under HA: its SAs and outbound policies are synced (active) or
+    /// imported (standby); passive while this node is a standby.
+    #[napi]
+    pub fn attach_ipsec(&self, device: &IpsecDevice) -> Result<()> {
+        self.channel()?.attach_ipsec(device.engine()?);
+        Ok(())
+    }
+
+    /// Takes an IPsec device out of HA; call it before the device closes.
+    #[napi]
+    pub fn detach_ipsec(&self, device: &IpsecDevice) -> Result<()> {
+        self.channel()?.detach_ipsec(&device.engine()?);
+        Ok(())
+    }
+
     #[napi]
     pub fn set_generation(&self, generation: f64) -> Result<()> {
         if generation.fract() != 0.0 || !(0.0..=9.007_199_254_740_991e15).contains(&generation) {
@@ -242,6 +270,7 @@ impl HaSyncJs {
             frames_received: s.frames_received as f64,
             rejected_forged: s.rejected_forged as f64,
             rejected_replayed: s.rejected_replayed as f64,
+            rejected_malformed: s.rejected_malformed as f64,
             lease_exhausted: s.lease_exhausted as f64,
         })
     }

@@ -66,6 +66,14 @@ pub struct IpsecDevice {
 
 device_class!(IpsecDevice, handoff);
 
+impl IpsecDevice {
+    /// The engine, for the HA sync (`crate::ha`); an error once the device is closed.
+    pub(crate) fn engine(&self) -> Result<Arc<IpsecEngine>> {
+        self.opened.device()?;
+        Ok(self.engine.clone())
+    }
+}
+
 #[napi(object)]
 pub struct TunnelTenantJs {
     /// The tunnel's CHILD_SA if_id.

@@ -96,6 +96,9 @@ fn reject(s: &Shared, e: &FrameError) {
         FrameError::Replayed { .. } => {
             s.rejected_replayed.fetch_add(1, Relaxed);
         }
+        FrameError::Malformed(_) | FrameError::Truncated | FrameError::Oversized(_) => {
+            s.rejected_malformed.fetch_add(1, Relaxed);
+        }
         _ => {}
     }
     s.emit(HaEvent::Rejected {
@@ -185,6 +188,8 @@ struct Conn<'a> {
     /// Exhausted keypairs already reported.
     exhausted: HashSet<u32>,
     snapshot_sent: bool,
+    /// ESP SAs and policies sent and acknowledged.
+    esp: super::esp::EspSync,
 }
 
 impl Conn<'_> {
@@ -208,6 +213,7 @@ impl Conn<'_> {
             self.snapshot_sent = false;
             self.sent.clear();
             self.acked.clear();
+            self.esp.reset();
             return Ok(());
         }
         let mut live = HashSet::new();
@@ -255,6 +261,11 @@ impl Conn<'_> {
             self.acked.remove(&i);
             self.exhausted.remove(&i);
         }
+        let mut esp = std::mem::take(&mut self.esp);
+        let resend = s.cfg.sync_interval * RESEND_AFTER_INTERVALS;
+        let r = esp.tick(s, resend, &mut |m| self.send(m));
+        self.esp = esp;
+        r?;
         if !self.snapshot_sent {
             self.snapshot_sent = true;
             self.send(&Message::SnapshotDone {
@@ -320,6 +331,17 @@ impl Conn<'_> {
                 if let Some((sock, to)) = relay {
                     let _ = sock.send_to(&d, to);
                 }
+            }
+            m @ (Message::EspSa(_)
+            | Message::EspRemove { .. }
+            | Message::EspCounters(_)
+            | Message::EspAck(_)
+            | Message::EspPolicy(_)
+            | Message::EspPolicyRemove(_)) => {
+                let mut esp = std::mem::take(&mut self.esp);
+                let r = esp.apply(s, m, &mut |m| self.send(m));
+                self.esp = esp;
+                r?;
             }
             _ => {}
         }
@@ -408,6 +430,7 @@ fn serve(
         acked: HashSet::new(),
         exhausted: HashSet::new(),
         snapshot_sent: false,
+        esp: Default::default(),
     };
     let reason = serve_loop(&mut c, rd, relay);
     s.peer_connected.store(false, Relaxed);

@@ -10,7 +10,9 @@
 //! Frame on the wire: `len: u32` then `len` bytes; a transport frame is `nonce: u64` followed
 //! by the ciphertext and its 16-byte tag.
 
+use crate::charon::protocol::{self as charon, PolicyId};
 use crate::ha::Role;
+use crate::ipsec::{EspCounter, EspPolicyRecord, EspSaRecord};
 use cvlan_proto::wireguard::{SessionRecord, SessionSlot};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -164,7 +166,12 @@ pub struct Cipher {
 impl Cipher {
     /// Seals a message into a frame body (nonce + ciphertext).
     pub fn seal(&mut self, m: &Message) -> Result<Vec<u8>, FrameError> {
-        let plain = Zeroizing::new(m.encode());
+        self.seal_bytes(&Zeroizing::new(m.encode()))
+    }
+
+    /// Seals an encoded message (a peer of another version can send kinds this one does not
+    /// know: the receiver must refuse them, see the tests).
+    pub fn seal_bytes(&mut self, plain: &[u8]) -> Result<Vec<u8>, FrameError> {
         if plain.len() > MAX_PLAINTEXT {
             return Err(FrameError::Oversized(plain.len()));
         }
@@ -174,7 +181,7 @@ impl Cipher {
         out[..8].copy_from_slice(&nonce.to_be_bytes());
         let n = self
             .ts
-            .write_message(nonce, &plain, &mut out[8..])
+            .write_message(nonce, plain, &mut out[8..])
             .map_err(noise_err)?;
         out.truncate(8 + n);
         Ok(out)
@@ -233,6 +240,19 @@ pub enum Message {
     SnapshotDone { sessions: u32 },
     /// An opaque datagram for the other node's relay socket (charon's ha plugin).
     Relay(Vec<u8>),
+    /// An ESP SA the active holds (snapshot and changes), keys included.
+    EspSa(Box<EspSaRecord>),
+    /// An ESP SA the active deleted.
+    EspRemove { spi: u32 },
+    /// Sequence numbers and replay-window tops of live SAs.
+    EspCounters(Vec<EspCounter>),
+    /// The standby stored these outbound sequence numbers: the active may send up to each
+    /// plus the lease.
+    EspAck(Vec<(u32, u64)>),
+    /// An outbound policy the active holds.
+    EspPolicy(Box<EspPolicyRecord>),
+    /// An outbound policy the active removed.
+    EspPolicyRemove(Box<PolicyId>),
 }
 
 const T_HELLO: u8 = 1;
@@ -243,6 +263,12 @@ const T_WG_COUNTERS: u8 = 5;
 const T_WG_ACK: u8 = 6;
 const T_SNAPSHOT_DONE: u8 = 7;
 const T_RELAY: u8 = 8;
+const T_ESP_SA: u8 = 9;
+const T_ESP_REMOVE: u8 = 10;
+const T_ESP_COUNTERS: u8 = 11;
+const T_ESP_ACK: u8 = 12;
+const T_ESP_POLICY: u8 = 13;
+const T_ESP_POLICY_REMOVE: u8 = 14;
 
 /// `WgCounter` entries per frame: 4 + 8 + 1 + 8 bytes each, with room to spare.
 pub const COUNTERS_PER_FRAME: usize = 2048;
@@ -342,6 +368,48 @@ impl Message {
                 v.push(T_RELAY);
                 v.extend_from_slice(d);
             }
+            Message::EspSa(r) => {
+                v.push(T_ESP_SA);
+                v.extend_from_slice(&r.seq.to_be_bytes());
+                put_opt_u64(&mut v, r.recv_top);
+                // The plugin link's own encoding of `add_sa` (docs/charon-plugin-protocol.md).
+                let req = charon::Request::AddSa(Box::new(r.sa.clone()));
+                put_charon(&mut v, &req);
+            }
+            Message::EspRemove { spi } => {
+                v.push(T_ESP_REMOVE);
+                v.extend_from_slice(&spi.to_be_bytes());
+            }
+            Message::EspCounters(list) => {
+                v.push(T_ESP_COUNTERS);
+                v.extend_from_slice(&(list.len() as u32).to_be_bytes());
+                for c in list {
+                    v.extend_from_slice(&c.spi.to_be_bytes());
+                    v.extend_from_slice(&c.seq.to_be_bytes());
+                    put_opt_u64(&mut v, c.recv_top);
+                }
+            }
+            Message::EspAck(list) => {
+                v.push(T_ESP_ACK);
+                v.extend_from_slice(&(list.len() as u32).to_be_bytes());
+                for (spi, c) in list {
+                    v.extend_from_slice(&spi.to_be_bytes());
+                    v.extend_from_slice(&c.to_be_bytes());
+                }
+            }
+            Message::EspPolicy(p) => {
+                v.push(T_ESP_POLICY);
+                v.extend_from_slice(&p.reqid.to_be_bytes());
+                v.extend_from_slice(&p.rank.to_be_bytes());
+                put_charon(
+                    &mut v,
+                    &charon::Request::QueryPolicy(Box::new(p.id.clone())),
+                );
+            }
+            Message::EspPolicyRemove(id) => {
+                v.push(T_ESP_POLICY_REMOVE);
+                put_charon(&mut v, &charon::Request::QueryPolicy(id.clone()));
+            }
         }
         v
     }
@@ -417,6 +485,57 @@ impl Message {
                 r.at = r.b.len();
                 Message::Relay(d)
             }
+            T_ESP_SA => {
+                let seq = r.u64()?;
+                let recv_top = r.opt_u64()?;
+                let charon::Request::AddSa(sa) = r.charon()? else {
+                    return Err(FrameError::Malformed("ESP SA: not an add_sa"));
+                };
+                Message::EspSa(Box::new(EspSaRecord {
+                    sa: *sa,
+                    seq,
+                    recv_top,
+                }))
+            }
+            T_ESP_REMOVE => Message::EspRemove { spi: r.u32()? },
+            T_ESP_COUNTERS => {
+                let n = r.count(COUNTERS_PER_FRAME)?;
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    list.push(EspCounter {
+                        spi: r.u32()?,
+                        seq: r.u64()?,
+                        recv_top: r.opt_u64()?,
+                    });
+                }
+                Message::EspCounters(list)
+            }
+            T_ESP_ACK => {
+                let n = r.count(COUNTERS_PER_FRAME)?;
+                let mut list = Vec::with_capacity(n);
+                for _ in 0..n {
+                    list.push((r.u32()?, r.u64()?));
+                }
+                Message::EspAck(list)
+            }
+            T_ESP_POLICY => {
+                let reqid = r.u32()?;
+                let rank = u128::from_be_bytes(r.take(16)?.try_into().expect("16"));
+                let charon::Request::QueryPolicy(id) = r.charon()? else {
+                    return Err(FrameError::Malformed("ESP policy: not a policy id"));
+                };
+                Message::EspPolicy(Box::new(EspPolicyRecord {
+                    id: *id,
+                    reqid,
+                    rank,
+                }))
+            }
+            T_ESP_POLICY_REMOVE => {
+                let charon::Request::QueryPolicy(id) = r.charon()? else {
+                    return Err(FrameError::Malformed("ESP policy: not a policy id"));
+                };
+                Message::EspPolicyRemove(id)
+            }
             _ => return Err(FrameError::Malformed("unknown message type")),
         };
         if r.at != b.len() {
@@ -434,6 +553,18 @@ fn put_opt_u64(v: &mut Vec<u8>, x: Option<u64>) {
             v.extend_from_slice(&x.to_be_bytes());
         }
     }
+}
+
+/// A request in the plugin link's encoding, without its length word (which the frame's own
+/// length bounds), behind a u32 length. The buffer holds keys: zeroed when dropped.
+fn put_charon(v: &mut Vec<u8>, req: &charon::Request) {
+    let f = Zeroizing::new(charon::encode(&charon::Frame::Request {
+        id: 0,
+        req: req.clone(),
+    }));
+    let body = &f[4..];
+    v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    v.extend_from_slice(body);
 }
 
 struct Rd<'a> {
@@ -471,6 +602,14 @@ impl Rd<'_> {
             return Err(FrameError::Malformed("too many entries"));
         }
         Ok(n)
+    }
+    fn charon(&mut self) -> Result<charon::Request, FrameError> {
+        let n = self.u32()? as usize;
+        match charon::decode(self.take(n)?) {
+            Ok(charon::Frame::Request { req, .. }) => Ok(req),
+            Ok(_) => Err(FrameError::Malformed("ESP record: not a request")),
+            Err(_) => Err(FrameError::Malformed("ESP record: bad encoding")),
+        }
     }
     fn opt_u64(&mut self) -> Result<Option<u64>, FrameError> {
         match self.u8()? {
@@ -544,6 +683,65 @@ mod tests {
         }
     }
 
+    fn esp_record() -> EspSaRecord {
+        use crate::charon::protocol::{AddSa, Mode, SaFlags, SaId, SecretKey};
+        EspSaRecord {
+            sa: AddSa {
+                id: SaId {
+                    src: "192.0.2.1:4500".parse().unwrap(),
+                    dst: "192.0.2.2:4500".parse().unwrap(),
+                    spi: 0xc0ff_ee01,
+                    proto: 50,
+                    mark: Default::default(),
+                    if_id: 7,
+                },
+                reqid: 7,
+                mode: Mode::Tunnel,
+                src_ts: vec![],
+                dst_ts: vec![],
+                interface: None,
+                lifetime: Default::default(),
+                enc_alg: 20,
+                enc_key: SecretKey::new(vec![0x5a; 36]),
+                int_alg: 0,
+                int_key: SecretKey::default(),
+                replay_window: 4096,
+                tfc: 0,
+                ipcomp: 0,
+                cpi: 0,
+                hw_offload: 0,
+                sa_mark: Default::default(),
+                copy_dscp: 0,
+                flags: SaFlags {
+                    esn: true,
+                    encap: true,
+                    ..Default::default()
+                },
+            },
+            seq: (5 << 32) + 9,
+            recv_top: Some(3),
+        }
+    }
+
+    fn esp_record_policy() -> PolicyId {
+        use crate::charon::protocol::{PolicyDir, TrafficSelector};
+        let ts = |a: &str, b: &str| TrafficSelector {
+            protocol: 0,
+            from_port: 0,
+            to_port: 65535,
+            from: a.parse().unwrap(),
+            to: b.parse().unwrap(),
+        };
+        PolicyId {
+            dir: PolicyDir::Out,
+            src_ts: ts("10.1.0.0", "10.1.0.255"),
+            dst_ts: ts("10.2.0.0", "10.2.0.255"),
+            mark: Default::default(),
+            if_id: 7,
+            interface: None,
+        }
+    }
+
     #[test]
     fn messages_round_trip() {
         let (mut a, mut b) = pair(5, 5).unwrap();
@@ -569,6 +767,27 @@ mod tests {
             Message::WgAck(vec![(1, 2), (3, 4)]),
             Message::SnapshotDone { sessions: 500 },
             Message::Relay(vec![0xab; 1500]),
+            Message::EspSa(Box::new(esp_record())),
+            Message::EspRemove { spi: 0xc0ff_ee01 },
+            Message::EspCounters(vec![
+                EspCounter {
+                    spi: 1,
+                    seq: (1 << 32) + 7,
+                    recv_top: None,
+                },
+                EspCounter {
+                    spi: 2,
+                    seq: 0,
+                    recv_top: Some(u64::MAX),
+                },
+            ]),
+            Message::EspAck(vec![(1, 1 << 40)]),
+            Message::EspPolicy(Box::new(EspPolicyRecord {
+                id: esp_record_policy(),
+                reqid: 7,
+                rank: u128::MAX - 1,
+            })),
+            Message::EspPolicyRemove(Box::new(esp_record_policy())),
         ];
         for m in msgs {
             let body = b.open(&a.seal(&m).unwrap()).unwrap();
@@ -663,5 +882,23 @@ mod tests {
             FrameError::Malformed("too many entries")
         );
         assert!(Message::decode(&[0xff]).is_err());
+        let full = Message::EspSa(Box::new(esp_record())).encode();
+        for n in 0..full.len() {
+            assert!(
+                Message::decode(&full[..n]).is_err(),
+                "ESP prefix of {n} bytes"
+            );
+        }
+        // An ESP record whose embedded request is of another kind.
+        let mut wrong = vec![T_ESP_POLICY_REMOVE];
+        put_charon(&mut wrong, &charon::Request::FlushSas);
+        assert_eq!(
+            Message::decode(&wrong).unwrap_err(),
+            FrameError::Malformed("ESP policy: not a policy id")
+        );
+        assert!(
+            !format!("{:?}", esp_record()).contains("90, 90"),
+            "ESP keys redacted"
+        );
     }
 }

@@ -5,6 +5,8 @@
 //!   rejected), pure;
 //! - `lease`:     the counter-lease arithmetic that keeps nonces unique across failovers, pure;
 //! - `wireguard`: WireGuard sessions out of and into the engines, takeover of their counters;
+//! - `esp`:       ESP SAs and outbound policies out of and into the IPsec engine (the engine's
+//!   side is `crate::ipsec::sync`), acks, leases;
 //! - `channel`:   the channel's own thread (TCP connection, snapshot, counters, acks, relay);
 //! - here: the handle the control plane holds (`HaSync`), roles, events and status.
 //!
@@ -12,10 +14,12 @@
 //! plane does, and everything it reports lives in atomics.
 
 mod channel;
+mod esp;
 pub mod frame;
 pub mod lease;
 mod wireguard;
 
+use crate::ipsec::{EspStored, IpsecEngine};
 use crate::wireguard::WireGuard;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -87,14 +91,21 @@ pub enum HaEvent {
     Rejected {
         reason: String,
     },
-    /// This node became active: `jumped` sessions continue, `dropped` must handshake again.
+    /// This node became active: `jumped` sessions continue, `dropped` must handshake again;
+    /// `esp_jumped` outbound SAs continue, `esp_stopped` ask charon to rekey at their first packet.
     Takeover {
         jumped: u64,
         dropped: u64,
+        esp_jumped: u64,
+        esp_stopped: u64,
     },
     /// A session reached its lease (the standby stopped acknowledging): it rekeys.
     LeaseExhausted {
         index: u32,
+    },
+    /// An outbound ESP SA reached its lease: it sends nothing more, charon rekeys it.
+    EspLeaseExhausted {
+        spi: u32,
     },
     /// The standby received the active's whole state.
     SnapshotDone {
@@ -119,6 +130,9 @@ pub struct HaStatus {
     pub frames_received: u64,
     pub rejected_forged: u64,
     pub rejected_replayed: u64,
+    /// Authentic frames this node could not decode (a message kind it does not know, bad
+    /// fields): the connection ends, as for a forgery.
+    pub rejected_malformed: u64,
     pub lease_exhausted: u64,
 }
 
@@ -155,6 +169,12 @@ struct Shared {
     lease_exhausted: AtomicU64,
     /// Sessions the standby holds (on the active: the ones it acknowledged).
     synced_wg: AtomicU64,
+    ipsec: Mutex<Vec<Arc<IpsecEngine>>>,
+    /// ESP SAs a standby received (by SPI): counters stored only forward.
+    stored_esp: Mutex<HashMap<u32, EspStored>>,
+    /// ESP SAs the standby holds (on the active: the ones it acknowledged).
+    synced_esp: AtomicU64,
+    rejected_malformed: AtomicU64,
 }
 
 impl Shared {
@@ -171,6 +191,10 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    fn ipsec_engines(&self) -> Vec<Arc<IpsecEngine>> {
+        self.ipsec.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -236,6 +260,10 @@ impl HaSync {
             rejected_replayed: AtomicU64::new(0),
             lease_exhausted: AtomicU64::new(0),
             synced_wg: AtomicU64::new(0),
+            ipsec: Mutex::new(Vec::new()),
+            stored_esp: Mutex::new(HashMap::new()),
+            synced_esp: AtomicU64::new(0),
+            rejected_malformed: AtomicU64::new(0),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -273,6 +301,26 @@ impl HaSync {
         }
     }
 
+    /// Puts the IPsec engine under HA: its SAs and outbound policies are synced (active) or
+    /// imported (standby); passive while this node is a standby.
+    pub fn attach_ipsec(&self, engine: Arc<IpsecEngine>) {
+        let role = self.shared.role.lock().unwrap_or_else(|e| e.into_inner());
+        esp::apply_role(&engine, *role);
+        let mut e = self.shared.ipsec.lock().unwrap_or_else(|e| e.into_inner());
+        if !e.iter().any(|x| Arc::ptr_eq(x, &engine)) {
+            e.push(engine);
+        }
+    }
+
+    /// Takes an IPsec engine out of HA before its device closes (a replaced device).
+    pub fn detach_ipsec(&self, engine: &Arc<IpsecEngine>) {
+        self.shared
+            .ipsec
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|x| !Arc::ptr_eq(x, engine));
+    }
+
     pub fn set_generation(&self, generation: u64) {
         self.shared.generation.store(generation, Relaxed);
     }
@@ -295,8 +343,16 @@ impl HaSync {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
+                self.shared
+                    .stored_esp
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
                 for wg in self.shared.engines() {
                     wireguard::apply_role(&wg, role, lease);
+                }
+                for e in self.shared.ipsec_engines() {
+                    esp::apply_role(&e, role);
                 }
             }
             Role::Active => {
@@ -313,8 +369,25 @@ impl HaSync {
                     dropped += d;
                     wireguard::apply_role(&wg, role, lease);
                 }
+                let stored_esp = self
+                    .shared
+                    .stored_esp
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let ipsec = self.shared.ipsec_engines();
+                // Counters first, then live: no packet leaves below the jumped counter.
+                let (esp_jumped, esp_stopped) = esp::take_over(&ipsec, &stored_esp, lease);
+                for e in &ipsec {
+                    esp::apply_role(e, role);
+                }
                 drop(r);
-                self.shared.emit(HaEvent::Takeover { jumped, dropped });
+                self.shared.emit(HaEvent::Takeover {
+                    jumped,
+                    dropped,
+                    esp_jumped,
+                    esp_stopped,
+                });
             }
         }
     }
@@ -335,11 +408,12 @@ impl HaSync {
             peer_generation: connected.then(|| s.peer_generation.load(Relaxed)),
             last_sync_age: (last > 0).then(|| Duration::from_millis(now.saturating_sub(last))),
             synced_wg_sessions: s.synced_wg.load(Relaxed),
-            synced_esp_sas: 0,
+            synced_esp_sas: s.synced_esp.load(Relaxed),
             frames_sent: s.frames_sent.load(Relaxed),
             frames_received: s.frames_received.load(Relaxed),
             rejected_forged: s.rejected_forged.load(Relaxed),
             rejected_replayed: s.rejected_replayed.load(Relaxed),
+            rejected_malformed: s.rejected_malformed.load(Relaxed),
             lease_exhausted: s.lease_exhausted.load(Relaxed),
         }
     }

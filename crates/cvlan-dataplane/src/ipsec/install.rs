@@ -50,6 +50,11 @@ impl IpsecEngine {
     }
 
     pub(super) fn add_sa(&self, sa: AddSa) -> Result<(), Status> {
+        self.install_sa(sa, false)
+    }
+
+    /// Installs an SA from charon or, `synced`, one imported from the HA active.
+    pub(super) fn install_sa(&self, sa: AddSa, synced: bool) -> Result<(), Status> {
         if sa.mode != Mode::Tunnel || sa.id.proto != PROTO_ESP || sa.ipcomp != 0 {
             return Err(Status::NotSupported);
         }
@@ -107,35 +112,70 @@ impl IpsecEngine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(sa.id.spi, (name, sa.flags.esn));
+        let id = sa.id;
+        let reqid = sa.reqid;
+        let encap = sa.flags.encap;
+        let record = Arc::new(sa);
         if inbound {
-            let esa = InboundSa::new(&params, now).map_err(|_| Status::Invalid)?;
             self.reserved_spis
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&sa.id.spi);
-            let entry = Arc::new(InboundEntry { sa: esa, id: sa.id });
+                .remove(&id.spi);
+            // An SA the HA active synced before this node's charon installed it (charon's ha
+            // plugin on the standby) keeps its replay window: the installation adopts it.
+            let t = self.snapshot();
+            let esa = match t
+                .inbound
+                .get(&id.spi)
+                .filter(|e| !synced && e.synced && same_keys(&e.record, &record))
+            {
+                Some(e) => e.sa.clone(),
+                None => Arc::new(InboundSa::new(&params, now).map_err(|_| Status::Invalid)?),
+            };
+            let entry = Arc::new(InboundEntry {
+                sa: esa,
+                id,
+                record,
+                synced,
+            });
             self.commit(|t| {
-                t.orphan_spis.remove(&sa.id.spi);
-                t.inbound.insert(sa.id.spi, entry);
+                t.orphan_spis.remove(&id.spi);
+                t.inbound.insert(id.spi, entry);
             });
         } else {
-            let esa = Arc::new(OutboundSa::new(&params, now).map_err(|_| Status::Invalid)?);
+            // Likewise the outbound sequence number and lease of a synced SA.
+            let t = self.snapshot();
+            let esa = match t
+                .outbound
+                .get(&id.spi)
+                .filter(|e| !synced && e.synced && same_keys(&e.record, &record))
+            {
+                Some(e) => e.sa.clone(),
+                // No lease yet: the HA channel gives it one when it first exports the SA.
+                None => Arc::new(OutboundSa::new(&params, now).map_err(|_| Status::Invalid)?),
+            };
             let entry = Arc::new(OutboundEntry {
                 sa: esa,
-                id: sa.id,
-                peer: sa.id.dst,
-                encap: sa.flags.encap,
-                reqid: sa.reqid,
+                id,
+                peer: id.dst,
+                encap,
+                reqid,
                 installed: self.install_seq.fetch_add(1, Relaxed),
+                record,
+                synced,
             });
             self.commit(|t| {
-                if t.orphan_spis.remove(&sa.id.spi).is_some() {
-                    if let Some(old) = t.outbound.get(&sa.id.spi).cloned() {
+                // The SPI's earlier entry leaves its reqid's list: an orphan, a synced import,
+                // or charon installing the same SPI again.
+                let replaced =
+                    t.orphan_spis.remove(&id.spi).is_some() || t.outbound.contains_key(&id.spi);
+                if replaced {
+                    if let Some(old) = t.outbound.get(&id.spi).cloned() {
                         unlist(t, &old);
                     }
                 }
-                t.outbound.insert(sa.id.spi, entry.clone());
-                let list = Arc::make_mut(t.by_reqid.entry(sa.reqid).or_default());
+                t.outbound.insert(id.spi, entry.clone());
+                let list = Arc::make_mut(t.by_reqid.entry(reqid).or_default());
                 list.push(entry);
                 list.sort_by_key(|e| e.installed);
             });
@@ -164,6 +204,8 @@ impl IpsecEngine {
                 encap: u.new_encap,
                 reqid: old.reqid,
                 installed: old.installed,
+                record: old.record.clone(),
+                synced: old.synced,
             });
             t.outbound.insert(u.id.spi, new.clone());
             if let Some(list) = t.by_reqid.get_mut(&old.reqid) {
@@ -226,10 +268,11 @@ impl IpsecEngine {
                 *t.other_policies.entry(p.id.clone()).or_default() += 1;
                 return Ok(());
             }
-            // A previous charon's installations do not count for the new one.
+            // A previous charon's installations do not count for the new one, nor does an
+            // import from the HA active.
             let mut installs = t
                 .out_policy(&p.id)
-                .filter(|x| !x.orphan)
+                .filter(|x| !x.orphan && !x.synced)
                 .map(|x| x.installs.clone())
                 .unwrap_or_default();
             installs.push(p.sa.reqid);
@@ -251,6 +294,7 @@ impl IpsecEngine {
                 seq,
                 id: p.id.clone(),
                 orphan: false,
+                synced: false,
             });
             Ok(())
         })
@@ -289,12 +333,24 @@ impl IpsecEngine {
         })
     }
 
-    /// Every SA becomes an orphan (see the module doc).
+    /// Every SA becomes an orphan (see the module doc); SAs synced from the HA active are not
+    /// this charon's, and stay.
     pub(super) fn flush_sas(&self) -> Result<(), Status> {
         let now = clock::now();
         self.commit(|t| {
-            t.orphan_spis
-                .extend(t.inbound.keys().chain(t.outbound.keys()).copied());
+            let own: Vec<u32> = t
+                .inbound
+                .iter()
+                .filter(|(_, e)| !e.synced)
+                .map(|(s, _)| *s)
+                .chain(
+                    t.outbound
+                        .iter()
+                        .filter(|(_, e)| !e.synced)
+                        .map(|(s, _)| *s),
+                )
+                .collect();
+            t.orphan_spis.extend(own);
             if !t.orphan_spis.is_empty() {
                 t.orphaned_at = Some(now);
             }
@@ -307,12 +363,12 @@ impl IpsecEngine {
     }
 
     /// Outbound policies stay as orphans with their SAs; a policy the new charon installs again
-    /// replaces its orphan.
+    /// replaces its orphan. Policies synced from the HA active stay as they are.
     pub(super) fn flush_policies(&self) -> Result<(), Status> {
         self.commit(|t| {
             t.retain_out_policies(|p| {
                 Some(OutPolicy {
-                    orphan: true,
+                    orphan: !p.synced,
                     ..p.clone()
                 })
             });
@@ -342,8 +398,18 @@ impl IpsecEngine {
     }
 }
 
+/// Whether two installations carry the same keys and algorithms (charon's ha plugin installing
+/// an SA the HA active already synced, rather than an SPI that happens to collide).
+fn same_keys(a: &AddSa, b: &AddSa) -> bool {
+    a.enc_alg == b.enc_alg
+        && a.int_alg == b.int_alg
+        && a.enc_key == b.enc_key
+        && a.int_key == b.int_key
+        && a.flags.esn == b.flags.esn
+}
+
 /// Takes an outbound SA out of its reqid's list.
-fn unlist(t: &mut Table, e: &OutboundEntry) {
+pub(super) fn unlist(t: &mut Table, e: &OutboundEntry) {
     let spi = e.sa.spi();
     if let Some(list) = t.by_reqid.get_mut(&e.reqid) {
         Arc::make_mut(list).retain(|x| x.sa.spi() != spi);

@@ -21,6 +21,7 @@ impl IpsecEngine {
         {
             self.drop_orphans();
         }
+        self.poll_leases(now);
         let t = self.table.load();
         for e in t.inbound.values() {
             if let Some(ev) = e.sa.poll_lifetime(now) {

@@ -13,6 +13,8 @@
 //! - `orphans`:  reporting the SAs of a previous charon the engine removed after their grace.
 //! - `backend`:  the plugin link's entry points (`SaBackend`).
 //! - `counters`: the engine's counters (drops by codes of the data plane's one table).
+//! - `sync`:     SAs and outbound policies out of and into the tables for the HA sync channel
+//!   (`crate::ha`), counter leases, the passive standby, takeover.
 //!
 //! Selector math (ranges, prefixes, ports) lives with the protocol, in
 //! `cvlan_proto::esp::selectors`.
@@ -28,11 +30,13 @@ mod pipeline;
 mod policies;
 #[cfg(test)]
 mod policies_tests;
+mod sync;
 mod tables;
 
 pub use backend::IpsecBackend;
 pub use counters::IpsecCounters;
 pub use pipeline::IpsecTransport;
+pub use sync::{EspCounter, EspPolicyRecord, EspSaRecord, EspStored};
 pub use tables::SaView;
 
 use crate::charon::server::CharonHandle;
@@ -75,6 +79,8 @@ pub struct IpsecEngine {
     tenants: ArcSwap<HashMap<u32, u32>>,
     ike_gate: ike_gate::IkeGate,
     events: OnceLock<crate::EventSink>,
+    /// HA: passive standby, counter lease (`sync`).
+    ha: sync::HaState,
 }
 
 impl IpsecEngine {
@@ -94,6 +100,7 @@ impl IpsecEngine {
             tenants: ArcSwap::from_pointee(HashMap::new()),
             ike_gate: Default::default(),
             events: OnceLock::new(),
+            ha: Default::default(),
         })
     }
 

@@ -2,11 +2,13 @@
 //!
 //! Outbound pipeline (`encapsulate`: packets from the TUN queue, or handed off by another
 //! device):
+//! 0. passive         — an HA standby sends nothing (`super::sync`).
 //! 1. `select_policy` — the most specific outbound policy whose traffic selectors cover the
 //!    packet, among its tenant's tunnels.
 //! 2. `select_sa`     — the newest outbound SA of that policy's reqid.
-//! 3. `seal`          — ESP in place, then sent on the NAT-T socket to the SA's peer (or the raw
-//!    ESP socket for an SA without UDP encapsulation).
+//! 3. `seal`          — ESP in place (never beyond an HA counter lease: at the limit charon
+//!    hears a soft expire and rekeys), then sent on the NAT-T socket to the SA's peer (or the
+//!    raw ESP socket for an SA without UDP encapsulation).
 //!
 //! Inbound pipeline (`decapsulate`: datagrams on 4500, 500 and the raw ESP socket):
 //! 1. `classify`      — RFC 3948: NAT-keepalive (ignored), IKE (to charon, `super::ike`), or ESP.
@@ -107,6 +109,10 @@ impl Transport for IpsecTransport {
 impl IpsecEngine {
     /// Outbound stages 1–3 for one IP packet; sets `Send` to the peer, or the reason to drop.
     fn protect(&self, t: &Table, pkt: &mut Packet, now: Duration) -> Result<(), DropReason> {
+        // A passive HA standby sends nothing.
+        if self.is_passive() {
+            return Err(DropReason::HaStandby);
+        }
         let info = ip::parse(pkt.data()).map_err(|_| DropReason::IpsecMalformedIp)?;
         // 1. select_policy
         let policy = t
@@ -126,10 +132,18 @@ impl IpsecEngine {
         // 3. seal: the proto crate seals at `inner` inside the whole buffer, growing into
         // head/tailroom.
         let inner = pkt.start..pkt.start + info.len;
-        let sealed = entry
-            .sa
-            .seal(pkt.raw_mut(), inner, now, &mut OsRng)
-            .map_err(DropReason::from)?;
+        let sealed = match entry.sa.seal(pkt.raw_mut(), inner, now, &mut OsRng) {
+            Ok(s) => s,
+            Err(esp::DropReason::LeaseExhausted) => {
+                // The HA standby stopped acknowledging: no sequence number beyond the lease,
+                // and charon rekeys (keys the other node never had).
+                if entry.sa.take_lease_report() {
+                    self.report(entry.sa.spi(), entry.id.dst, esp::LifetimeEvent::SoftExpire);
+                }
+                return Err(DropReason::EspLeaseExhausted);
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some(ev) = sealed.event {
             self.report(entry.sa.spi(), entry.id.dst, ev);
         }

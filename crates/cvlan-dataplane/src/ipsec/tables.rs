@@ -6,7 +6,7 @@
 
 use super::policies::{Key, PolicyIndex, Probes};
 use super::IpsecEngine;
-use crate::charon::protocol::{PolicyId, SaId};
+use crate::charon::protocol::{AddSa, PolicyId, SaId};
 use cvlan_proto::esp::{self, InboundSa, OutboundSa, SelectorRange};
 use cvlan_proto::ip;
 use std::collections::HashMap;
@@ -15,8 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub(super) struct InboundEntry {
-    pub sa: InboundSa,
+    pub sa: Arc<InboundSa>,
     pub id: SaId,
+    /// What was installed, kept for the HA standby (keys zeroed on drop).
+    pub record: Arc<AddSa>,
+    /// Imported from the HA active rather than installed by this node's charon.
+    pub synced: bool,
 }
 
 pub(super) struct OutboundEntry {
@@ -28,6 +32,10 @@ pub(super) struct OutboundEntry {
     pub reqid: u32,
     /// Installation order, so a reqid's newest SA carries the traffic.
     pub installed: u64,
+    /// What was installed, kept for the HA standby (keys zeroed on drop).
+    pub record: Arc<AddSa>,
+    /// Imported from the HA active rather than installed by this node's charon.
+    pub synced: bool,
 }
 
 #[derive(Clone)]
@@ -48,6 +56,8 @@ pub(super) struct OutPolicy {
     pub id: PolicyId,
     /// Installed by a previous charon (see `Table::orphan_spis`).
     pub orphan: bool,
+    /// Imported from the HA active: this node's charon installing it replaces the import.
+    pub synced: bool,
 }
 
 #[derive(Default, Clone)]

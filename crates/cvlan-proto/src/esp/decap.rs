@@ -176,6 +176,28 @@ impl InboundSa {
         })
     }
 
+    /// Treats every sequence number up to `top` as received: an HA takeover, so packets the
+    /// old active accepted are replays here. Never moves the window back.
+    pub fn mark_received_through(&self, top: u64) {
+        let mut w = self.window();
+        if top == 0 || w.top().is_some_and(|t| t >= top) {
+            return;
+        }
+        // Only what lies between the old top and the new one (at most one window) is new.
+        let from = top
+            .saturating_sub(w.size())
+            .max(w.top().map_or(1, |t| t + 1))
+            .max(1);
+        for s in from..=top {
+            let _ = w.update(s);
+        }
+    }
+
+    /// Whether this SA uses 64-bit extended sequence numbers.
+    pub fn esn(&self) -> bool {
+        self.esn
+    }
+
     /// Records `seq` as received, for tests that start near a sequence number wrap.
     #[cfg(test)]
     pub(crate) fn prime_window(&self, seq: u64) {

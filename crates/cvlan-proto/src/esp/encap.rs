@@ -12,7 +12,7 @@
 //! `seal` takes `&self`: several workers can encrypt for one SA at once.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand_core::{CryptoRng, RngCore};
@@ -45,6 +45,10 @@ pub struct OutboundSa {
     transform: Transform,
     /// Last sequence number handed out (0 = none yet; the first packet carries 1).
     seq: AtomicU64,
+    /// First sequence number this SA may not use (an HA counter lease; `u64::MAX`: none).
+    limit: AtomicU64,
+    /// Whether the lease's exhaustion was reported (once per limit).
+    lease_reported: AtomicBool,
     lifetime: Lifetime,
     tunnel: TunnelEndpoints,
 }
@@ -74,6 +78,8 @@ impl OutboundSa {
             esn: params.esn,
             transform,
             seq: AtomicU64::new(0),
+            limit: AtomicU64::new(u64::MAX),
+            lease_reported: AtomicBool::new(false),
             lifetime: Lifetime::new(params.lifetime, now),
             tunnel: params.tunnel,
         })
@@ -192,13 +198,70 @@ impl OutboundSa {
     }
 
     fn next_seq(&self) -> Result<u64, DropReason> {
-        let limit = if self.esn { u64::MAX } else { MAX_SEQ_32 };
+        let max = if self.esn { u64::MAX } else { MAX_SEQ_32 };
+        let lease = self.limit.load(Ordering::Acquire);
+        let mut leased_out = false;
         self.seq
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                (s < limit).then(|| s + 1)
+                if s >= max {
+                    return None;
+                }
+                // The lease is checked in the same atomic step that takes the number, so no
+                // worker can take one at or beyond it.
+                if s + 1 >= lease {
+                    leased_out = true;
+                    return None;
+                }
+                Some(s + 1)
             })
             .map(|prev| prev + 1)
-            .map_err(|_| DropReason::SequenceOverflow)
+            .map_err(|_| {
+                if leased_out {
+                    DropReason::LeaseExhausted
+                } else {
+                    DropReason::SequenceOverflow
+                }
+            })
+    }
+
+    /// The first sequence number this SA may not use (`u64::MAX`: no lease).
+    pub fn send_limit(&self) -> u64 {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Sets the lease limit (HA: a takeover, a new SA on the active, or a standby with none).
+    pub fn set_send_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Release);
+        self.lease_reported.store(false, Ordering::Relaxed);
+    }
+
+    /// Moves the lease limit forward only (an acknowledgement from the HA standby).
+    pub fn raise_send_limit(&self, limit: u64) {
+        if self.limit.fetch_max(limit, Ordering::AcqRel) < limit {
+            self.lease_reported.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the next packet would be refused for the lease.
+    pub fn lease_exhausted(&self) -> bool {
+        self.seq.load(Ordering::Relaxed).saturating_add(1) >= self.limit.load(Ordering::Acquire)
+    }
+
+    /// True once per limit: the caller reports the exhaustion (a soft expire, so the key
+    /// manager rekeys) the first time a packet hits it.
+    pub fn take_lease_report(&self) -> bool {
+        !self.lease_reported.swap(true, Ordering::Relaxed)
+    }
+
+    /// Moves the counter forward to at least `last` (the last sequence number taken as used):
+    /// an HA takeover, or the active's counter synced to a standby. Never moves it back.
+    pub fn advance_seq(&self, last: u64) {
+        self.seq.fetch_max(last, Ordering::Relaxed);
+    }
+
+    /// Whether this SA uses 64-bit extended sequence numbers.
+    pub fn esn(&self) -> bool {
+        self.esn
     }
 
     /// Starts the counter elsewhere than at 0, for tests of the wrap-around.

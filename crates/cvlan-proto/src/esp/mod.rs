@@ -75,6 +75,10 @@ pub enum DropReason {
     /// The sequence number space is exhausted (RFC 4303 §3.3.3); the SA needs a rekey.
     #[error("sequence number overflow")]
     SequenceOverflow,
+    /// The SA reached its HA counter lease (what the standby acknowledged plus the lease):
+    /// it sends nothing more until the lease moves or a rekey replaces it.
+    #[error("HA counter lease exhausted")]
+    LeaseExhausted,
     /// The caller's buffer lacks head- or tailroom for the ESP framing.
     #[error("buffer too small")]
     BufferTooSmall,
