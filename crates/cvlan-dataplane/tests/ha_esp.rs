@@ -9,7 +9,7 @@ use cvlan_dataplane::charon::protocol::{
     AddSa, Mark, Mode, Policy, PolicyDir, PolicyId, PolicyPriority, PolicyType, SaCfg, SaFlags,
     SaId, SecretKey, TrafficSelector,
 };
-use cvlan_dataplane::charon::SaBackend;
+use cvlan_dataplane::charon::{CharonServer, SaBackend};
 use cvlan_dataplane::counters::{DropReason, WorkerCounters};
 use cvlan_dataplane::ha::frame::{self, FrameReader, Handshake, Message};
 use cvlan_dataplane::ha::{HaConfig, HaEvent, HaSync, Role};
@@ -20,6 +20,7 @@ use rand_core::OsRng;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -308,6 +309,8 @@ fn new_drop(e: &IpsecEngine, before: &[(DropReason, u64)]) -> DropReason {
 }
 
 struct Pair {
+    /// The active's plugin link, which queues the expires it reports for charon.
+    _link_a: CharonServer,
     a: Arc<IpsecTransport>,
     b: Arc<IpsecTransport>,
     ha_a: HaSync,
@@ -324,12 +327,17 @@ fn pair() -> Pair {
     let b = Arc::new(IpsecTransport {
         engine: IpsecEngine::new("192.0.2.1".parse().unwrap()),
     });
+    let sock = std::env::temp_dir().join(format!("ha-esp-{}-{pa}.sock", std::process::id()));
+    let (link_a, handle) =
+        CharonServer::bind(&sock, Box::new(IpsecBackend(a.engine.clone())), None).unwrap();
+    a.engine.set_charon(handle);
     let (ha_a, ev_a) = channel(1, pa, pb);
     let (ha_b, ev_b) = channel(2, pb, pa);
     ha_a.attach_ipsec(a.engine.clone());
     ha_a.set_role(Role::Active);
     ha_b.attach_ipsec(b.engine.clone());
     Pair {
+        _link_a: link_a,
         a,
         b,
         ha_a,
@@ -418,6 +426,19 @@ fn the_standby_continues_the_child_sa_and_no_sequence_number_repeats() {
         }
     };
     assert_eq!(refused, DropReason::EspLeaseExhausted);
+    // charon hears a soft expire (it rekeys) once, not per refused packet; the lifetime tick
+    // repeats it every 5 s while the SA stays exhausted.
+    let expires = || p.a.engine.counters.expires_sent.load(Ordering::Relaxed);
+    assert_eq!(expires(), 1);
+    assert_eq!(node_sends(&p.a, &peer), Err(DropReason::EspLeaseExhausted));
+    assert_eq!(expires(), 1);
+    let now = cvlan_dataplane::clock::now();
+    p.a.engine.poll_lifetimes(now);
+    assert_eq!(expires(), 2);
+    p.a.engine.poll_lifetimes(now + Duration::from_secs(1));
+    assert_eq!(expires(), 2);
+    p.a.engine.poll_lifetimes(now + Duration::from_secs(6));
+    assert_eq!(expires(), 3);
     let limit = p.a.engine.outbound_sa(OUT).unwrap().send_limit();
     assert!(
         a_max < limit && limit <= a_last + LEASE + 1,
