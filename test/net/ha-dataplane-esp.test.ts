@@ -32,7 +32,7 @@ interface Esp {
   seq: number;
 }
 
-/** ESP-in-UDP packets (port 4500, non-zero SPI) in a pcap of Ethernet frames. */
+/** ESP-in-UDP packets (port 4500, non-zero SPI) in a pcap of Ethernet frames, GSO segments apart. */
 function espPackets(file: string): Esp[] {
   const buf = readFileSync(file);
   const out: Esp[] = [];
@@ -51,12 +51,19 @@ function espPackets(file: string): Esp[] {
     if (f.readUInt16BE(udp) !== 4500 && f.readUInt16BE(udp + 2) !== 4500) continue;
     const esp = f.subarray(udp + 8);
     if (esp.length < 8 || esp.readUInt32BE(0) === 0) continue;
-    out.push({
-      at,
-      srcMac: [...f.subarray(6, 12)].map((b) => b.toString(16).padStart(2, '0')).join(':'),
-      spi: esp.readUInt32BE(0),
-      seq: esp.readUInt32BE(4),
-    });
+    const srcMac = [...f.subarray(6, 12)].map((b) => b.toString(16).padStart(2, '0')).join(':');
+    // The data plane sends with UDP GSO: on the veths and the bridge one frame can carry several
+    // ESP packets of one size back to back (segmented only where they are received). The next
+    // segment starts where the SPI appears again.
+    const spi = esp.readUInt32BE(0);
+    let seg = esp.length;
+    for (let k = 24; k + 8 <= esp.length; k++) {
+      if (esp.readUInt32BE(k) === spi) {
+        seg = k;
+        break;
+      }
+    }
+    for (let k = 0; k + 8 <= esp.length; k += seg) out.push({ at, srcMac, spi: esp.readUInt32BE(k), seq: esp.readUInt32BE(k + 4) });
   }
   return out;
 }
