@@ -9,7 +9,7 @@ use cvlan_dataplane::charon::protocol::{
     AddSa, Mark, Mode, Policy, PolicyDir, PolicyId, PolicyPriority, PolicyType, SaCfg, SaFlags,
     SaId, SecretKey, TrafficSelector,
 };
-use cvlan_dataplane::charon::SaBackend;
+use cvlan_dataplane::charon::{CharonServer, SaBackend};
 use cvlan_dataplane::counters::{DropReason, WorkerCounters};
 use cvlan_dataplane::ha::frame::{self, FrameReader, Handshake, Message};
 use cvlan_dataplane::ha::{HaConfig, HaEvent, HaSync, Role};
@@ -20,6 +20,7 @@ use rand_core::OsRng;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -308,6 +309,8 @@ fn new_drop(e: &IpsecEngine, before: &[(DropReason, u64)]) -> DropReason {
 }
 
 struct Pair {
+    /// The active's plugin link, which queues the expires it reports for charon.
+    _link_a: CharonServer,
     a: Arc<IpsecTransport>,
     b: Arc<IpsecTransport>,
     ha_a: HaSync,
@@ -324,12 +327,17 @@ fn pair() -> Pair {
     let b = Arc::new(IpsecTransport {
         engine: IpsecEngine::new("192.0.2.1".parse().unwrap()),
     });
+    let sock = std::env::temp_dir().join(format!("ha-esp-{}-{pa}.sock", std::process::id()));
+    let (link_a, handle) =
+        CharonServer::bind(&sock, Box::new(IpsecBackend(a.engine.clone())), None).unwrap();
+    a.engine.set_charon(handle);
     let (ha_a, ev_a) = channel(1, pa, pb);
     let (ha_b, ev_b) = channel(2, pb, pa);
     ha_a.attach_ipsec(a.engine.clone());
     ha_a.set_role(Role::Active);
     ha_b.attach_ipsec(b.engine.clone());
     Pair {
+        _link_a: link_a,
         a,
         b,
         ha_a,
@@ -418,6 +426,19 @@ fn the_standby_continues_the_child_sa_and_no_sequence_number_repeats() {
         }
     };
     assert_eq!(refused, DropReason::EspLeaseExhausted);
+    // charon hears a soft expire (it rekeys) once, not per refused packet; the lifetime tick
+    // repeats it every 5 s while the SA stays exhausted.
+    let expires = || p.a.engine.counters.expires_sent.load(Ordering::Relaxed);
+    assert_eq!(expires(), 1);
+    assert_eq!(node_sends(&p.a, &peer), Err(DropReason::EspLeaseExhausted));
+    assert_eq!(expires(), 1);
+    let now = cvlan_dataplane::clock::now();
+    p.a.engine.poll_lifetimes(now);
+    assert_eq!(expires(), 2);
+    p.a.engine.poll_lifetimes(now + Duration::from_secs(1));
+    assert_eq!(expires(), 2);
+    p.a.engine.poll_lifetimes(now + Duration::from_secs(6));
+    assert_eq!(expires(), 3);
     let limit = p.a.engine.outbound_sa(OUT).unwrap().send_limit();
     assert!(
         a_max < limit && limit <= a_last + LEASE + 1,
@@ -598,4 +619,58 @@ fn an_sa_the_standby_never_saw_has_no_lease_until_exported() {
         "limit {limit} = the counter when exported + the lease"
     );
     assert_eq!(b.outbound_sa(OUT).unwrap().last_seq(), 2 * LEASE);
+}
+
+/// A standby that joins an active with 500 CHILD_SAs receives every SA and policy in the
+/// snapshot: nothing refused, all acknowledged on both sides.
+#[test]
+fn a_joining_standby_receives_500_child_sas() {
+    const TUNNELS: u32 = 500;
+    let (pa, pb) = (free_port(), free_port());
+    let a = IpsecEngine::new("192.0.2.1".parse().unwrap());
+    let (ha_a, _) = channel(1, pa, pb);
+    ha_a.attach_ipsec(a.clone());
+    ha_a.set_role(Role::Active);
+    let mut charon = IpsecBackend(a.clone());
+    for i in 0..TUNNELS {
+        let net = |side: u8| format!("10.{side}.{}.{}", i / 250, i % 250);
+        let tsel = |side: u8| TrafficSelector {
+            from: net(side).parse().unwrap(),
+            to: net(side).parse().unwrap(),
+            ..ts("10.0.0")
+        };
+        for (spi, inbound) in [(0x10_0000 + i, false), (0x20_0000 + i, true)] {
+            let mut sa = add_sa(spi, inbound);
+            sa.reqid = 100 + i;
+            sa.id.if_id = 100 + i;
+            charon.add_sa(sa).unwrap();
+        }
+        let mut p = out_policy();
+        p.id.src_ts = tsel(1);
+        p.id.dst_ts = tsel(2);
+        p.id.if_id = 100 + i;
+        p.sa.reqid = 100 + i;
+        charon.add_policy(p).unwrap();
+    }
+    assert_eq!(a.policy_count(), TUNNELS as usize);
+    let joined = Instant::now();
+    let b = IpsecEngine::new("192.0.2.1".parse().unwrap());
+    let (ha_b, _) = channel(2, pb, pa);
+    ha_b.attach_ipsec(b.clone());
+    wait("every SA acknowledged", || {
+        ha_a.status().synced_esp_sas == 2 * TUNNELS as u64
+            && ha_b.status().synced_esp_sas == 2 * TUNNELS as u64
+    });
+    let took = joined.elapsed();
+    wait("every policy", || b.policy_count() == TUNNELS as usize);
+    assert_eq!(b.sas().len(), 2 * TUNNELS as usize);
+    assert_eq!(b.policy_if_ids(), a.policy_if_ids());
+    let s = ha_b.status();
+    assert_eq!(
+        (s.rejected_forged, s.rejected_replayed, s.rejected_malformed),
+        (0, 0, 0)
+    );
+    eprintln!(
+        "500 CHILD_SAs (1000 SAs, 500 policies) acknowledged {took:?} after the standby started"
+    );
 }

@@ -139,6 +139,11 @@ impl IpsecEngine {
                 synced,
             });
             self.commit(|t| {
+                // An import never replaces what is there (charon may have installed it since
+                // the caller looked).
+                if synced && t.inbound.contains_key(&id.spi) {
+                    return;
+                }
                 t.orphan_spis.remove(&id.spi);
                 t.inbound.insert(id.spi, entry);
             });
@@ -165,6 +170,9 @@ impl IpsecEngine {
                 synced,
             });
             self.commit(|t| {
+                if synced && t.outbound.contains_key(&id.spi) {
+                    return;
+                }
                 // The SPI's earlier entry leaves its reqid's list: an orphan, a synced import,
                 // or charon installing the same SPI again.
                 let replaced =
