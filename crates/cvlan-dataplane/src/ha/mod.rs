@@ -300,12 +300,8 @@ impl HaSync {
                 }
             }
             Role::Active => {
-                let stored = self
-                    .shared
-                    .stored
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                // Held while taking over: the channel installs and stores a keypair under it.
+                let stored = self.shared.stored.lock().unwrap_or_else(|e| e.into_inner());
                 let (mut jumped, mut dropped) = (0, 0);
                 for wg in self.shared.engines() {
                     let (j, d) = wireguard::take_over(&wg, &stored, lease);
@@ -313,6 +309,7 @@ impl HaSync {
                     dropped += d;
                     wireguard::apply_role(&wg, role, lease);
                 }
+                drop(stored);
                 drop(r);
                 self.shared.emit(HaEvent::Takeover { jumped, dropped });
             }
