@@ -266,6 +266,11 @@ fn main() {
         || {
             a.status().synced_wg_sessions == sessions as u64
                 && b.status().synced_wg_sessions == sessions as u64
+                && b_events
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|e| matches!(e, HaEvent::SnapshotDone { .. }))
         },
     );
     let bulk = joined.elapsed();
@@ -343,7 +348,12 @@ fn main() {
         ),
         (
             "steady_bytes_per_s",
-            format!("{:.0}", (w1 - w0) as f64 / el),
+            // `ss` found no connection at one of the reads: no figure rather than a wrong one.
+            match (w0, w1) {
+                (0, _) | (_, 0) => "null".into(),
+                _ if w1 < w0 => "null".into(),
+                _ => format!("{:.0}", (w1 - w0) as f64 / el),
+            },
         ),
         (
             "active_sync_cpu_pct",
