@@ -293,8 +293,12 @@ impl Conn<'_> {
             // brain) keeps its own.
             Message::WgSession(r) if role == Role::Standby => {
                 let engines = s.engines();
+                // Installed and stored under one lock: a takeover sees both or neither (an
+                // installed keypair without its stored counter could not send after it).
+                let mut stored = s.stored.lock().unwrap_or_else(|e| e.into_inner());
                 if wgha::import(&engines, &r) {
-                    let st = store(s, r.local_index, r.send_counter, r.recv_top);
+                    let st = store(s, &mut stored, r.local_index, r.send_counter, r.recv_top);
+                    drop(stored);
                     self.send(&Message::WgAck(vec![(r.local_index, st)]))?;
                 }
             }
@@ -307,11 +311,13 @@ impl Conn<'_> {
             Message::WgCounters(list) if role == Role::Standby => {
                 let engines = s.engines();
                 let mut acks = Vec::with_capacity(list.len());
+                let mut stored = s.stored.lock().unwrap_or_else(|e| e.into_inner());
                 for c in &list {
                     if apply_counter(&engines, c) {
-                        acks.push((c.index, store(s, c.index, c.send, c.recv_top)));
+                        acks.push((c.index, store(s, &mut stored, c.index, c.send, c.recv_top)));
                     }
                 }
+                drop(stored);
                 self.send(&Message::WgAck(acks))?;
             }
             Message::WgAck(list) if role == Role::Active => {
@@ -355,8 +361,13 @@ fn apply_counter(engines: &[Arc<crate::wireguard::WireGuard>], c: &WgCounter) ->
 
 /// Stores a session's counters on the standby (only forward); returns the stored send counter,
 /// which is what the standby acknowledges.
-fn store(s: &Shared, index: u32, send: u64, recv_top: Option<u64>) -> u64 {
-    let mut stored = s.stored.lock().unwrap_or_else(|e| e.into_inner());
+fn store(
+    s: &Shared,
+    stored: &mut HashMap<u32, super::Stored>,
+    index: u32,
+    send: u64,
+    recv_top: Option<u64>,
+) -> u64 {
     let e = stored.entry(index).or_default();
     e.send = super::lease::store(e.send, send);
     e.recv_top = e.recv_top.max(recv_top);

@@ -356,12 +356,8 @@ impl HaSync {
                 }
             }
             Role::Active => {
-                let stored = self
-                    .shared
-                    .stored
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                // Held while taking over: the channel installs and stores a keypair under it.
+                let stored = self.shared.stored.lock().unwrap_or_else(|e| e.into_inner());
                 let (mut jumped, mut dropped) = (0, 0);
                 for wg in self.shared.engines() {
                     let (j, d) = wireguard::take_over(&wg, &stored, lease);
@@ -369,6 +365,7 @@ impl HaSync {
                     dropped += d;
                     wireguard::apply_role(&wg, role, lease);
                 }
+                drop(stored);
                 let stored_esp = self
                     .shared
                     .stored_esp

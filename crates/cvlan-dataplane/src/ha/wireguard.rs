@@ -63,7 +63,7 @@ pub(super) fn remove(engines: &[std::sync::Arc<WireGuard>], index: u32) {
 pub(super) fn sync_counter(engines: &[std::sync::Arc<WireGuard>], c: &WgCounter) -> bool {
     engines
         .iter()
-        .any(|wg| wg.with(|d| d.sync_counter(c.index, c.send)))
+        .any(|wg| wg.with(|d| d.sync_counter(c.index, c.send, c.recv_top)))
 }
 
 /// Raises the send limit of an acknowledged keypair (active). `false` for an unknown index.
@@ -98,9 +98,12 @@ pub(super) fn exhausted(wg: &WireGuard) -> Vec<u32> {
     })
 }
 
-/// Takeover: synced keypairs continue past anything the old active may have used; keypairs
-/// this node never received from the active may not send at all (the device handshakes again).
-/// Returns (continued, stopped).
+/// Takeover: synced keypairs continue past anything the old active may have used, and one the
+/// peer has used is `current` even if it was still `next` when exported. Keypairs without a
+/// stored counter may not send at all (the device handshakes again): the channel installs and
+/// stores under one lock (held here too), so those are only keypairs left from before this
+/// node was last demoted, which the active it follows never synced — it may have used them
+/// beyond anything this node knows. Returns (continued, stopped).
 pub(super) fn take_over(wg: &WireGuard, stored: &HashMap<u32, Stored>, lease: u64) -> (u64, u64) {
     let keypairs: Vec<_> = wg.with(|d| {
         d.session_counters()
@@ -118,6 +121,8 @@ pub(super) fn take_over(wg: &WireGuard, stored: &HashMap<u32, Stored>, lease: u6
                 kp.set_send_limit(lease::send_limit(start, lease));
                 if let Some(top) = s.recv_top {
                     kp.mark_received_through(top);
+                    // The peer used it: a keypair still `next` here is its current one.
+                    wg.with(|d| d.confirm_session(i));
                 }
                 jumped += 1;
             }
