@@ -269,7 +269,9 @@ fn the_new_active_sends_first_on_a_session_exported_before_its_first_data() {
     let mut p = export_before_first_data_then_fail_over();
     assert!(p.b_events.lock().unwrap().contains(&HaEvent::Takeover {
         jumped: 1,
-        dropped: 0
+        dropped: 0,
+        esp_jumped: 0,
+        esp_stopped: 0
     }));
     let peer_kp = {
         let d = p.peer.lock().unwrap();
