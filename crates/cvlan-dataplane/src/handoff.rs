@@ -137,6 +137,10 @@ pub(crate) struct Stage<'a> {
 impl Stage<'_> {
     /// The ingress transport's outbound stage, for ICMP errors back the way packets came.
     fn reply(&mut self, pkts: &mut [Packet]) {
+        // A claim key names a route of the target, not of the ingress.
+        for p in pkts.iter_mut() {
+            p.claim_key = None;
+        }
         self.ingress.encapsulate(&mut self.ctx, pkts);
     }
 }
@@ -164,13 +168,15 @@ pub(crate) fn run(h: &Handoff, stage: &mut Stage<'_>, pkts: &mut [Packet]) {
         let k = front(pkts, |p| t.takes(p, false));
         for p in pkts[..k].iter_mut() {
             p.claimed = false;
+            p.claim_key = None;
         }
         t.transport.claims(&mut pkts[..k]);
         for p in pkts[..k].iter_mut() {
-            if p.claimed && p.best.is_none_or(|(len, _)| p.claim_len > len) {
-                p.best = Some((p.claim_len, i));
+            if p.claimed && p.best.is_none_or(|(len, _, _)| p.claim_len > len) {
+                p.best = Some((p.claim_len, i, p.claim_key));
             }
             p.claimed = false;
+            p.claim_key = None;
         }
     }
     for (i, t) in h.targets.iter().enumerate() {
@@ -178,6 +184,11 @@ pub(crate) fn run(h: &Handoff, stage: &mut Stage<'_>, pkts: &mut [Packet]) {
             p.verdict.is_inner() && p.best.map(|b| b.1) == Some(i)
         });
         if k > 0 {
+            // The winning target's own key for its route goes with the packet to its
+            // `encapsulate` (stage 5), which then skips its lookup.
+            for p in pkts[..k].iter_mut() {
+                p.claim_key = p.best.and_then(|b| b.2);
+            }
             to_target(t, &h.icmp, stage, &mut pkts[..k], true);
         }
     }
@@ -197,6 +208,10 @@ pub(crate) fn run(h: &Handoff, stage: &mut Stage<'_>, pkts: &mut [Packet]) {
     }
     if h.isolated {
         isolate(h, stage, pkts);
+    }
+    // A key is only valid for the transport that claimed and the batch it claimed in.
+    for p in pkts.iter_mut() {
+        p.claim_key = None;
     }
 }
 
@@ -272,6 +287,9 @@ fn to_target(
     // 2. claim (unless the caller already knows these are the target's)
     for p in pkts.iter_mut() {
         p.claimed = claimed;
+        if !claimed {
+            p.claim_key = None;
+        }
     }
     if !claimed {
         t.transport.claims(pkts);
@@ -733,7 +751,8 @@ mod tests {
         assert_eq!(drops(&counters, DropReason::NoRoute), 1);
     }
 
-    /// Claims everything with a route of `len` bits; stamps its `id` into what it encapsulates.
+    /// Claims everything with a route of `len` bits, keyed `id + 100`; stamps its `id` and the
+    /// key it was given (0 for none) into what it encapsulates.
     struct Prefixed {
         id: u8,
         len: u8,
@@ -746,11 +765,14 @@ mod tests {
             for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
                 p.claimed = true;
                 p.claim_len = self.len;
+                p.claim_key = Some(u32::from(self.id) + 100);
             }
         }
         fn encapsulate(&self, _ctx: &mut Ctx<'_>, pkts: &mut [Packet]) {
             for p in pkts {
+                let key = p.claim_key.take().map_or(0, |k| k as u8);
                 p.data_mut()[1] = self.id;
+                p.data_mut()[2] = key;
                 p.verdict = Verdict::Send;
             }
         }
@@ -775,5 +797,11 @@ mod tests {
         batch(&h, &mut pkts);
         assert_eq!(pkts[0].verdict, Verdict::HandedOff);
         assert_eq!(pkts[0].data()[1], 2, "the /16 device encapsulated it");
+        assert_eq!(
+            pkts[0].data()[2],
+            102,
+            "with its own claim's key, not the key of a device that claimed after it"
+        );
+        assert_eq!(pkts[0].claim_key, None, "no key outlives the batch");
     }
 }

@@ -57,8 +57,12 @@ pub struct Packet {
     /// destination prefix is `claim_len` bits long (`crate::handoff`).
     pub claimed: bool,
     pub claim_len: u8,
-    /// The target the longest claim came from (`crate::handoff`).
-    pub(crate) best: Option<(u8, usize)>,
+    /// Set with `claimed` by a transport that keeps its route as a key (WireGuard: the peer),
+    /// and given back to that transport's `encapsulate` with the packet so the route is not
+    /// looked up twice. `None` for packets read from TUN (`worker::reset_packet`).
+    pub claim_key: Option<u32>,
+    /// The longest claim so far (`crate::handoff`): its length, target and key.
+    pub(crate) best: Option<(u8, usize, Option<u32>)>,
     /// Tenant of the packet where the data plane knows it (the IPsec tunnel it came through, the
     /// WireGuard device of a tenant); 0 = none (one tenant, or not known). Transports that serve
     /// several tenants route a tagged packet by that tenant's entries only.
@@ -89,6 +93,7 @@ impl Packet {
             sock: 0,
             claimed: false,
             claim_len: 0,
+            claim_key: None,
             best: None,
             tag: 0,
             home: 0,

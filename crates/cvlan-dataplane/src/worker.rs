@@ -714,4 +714,5 @@ fn reset_packet(p: &mut Packet, len: usize) {
     p.verdict = Verdict::Drop;
     p.sock = 0;
     p.tag = 0;
+    p.claim_key = None;
 }

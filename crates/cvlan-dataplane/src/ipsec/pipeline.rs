@@ -57,7 +57,10 @@ impl Transport for IpsecTransport {
         }
     }
 
-    /// Claims the inner packets an outbound policy covers (a tunnel's traffic selectors).
+    /// Claims the inner packets an outbound policy covers (a tunnel's traffic selectors); the
+    /// policy's reqid is the claim's key (`Packet::claim_key`), so `encapsulate` goes straight to
+    /// its SA. A policy removed in between sends on its SA while that is still installed, as a
+    /// packet a moment earlier would have gone.
     fn claims(&self, pkts: &mut [Packet]) {
         let t = self.engine.snapshot();
         for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
@@ -65,6 +68,7 @@ impl Transport for IpsecTransport {
                 let policy = t.select_policy(p.data(), &info, p.tag);
                 p.claimed = policy.is_some();
                 p.claim_len = policy.map_or(0, |x| x.dst.prefix_len());
+                p.claim_key = policy.map(|x| x.reqid);
             }
         }
     }
@@ -114,12 +118,17 @@ impl IpsecEngine {
             return Err(DropReason::HaStandby);
         }
         let info = ip::parse(pkt.data()).map_err(|_| DropReason::IpsecMalformedIp)?;
-        // 1. select_policy
-        let policy = t
-            .select_policy(pkt.data(), &info, pkt.tag)
-            .ok_or(DropReason::IpsecNoPolicy)?;
+        // 1. select_policy (done by `claims` for a packet handed off by another device)
+        let reqid = match pkt.claim_key.take() {
+            Some(reqid) => reqid,
+            None => {
+                t.select_policy(pkt.data(), &info, pkt.tag)
+                    .ok_or(DropReason::IpsecNoPolicy)?
+                    .reqid
+            }
+        };
         // 2. select_sa
-        let entry = t.select_sa(policy).ok_or(DropReason::IpsecNoSa)?;
+        let entry = t.sa_of(reqid).ok_or(DropReason::IpsecNoSa)?;
         // ESP without UDP goes out on the raw socket; charon negotiates it only when the plugin
         // did not announce KERNEL_REQUIRE_UDP_ENCAPSULATION, i.e. when the device has one.
         let (sock, addr) = if entry.encap {

@@ -444,3 +444,66 @@ fn lookup_time() {
         );
     }
 }
+
+/// The handoff's claim names the policy's reqid, and `encapsulate` takes the SA from that key
+/// without selecting a policy again (no SA installed here: the drop says which step failed).
+#[test]
+fn a_claim_carries_its_reqid_to_encapsulate() {
+    use crate::counters::{DropReason, WorkerCounters};
+    use crate::transport::{Ctx, Packet, Transport, Verdict};
+    let e = IpsecEngine::new("192.0.2.1".parse().unwrap());
+    for i in 0..3 {
+        e.add_policy(out_policy(&site(i), 10 + i, 0)).unwrap();
+    }
+    let t = super::IpsecTransport { engine: e.clone() };
+    let inner = |i: u32| {
+        let bytes = packet(&Probe {
+            src: "10.0.0.5".parse().unwrap(),
+            dst: Ipv4Addr::from(0xac10_0007 + (i << 8)).into(),
+            proto: 17,
+            port: Some(53),
+        });
+        let mut p = Packet::new();
+        p.len = bytes.len();
+        p.data_mut().copy_from_slice(&bytes);
+        p.verdict = Verdict::ToTun;
+        p
+    };
+    let mut pkts = vec![inner(2), inner(7)];
+    t.claims(&mut pkts);
+    assert!(
+        pkts[0].claimed && pkts[0].claim_key == Some(12),
+        "site 2's reqid"
+    );
+    assert!(
+        !pkts[1].claimed && pkts[1].claim_key.is_none(),
+        "no policy, no key"
+    );
+
+    let counters = WorkerCounters::default();
+    let mut extra = Vec::new();
+    let mut ctx = Ctx {
+        worker: 0,
+        counters: &counters,
+        now: std::time::Duration::ZERO,
+        extra: &mut extra,
+    };
+    // A key names the SA even where the packet itself matches no policy.
+    let mut keyed = vec![inner(7)];
+    keyed[0].claim_key = Some(12);
+    t.encapsulate(&mut ctx, &mut keyed);
+    let mut unkeyed = vec![inner(7)];
+    t.encapsulate(&mut ctx, &mut unkeyed);
+    let drops: HashMap<DropReason, u64> = e.counters.drop_counts().into_iter().collect();
+    assert_eq!(
+        drops.get(&DropReason::IpsecNoSa),
+        Some(&1),
+        "keyed: straight to the SA step"
+    );
+    assert_eq!(
+        drops.get(&DropReason::IpsecNoPolicy),
+        Some(&1),
+        "unkeyed: policy selected"
+    );
+    assert_eq!(keyed[0].claim_key, None, "the key is used once");
+}

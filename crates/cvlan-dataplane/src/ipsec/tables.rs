@@ -106,9 +106,9 @@ impl Table {
     }
 
     /// The SA that carries a policy's traffic: the newest outbound SA of its reqid.
-    pub fn select_sa(&self, policy: &OutPolicy) -> Option<&OutboundEntry> {
+    pub fn sa_of(&self, reqid: u32) -> Option<&OutboundEntry> {
         self.by_reqid
-            .get(&policy.reqid)
+            .get(&reqid)
             .and_then(|v| v.last())
             .map(|e| e.as_ref())
     }

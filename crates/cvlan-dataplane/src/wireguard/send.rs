@@ -14,7 +14,6 @@ use cvlan_proto::ip;
 use cvlan_proto::wireguard::constants::{TAG_LEN, TRANSPORT_HEADER_LEN};
 use cvlan_proto::wireguard::{Keypair, Outbox, PeerId, SendPlan};
 use rand_core::OsRng;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -44,7 +43,9 @@ pub(super) fn encapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                 p.drop_with(ctx.counters, DropReason::MalformedIp);
                 continue;
             };
-            let route = dev.route(info.dst);
+            // A packet handed off by another device carries the peer this device claimed it
+            // for in the same batch (`crate::handoff`); from TUN it is looked up here.
+            let route = p.claim_key.take().or_else(|| dev.route(info.dst));
             crate::trace::wg_peer(p, "allowed-ips", route, &dev);
             let Some(peer) = route else {
                 p.drop_with(ctx.counters, DropReason::NoRoute);
@@ -69,7 +70,9 @@ pub(super) fn encapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
             }
         }
     }
-    let mut tx: HashMap<PeerId, usize> = HashMap::new();
+    // Bytes per peer, merged while consecutive (a batch is mostly one peer's): no hashing per
+    // packet.
+    let mut tx: Vec<(PeerId, usize)> = Vec::new();
     for pl in plans {
         let p = &mut pkts[pl.idx];
         let (start, len) = (p.start, p.len);
@@ -84,7 +87,10 @@ pub(super) fn encapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
                 p.addr = pl.endpoint;
                 p.sock = 0;
                 p.verdict = Verdict::Send;
-                *tx.entry(pl.peer).or_default() += r.len();
+                match tx.last_mut() {
+                    Some((peer, bytes)) if *peer == pl.peer => *bytes += r.len(),
+                    _ => tx.push((pl.peer, r.len())),
+                }
             }
             None => p.drop_with(ctx.counters, DropReason::Oversized),
         }
@@ -99,14 +105,17 @@ pub(super) fn encapsulate(wg: &WireGuard, ctx: &mut Ctx<'_>, pkts: &mut [Packet]
 }
 
 /// Claims the inner packets whose destination a peer's allowed IPs cover (cryptokey
-/// routing), one lock for the batch.
+/// routing), one lock for the batch; the peer is the claim's key (`Packet::claim_key`). A peer
+/// removed before `encapsulate` drops the packet there (`NoRoute`); allowed IPs changed in
+/// between route it as it would have been a moment earlier.
 pub(super) fn claims(wg: &WireGuard, pkts: &mut [Packet]) {
     let dev = wg.lock();
     for p in pkts.iter_mut().filter(|p| p.verdict.is_inner()) {
         if let Ok(info) = ip::parse(p.data()) {
-            let len = dev.route_prefix_len(info.dst);
-            p.claimed = len.is_some();
-            p.claim_len = len.unwrap_or(0);
+            let hit = dev.route_with_len(info.dst);
+            p.claimed = hit.is_some();
+            p.claim_len = hit.map_or(0, |(_, len)| len);
+            p.claim_key = hit.map(|(peer, _)| peer);
         }
     }
 }

@@ -196,6 +196,11 @@ impl Device {
         self.allowed.lookup_len(dst).map(|(_, len)| len)
     }
 
+    /// [`Device::route`] and [`Device::route_prefix_len`] in one walk.
+    pub fn route_with_len(&self, dst: IpAddr) -> Option<(PeerId, u8)> {
+        self.allowed.lookup_len(dst)
+    }
+
     /// Whether `src` is an allowed source address for packets from `id`.
     pub fn allowed_src(&self, id: PeerId, src: IpAddr) -> bool {
         self.allowed.lookup(src) == Some(id)
