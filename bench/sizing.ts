@@ -4,12 +4,17 @@
  * Not a timed test; run as root on a quiet machine (state the load average with the figures):
  *
  *   npx tsc -p tsconfig.json && node dist/bench/sizing.js --tunnels 100,500 \
- *     [--systems ipsec,wireguard,strongswan,wireguard-go] [--no-write] [--label x] [--log-level debug]
+ *     [--systems ipsec,wireguard,strongswan,wireguard-go] [--peer per-tunnel|shared] [--no-write] \
+ *     [--label x] [--log-level debug]
  *
  * Topology: `cvlan-vrouter run` in namespace A initiates N site-to-site tunnels (PSK, one per
  * tunnel, distinct remote identities and remote /24s) to one strongSwan charon with
- * kernel-libipsec in namespace B that holds N + 1 matching connections. Per N it measures:
+ * kernel-libipsec in namespace B that holds N + 1 matching connections (`--peer per-tunnel`,
+ * default) or one connection for all and N + 1 secrets by identity (`--peer shared`). Per N it
+ * measures:
  *   - ready_s: daemon spawned → every tunnel `up` in GET /v1/tunnels;
+ *   - bring_up_cpu_s: CPU of node, its charon and the peer's charon until then (what the
+ *     benchmark's own responder costs apart from the vrouter);
  *   - rss_mib: VmRSS of the daemon (node) and of its charon once all tunnels are up;
  *   - idle_cpu_pct: CPU of node and of charon over 10 s once established (% of one core);
  *   - reload_applied_s / reload_up_s: one tunnel added by SIGHUP → `config_applied` logged /
