@@ -4,12 +4,17 @@
  * Not a timed test; run as root on a quiet machine (state the load average with the figures):
  *
  *   npx tsc -p tsconfig.json && node dist/bench/sizing.js --tunnels 100,500 \
- *     [--systems ipsec,wireguard,strongswan,wireguard-go] [--no-write] [--label x] [--log-level debug]
+ *     [--systems ipsec,wireguard,strongswan,wireguard-go] [--peer per-tunnel|shared] [--no-write] \
+ *     [--label x] [--log-level debug]
  *
  * Topology: `cvlan-vrouter run` in namespace A initiates N site-to-site tunnels (PSK, one per
  * tunnel, distinct remote identities and remote /24s) to one strongSwan charon with
- * kernel-libipsec in namespace B that holds N + 1 matching connections. Per N it measures:
+ * kernel-libipsec in namespace B that holds N + 1 matching connections (`--peer per-tunnel`,
+ * default) or one connection for all and N + 1 secrets by identity (`--peer shared`). Per N it
+ * measures:
  *   - ready_s: daemon spawned → every tunnel `up` in GET /v1/tunnels;
+ *   - bring_up_cpu_s: CPU of node, its charon and the peer's charon until then (what the
+ *     benchmark's own responder costs apart from the vrouter);
  *   - rss_mib: VmRSS of the daemon (node) and of its charon once all tunnels are up;
  *   - idle_cpu_pct: CPU of node and of charon over 10 s once established (% of one core);
  *   - reload_applied_s / reload_up_s: one tunnel added by SIGHUP → `config_applied` logged /
@@ -57,6 +62,9 @@ const peerId = (i: number): string => `peer${i}.sizing.cvlan`;
 
 interface Figures {
   tunnels: number;
+  peer_shape: PeerShape;
+  /** CPU time until all up (or the deadline), s. */
+  bring_up_cpu_s: { peer_charon: number | null; node: number; charon: number | null };
   ready_s: number | null;
   /** 99 % of the tunnels up. */
   ready_99_s: number | null;
@@ -122,12 +130,58 @@ async function upCount(ours: VrouterRun): Promise<{ up: number; states: Record<s
   return { up: tunnels.filter((t) => t.state === 'up').length, states: Object.fromEntries(tunnels.map((t) => [t.id, t.state])) };
 }
 
-/** The IPsec peer in namespace B: one charon with N + 1 responder connections. */
-async function ipsecPeer(lab: Lab, n: number, log: (s: string) => void): Promise<{ h: Awaited<ReturnType<typeof twoHosts>>; psks: string[] }> {
+/**
+ * How the peer's charon holds the N + 1 responder sites: `per-tunnel`, one connection (identity,
+ * traffic selectors) each; `shared`, one connection for all that answers any identity it is asked
+ * for (`local.id = %any`: the initiator's IDr becomes its own) and narrows one wide selector to the
+ * /24 each initiator proposes. Secrets are per site, by identity, in both.
+ */
+type PeerShape = 'per-tunnel' | 'shared';
+
+/** The charon process of a peer started by the harness (itself, or its child). */
+function charonOf(pid: number): number | undefined {
+  try {
+    if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'charon') return pid;
+  } catch {
+    return undefined;
+  }
+  return childCharon(pid);
+}
+
+/** The IPsec peer in namespace B: one charon answering N + 1 sites. */
+async function ipsecPeer(
+  lab: Lab,
+  n: number,
+  log: (s: string) => void,
+  shape: PeerShape,
+): Promise<{ h: Awaited<ReturnType<typeof twoHosts>>; psks: string[]; charonPid: number | undefined }> {
   const h = await twoHosts(lab);
   const psks = Array.from({ length: n + 1 }, () => randomBytes(24).toString('base64'));
-  // The peer: one charon holding N + 1 responder connections told apart by identity.
-  const conns = psks
+  const shared = `  shared {
+    version = 2
+    local_addrs = ${h.addrB}
+    remote_addrs = ${h.addrA}
+    proposals = aes256gcm16-prfsha256-x25519
+    encap = yes
+    local {
+      auth = psk
+      id = %any
+    }
+    remote {
+      auth = psk
+      id = ${OURS_ID}
+    }
+    children {
+      shared {
+        local_ts = 10.128.0.0/9
+        remote_ts = ${OURS_NET}
+        esp_proposals = aes256gcm16
+      }
+    }
+  }
+`;
+  // Per tunnel: one charon holding N + 1 responder connections told apart by identity.
+  const conns = shape === 'shared' ? shared : psks
     .map(
       (psk, i) => `  p${i} {
     version = 2
@@ -173,12 +227,13 @@ async function ipsecPeer(lab: Lab, n: number, log: (s: string) => void): Promise
   await lab.ip(h.b, ['-batch', batch]);
   writeFileSync(join(legacy.dir, 'swanctl.conf'), `connections {\n${conns}}\nsecrets {\n${secrets}}\n`, { mode: 0o600 });
   await legacy.swanctl(['--load-all', '--file', join(legacy.dir, 'swanctl.conf')], 600_000);
-  log(`peer loaded ${n + 1} connections`);
-  return { h, psks };
+  log(`peer loaded ${shape === 'shared' ? `one connection and ${n + 1} secrets` : `${n + 1} connections`}`);
+  return { h, psks, charonPid: charonOf(legacy.process.pid) };
 }
 
-async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: string): Promise<Figures> {
-  const { h, psks } = await ipsecPeer(lab, n, log);
+async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: string, shape: PeerShape): Promise<Figures> {
+  const { h, psks, charonPid: peerCharon } = await ipsecPeer(lab, n, log, shape);
+  const peerTicks0 = peerCharon ? cpuTicks(peerCharon) : 0;
   const doc = (count: number): object => ({ vrouter_id: 'ours', tenant_id: 't1', tunnels: psks.slice(0, count).map((psk, i) => tunnel(i, psk, h.addrB)) });
   const load0 = loadavg()[0]!;
   const t0 = Date.now();
@@ -198,6 +253,14 @@ async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: 
     }
     await sleep(1000);
   }
+  // Bring-up CPU, s: the peer's charon (the benchmark's responder) apart from the vrouter's node
+  // and charon, so that the time to all up can be told apart from what the responder costs.
+  const bringUpCpu = {
+    peer_charon: peerCharon ? (cpuTicks(peerCharon) - peerTicks0) / CLK_TCK : null,
+    node: cpuTicks(ours.process.pid) / CLK_TCK,
+    charon: ((c) => (c ? cpuTicks(c) / CLK_TCK : null))(childCharon(ours.process.pid)),
+  };
+  log(`bring-up CPU: node ${bringUpCpu.node.toFixed(1)} s, its charon ${bringUpCpu.charon?.toFixed(1) ?? '-'} s, peer's charon ${bringUpCpu.peer_charon?.toFixed(1) ?? '-'} s`);
   const notUp = Object.entries(states).filter(([, st]) => st !== 'up');
   // The view checked against charon itself: IKE_SAs with an installed CHILD_SA, by connection.
   const vici = new ViciClient({ socketPath: ours.charonVici, requestTimeoutMs: 60_000 });
@@ -265,6 +328,8 @@ async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: 
   log(`stop ${stopS.toFixed(1)} s`);
   return {
     tunnels: n,
+    peer_shape: shape,
+    bring_up_cpu_s: bringUpCpu,
     ready_s: readyS,
     ready_99_s: ready99S,
     up,
@@ -408,8 +473,8 @@ async function measureWireguardGo(lab: Lab, n: number, log: (s: string) => void)
  * connections and PSKs, loaded by `swanctl --load-all` with `start_action = start` and charon's
  * stock settings, against the same peer.
  */
-async function measureStrongswan(lab: Lab, n: number, log: (s: string) => void): Promise<RefFigures> {
-  const { h, psks } = await ipsecPeer(lab, n, log);
+async function measureStrongswan(lab: Lab, n: number, log: (s: string) => void, shape: PeerShape): Promise<RefFigures> {
+  const { h, psks } = await ipsecPeer(lab, n, log, shape);
   const ours = await strongswanPeer(lab, h.a, {
     localAddr: h.addrA,
     remoteAddr: h.addrB,
@@ -459,8 +524,11 @@ async function main(): Promise<void> {
       'no-write': { type: 'boolean', default: false },
       label: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
+      peer: { type: 'string', default: 'per-tunnel' },
     },
   });
+  if (values.peer !== 'per-tunnel' && values.peer !== 'shared') throw new Error(`--peer: "${values.peer}" is neither per-tunnel nor shared`);
+  const shape: PeerShape = values.peer;
   const systems = new Set(values.systems.split(','));
   for (const s of systems) if (!['ipsec', 'wireguard', 'strongswan', 'wireguard-go'].includes(s)) throw new Error(`--systems: unknown system "${s}"`);
   const skip = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'swanctl');
@@ -479,9 +547,9 @@ async function main(): Promise<void> {
   };
   for (const n of values.tunnels.split(',').map(Number)) {
     const log = (s: string): void => void process.stdout.write(`[N=${n}] ${s}\n`);
-    if (systems.has('ipsec')) results.push(await withLab((lab) => measure(lab, n, log, values['log-level']), { label: 'sizing' }));
+    if (systems.has('ipsec')) results.push(await withLab((lab) => measure(lab, n, log, values['log-level'], shape), { label: 'sizing' }));
     save();
-    if (systems.has('strongswan')) reference.push(await withLab((lab) => measureStrongswan(lab, n, log), { label: 'sizingss' }));
+    if (systems.has('strongswan')) reference.push(await withLab((lab) => measureStrongswan(lab, n, log, shape), { label: 'sizingss' }));
     save();
     if (systems.has('wireguard')) wg.push(await withLab((lab) => measureWg(lab, n, log, values['log-level']), { label: 'sizingwg' }));
     save();

@@ -9,7 +9,7 @@
  * `{answered, peers, started_at_ms, cookie_replies, seconds, first_s, all_s}` (seconds from the start, when
  * the first initiation was sent).
  */
-import { createCipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createCipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, randomBytes, type KeyObject } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -51,12 +51,17 @@ function aead(key: Uint8Array, plain: Uint8Array, ad: Uint8Array): Buffer {
   return Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]);
 }
 
-const b64url = (b: Uint8Array): string => Buffer.from(b).toString('base64url');
-const rawPublic = (k: KeyObject): Buffer => Buffer.from((k.export({ format: 'jwk' }) as { x: string }).x, 'base64url');
+// The raw key is the last 32 bytes of its DER (SPKI / PKCS#8, RFC 8410). Not JWK, and no
+// generateKeyPairSync: Node 20 can deadlock in a JWK export when the GC meanwhile destroys a
+// key-generation job (both take the same lock), which hung this tool and the benchmark at 2000 keys.
+const rawPublic = (k: KeyObject): Buffer => (k.export({ format: 'der', type: 'spki' }) as Buffer).subarray(-32);
 
 export function publicKeyObject(raw: Uint8Array): KeyObject {
-  return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: b64url(raw) }, format: 'jwk' });
+  return createPublicKey({ key: Buffer.concat([SPKI_X25519, raw]), format: 'der', type: 'spki' });
 }
+
+// SPKI wrapping of a raw X25519 public key (RFC 8410).
+const SPKI_X25519 = Buffer.from('302a300506032b656e032100', 'hex');
 
 // PKCS#8 wrapping of a raw X25519 private key (RFC 8410).
 const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
@@ -65,11 +70,18 @@ export function privateKeyObject(raw: Uint8Array): KeyObject {
   return createPrivateKey({ key: Buffer.concat([PKCS8_X25519, raw]), format: 'der', type: 'pkcs8' });
 }
 
+/** 32 random bytes clamped as X25519 (and `wg genkey`) does. */
+function x25519Private(): Buffer {
+  const d = randomBytes(32);
+  d[0] = d[0]! & 248;
+  d[31] = (d[31]! & 127) | 64;
+  return d;
+}
+
 /** A fresh X25519 key pair as WireGuard writes them (base64 of the raw 32 bytes). */
 export function wgKeyPair(): { privateKey: string; publicKey: string } {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  const d = Buffer.from((privateKey.export({ format: 'jwk' }) as { d: string }).d, 'base64url');
-  return { privateKey: d.toString('base64'), publicKey: rawPublic(publicKey).toString('base64') };
+  const d = x25519Private();
+  return { privateKey: d.toString('base64'), publicKey: rawPublic(createPublicKey(privateKeyObject(d))).toString('base64') };
 }
 
 function tai64n(): Buffer {
@@ -87,8 +99,8 @@ export function initiation(staticPriv: KeyObject, responderPub: Uint8Array, send
   let c = hash(Buffer.from(CONSTRUCTION));
   let h = hash(c, Buffer.from(IDENTIFIER));
   h = hash(h, responderPub);
-  const e = generateKeyPairSync('x25519');
-  const epub = rawPublic(e.publicKey);
+  const e = { privateKey: privateKeyObject(x25519Private()) };
+  const epub = rawPublic(createPublicKey(e.privateKey));
   [c] = kdf(1, c, epub) as [Buffer];
   h = hash(h, epub);
   let k: Buffer;

@@ -10,7 +10,7 @@
 
 // --- the device -----------------------------------------------------------------------------
 export { WireGuardDevice, totals, nativeInfo, addonPath } from './dataplane/index.js';
-export type { WireGuardDeviceOptions, WgCounters, WorkerStats, DataplaneEvent, DeviceEvents, NativeInfo } from './dataplane/index.js';
+export type { WireGuardDeviceOptions, WgCounters, WgPeerTraffic, WorkerStats, DataplaneEvent, DeviceEvents, NativeInfo } from './dataplane/index.js';
 
 // --- its configuration: the UAPI model (`get=1` / `set=1`) ------------------------------------
 export { InMemoryWireGuard, canonicalEndpoint, canonicalPrefix, WG_KEY_BYTES } from './wireguard/control.js';

@@ -14,7 +14,22 @@ import type { TunnelActionView } from '../api/state.js';
 
 /** The configured name of a tenant's peer, if the configuration gives one. */
 export function peerName(spec: TenantSpec, publicKey: string): string | undefined {
-  return spec.peers.find((p) => p.publicKey === publicKey)?.name;
+  return peerNames(spec).get(publicKey);
+}
+
+// Built once per configured peer list (a reload makes a new one): per-peer lookups for thousands
+// of peers stay O(1) instead of a scan each.
+const namesByPeers = new WeakMap<TenantSpec['peers'], ReadonlyMap<string, string>>();
+
+/** Configured peer names by public key (base64); unnamed peers are absent. */
+export function peerNames(spec: TenantSpec): ReadonlyMap<string, string> {
+  let m = namesByPeers.get(spec.peers);
+  if (!m) {
+    const names = new Map<string, string>();
+    for (const p of spec.peers) if (p.name !== undefined && !names.has(p.publicKey)) names.set(p.publicKey, p.name);
+    namesByPeers.set(spec.peers, (m = names));
+  }
+  return m;
 }
 
 /** How logs and metrics name a WireGuard peer: its configured name, else `wg:<public key>`. */

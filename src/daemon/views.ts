@@ -6,7 +6,7 @@
 import { configVersion } from '../config/load.js';
 import type { DesiredState, IpsecTunnelSpec, TenantSpec } from '../config/model.js';
 import { totals, type WorkerStats } from '../dataplane/index.js';
-import { peerName } from './operator.js';
+import { peerNames } from './operator.js';
 import type { IpsecService } from '../ipsec/service.js';
 import { str as viciStr, type IkeSaInfo } from '../strongswan/vici/types.js';
 import { dropReasonOf } from './drops.js';
@@ -187,11 +187,12 @@ export class RouterViews implements RouterStateSource {
   wireguardPeers(): PeerView[] {
     return this.#r.runtimes().flatMap((rt) => {
       if (!rt.wg || rt.wg.closed) return [];
+      const names = peerNames(rt.spec);
       return rt.wg.state().peers.map((p) => {
         const key = Buffer.from(p.publicKey).toString('base64');
         return {
         public_key: key,
-        name: peerName(rt.spec, key) ?? null,
+        name: names.get(key) ?? null,
         tenant: rt.spec.id,
         endpoint: p.endpoint,
         allowed_ips: p.allowedIps,
@@ -250,8 +251,28 @@ export class RouterViews implements RouterStateSource {
     }));
   }
 
+  /**
+   * Every WireGuard peer's metric name and traffic, by one batched data-plane call per tenant
+   * (`traffic()`: columns, no allowed IPs or keys): a scrape of 2000 peers through `state()` and a
+   * name lookup per peer took ~300 ms.
+   */
+  #wireguardTraffic(): { tenant: string; tunnel: string; rx: number; tx: number; handshakeMs: number }[] {
+    const out: { tenant: string; tunnel: string; rx: number; tx: number; handshakeMs: number }[] = [];
+    for (const rt of this.#r.runtimes()) {
+      if (!rt.wg || rt.wg.closed) continue;
+      const names = peerNames(rt.spec);
+      const t = rt.wg.traffic();
+      for (let i = 0; i < t.rxBytes.length; i++) {
+        const key = t.publicKeys.toString('base64', 32 * i, 32 * i + 32);
+        out.push({ tenant: rt.spec.id, tunnel: names.get(key) ?? `wg:${key}`, rx: t.rxBytes[i]!, tx: t.txBytes[i]!, handshakeMs: t.lastHandshakeMs[i]! });
+      }
+    }
+    return out;
+  }
+
   counters(): CounterSnapshot {
-    const peers = this.wireguardPeers();
+    const peers = this.#wireguardTraffic();
+    const now = Date.now();
     const tunnels = this.tunnels();
     const drops = new Map<DropReason, number>();
     for (const d of this.drops()) drops.set(d.reason, (drops.get(d.reason) ?? 0) + d.count);
@@ -263,7 +284,8 @@ export class RouterViews implements RouterStateSource {
         {
           tenant: rt.spec.id,
           type: 'wireguard' as const,
-          count: peers.filter((p) => p.tenant === rt.spec.id && p.latest_handshake !== null && Date.now() - Date.parse(p.latest_handshake) < 180_000).length,
+          // NaN (no handshake yet) compares false.
+          count: peers.filter((p) => p.tenant === rt.spec.id && now - p.handshakeMs < 180_000).length,
         },
       ]),
       tunnels: [
@@ -274,7 +296,7 @@ export class RouterViews implements RouterStateSource {
           packets_in: x.child_sas.reduce((s, c) => s + c.packets_in, 0),
           packets_out: x.child_sas.reduce((s, c) => s + c.packets_out, 0),
         })),
-        ...peers.map((p) => ({ tunnel: p.name ?? `wg:${p.public_key}`, bytes_in: p.rx_bytes, bytes_out: p.tx_bytes, packets_in: 0, packets_out: 0 })),
+        ...peers.map((p) => ({ tunnel: p.tunnel, bytes_in: p.rx, bytes_out: p.tx, packets_in: 0, packets_out: 0 })),
       ],
       ike_sa_active: ikeSas.filter((s) => s.state === 'ESTABLISHED').length,
       child_sa_active: ikeSas.reduce((n, s) => n + s.childSas.filter((c) => c.state === 'INSTALLED').length, 0),

@@ -175,6 +175,16 @@ export interface BindingWgPeerState {
   txBytes: bigint;
 }
 
+/** Every peer's traffic as columns (crates/cvlan-node/src/wireguard.rs `traffic`). */
+export interface BindingWgPeerTraffic {
+  /** 32 bytes per peer, in the order of the arrays. */
+  publicKeys: Buffer;
+  rxBytes: Float64Array;
+  txBytes: Float64Array;
+  /** ms since the Unix epoch; NaN before the first handshake. */
+  lastHandshakeMs: Float64Array;
+}
+
 export interface BindingWgDeviceState {
   privateKey?: Buffer;
   publicKey?: Buffer;
@@ -214,6 +224,7 @@ export interface BindingWireGuardDevice {
   readonly closed: boolean;
   readonly handoffId: number;
   state(): BindingWgDeviceState;
+  traffic(): BindingWgPeerTraffic;
   apply(update: BindingWgDeviceUpdate): void;
   counters(): BindingWgCounters;
   stats(): BindingWorkerStats[];

@@ -24,6 +24,7 @@ import {
   type BindingWgCounters,
   type BindingWgDeviceState,
   type BindingWgDeviceUpdate,
+  type BindingWgPeerTraffic,
   type BindingWireGuardDevice,
   type BindingHaEvent,
   type BindingHaRole,
@@ -343,6 +344,7 @@ export interface WireGuardDeviceOptions {
 
 export type { WgDeviceState, WgDeviceUpdate } from '../wireguard/control.js';
 export type WgCounters = BindingWgCounters;
+export type WgPeerTraffic = BindingWgPeerTraffic;
 
 /**
  * A userspace WireGuard interface: TUN + one UDP port + peers changed at runtime without
@@ -387,6 +389,13 @@ export class WireGuardDevice extends HandoffDevice<BindingWireGuardDevice> imple
         protocolVersion: 1 as const,
       })),
     };
+  }
+  /**
+   * Every peer's public key (32 bytes each), byte counters and last handshake as columns, without
+   * key material or allowed IPs: one call for a metrics scrape, however many peers.
+   */
+  traffic(): WgPeerTraffic {
+    return this.call(() => this.native.traffic());
   }
   /** Applies an update atomically (validated first; nothing changes on error). */
   apply(update: WgDeviceUpdate): void {

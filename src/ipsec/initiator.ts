@@ -2,8 +2,8 @@
  * Bounded, self-healing initiation of the tunnels we initiate. As many connections as there are
  * free slots are loaded with `start_action = start` (`claim`), the rest with `start_action = none`
  * and started here (`start`), at most `window` IKE_SAs in flight in all: an initiation is
- * done when its CHILD_SA comes up (`child-updown`), when its IKE_SA goes down (`ike-updown`), or
- * after `settleMs`. Loading 2000 connections with `start_action = start` made charon initiate all
+ * done when its CHILD_SA comes up (`child-updown`), when its IKE_SA goes down (`ike-updown`),
+ * `childGraceMs` after its IKE_SA came up without a CHILD_SA, or after `settleMs`. Loading 2000 connections with `start_action = start` made charon initiate all
  * of them at once; its IKE_AUTHs then reached the peer after the peer's half-open timeout (30 s in
  * strongSwan) had dropped the IKE_SAs, and nothing retried them.
  *
@@ -48,6 +48,14 @@ export interface InitiatorOptions {
   window: number;
   /** How long one initiation may take before its slot is freed and the tunnel looked at, ms. */
   settleMs: number;
+  /**
+   * Once its IKE_SA is up, how long the tunnel's CHILD_SA may take, ms (default 2000, at most
+   * `settleMs`). The first CHILD_SA is negotiated in the same exchange, and its `child-updown`
+   * follows at once; a CHILD_SA the peer refused (`TS_UNACCEPTABLE`, `NO_PROPOSAL_CHOSEN`) sends
+   * no event at all, and held its slot for all of `settleMs` (at 2000 tunnels hundreds such IKE_SAs
+   * left 64 slots turning over once per 20 s).
+   */
+  childGraceMs?: number;
   /**
    * Starts tunnels' IKE_SAs and CHILD_SAs without waiting for the outcome (one VICI round trip
    * for all: the link serves one request at a time). Per tunnel, in order: its error, if any.
@@ -108,15 +116,17 @@ export class Initiator {
 
   /** In flight from now: settled by its events or after `settleMs`. */
   #track(id: string): void {
-    this.#inFlight.set(
-      id,
-      setTimeout(() => {
-        this.#settle(id);
-        this.#lookLater(id, 0);
-      }, this.#o.settleMs).unref(),
-    );
+    this.#inFlight.set(id, this.#settleAfter(id, this.#o.settleMs));
     this.#lastStart.set(id, Date.now());
     this.started++;
+  }
+
+  /** A timer that frees the tunnel's slot after `ms` and looks at what charon holds for it. */
+  #settleAfter(id: string, ms: number): NodeJS.Timeout {
+    return setTimeout(() => {
+      this.#settle(id);
+      this.#lookLater(id, 0);
+    }, ms).unref();
   }
 
   /**
@@ -168,7 +178,15 @@ export class Initiator {
       this.#settle(id);
       return;
     }
-    if (ev.up) return;
+    if (ev.up) {
+      // IKE_SA up: its CHILD_SA is up within moments, or was refused (no event says so).
+      const t = name === 'ike-updown' ? this.#inFlight.get(id) : undefined;
+      if (t !== undefined) {
+        clearTimeout(t);
+        this.#inFlight.set(id, this.#settleAfter(id, Math.min(this.#o.childGraceMs ?? 2000, this.#o.settleMs)));
+      }
+      return;
+    }
     // Down: charon may be at it again (dpd_action / close_action); look once it had the time.
     this.#settle(id);
     this.#lookLater(id);

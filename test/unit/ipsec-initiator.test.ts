@@ -73,6 +73,38 @@ void t.test('a slot is freed after settleMs; the tunnel is started again only if
   init.close();
 });
 
+void t.test('an IKE_SA up whose CHILD_SA was refused frees its slot after childGraceMs, and gets its CHILD_SA again', async (t) => {
+  const state = new Map<string, IkeSaInfo[]>();
+  const sent: string[] = [];
+  const init = new Initiator({
+    window: 1,
+    settleMs: 60_000,
+    childGraceMs: 20,
+    initiate: (ids) => {
+      sent.push(...ids);
+      return Promise.resolve(ids.map(() => undefined));
+    },
+    read: (id) => Promise.resolve(state.get(id) ?? []),
+  });
+  init.start(['t0', 't1']);
+  t.same(sent, ['t0']);
+  // IKE_AUTH done, the peer answered TS_UNACCEPTABLE: charon keeps the IKE_SA and says nothing more.
+  state.set('t0', [sa('t0', 'ESTABLISHED')]);
+  init.event('ike-updown', { up: 'yes', t0: { uniqueid: '1', state: 'ESTABLISHED' } });
+  t.same(sent, ['t0'], 'not settled at once: the CHILD_SA may still come');
+  // Waits for the timers however loaded the machine is; settleMs (60 s) is far beyond.
+  const until = async (n: number): Promise<void> => {
+    for (let i = 0; i < 1000 && sent.length < n; i++) await tick(5);
+  };
+  await until(2);
+  t.same(sent, ['t0', 't1'], 'the slot went to the next tunnel long before settleMs');
+  init.event('child-updown', childUp('t1'));
+  await until(3);
+  t.same(sent, ['t0', 't1', 't0'], 'an IKE_SA without a CHILD_SA: initiated again (charon adds the CHILD_SA)');
+  t.equal(init.retried, 1);
+  init.close();
+});
+
 void t.test('down with nothing under way: started again; up meanwhile: not', async (t) => {
   const state = new Map<string, IkeSaInfo[]>([['t1', [sa('t1', 'ESTABLISHED', ['INSTALLED'])]]]);
   const { init, sent } = scripted(4, 20, (id) => state.get(id) ?? []);

@@ -37,6 +37,13 @@ const wg = {
   state: () => ({ privateKey: null, listenPort: 51820, fwmark: 0, peers: [peer(NAMED, 1000n), peer(ANON, 2000n)] }),
   counters: () => ({ handshakesCompleted: 0n, handshakesFailed: 0n, handshakeMessages: 0n, drops: [] }),
   stats: () => [],
+  // The batched columns the metrics read; the named peer shook hands 10 s ago, the other never.
+  traffic: () => ({
+    publicKeys: Buffer.concat([Buffer.from(NAMED, 'base64'), Buffer.from(ANON, 'base64')]),
+    rxBytes: Float64Array.of(1000, 2000),
+    txBytes: Float64Array.of(7, 7),
+    lastHandshakeMs: Float64Array.of(Date.now() - 10_000, NaN),
+  }),
 };
 const runtime = { spec, tag: 1, wg, tuns: [] } as unknown as TenantRuntime;
 const reader: RouterReader = {
@@ -63,5 +70,6 @@ t.test('peer view and metric labels carry the configured names', async (t) => {
   const text = await new VrouterMetrics(views).scrape();
   t.match(text, /cvlan_vrouter_bytes_in_total\{tunnel="laptop"\} 1000/, 'the name as the label');
   t.match(text, new RegExp(`cvlan_vrouter_bytes_in_total\\{tunnel="wg:${ANON.replace(/[+/=]/g, (c) => `\\${c}`)}"\\} 2000`), 'the key when there is no name');
+  t.match(text, /cvlan_vrouter_tunnels_active\{tenant="acme",type="wireguard"\} 1\n/, 'a peer without a handshake is not active');
   t.notMatch(text, new RegExp(`wg:${NAMED.replace(/[+/=]/g, (c) => `\\${c}`)}`), 'a named peer is not also labelled by its key');
 });

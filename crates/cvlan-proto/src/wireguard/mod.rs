@@ -64,8 +64,8 @@ pub mod timers;
 mod tests;
 
 pub use device::{
-    Device, Event, Outbox, PeerConfig, PeerId, PeerStatus, SendPlan, SessionRecord, SessionSlot,
-    Time,
+    Device, Event, Outbox, PeerConfig, PeerId, PeerStatus, PeerTraffic, SendPlan, SessionRecord,
+    SessionSlot, Time,
 };
 pub use drop_reason::DropReason;
 pub use gate::{Admission, HandshakeGate};

@@ -621,6 +621,25 @@ fn handshake_then_data_both_ways_queued_packet_flushed() {
 }
 
 #[test]
+fn traffic_agrees_with_status() {
+    let mut p = Pair::new();
+    assert!(p.ping(A) || p.ping(A));
+    assert!(p.ping(B));
+    for side in [A, B] {
+        let dev = &p.n[side].dev;
+        let all = dev.traffic();
+        assert_eq!(all.len(), dev.peer_ids().len());
+        let st = dev.status(p.n[side].peer).unwrap();
+        let t = all.iter().find(|t| t.public_key == st.public_key).unwrap();
+        assert_eq!(
+            (t.rx_bytes, t.tx_bytes, t.last_handshake),
+            (st.rx_bytes, st.tx_bytes, st.last_handshake)
+        );
+        assert!(t.rx_bytes > 0 && t.tx_bytes > 0 && t.last_handshake.is_some());
+    }
+}
+
+#[test]
 fn with_preshared_key_and_mismatch() {
     let mut p = Pair::with_psk(Some([9; 32]));
     assert!(p.ping(A) || p.ping(A));

@@ -21,7 +21,7 @@ mod send;
 mod timers;
 
 pub use ha::{SessionRecord, SessionSlot};
-pub use peers::{PeerConfig, PeerStatus};
+pub use peers::{PeerConfig, PeerStatus, PeerTraffic};
 pub use send::SendPlan;
 
 use super::allowed_ips::AllowedIps;

@@ -57,6 +57,16 @@ pub struct PeerStatus {
     pub has_preshared_key: bool,
 }
 
+/// A peer's counters without its configuration (`Device::traffic`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerTraffic {
+    pub public_key: [u8; 32],
+    /// Wall-clock (Unix) time of the last completed handshake.
+    pub last_handshake: Option<Duration>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
 pub(super) struct Peer {
     pub(super) cfg: PeerConfig,
     pub(super) keys: PeerKeys,
@@ -220,6 +230,23 @@ impl Device {
             tx_bytes: p.tx_bytes,
             has_preshared_key: p.cfg.preshared_key.is_some(),
         })
+    }
+
+    /// Every peer's public key and traffic, in `peer_ids` order: what a metrics scrape reads.
+    /// Unlike `status` it does not collect allowed IPs (a walk of the whole table per peer).
+    pub fn traffic(&self) -> Vec<PeerTraffic> {
+        self.peer_ids()
+            .into_iter()
+            .filter_map(|id| {
+                let p = self.peers.get(&id)?;
+                Some(PeerTraffic {
+                    public_key: p.cfg.public_key,
+                    last_handshake: p.last_handshake.map(|(_, unix)| unix),
+                    rx_bytes: p.rx_bytes,
+                    tx_bytes: p.tx_bytes,
+                })
+            })
+            .collect()
     }
 
     /// The preshared key of a peer (only for the root-only management socket's `get`).
