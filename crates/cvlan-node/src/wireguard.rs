@@ -286,9 +286,9 @@ impl WireGuardDevice {
             public_key: d.public_key().map(|k| Buffer::from(k.to_vec())),
             listen_port: u32::from(self.listen_port),
             peers: d
-                .peer_ids()
+                .statuses()
                 .into_iter()
-                .filter_map(|id| d.status(id).map(|s| (id, s)))
+                .map(|s| (s.id, s))
                 .map(|(id, s)| WgPeerStateJs {
                     public_key: Buffer::from(s.public_key.to_vec()),
                     preshared_key: d.preshared_key(id).map(|k| Buffer::from(k.to_vec())),

@@ -228,6 +228,18 @@ impl<V: Copy + PartialEq> AllowedIps<V> {
             .retain(&mut |p, d, x| !(p == a && d == l && x == v));
     }
 
+    /// Every prefix with its owner, IPv4 first, each family in address order: one walk of the
+    /// table, where [`AllowedIps::prefixes_of`] for each of N owners would be N walks.
+    pub fn entries(&self) -> Vec<(Prefix, V)> {
+        let mut out = Vec::new();
+        for (t, is4) in [(&self.v4, true), (&self.v6, false)] {
+            let mut all = Vec::new();
+            t.walk(0, 0, 0, &mut all);
+            out.extend(all.into_iter().map(|(p, l, x)| (to_prefix(p, l, is4), x)));
+        }
+        out
+    }
+
     /// Prefixes of `v`, IPv4 first, each family in address order.
     pub fn prefixes_of(&self, v: V) -> Vec<Prefix> {
         let mut out = Vec::new();
@@ -248,6 +260,25 @@ impl<V: Copy + PartialEq> AllowedIps<V> {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn entries_are_every_owners_prefixes_in_one_walk() {
+        let mut t = AllowedIps::default();
+        t.insert("10.1.0.0/16".parse().unwrap(), 2);
+        t.insert("10.0.0.0/8".parse().unwrap(), 1);
+        t.insert("fd00::/64".parse().unwrap(), 1);
+        t.insert("192.168.0.0/24".parse().unwrap(), 2);
+        let e = t.entries();
+        for owner in [1, 2] {
+            let mine: Vec<Prefix> = e
+                .iter()
+                .filter(|(_, v)| *v == owner)
+                .map(|(p, _)| *p)
+                .collect();
+            assert_eq!(mine, t.prefixes_of(owner));
+        }
+        assert_eq!(e.len(), 4);
+    }
 
     #[test]
     fn longest_prefix_wins_and_moves() {

@@ -640,6 +640,52 @@ fn traffic_agrees_with_status() {
 }
 
 #[test]
+fn statuses_agree_with_status_per_peer() {
+    let mut p = Pair::new();
+    assert!(p.ping(A) || p.ping(A));
+    let dev = &mut p.n[A].dev;
+    // More peers with allowed IPs of both families, one without any.
+    for i in 0..5u8 {
+        let id = dev.upsert_peer(PeerConfig {
+            public_key: [100 + i; 32],
+            preshared_key: None,
+            endpoint: None,
+            persistent_keepalive: 0,
+        });
+        if i > 0 {
+            dev.add_allowed_ip(id, format!("10.{i}.0.0/16").parse().unwrap());
+            dev.add_allowed_ip(id, format!("fd00:{i}::/64").parse().unwrap());
+        }
+    }
+    let all = dev.statuses();
+    let one: Vec<_> = dev
+        .peer_ids()
+        .into_iter()
+        .filter_map(|id| dev.status(id))
+        .collect();
+    assert_eq!(all.len(), one.len());
+    for (a, b) in all.iter().zip(&one) {
+        assert_eq!(
+            (
+                a.id,
+                a.public_key,
+                &a.allowed_ips,
+                a.rx_bytes,
+                a.last_handshake
+            ),
+            (
+                b.id,
+                b.public_key,
+                &b.allowed_ips,
+                b.rx_bytes,
+                b.last_handshake
+            )
+        );
+    }
+    assert!(all.iter().any(|s| s.allowed_ips.len() == 2));
+}
+
+#[test]
 fn with_preshared_key_and_mismatch() {
     let mut p = Pair::with_psk(Some([9; 32]));
     assert!(p.ping(A) || p.ping(A));

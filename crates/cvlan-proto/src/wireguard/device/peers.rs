@@ -7,7 +7,7 @@ use crate::wireguard::handshake::{PeerKeys, State};
 use crate::wireguard::session::Session;
 use crate::wireguard::tai64n::Tai64n;
 use crate::wireguard::timers::Timers;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -217,12 +217,29 @@ impl Device {
     }
 
     pub fn status(&self, id: PeerId) -> Option<PeerStatus> {
+        self.status_with(id, self.allowed.prefixes_of(id))
+    }
+
+    /// Every peer's status, in `peer_ids` order, with one walk of the allowed-IPs table (UAPI
+    /// `get` and `/v1/peers` at thousands of peers; `status` per peer would walk it per peer).
+    pub fn statuses(&self) -> Vec<PeerStatus> {
+        let mut by_peer: HashMap<PeerId, Vec<Prefix>> = HashMap::new();
+        for (prefix, id) in self.allowed.entries() {
+            by_peer.entry(id).or_default().push(prefix);
+        }
+        self.peer_ids()
+            .into_iter()
+            .filter_map(|id| self.status_with(id, by_peer.remove(&id).unwrap_or_default()))
+            .collect()
+    }
+
+    fn status_with(&self, id: PeerId, allowed_ips: Vec<Prefix>) -> Option<PeerStatus> {
         let p = self.peers.get(&id)?;
         Some(PeerStatus {
             id,
             public_key: p.cfg.public_key,
             endpoint: p.cfg.endpoint,
-            allowed_ips: self.allowed.prefixes_of(id),
+            allowed_ips,
             persistent_keepalive: p.cfg.persistent_keepalive,
             last_handshake: p.last_handshake.map(|(_, unix)| unix),
             last_handshake_mono: p.last_handshake.map(|(mono, _)| mono),
