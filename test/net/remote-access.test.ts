@@ -2,7 +2,8 @@
 // on one vrouter with three tenants whose pools are the same range:
 //   ta: EAP-MSCHAPv2 users, 12 clients; each a distinct address and its pool's DNS, reaches its
 //       tenant's network and nothing of tb's; a wrong password is refused; a client that connects
-//       again gets its address back; with the tenant's cap set to 12, a 13th user is refused.
+//       again gets its address back; a user removed from the configuration loses its session; with
+//       the tenant's cap set to the 11 left, one more user is refused.
 //   tb: device certificate + EAP (RFC 4739), 10 clients; the same addresses as ta's, isolated.
 //   tc: device certificates only, a pool of 2: the third device is answered with
 //       INTERNAL_ADDRESS_FAILURE; a CRL that revokes a device ends its live session and refuses it.
@@ -243,20 +244,30 @@ t.test('remote access: pools, users, device certificates, isolation, exhaustion,
   await t.rejects(cc.initiate('c1', 10), 'the revoked device cannot log in again');
   t.ok((await view()).clients.some((c) => c.device === devC[0]), 'the other device stays');
 
-  // ---- the tenant's cap: ta at its 12 clients refuses a 13th user that charon authenticated.
-  // (On ta, whose pool has room, so the cap and not the pool is what the user meets.)
-  const docA1 = { ...(docA as { remote_access: object }) };
-  docA1.remote_access = { ...docA1.remote_access, max_clients: N.ta };
+  // ---- one reload of ta: user 11 removed (its session ends) and a cap of the 11 left, which a
+  // further user that charon authenticates then meets. (On ta, whose pool has room, so the cap and
+  // not the pool is what that user meets.)
+  const cap = N.ta - 1;
+  const removed = usersA[N.ta - 1]!;
+  const docA1 = { ...(docA as { remote_access: { users: object[] } }) };
+  docA1.remote_access = { ...docA1.remote_access, users: [...usersA.slice(0, cap), mallory, late], max_clients: cap } as typeof docA1.remote_access;
   writeFileSync(v.config, JSON.stringify({ vrouter_id: 'vr', tenants: [docA1, docB, docC(crl)] }));
   const applied = events('config_applied').length;
   v.process.signal('SIGHUP');
   for (let i = 0; i < 40 && events('config_applied').length === applied; i++) await new Promise((r) => setTimeout(r, 250));
-  t.equal((await view()).clients.filter((c) => c.tenant === 'ta').length, N.ta, 'ta: at its cap of 12 after the reload');
+  let left = false;
+  for (let i = 0; i < 40 && !left; i++) {
+    left = !(await view()).clients.some((c) => c.user === removed.name);
+    if (!left) await new Promise((r) => setTimeout(r, 250));
+  }
+  t.ok(left, 'a user removed from the configuration loses its session');
+  t.ok(events('client_disconnect').some((e) => e.user === removed.name && /user removed/.test(String(e.reason))), 'client_disconnect says why');
+  t.equal((await view()).clients.filter((c) => c.tenant === 'ta').length, cap, `ta: at its cap of ${cap} after the reload`);
   await ca.initiate('alate', 10).catch(() => undefined);
   let capped = false;
   for (let i = 0; i < 60 && !capped; i++) {
     await new Promise((r) => setTimeout(r, 250));
-    capped = events('client_disconnect').some((e) => e.user === late.name && new RegExp(`limit of ${N.ta} concurrent`).test(String(e.reason)));
+    capped = events('client_disconnect').some((e) => e.user === late.name && new RegExp(`limit of ${cap} concurrent`).test(String(e.reason)));
   }
   if (!capped) {
     for (const l of v.process.output().filter((x) => x.line.includes(late.name)).slice(-20)) t.comment(l.line);
@@ -264,6 +275,6 @@ t.test('remote access: pools, users, device certificates, isolation, exhaustion,
   }
   t.ok(capped, 'a client beyond max_clients is refused, with the reason');
   t.notOk((await view()).clients.some((c) => c.user === late.name), 'and not listed');
-  t.equal((await view()).clients.filter((c) => c.tenant === 'ta').length, N.ta, 'the 12 stay');
+  t.equal((await view()).clients.filter((c) => c.tenant === 'ta').length, cap, `the ${cap} stay`);
   t.comment(`whole test ${Date.now() - started} ms`);
 });
