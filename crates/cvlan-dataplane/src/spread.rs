@@ -48,10 +48,9 @@ pub const MIN_SHARE: usize = 8;
 pub const ENGAGE_BATCH: usize = 4 * MIN_SHARE;
 
 /// How much of its CPU time a worker's batches must all show a backlog before it shares them. A
-/// flow the worker keeps up with drains the backlog from a descheduling in far less: a full TUN
-/// queue (500 packets, read one by one) takes ~2 ms to seal, and 2 ms let the catch-up of a
-/// 30 Mbit/s flow engage (`docs/status.md`). A CPU-bound flow loses 10 ms of sharing per second.
-pub const ENGAGE_AFTER: Duration = Duration::from_millis(10);
+/// flow the worker keeps up with drains a backlog from a descheduling in a batch or two, far less
+/// than this (a TUN queue of 500 packets takes ~1 ms to seal).
+pub const ENGAGE_AFTER: Duration = Duration::from_millis(2);
 
 /// A join that waited this long for a helper ends the engagement: the helper was descheduled
 /// with a job (a job's crypto takes microseconds).

@@ -1,8 +1,8 @@
 //! One flow's crypto on every worker (`cvlan_dataplane::spread`): a single UDP flow through two
 //! devices with two workers each (WireGuard, and the plain transport), in two network
 //! namespaces (root and `ip` needed; ignored otherwise). The flow arrives on one worker's socket of the receiving device,
-//! which keeps up with it; the sending device's worker is CPU-bound, so both of its workers seal
-//! the flow (per-worker counters), and the sequence numbers the flow carries arrive in order.
+//! yet both of its workers open its datagrams (per-worker counters), both workers of the sending
+//! device seal them, and the sequence numbers the flow carries arrive in order.
 
 #[path = "support/netns.rs"]
 mod netns;
@@ -86,13 +86,13 @@ fn per_worker(dev: &Device) -> Vec<CounterSnapshot> {
 
 #[test]
 #[ignore = "needs root"]
-fn one_wireguard_peer_is_sealed_on_every_worker_in_order() {
+fn one_wireguard_peer_is_sealed_and_opened_on_every_worker_in_order() {
     one_flow(Kind::WireGuard, "w");
 }
 
 #[test]
 #[ignore = "needs root"]
-fn one_plain_flow_is_sealed_on_every_worker_in_order() {
+fn one_plain_flow_is_sealed_and_opened_on_every_worker_in_order() {
     one_flow(Kind::Plain, "p");
 }
 
@@ -215,9 +215,10 @@ fn one_flow(kind: Kind, tag: &str) {
         1,
         "one flow: one worker's socket receives it"
     );
-    // The receiving device keeps up with this flow (its sender reads the TUN one packet at a
-    // time), so it is not CPU-bound and rightly does not share (`spread::Engagement`); the
-    // sending device is, and does.
+    assert!(
+        wb.iter().all(|c| c.crypto_packets > 0) && wb.iter().any(|c| c.helped_packets > 0),
+        "both workers of the receiving device open the flow's datagrams"
+    );
     assert!(
         wa.iter().all(|c| c.crypto_packets > 0) && wa.iter().any(|c| c.helped_packets > 0),
         "both workers of the sending device seal them"
