@@ -13,7 +13,7 @@
 //! `ENGAGE_BATCH` packets for `ENGAGE_AFTER` of its own CPU time without a break, so it has been
 //! working through a backlog all that time, not catching up after being descheduled (counted in
 //! CPU time, a worker descheduled in the middle of a catch-up does not look busier). A flow the owner keeps up with
-//! (`test/net/vrouter-sites.test.ts`, 30 Mbit/s through two reloads, no loss) is never shared:
+//! (`test/net/vrouter-sites.test.ts`, 30 Mbit/s through two reloads, no loss) is not shared:
 //! sharing it only adds wake-ups and, when a helper that took a job is descheduled, a wait that
 //! lets the owner's queues overflow on a busy machine. A join that had to wait longer than
 //! `WAIT_BACKOFF` for a helper ends the engagement too (the helpers have no core to spare).
