@@ -127,6 +127,8 @@ export const workerSchema = obj({
   restarts: count,
   translated: count,
   busy_ratio: { type: ['number', 'null'] },
+  crypto_packets: count,
+  helped_packets: count,
 });
 
 export const statsSchema = obj({

@@ -208,6 +208,10 @@ export interface WorkerView {
   translated: number;
   /** Share of wall time spent working, 0..1, null if the data plane does not measure it. */
   busy_ratio: number | null;
+  /** Packets this worker sealed or opened, its own batches' and `helped_packets`. */
+  crypto_packets: number;
+  /** Of those, shares of another worker's batch (one flow's crypto on every worker). */
+  helped_packets: number;
 }
 
 /** Everything the /metrics collector needs, taken in one call so a scrape is one consistent read. */
@@ -223,7 +227,7 @@ export interface CounterSnapshot {
   child_rekeys_total: number;
   drops: Array<{ reason: DropReason; count: number }>;
   handshakes: Array<{ tenant: string; result: HandshakeResult; count: number }>;
-  workers: Array<{ worker: number; rx_packets: number; tx_packets: number; restarts: number }>;
+  workers: Array<{ worker: number; rx_packets: number; tx_packets: number; restarts: number; crypto_packets: number; helped_packets: number }>;
   /** Per tenant, IPsec tunnels whose PSK is shorter than 16 bytes, accepted by `allow_weak_psk`. */
   weak_psk_tunnels?: Array<{ tenant: string; count: number }>;
 }

@@ -99,12 +99,18 @@ const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as
 
 /**
  * The JSON logger of a daemon command, on stdout; env CVLAN_LOG_LEVEL (refused when not a level).
+ * Also refuses a CVLAN_SPREAD_CRYPTO other than 0 or 1: the data plane reads it itself
+ * (`spread.rs`) and would take a typo for "on".
  * `also` receives the same lines (after redaction), e.g. the admin API's event stream.
  */
 export function cliLogger(env: NodeJS.ProcessEnv = process.env, also?: DestinationStream, opts: { detached?: boolean } = {}): Logger {
   const text = env.CVLAN_LOG_LEVEL ?? 'info';
   if (!(LEVELS as readonly string[]).includes(text)) throw new UsageError(`CVLAN_LOG_LEVEL: expected one of ${LEVELS.join(', ')}, got ${JSON.stringify(text)}`);
   const level = text as (typeof LEVELS)[number];
+  const spread = env.CVLAN_SPREAD_CRYPTO;
+  if (spread !== undefined && spread !== '0' && spread !== '1') {
+    throw new UsageError(`CVLAN_SPREAD_CRYPTO: expected 0 (each flow's crypto on one worker) or 1 (shared by every worker, the default), got ${JSON.stringify(spread)}`);
+  }
   if (opts.detached) {
     // A background process outlives whatever read its stdout: a closed pipe must not end it.
     const out = pino.destination({ dest: 1, sync: true });

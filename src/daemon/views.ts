@@ -248,6 +248,8 @@ export class RouterViews implements RouterStateSource {
       translated: Number(w.translated),
       // Average since the devices opened (a restarted worker's time counts from its first start).
       busy_ratio: wallNs > 0 ? Math.min(1, Number(w.busyNs) / wallNs) : null,
+      crypto_packets: Number(w.cryptoPackets),
+      helped_packets: Number(w.helpedPackets),
     }));
   }
 
@@ -312,7 +314,14 @@ export class RouterViews implements RouterStateSource {
             ]
           : [];
       }),
-      workers: this.workers().map((w) => ({ worker: w.index, rx_packets: w.rx_packets, tx_packets: w.tx_packets, restarts: w.restarts })),
+      workers: this.workers().map((w) => ({
+        worker: w.index,
+        rx_packets: w.rx_packets,
+        tx_packets: w.tx_packets,
+        restarts: w.restarts,
+        crypto_packets: w.crypto_packets,
+        helped_packets: w.helped_packets,
+      })),
       weak_psk_tunnels: this.#r.state().tenants.map((t) => ({ tenant: t.id, count: weakPskTunnels(t).length })),
     };
   }

@@ -51,6 +51,7 @@ export const METRIC_LABELS = {
   cvlan_vrouter_handshakes_total: ['tenant', 'result'],
   cvlan_vrouter_worker_packets_total: ['worker', 'direction'],
   cvlan_vrouter_worker_restarts_total: ['worker'],
+  cvlan_vrouter_worker_crypto_packets_total: ['worker', 'batch'],
   cvlan_vrouter_weak_psk_tunnels: ['tenant'],
   cvlan_vrouter_bgp_session_established: ['tenant', 'neighbor'],
   cvlan_vrouter_bgp_prefixes_announced: ['tenant'],
@@ -306,6 +307,19 @@ export class VrouterMetrics {
       collect() {
         workerRestarts.reset();
         for (const w of snap().workers) workerRestarts.inc({ worker: String(w.worker) }, w.restarts);
+      },
+    });
+    const workerCrypto = new Counter({
+      name: 'cvlan_vrouter_worker_crypto_packets_total',
+      help: 'Packets each data-plane worker sealed or opened, of its own batches (own) or as shares of another worker\'s (helped), total.',
+      labelNames: METRIC_LABELS.cvlan_vrouter_worker_crypto_packets_total,
+      registers,
+      collect() {
+        workerCrypto.reset();
+        for (const w of snap().workers) {
+          workerCrypto.inc({ worker: String(w.worker), batch: 'own' }, w.crypto_packets - w.helped_packets);
+          workerCrypto.inc({ worker: String(w.worker), batch: 'helped' }, w.helped_packets);
+        }
       },
     });
 

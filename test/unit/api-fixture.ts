@@ -98,8 +98,8 @@ export function sampleSnapshot(): StateSnapshot {
       { reason: 'replay', count: 3, worker: 1, tenant: null },
     ],
     workers: [
-      { index: 0, rx_packets: 1000, tx_packets: 990, rx_bytes: 1_500_000, tx_bytes: 1_400_000, batches: 40, restarts: 0, translated: 300, busy_ratio: 0.25 },
-      { index: 1, rx_packets: 500, tx_packets: 480, rx_bytes: 700_000, tx_bytes: 650_000, batches: 20, restarts: 2, translated: 0, busy_ratio: null },
+      { index: 0, rx_packets: 1000, tx_packets: 990, rx_bytes: 1_500_000, tx_bytes: 1_400_000, batches: 40, restarts: 0, translated: 300, busy_ratio: 0.25, crypto_packets: 900, helped_packets: 100 },
+      { index: 1, rx_packets: 500, tx_packets: 480, rx_bytes: 700_000, tx_bytes: 650_000, batches: 20, restarts: 2, translated: 0, busy_ratio: null, crypto_packets: 0, helped_packets: 0 },
     ],
     counters: {
       tunnels_active: [
@@ -125,8 +125,8 @@ export function sampleSnapshot(): StateSnapshot {
         { tenant: 'globex', result: 'auth_failure', count: 4 },
       ],
       workers: [
-        { worker: 0, rx_packets: 1000, tx_packets: 990, restarts: 0 },
-        { worker: 1, rx_packets: 500, tx_packets: 480, restarts: 2 },
+        { worker: 0, rx_packets: 1000, tx_packets: 990, restarts: 0, crypto_packets: 900, helped_packets: 100 },
+        { worker: 1, rx_packets: 500, tx_packets: 480, restarts: 2, crypto_packets: 0, helped_packets: 0 },
       ],
       weak_psk_tunnels: [{ tenant: 'acme', count: 1 }],
     },

@@ -101,6 +101,9 @@ t.test('usage errors: exit 2, the flag or argument named', { skip }, async (t) =
   const lvl2 = cli(['testbed', '--config', join(dir, 'none.json')], { CVLAN_LOG_LEVEL: 'loud' });
   t.equal(lvl2.code, 2, 'a bad CVLAN_LOG_LEVEL is a usage error');
   t.match(lvl2.err, /CVLAN_LOG_LEVEL: expected one of fatal, error, warn, info, debug, trace, silent, got "loud"/);
+  const spread = cli(['testbed', '--config', join(dir, 'none.json')], { CVLAN_SPREAD_CRYPTO: 'off' });
+  t.equal(spread.code, 2, 'a CVLAN_SPREAD_CRYPTO other than 0 or 1 is a usage error');
+  t.match(spread.err, /CVLAN_SPREAD_CRYPTO: expected 0 .* or 1 .*, got "off"/);
 });
 
 const PEER = 'HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=';

@@ -91,6 +91,7 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
     cvlan_vrouter_handshakes_total: ['tenant', 'result'],
     cvlan_vrouter_worker_packets_total: ['worker', 'direction'],
     cvlan_vrouter_worker_restarts_total: ['worker'],
+    cvlan_vrouter_worker_crypto_packets_total: ['worker', 'batch'],
     cvlan_vrouter_weak_psk_tunnels: ['tenant'],
     cvlan_vrouter_bgp_session_established: ['tenant', 'neighbor'],
     cvlan_vrouter_bgp_prefixes_announced: ['tenant'],
@@ -134,6 +135,8 @@ void t.test('each metric name with exactly the stated label names', async (t) =>
   t.equal(find(samples, 'cvlan_vrouter_handshakes_total', { tenant: 'globex', result: 'auth_failure' }), 4);
   t.equal(find(samples, 'cvlan_vrouter_worker_packets_total', { worker: '1', direction: 'tx' }), 480);
   t.equal(find(samples, 'cvlan_vrouter_worker_restarts_total', { worker: '1' }), 2);
+  t.equal(find(samples, 'cvlan_vrouter_worker_crypto_packets_total', { worker: '0', batch: 'own' }), 800);
+  t.equal(find(samples, 'cvlan_vrouter_worker_crypto_packets_total', { worker: '0', batch: 'helped' }), 100);
   t.equal(find(samples, 'cvlan_vrouter_weak_psk_tunnels', { tenant: 'acme' }), 1);
   t.equal(find(samples, 'cvlan_vrouter_bgp_session_established', { tenant: 'acme', neighbor: 'vpc' }), 1);
   t.equal(find(samples, 'cvlan_vrouter_bgp_session_established', { tenant: 'acme', neighbor: 'lan' }), 0, 'a session not Established is 0');

@@ -1,8 +1,9 @@
 //! One flow's crypto on every worker (`cvlan_dataplane::spread`): a single UDP flow through two
 //! devices with two workers each (WireGuard, and the plain transport), in two network
 //! namespaces (root and `ip` needed; ignored otherwise). The flow arrives on one worker's socket of the receiving device,
-//! yet both of its workers open its datagrams (per-worker counters), both workers of the sending
-//! device seal them, and the sequence numbers the flow carries arrive in order.
+//! yet both of its workers open its datagrams (per-worker counters; WireGuard, whose opening keeps
+//! that worker CPU-bound), both workers of the sending device seal them, and the sequence numbers
+//! the flow carries arrive in order.
 
 #[path = "support/netns.rs"]
 mod netns;
@@ -215,10 +216,14 @@ fn one_flow(kind: Kind, tag: &str) {
         1,
         "one flow: one worker's socket receives it"
     );
-    assert!(
-        wb.iter().all(|c| c.crypto_packets > 0) && wb.iter().any(|c| c.helped_packets > 0),
-        "both workers of the receiving device open the flow's datagrams"
-    );
+    // Opening a plain datagram costs next to nothing: that receiver mostly keeps up with the
+    // burst, is not CPU-bound for long enough and need not share (`spread::Engagement`).
+    if matches!(kind, Kind::WireGuard) {
+        assert!(
+            wb.iter().all(|c| c.crypto_packets > 0) && wb.iter().any(|c| c.helped_packets > 0),
+            "both workers of the receiving device open the flow's datagrams"
+        );
+    }
     assert!(
         wa.iter().all(|c| c.crypto_packets > 0) && wa.iter().any(|c| c.helped_packets > 0),
         "both workers of the sending device seal them"
