@@ -4,7 +4,8 @@
 // plane's role. The active node's whole process (keepalived with it) is SIGKILLed under a ping at
 // a fixed rate: the gap is measured, the session survives (no new handshake), no (receiver,
 // counter) pair is sent twice. Then the old active rejoins as standby (no fail-back), and both
-// split-brain cuts leave exactly one node on the VIP.
+// split-brain cuts leave exactly one node on the VIP; across the VRRP cut the peer's traffic keeps
+// reaching the active, and neither node initiates a handshake in the whole run.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
