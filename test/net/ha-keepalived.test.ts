@@ -288,7 +288,7 @@ t.test('keepalived moves the VIP, the standby continues the session, the old act
   const repairMs = claim && reannounce ? reannounce.at - claim.at : NaN;
   t.comment(`VRRP cut: A announced the VIP ${claim ? (claim.at - cutAt).toFixed(0) : '-'} ms after the cut, B again ${repairMs.toFixed(0)} ms later; peer's ping gap ${splitGap.toFixed(0)} ms, ${splitReplies.length} replies`);
   t.ok(claim, "A's claim announced the VIP (what moves the peer's ARP entry)");
-  t.ok(repairMs <= 1500, `B announced the VIP again ${repairMs.toFixed(0)} ms after A's claim (<= 1500 ms)`);
+  t.ok(repairMs <= 2000, `B announced the VIP again ${repairMs.toFixed(0)} ms after A's claim (<= 2000 ms: the 1 s refresh, checked at each 200 ms advert, on a loaded machine)`);
   t.ok(splitReplies.length > 20 && splitGap <= 2500, `the peer's traffic reached B throughout: longest gap ${splitGap.toFixed(0)} ms <= 2500 ms`);
   t.same(samples.filter(([x, y]) => x === y), [], 'VRRP cut: exactly one node holds the VIP at every sample');
   t.match(await view(a), { role: 'standby', fenced: true, fence_reason: 'peer-active', vrrp_state: 'FAULT' });
