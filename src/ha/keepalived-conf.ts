@@ -12,6 +12,8 @@ import type { HaConfig } from '../config/model.js';
 
 /** The one VRRP instance's name, as it appears on the notify FIFO. */
 export const VRRP_INSTANCE = 'cvlan';
+/** Seconds between the active node's periodic gratuitous ARPs / unsolicited NAs for its VIPs. */
+export const GARP_REFRESH_S = 1;
 /** The track_file's name inside keepalived.conf. */
 export const FENCE_TRACK = 'cvlan_fence';
 
@@ -41,7 +43,13 @@ export function renderKeepalivedConf(ha: HaConfig, paths: KeepalivedPaths): stri
     // Gratuitous ARPs after a takeover, repeated so that a lost one does not cost the advert interval.
     '  vrrp_garp_master_delay 1',
     '  vrrp_garp_master_repeat 3',
-    '  vrrp_garp_master_refresh 10',
+    // And every second while MASTER (unsolicited NAs for IPv6 VIPs): a node whose VRRP adverts are
+    // cut claims MASTER, announces the VIP and only then fences itself (its sync channel shows the
+    // active peer); its announcement moves the neighbours' entry for the VIP to it, and nothing
+    // else moves it back. The active node cannot see that claim (VRRP is what is cut, and the
+    // claimer never reports active on the sync channel), so it re-announces on a short period:
+    // the misdirection lasts at most about this interval instead of until the entry expires.
+    `  vrrp_garp_master_refresh ${GARP_REFRESH_S}`,
     '}',
     '',
     `track_file ${FENCE_TRACK} {`,
