@@ -173,12 +173,36 @@ export function capturedPackets(file: string, o: { wgPort: number; natPort?: num
     const [sport, dport] = [f.readUInt16BE(l4), f.readUInt16BE(l4 + 2)];
     const payload = f.subarray(l4 + 8);
     if ((sport === o.wgPort || dport === o.wgPort) && payload.length >= 32 && payload[0] === 4) {
-      out.push({ at, srcMac, kind: 'wireguard', id: payload.readUInt32LE(4), seq: payload.readBigUInt64LE(8) });
+      for (const s of gsoSegments(payload, 32)) out.push({ at, srcMac, kind: 'wireguard', id: s.readUInt32LE(4), seq: s.readBigUInt64LE(8) });
     } else if ((sport === natPort || dport === natPort) && payload.length >= 8 && payload.readUInt32BE(0) !== 0) {
-      out.push({ at, srcMac, kind: 'esp', id: payload.readUInt32BE(0), seq: BigInt(payload.readUInt32BE(4)) });
+      for (const s of gsoSegments(payload, 24)) out.push({ at, srcMac, kind: 'esp', id: s.readUInt32BE(0), seq: BigInt(s.readUInt32BE(4)) });
     }
   }
   return out;
+}
+
+/**
+ * The data plane sends with UDP GSO: on the veths and the bridge one captured datagram can carry
+ * several messages of one size back to back, the last one shorter or equal (segmented only where
+ * they are received). Every segment starts like the first (WireGuard: type and receiver index,
+ * 8 bytes; ESP: the SPI): the segment size is the smallest at whose every multiple that prefix
+ * appears again, to the end of the datagram.
+ */
+function gsoSegments(payload: Buffer, min: number): Buffer[] {
+  const width = payload[0] === 4 ? 8 : 4;
+  const head = payload.subarray(0, width);
+  const at = (k: number): boolean => k + 8 <= payload.length && payload.subarray(k, k + width).equals(head);
+  for (let size = min; size + 8 <= payload.length; size++) {
+    if (!at(size)) continue;
+    let k = size;
+    while (k + 8 <= payload.length && at(k)) k += size;
+    if (k >= payload.length) {
+      const segs: Buffer[] = [];
+      for (let o = 0; o + 8 <= payload.length; o += size) segs.push(payload.subarray(o, Math.min(o + size, payload.length)));
+      return segs;
+    }
+  }
+  return [payload];
 }
 
 /** Packets whose (kind, id, seq) appeared before in `packets`. */
