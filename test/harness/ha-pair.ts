@@ -402,7 +402,8 @@ export async function translatedIperf(lab: Lab, t: HaTunnelPair, o: { seconds: n
 
 /** What a flow's receiver saw: datagrams, and its longest silence in 0.1 s intervals. */
 export interface IperfSilence {
-  packets: number;
+  /** Datagrams received (bytes over the 1200-byte payload). */
+  datagrams: number;
   lostPercent: number;
   intervals: number;
   /** Total length of the longest run of intervals that received nothing, ms. */
@@ -419,8 +420,8 @@ export interface IperfSilence {
 
 interface IperfJson {
   error?: string;
-  intervals?: Array<{ sum: { start: number; end: number; seconds: number; bytes: number; packets?: number } }>;
-  end?: { sum?: { packets?: number; lost_percent?: number } };
+  intervals?: Array<{ sum: { start: number; end: number; seconds: number; bytes: number } }>;
+  end?: { sum?: { lost_percent?: number } };
 }
 
 /** A flow's report; `silentFrom` counts from the client's start (its control exchange adds some ms). */
@@ -442,7 +443,7 @@ export function iperfSilence(flow: IperfFlow): IperfSilence {
   }
   const side = (n: number): number => iv[n]?.seconds ?? 0;
   return {
-    packets: iv.reduce((s, i) => s + (i.packets ?? 0), 0),
+    datagrams: Math.round(iv.reduce((s, i) => s + i.bytes, 0) / 1200),
     lostPercent: j.end?.sum?.lost_percent ?? 100,
     intervals: iv.length,
     silentMs: best.len,

@@ -88,11 +88,11 @@ t.test('split brain: sync channel cut, both nodes alive: one node on the VIP, tr
   for (const f of flows) {
     const s = iperfSilence(f);
     t.comment(
-      `iperf3 ${f.what}: ${s.packets} datagrams in ${s.intervals} intervals, ${s.lostPercent.toFixed(1)} % lost; ` +
+      `iperf3 ${f.what}: ${s.datagrams} datagrams received in ${s.intervals} intervals, ${s.lostPercent.toFixed(1)} % lost; ` +
         `longest silence ${s.silentMs.toFixed(0)} ms (gap < ${s.gapBoundMs.toFixed(0)} ms)`,
     );
     t.equal(s.error, undefined, `iperf3 ${f.what}: ran to the end`);
-    t.ok(s.intervals >= 90 && s.packets > 1000, `iperf3 ${f.what}: received through the whole run`);
+    t.ok(s.intervals >= 90 && s.datagrams > 1000, `iperf3 ${f.what}: received through the whole run`);
     t.ok(s.gapBoundMs <= 3000, `iperf3 ${f.what}: gap < ${s.gapBoundMs.toFixed(0)} ms <= 3000 ms over the cut`);
   }
 

@@ -99,11 +99,11 @@ t.test('failover: the standby carries the WireGuard session and the IKE_SA/CHILD
   for (const f of flows) {
     const s = iperfSilence(f);
     t.comment(
-      `iperf3 ${f.what}: ${s.packets} datagrams in ${s.intervals} intervals, ${s.lostPercent.toFixed(1)} % lost; ` +
+      `iperf3 ${f.what}: ${s.datagrams} datagrams received in ${s.intervals} intervals, ${s.lostPercent.toFixed(1)} % lost; ` +
         `longest silence ${s.silentMs.toFixed(0)} ms from ${(s.silentFrom - killedAt).toFixed(0)} ms after the kill (gap < ${s.gapBoundMs.toFixed(0)} ms)`,
     );
     t.equal(s.error, undefined, `iperf3 ${f.what}: ran to the end`);
-    t.ok(s.intervals >= 80 && s.packets > 1000, `iperf3 ${f.what}: received through the whole run`);
+    t.ok(s.intervals >= 80 && s.datagrams > 1000, `iperf3 ${f.what}: received through the whole run`);
     t.ok(s.gapBoundMs <= 3000, `iperf3 ${f.what}: gap < ${s.gapBoundMs.toFixed(0)} ms <= 3000 ms`);
   }
   t.equal((await peer.show()).peers[0]?.latestHandshake ?? 0, hs0, "wireguard-go's latest handshake unchanged");
