@@ -376,6 +376,8 @@ export interface IperfFlow {
   json: string;
   /** When the client was started, ms since the epoch (iperf3's own timestamp has whole seconds). */
   startedAt: number;
+  /** Datagrams per second the sender aims at. */
+  rate: number;
 }
 
 /**
@@ -395,7 +397,7 @@ export async function translatedIperf(lab: Lab, t: HaTunnelPair, o: { seconds: n
     await iperfServer(lab, e.server[0], { port: e.port, bind: e.server[1] });
     const json = join(lab.dir, `iperf-${e.port}.json`);
     const args = ['-c', e.server[1], '-B', e.client[1], '-p', String(e.port), '-u', '-b', rate, '-l', '1200', '-R', '-t', String(o.seconds), '-i', '0.1', '-J'];
-    flows.push({ what: e.what, json, startedAt: Date.now(), process: lab.spawn(`iperf3 ${e.port}`, 'sh', ['-c', `exec ${tools.iperf3} ${args.join(' ')} > ${json}`], { ns: e.client[0] }) });
+    flows.push({ what: e.what, json, startedAt: Date.now(), rate: Number(rate) / (1200 * 8), process: lab.spawn(`iperf3 ${e.port}`, 'sh', ['-c', `exec ${tools.iperf3} ${args.join(' ')} > ${json}`], { ns: e.client[0] }) });
   }
   return flows;
 }
@@ -405,6 +407,8 @@ export interface IperfSilence {
   /** Datagrams received (bytes over the 1200-byte payload). */
   datagrams: number;
   lostPercent: number;
+  /** The datagrams lost, as time at the sender's rate, ms: the gap when they were lost in one run. */
+  lostMs: number;
   intervals: number;
   /** Total length of the longest run of intervals that received nothing, ms. */
   silentMs: number;
@@ -421,7 +425,7 @@ export interface IperfSilence {
 interface IperfJson {
   error?: string;
   intervals?: Array<{ sum: { start: number; end: number; seconds: number; bytes: number } }>;
-  end?: { sum?: { lost_percent?: number } };
+  end?: { sum?: { lost_percent?: number; lost_packets?: number } };
 }
 
 /** A flow's report; `silentFrom` counts from the client's start (its control exchange adds some ms). */
@@ -445,6 +449,7 @@ export function iperfSilence(flow: IperfFlow): IperfSilence {
   return {
     datagrams: Math.round(iv.reduce((s, i) => s + i.bytes, 0) / 1200),
     lostPercent: j.end?.sum?.lost_percent ?? 100,
+    lostMs: ((j.end?.sum?.lost_packets ?? 0) / flow.rate) * 1000,
     intervals: iv.length,
     silentMs: best.len,
     silentFrom: best.from < 0 ? 0 : t0 + iv[best.from]!.start * 1000,

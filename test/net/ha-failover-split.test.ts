@@ -89,7 +89,7 @@ t.test('split brain: sync channel cut, both nodes alive: one node on the VIP, tr
     const s = iperfSilence(f);
     t.comment(
       `iperf3 ${f.what}: ${s.datagrams} datagrams received in ${s.intervals} intervals, ${s.lostPercent.toFixed(1)} % lost; ` +
-        `longest silence ${s.silentMs.toFixed(0)} ms (gap < ${s.gapBoundMs.toFixed(0)} ms)`,
+        `${s.lostMs.toFixed(0)} ms of it; longest silence ${s.silentMs.toFixed(0)} ms (gap < ${s.gapBoundMs.toFixed(0)} ms)`,
     );
     t.equal(s.error, undefined, `iperf3 ${f.what}: ran to the end`);
     t.ok(s.intervals >= 90 && s.datagrams > 1000, `iperf3 ${f.what}: received through the whole run`);

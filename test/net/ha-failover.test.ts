@@ -100,7 +100,9 @@ t.test('failover: the standby carries the WireGuard session and the IKE_SA/CHILD
     const s = iperfSilence(f);
     t.comment(
       `iperf3 ${f.what}: ${s.datagrams} datagrams received in ${s.intervals} intervals, ${s.lostPercent.toFixed(1)} % lost; ` +
-        `longest silence ${s.silentMs.toFixed(0)} ms from ${(s.silentFrom - killedAt).toFixed(0)} ms after the kill (gap < ${s.gapBoundMs.toFixed(0)} ms)`,
+        `${s.lostMs.toFixed(0)} ms of it; longest silence ${s.silentMs.toFixed(0)} ms` +
+        (s.silentMs > 0 ? ` from ${(s.silentFrom - killedAt).toFixed(0)} ms after the kill` : '') +
+        ` (gap < ${s.gapBoundMs.toFixed(0)} ms)`,
     );
     t.equal(s.error, undefined, `iperf3 ${f.what}: ran to the end`);
     t.ok(s.intervals >= 80 && s.datagrams > 1000, `iperf3 ${f.what}: received through the whole run`);
