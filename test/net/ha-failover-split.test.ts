@@ -113,7 +113,14 @@ t.test('split brain: sync channel cut, both nodes alive: one node on the VIP, tr
   const sas1 = saIds((await legacy.listSas()).raw);
   t.equal(sas1?.ike, sas0!.ike, "the router's IKE_SA unchanged (unique id, SPIs): no new IKE_SA");
   t.equal(sas1?.ikeState, 'ESTABLISHED', "the router's IKE_SA established");
-  t.comment(`the router's CHILD_SA ${sas1?.child === sas0!.child ? 'unchanged' : `rekeyed (${sas0!.child} → ${String(sas1?.child)})`} by the resync`);
+  // The active charon's ha plugin resyncs the standby's by rekeying each CHILD_SA (its design:
+  // the sequence numbers are not in its sync): CREATE_CHILD_SA under the same IKE_SA.
+  let installed: string[] = [];
+  await until('one CHILD_SA installed at the router', async () => {
+    installed = [...(await legacy.listSas()).raw.matchAll(/^\s+\S+: #(\d+), reqid \d+, INSTALLED,/gm)].map((m) => `#${m[1]}`);
+    return installed.length === 1;
+  }, 10_000);
+  t.comment(`the router's CHILD_SA: ${installed.join(', ')} (${sas0!.child.split(' ')[0]} before the cut)`);
   await waitForPing(nsP, SERVICE, 10_000);
   await waitForPing(nsS, OURS.lan, 10_000, LEGACY.lan);
 
