@@ -8,8 +8,8 @@
 //   - in the capture of everything both nodes sent, no (receiver index, counter) and no
 //     (SPI, sequence number) twice, and nothing at all from the standby;
 //   - when the cut heals, the standby is resynced (the channel live again, the WireGuard session,
-//     the ESP SAs, the PASSIVE IKE_SA) and the router's IKE_SA is the one it had: nothing
-//     renegotiated it;
+//     the ESP SAs, the PASSIVE IKE_SA) and the router's IKE_SA is the one it had: no new IKE_SA
+//     (charon's ha plugin resyncs by rekeying the CHILD_SA under it);
 //   - the resync is real: the active SIGKILLed after the heal, the standby takes over with the
 //     counters it got back (no nonce twice across the cut and the takeover, the IKE_SA unchanged).
 import t from 'tap';
