@@ -14,10 +14,24 @@
 //!
 //! ```text
 //! cargo run --release -p cvlan-dataplane --example ha_sync_bench -- [--sessions 500] [--seconds 10] [--pps 100] [--out FILE]
+//! cargo run --release -p cvlan-dataplane --example ha_sync_bench -- --esp [--tunnels 500] [--seconds 10] [--pps 100] [--out FILE]
 //! ```
-//! `--pps` is packets per second per session. Prints one JSON object (and writes it to FILE).
+//! `--pps` is packets per second per session (per CHILD_SA with `--esp`). Prints one JSON object
+//! (and writes it to FILE).
+//!
+//! `--esp`: the same for IPsec. The active's engine gets N CHILD_SAs the way charon installs
+//! them (two SAs and one outbound policy each: AES-GCM-256, ESN, NAT-T), and the traffic thread
+//! seals real packets on every outbound SA (`OutboundSa::seal`: the workers' own sequence
+//! numbers and lease check). Inbound SAs see no traffic (their replay windows go every
+//! interval all the same).
 
+use cvlan_dataplane::charon::protocol::{
+    AddSa, Mark, Mode, Policy, PolicyDir, PolicyId, PolicyPriority, PolicyType, SaCfg, SaFlags,
+    SaId, SecretKey, TrafficSelector,
+};
+use cvlan_dataplane::charon::SaBackend;
 use cvlan_dataplane::ha::{lease, HaConfig, HaEvent, HaSync, Role, DEFAULT_SYNC_INTERVAL};
+use cvlan_dataplane::ipsec::{IpsecBackend, IpsecEngine};
 use cvlan_dataplane::wireguard::WireGuard;
 use cvlan_proto::wireguard::{Device, Outbox, PeerConfig, PeerId, SendPlan};
 use rand_core::OsRng;
@@ -195,6 +209,9 @@ fn wait(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--esp") {
+        return esp_main();
+    }
     let sessions: usize = arg("--sessions").map_or(500, |v| v.parse().unwrap());
     let seconds: u64 = arg("--seconds").map_or(10, |v| v.parse().unwrap());
     let pps: u64 = arg("--pps").map_or(100, |v| v.parse().unwrap());
@@ -392,10 +409,272 @@ fn main() {
         ),
         ("seconds", format!("{el:.1}")),
     ]);
+    emit(&r);
+}
+
+fn emit(r: &str) {
     println!("{r}");
     if let Some(path) = arg("--out") {
         std::fs::write(path, format!("{r}\n")).unwrap();
     }
+}
+
+const ESP_LOCAL: &str = "192.0.2.1:4500";
+const ESP_PEER: &str = "192.0.2.2:4500";
+
+/// Tunnel `i`'s single-address selector on `side` (1: local, 2: remote).
+fn esp_ts(side: u8, i: u32) -> TrafficSelector {
+    let a = format!("10.{side}.{}.{}", i / 250, i % 250)
+        .parse()
+        .unwrap();
+    TrafficSelector {
+        protocol: 0,
+        from_port: 0,
+        to_port: 65535,
+        from: a,
+        to: a,
+    }
+}
+
+fn out_spi(i: u32) -> u32 {
+    0x10_0000 + i
+}
+
+/// What charon installs for CHILD_SA `i`: both SAs (AES-GCM-256, ESN, NAT-T) and the outbound
+/// policy, each SA with its own key.
+fn install_child_sa(charon: &mut IpsecBackend, i: u32) {
+    for (spi, inbound) in [(out_spi(i), false), (0x20_0000 + i, true)] {
+        let (src, dst) = if inbound {
+            (ESP_PEER, ESP_LOCAL)
+        } else {
+            (ESP_LOCAL, ESP_PEER)
+        };
+        let (l, r) = (esp_ts(1, i), esp_ts(2, i));
+        let (src_ts, dst_ts) = if inbound { (r, l) } else { (l, r) };
+        let mut key = [0x5a; 36];
+        key[..4].copy_from_slice(&spi.to_be_bytes());
+        charon
+            .add_sa(AddSa {
+                id: SaId {
+                    src: src.parse().unwrap(),
+                    dst: dst.parse().unwrap(),
+                    spi,
+                    proto: 50,
+                    mark: Mark::default(),
+                    if_id: 100 + i,
+                },
+                reqid: 100 + i,
+                mode: Mode::Tunnel,
+                src_ts: vec![src_ts],
+                dst_ts: vec![dst_ts],
+                interface: None,
+                lifetime: Default::default(),
+                enc_alg: 20,
+                enc_key: SecretKey::new(key.to_vec()),
+                int_alg: 0,
+                int_key: SecretKey::default(),
+                replay_window: 4096,
+                tfc: 0,
+                ipcomp: 0,
+                cpi: 0,
+                hw_offload: 0,
+                sa_mark: Mark::default(),
+                copy_dscp: 0,
+                flags: SaFlags {
+                    encap: true,
+                    esn: true,
+                    inbound,
+                    ..Default::default()
+                },
+            })
+            .unwrap();
+    }
+    charon
+        .add_policy(Policy {
+            id: PolicyId {
+                dir: PolicyDir::Out,
+                src_ts: esp_ts(1, i),
+                dst_ts: esp_ts(2, i),
+                mark: Mark::default(),
+                if_id: 100 + i,
+                interface: None,
+            },
+            kind: PolicyType::Ipsec,
+            prio: PolicyPriority::Default,
+            manual_prio: 0,
+            src: ESP_LOCAL.parse().unwrap(),
+            dst: ESP_PEER.parse().unwrap(),
+            sa: SaCfg {
+                mode: Mode::Tunnel,
+                reqid: 100 + i,
+                esp_spi: Some(out_spi(i)),
+                ah_spi: None,
+                ipcomp_transform: 0,
+                ipcomp_cpi: 0,
+            },
+        })
+        .unwrap();
+}
+
+fn esp_main() {
+    let tunnels: u32 = arg("--tunnels").map_or(500, |v| v.parse().unwrap());
+    let seconds: u64 = arg("--seconds").map_or(10, |v| v.parse().unwrap());
+    let pps: u64 = arg("--pps").map_or(100, |v| v.parse().unwrap());
+    assert!((1..=60000).contains(&tunnels), "--tunnels: 1..60000");
+    let sas = 2 * tunnels as u64;
+
+    let ea = IpsecEngine::new("192.0.2.1".parse().unwrap());
+    let (pa, pb) = (free_port(), free_port());
+    let before = tids("ha-sync");
+    let a = channel(1, pa, pb, Arc::default());
+    a.attach_ipsec(ea.clone());
+    a.set_role(Role::Active);
+    let a_tid = new_thread("ha-sync", &before);
+    let mut charon = IpsecBackend(ea.clone());
+    for i in 0..tunnels {
+        install_child_sa(&mut charon, i);
+    }
+    assert_eq!(ea.policy_count(), tunnels as usize);
+
+    // Traffic: every outbound SA seals `pps` packets a second, as a worker would.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sealed = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let traffic = {
+        let outs: Vec<_> = (0..tunnels)
+            .map(|i| ea.outbound_sa(out_spi(i)).unwrap())
+            .collect();
+        let (stop, sealed, refused) = (stop.clone(), sealed.clone(), refused.clone());
+        std::thread::Builder::new()
+            .name("traffic".into())
+            .spawn(move || {
+                let inner = ipv4_packet();
+                let h = outs[0].headroom();
+                let mut buf = vec![0u8; h + inner.len() + outs[0].max_tailroom()];
+                let period = Duration::from_nanos(1_000_000_000 / pps.max(1));
+                let mut next = Instant::now();
+                while !stop.load(Relaxed) {
+                    let now = cvlan_dataplane::clock::now();
+                    let (mut ok, mut no) = (0, 0);
+                    for sa in &outs {
+                        buf[h..h + inner.len()].copy_from_slice(&inner);
+                        match sa.seal(&mut buf, h..h + inner.len(), now, &mut OsRng) {
+                            Ok(_) => ok += 1,
+                            Err(_) => no += 1,
+                        }
+                    }
+                    sealed.fetch_add(ok, Relaxed);
+                    refused.fetch_add(no, Relaxed);
+                    next += period;
+                    std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+            })
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Bulk resync: a standby joins the active under traffic.
+    let eb = IpsecEngine::new("192.0.2.1".parse().unwrap());
+    let joined = Instant::now();
+    let b = channel(2, pb, pa, Arc::default());
+    b.attach_ipsec(eb.clone());
+    let b_tid = new_thread("ha-sync", &[before.as_slice(), &[a_tid]].concat());
+    let connected = wait("the connection", Duration::from_secs(10), || {
+        b.status().peer_connected
+    });
+    wait("every SA acknowledged", Duration::from_secs(60), || {
+        a.status().synced_esp_sas == sas && b.status().synced_esp_sas == sas
+    });
+    let bulk = joined.elapsed();
+    wait("every policy", Duration::from_secs(10), || {
+        eb.policy_count() == tunnels as usize
+    });
+    let same_policies = eb.policy_if_ids() == ea.policy_if_ids() && eb.sas().len() == sas as usize;
+
+    // Steady state.
+    std::thread::sleep(Duration::from_secs(1));
+    let (s0, n0) = (a.status(), sealed.load(Relaxed));
+    let (ca0, cb0, w0) = (cpu_ns(a_tid), cpu_ns(b_tid), bytes_sent_to(pb));
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let el = t0.elapsed().as_secs_f64();
+    let (s1, n1) = (a.status(), sealed.load(Relaxed));
+    let (ca1, cb1, w1) = (cpu_ns(a_tid), cpu_ns(b_tid), bytes_sent_to(pb));
+    stop.store(true, Relaxed);
+    traffic.join().unwrap();
+
+    let lag = (0..tunnels)
+        .map(|i| {
+            let spi = out_spi(i);
+            (ea.outbound_sa(spi).unwrap().last_seq())
+                .saturating_sub(eb.outbound_sa(spi).map_or(0, |sa| sa.last_seq()))
+        })
+        .max()
+        .unwrap_or(0);
+    let mut a = a;
+    a.close();
+    let a_sent = a.status().frames_sent;
+    wait(
+        "the standby to read what is in flight",
+        Duration::from_secs(5),
+        || b.status().frames_received >= a_sent || !b.status().peer_connected,
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let bs = b.status();
+    let r = serde_like(&[
+        ("tunnels", tunnels.to_string()),
+        ("sas", sas.to_string()),
+        ("traffic_pps_per_child_sa", pps.to_string()),
+        (
+            "traffic_sealed_per_s",
+            format!("{:.0}", (n1 - n0) as f64 / el),
+        ),
+        ("traffic_refused", refused.load(Relaxed).to_string()),
+        ("bulk_resync_ms", format!("{:.1}", bulk.as_secs_f64() * 1e3)),
+        (
+            "connect_ms",
+            format!("{:.1}", connected.as_secs_f64() * 1e3),
+        ),
+        (
+            "snapshot_after_connect_ms",
+            format!("{:.1}", (bulk - connected).as_secs_f64() * 1e3),
+        ),
+        ("same_sas_and_policies", same_policies.to_string()),
+        (
+            "steady_frames_per_s",
+            format!("{:.1}", (s1.frames_sent - s0.frames_sent) as f64 / el),
+        ),
+        (
+            "steady_bytes_per_s",
+            match (w0, w1) {
+                (0, _) | (_, 0) => "null".into(),
+                _ if w1 < w0 => "null".into(),
+                _ => format!("{:.0}", (w1 - w0) as f64 / el),
+            },
+        ),
+        (
+            "active_sync_cpu_pct",
+            format!("{:.2}", (ca1 - ca0) as f64 / 1e7 / el),
+        ),
+        (
+            "standby_sync_cpu_pct",
+            format!("{:.2}", (cb1 - cb0) as f64 / 1e7 / el),
+        ),
+        ("active_frames_sent", a_sent.to_string()),
+        ("standby_frames_applied", bs.frames_received.to_string()),
+        (
+            "frames_lost",
+            a_sent.saturating_sub(bs.frames_received).to_string(),
+        ),
+        (
+            "rejected",
+            (bs.rejected_forged + bs.rejected_replayed + bs.rejected_malformed).to_string(),
+        ),
+        ("standby_seq_lag_max", lag.to_string()),
+        ("lease_exhausted", s1.lease_exhausted.to_string()),
+        ("seconds", format!("{el:.1}")),
+    ]);
+    emit(&r);
 }
 
 fn serde_like(kv: &[(&str, String)]) -> String {
