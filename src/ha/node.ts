@@ -236,7 +236,10 @@ export class HaNode extends EventEmitter<HaNodeEvents> {
       vrrp: this.vrrp,
       fenced: this.fence !== null,
       currentRole: this.role,
-      sync: { peerConnected: this.peerConnected, peerRole: this.peerRole, peerGeneration: this.peerGeneration },
+      sync: { peerConnected: this.peerConnected, peerRole: this.peerRole, peerGeneration: this.peerGeneration, lastFrameAgeMs: s?.lastSyncAgeMs ?? null },
+      // VRRP elects this node at least 2 adverts (+ skew) after the last one it heard; a live
+      // channel sends a heartbeat every sync interval.
+      peerSilentAfterMs: Math.max(2 * this.opts.ha.advertIntervalMs, 3 * this.opts.ha.syncIntervalMs),
       generation: this.generation,
       localAddress: this.opts.ha.localAddress,
       peerAddress: this.opts.ha.peerAddress,
