@@ -70,7 +70,8 @@ export function decideRole(i: RoleInputs): RoleDecision {
   return { role, fence };
 }
 
-function peerSilent(i: RoleInputs): boolean {
+/** A connected peer whose channel has been silent for longer than `peerSilentAfterMs`. */
+export function peerSilent(i: RoleInputs): boolean {
   const age = i.sync.lastFrameAgeMs;
   return age != null && i.peerSilentAfterMs !== undefined && age > i.peerSilentAfterMs;
 }
