@@ -7,7 +7,8 @@
  *    node fences itself (track_file → FAULT) and stays passive: the VRRP link is cut, not the peer.
  *    The node that is not active yet yields to the one that is; two active nodes over a live sync
  *    channel (both took over during a full partition) → the lower address yields, as VRRP breaks
- *    a tie between equal priorities.
+ *    a tie between equal priorities. A channel that is still connected but has been silent as
+ *    long as VRRP (both ran over one link, now cut) does not count: it has lost the peer too.
  *  - The active peer last reported another configuration generation → this node refuses to take
  *    over (fenced, logged, metric) rather than serve tunnels the active node no longer has.
  *
