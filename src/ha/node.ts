@@ -19,7 +19,7 @@ import { charonHaFifoPath, charonHaSettings, resyncCharonHaSegment, setCharonHaS
 import { keepalivedFiles, keepalivedSupervisor, writeFence, type KeepalivedFiles } from './keepalived.js';
 import { VRRP_INSTANCE } from './keepalived-conf.js';
 import { NotifyFifo, type VrrpState } from './notify-fifo.js';
-import { decideRole, type FenceReason, type HaRole, type RoleInputs } from './role.js';
+import { decideRole, peerSilent, type FenceReason, type HaRole, type RoleInputs } from './role.js';
 import type { HaSyncEvent, HaSyncFactory, HaSyncHandle, HaSyncStatus } from './sync.js';
 import type { HaView } from './view.js';
 import { readSyncKey } from './sync-key.js';
@@ -61,6 +61,8 @@ export class HaNode extends EventEmitter<HaNodeEvents> {
   private peerGeneration: number | null = null;
   private peerConnected = false;
   private peerEverSeen = false;
+  /** Connected, but silent as long as VRRP (the link both run over is cut): as good as lost. */
+  private peerSilent = false;
   private takeovers = 0;
   private generationRefusals = 0;
   /** charon's segment: what the role wants, what was last written to this charon's FIFO. */
@@ -236,11 +238,15 @@ export class HaNode extends EventEmitter<HaNodeEvents> {
       vrrp: this.vrrp,
       fenced: this.fence !== null,
       currentRole: this.role,
-      sync: { peerConnected: this.peerConnected, peerRole: this.peerRole, peerGeneration: this.peerGeneration },
+      sync: { peerConnected: this.peerConnected, peerRole: this.peerRole, peerGeneration: this.peerGeneration, lastFrameAgeMs: s?.lastSyncAgeMs ?? null },
+      // VRRP elects this node 3 adverts (+ skew) after the last one it heard, sent at most one
+      // advert before the peer's last sync frame; a live channel brings a heartbeat every interval.
+      peerSilentAfterMs: Math.max(2 * this.opts.ha.advertIntervalMs, 3 * this.opts.ha.syncIntervalMs),
       generation: this.generation,
       localAddress: this.opts.ha.localAddress,
       peerAddress: this.opts.ha.peerAddress,
     };
+    this.peerSilent = this.peerConnected && peerSilent(inputs);
     this.apply(decideRole(inputs), trigger);
   }
 
@@ -283,6 +289,7 @@ export class HaNode extends EventEmitter<HaNodeEvents> {
     if (trigger === 'starting') return 'starting as standby';
     if (role === 'active') {
       if (!this.peerEverSeen) return `VRRP elected this node (${trigger}; no sync peer seen yet)`;
+      if (this.peerSilent) return `peer lost on VRRP, the sync channel silent (${trigger})`;
       return this.peerConnected ? `VRRP elected this node (${trigger})` : `peer lost on VRRP and the sync channel (${trigger})`;
     }
     if (this.fence) return `fenced: ${this.fence}`;

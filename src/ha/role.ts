@@ -7,7 +7,8 @@
  *    node fences itself (track_file → FAULT) and stays passive: the VRRP link is cut, not the peer.
  *    The node that is not active yet yields to the one that is; two active nodes over a live sync
  *    channel (both took over during a full partition) → the lower address yields, as VRRP breaks
- *    a tie between equal priorities.
+ *    a tie between equal priorities. A channel that is still connected but has been silent as
+ *    long as VRRP (both ran over one link, now cut) does not count: it has lost the peer too.
  *  - The active peer last reported another configuration generation → this node refuses to take
  *    over (fenced, logged, metric) rather than serve tunnels the active node no longer has.
  *
@@ -30,7 +31,15 @@ export interface RoleInputs {
     peerRole: HaRole | null;
     /** The peer's configuration generation, last known (kept after the peer went away). */
     peerGeneration: number | null;
+    /** Milliseconds since the peer's last authenticated frame (null: none yet or unknown). */
+    lastFrameAgeMs?: number | null;
   };
+  /**
+   * A connected peer silent for longer than this does not stop a new claim: VRRP elects a node
+   * only after the adverts stopped, so a channel silent for about as long has lost the peer too
+   * (the link both ran over is cut) and merely has not timed out yet.
+   */
+  peerSilentAfterMs?: number;
   generation: number;
   /** `[ha] local_address` and `peer_address`: the same pair on both nodes, compared the same way. */
   localAddress: string;
@@ -52,11 +61,20 @@ export function decideRole(i: RoleInputs): RoleDecision {
   if (!i.sync.peerConnected && i.sync.peerRole === 'active' && i.sync.peerGeneration !== null && i.sync.peerGeneration !== i.generation) {
     // The active peer is gone and we never converged on its configuration: what we hold is stale.
     fence = 'generation-mismatch';
+  } else if (peerActive && !i.fenced && i.vrrp === 'MASTER' && peerSilent(i)) {
+    // Both channels silent: claim, rather than fence now and claim again once the channel times out.
+    fence = null;
   } else if (peerActive && (i.vrrp === 'MASTER' || i.fenced)) {
     fence = yieldsTo(i) ? 'peer-active' : null;
   }
   const role: HaRole = i.vrrp === 'MASTER' && fence === null ? 'active' : 'standby';
   return { role, fence };
+}
+
+/** A connected peer whose channel has been silent for longer than `peerSilentAfterMs`. */
+export function peerSilent(i: RoleInputs): boolean {
+  const age = i.sync.lastFrameAgeMs;
+  return age != null && i.peerSilentAfterMs !== undefined && age > i.peerSilentAfterMs;
 }
 
 /** Whether this node gives way to an active peer seen on the sync channel. */

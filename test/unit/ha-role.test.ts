@@ -82,3 +82,11 @@ t.test('the FIFO reader: lines split across writes, and no EOF between writers',
   t.same(seen.map((n) => n.state), ['BACKUP', 'MASTER']);
   t.same(unknown, ['hello']);
 });
+
+t.test('uplink cut: a claim on a sync channel as silent as VRRP is not fenced; a live one still is', async (t) => {
+  const claim = { ...base, vrrp: 'MASTER' as const, peerSilentAfterMs: 400 };
+  t.same(decideRole({ ...claim, sync: { ...up('active'), lastFrameAgeMs: 650 } }), { role: 'active', fence: null }, 'the channel has not timed out yet, but is silent: claim');
+  t.same(decideRole({ ...claim, sync: { ...up('active'), lastFrameAgeMs: 60 } }), { role: 'standby', fence: 'peer-active' }, 'live channel: fenced (VRRP alone is cut)');
+  t.same(decideRole({ ...claim, sync: { ...up('active'), lastFrameAgeMs: null } }), { role: 'standby', fence: 'peer-active' }, 'age unknown: fenced');
+  t.same(decideRole({ ...claim, fenced: true, vrrp: 'FAULT', sync: { ...up('active'), lastFrameAgeMs: 650 } }), { role: 'standby', fence: 'peer-active' }, 'a fence already up holds until the channel calls the peer gone');
+});
