@@ -58,7 +58,7 @@ export interface RoleDecision {
 export function decideRole(i: RoleInputs): RoleDecision {
   const peerActive = i.sync.peerConnected && i.sync.peerRole === 'active';
   let fence: FenceReason | null = null;
-  if (!i.sync.peerConnected && i.sync.peerRole === 'active' && i.sync.peerGeneration !== null && i.sync.peerGeneration !== i.generation) {
+  if ((!i.sync.peerConnected || peerSilent(i)) && i.sync.peerRole === 'active' && i.sync.peerGeneration !== null && i.sync.peerGeneration !== i.generation) {
     // The active peer is gone and we never converged on its configuration: what we hold is stale.
     fence = 'generation-mismatch';
   } else if (peerActive && !i.fenced && i.vrrp === 'MASTER' && peerSilent(i)) {

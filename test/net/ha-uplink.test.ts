@@ -195,7 +195,13 @@ t.test('uplink cut: the standby takes over from a running active node; after the
   await until('A standby with the peer connected again, resynced', async () => {
     const v = await haView(a);
     return v.role === 'standby' && v.peer_connected === true && v.synced_wireguard_sessions === 1 && Number(v.synced_esp_sas) >= 2 && / PASSIVE, /.test(await nodeSas(lab, a));
-  }, 30_000);
+  }, 30_000).catch(async (e: unknown) => {
+    t.comment(`A: ${JSON.stringify(await haView(a))}`);
+    t.comment(`A's charon: ${await nodeSas(lab, a)}`);
+    t.comment(`B's charon: ${await nodeSas(lab, b)}`);
+    for (const l of a.process.output().slice(-40)) t.comment(`A: ${l.line}`);
+    throw e;
+  });
   // Exactly one VIP holder, checked for a while: the returning node must not claim it, even briefly.
   let bothOrNone = 0;
   for (let k = 0; k < 10; k++) {

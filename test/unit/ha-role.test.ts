@@ -89,4 +89,5 @@ t.test('uplink cut: a claim on a sync channel as silent as VRRP is not fenced; a
   t.same(decideRole({ ...claim, sync: { ...up('active'), lastFrameAgeMs: 60 } }), { role: 'standby', fence: 'peer-active' }, 'live channel: fenced (VRRP alone is cut)');
   t.same(decideRole({ ...claim, sync: { ...up('active'), lastFrameAgeMs: null } }), { role: 'standby', fence: 'peer-active' }, 'age unknown: fenced');
   t.same(decideRole({ ...claim, fenced: true, vrrp: 'FAULT', sync: { ...up('active'), lastFrameAgeMs: 650 } }), { role: 'standby', fence: 'peer-active' }, 'a fence already up holds until the channel calls the peer gone');
+  t.same(decideRole({ ...claim, sync: { ...up('active', 8), lastFrameAgeMs: 650 } }), { role: 'standby', fence: 'generation-mismatch' }, 'silent peer of another generation: refused as when it is gone');
 });
