@@ -273,6 +273,8 @@ export interface HaTunnelPair {
   /** MAC addresses of the agent's and the legacy router's links (their packets in the capture). */
   macAgent: string;
   macLegacy: string;
+  /** The agent's keypairs the active holds and the standby synced (1, or 2 after a retransmit). */
+  keypairs: number;
 }
 
 /**
@@ -351,14 +353,32 @@ export async function haTunnelPair(lab: Lab, label: string): Promise<HaTunnelPai
   await waitForPing(nsP, HA_SERVICE, 15_000);
   await waitForPing(nsS, HA_OURS.lan, 15_000, HA_LEGACY.lan);
 
+  await settleWireguardGo(agent);
   // The standby: charon holds the IKE_SA PASSIVE (its ha plugin, relayed through the sync
-  // channel) and installed the CHILD_SA through our kernel plugin into its passive data plane.
+  // channel) and installed the CHILD_SA through our kernel plugin into its passive data plane;
+  // its data plane holds every keypair of the agent the active holds.
+  let keypairs = 0;
   await until('the standby to hold the session and the SAs', async () => {
+    keypairs = Number((await haView(a)).synced_wireguard_sessions);
     const v = await haView(b);
-    return v.synced_wireguard_sessions === 1 && Number(v.synced_esp_sas) >= 2 && / PASSIVE, /.test(await nodeSas(lab, b));
+    return keypairs >= 1 && v.synced_wireguard_sessions === keypairs && Number(v.synced_esp_sas) >= 2 && / PASSIVE, /.test(await nodeSas(lab, b));
   });
   // wireguard-go runs in the bridge's namespace: its datagrams leave from the bridge.
-  return { pair, nsS, a, b, start, agent, legacy, dump, capture, macAgent: await mac(lab, nsP, pair.bridge), macLegacy: await linkMac(lab, nsS) };
+  return { pair, nsS, a, b, start, agent, legacy, dump, capture, macAgent: await mac(lab, nsP, pair.bridge), macLegacy: await linkMac(lab, nsS), keypairs };
+}
+
+/**
+ * Returns once wireguard-go can no longer start a handshake of its own: it arms its retransmit
+ * timer after the initiation's send returns, so when the response was processed first (a fast
+ * answer on a loaded machine) the timer survives and it handshakes again REKEY_TIMEOUT (5 s, +
+ * up to 1/3 s jitter) later, whoever holds the VIP (docs/ha.md). Tests that assert "no new
+ * handshake" read the latest handshake after this, and count the keypairs it may have added.
+ */
+export async function settleWireguardGo(agent: WgInterface): Promise<void> {
+  const first = (await agent.show()).peers[0]?.latestHandshake ?? 0;
+  // latestHandshake has whole seconds: one more for the rounding.
+  const end = first * 1000 + 5_333 + 1_000;
+  if (first > 0 && end > Date.now()) await new Promise((r) => setTimeout(r, end - Date.now()));
 }
 
 /** The MAC of the one Ethernet link in `ns` (a peer namespace made by haPairPeerNamespace). */

@@ -13,7 +13,7 @@ import { cvlanTestbedMissing } from '../harness/cvlan.js';
 import { adminGet } from '../../src/api/client.js';
 import { ping, waitForPing } from '../harness/ping.js';
 import { missingPrerequisites, resolveTool, tools } from '../harness/tools.js';
-import { HA_VIP as VIP, haPairLab, haPairToml, hasVip, haView, longestGap, pingReplies, until } from '../harness/ha-pair.js';
+import { HA_VIP as VIP, haPairLab, haPairToml, hasVip, haView, longestGap, pingReplies, settleWireguardGo, until } from '../harness/ha-pair.js';
 
 const skip =
   cvlanTestbedMissing() ?? missingPrerequisites('wg', 'wireguardGo', 'ping', 'setpriv') ?? (resolveTool('/usr/sbin/keepalived') ? undefined : 'keepalived is not installed (scripts/setup.sh)');
@@ -59,9 +59,14 @@ t.test('two daemons with [ha]: the standby takes over the WireGuard session when
     routes: [`${SERVICE}/32`],
   });
   await waitForPing(nsP, SERVICE, 15_000);
+  await settleWireguardGo(peer);
   const hs0 = (await peer.show()).peers[0]?.latestHandshake ?? 0;
   t.ok(hs0 > 0, 'a handshake with the active node through the VIP');
-  await until('the standby to hold the session', async () => (await haView(b)).synced_wireguard_sessions === 1);
+  // The agent's keypairs the active holds (2 after a wireguard-go retransmit): the standby holds as many.
+  await until('the standby to hold the session', async () => {
+    const keypairs = Number((await haView(a)).synced_wireguard_sessions);
+    return keypairs >= 1 && (await haView(b)).synced_wireguard_sessions === keypairs;
+  });
   const vb = await haView(b);
   t.match(vb, { role: 'standby', vrrp_state: 'BACKUP', peer_connected: true, peer_role: 'active', fenced: false, sync_channel: true }, 'vrouterctl ha --json on B: standby');
   t.equal(vb.generation, (await haView(a)).generation, 'both nodes run the same configuration generation');

@@ -144,7 +144,7 @@ t.test('failover: the standby carries the WireGuard session and the IKE_SA/CHILD
   const a2 = await setup.start(nsA, 1);
   await until('A standby again with the session and the IKE_SA', async () => {
     const v = await haView(a2);
-    return v.role === 'standby' && v.synced_wireguard_sessions === 1 && Number(v.synced_esp_sas) >= 2 && / PASSIVE, /.test(await nodeSas(lab, a2));
+    return v.role === 'standby' && v.synced_wireguard_sessions === setup.keypairs && Number(v.synced_esp_sas) >= 2 && / PASSIVE, /.test(await nodeSas(lab, a2));
   }, 30_000);
   t.notOk(await hasVip(lab, nsA), 'A did not take the VIP back (no preemption)');
   t.equal(saIds((await legacy.listSas()).raw)?.ike, sas0!.ike, 'the same IKE_SA after the rejoin');
