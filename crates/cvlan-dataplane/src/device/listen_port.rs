@@ -1,7 +1,10 @@
 //! Changing a port of a running device, as `wg set IF listen-port N` does on wireguard-go: every
 //! worker gets a new TUN queue and new sockets on the new port, all opened (joined) before any
 //! old one is closed (left), then the workers are replaced one by one on their own counters and
-//! control. Peers learn the new port from the next datagram we send them (roaming).
+//! control. Peers learn the new port from the next datagram we send them (roaming): the
+//! transport announces itself from the new port once before the old sockets close and once after
+//! the last one closed, because an old worker may still send (a reply, an ACK) from the old port
+//! in between, and a peer roams back to whatever it heard from last.
 
 use super::{open_io, stop_worker, Device};
 use crate::error::{Code, Error, Result};
@@ -15,7 +18,8 @@ impl Device {
     /// returns the port now bound. A port in use fails with `CVLAN_ERR_ADDR_IN_USE` and changes
     /// nothing. `announce` runs once the new sockets are bound and the transport's `Senders`
     /// send from them, before any old socket closes: a transport tells its peers there (what it
-    /// sends makes them roam to the new port while the old one still receives).
+    /// sends makes them roam to the new port while the old one still receives), and once more
+    /// after the last old socket closed (nothing sent from the old port can come after it).
     pub fn set_listen_port(&mut self, sock: usize, port: u16, announce: &dyn Fn()) -> Result<u16> {
         let Some(current) = self.listen.get(sock).copied() else {
             return Err(Error::new(
@@ -70,6 +74,7 @@ impl Device {
         for (index, io) in ios.into_iter().enumerate() {
             self.replace_worker(index, io)?;
         }
+        announce();
         Ok(self.listen[sock].port())
     }
 
