@@ -5,7 +5,7 @@
  *
  *   npx tsc -p tsconfig.json && node dist/bench/sizing.js --tunnels 100,500 \
  *     [--systems ipsec,wireguard,strongswan,wireguard-go] [--peer per-tunnel|shared] [--no-write] \
- *     [--label x] [--log-level debug]
+ *     [--label x] [--log-level debug] [--idle-s 30] [--dpd-s 30]
  *
  * Topology: `cvlan-vrouter run` in namespace A initiates N site-to-site tunnels (PSK, one per
  * tunnel, distinct remote identities and remote /24s) to one strongSwan charon with
@@ -16,7 +16,9 @@
  *   - bring_up_cpu_s: CPU of node, its charon and the peer's charon until then (what the
  *     benchmark's own responder costs apart from the vrouter);
  *   - rss_mib: VmRSS of the daemon (node) and of its charon once all tunnels are up;
- *   - idle_cpu_pct: CPU of node and of charon over 10 s once established (% of one core);
+ *   - idle_cpu_pct: CPU of node and of charon over `--idle-s` (default 30 s: one period of the
+ *     tunnels' 30 s DPD, so every IKE_SA's liveness check falls into it once) from 5 s after all
+ *     were up (% of one core);
  *   - reload_applied_s / reload_up_s: one tunnel added by SIGHUP → `config_applied` logged /
  *     the new tunnel `up`;
  *   - scrape_ms: GET /metrics (median of 5);
@@ -121,6 +123,7 @@ function tunnel(i: number, psk: string, legacyAddr: string): object {
     local_subnets: [OURS_NET],
     remote_subnets: [remoteNet(i)],
     proposals: { ike: ['aes256gcm16-prfsha256-x25519'], esp: ['aes256gcm16'] },
+    ...(dpdDelayS !== undefined ? { dpd_delay: dpdDelayS } : {}),
   };
 }
 
@@ -279,11 +282,11 @@ async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: 
   const rss = { node: rssMib(node), charon: charon ? rssMib(charon) : 0, total: 0 };
   rss.total = rss.node + rss.charon;
 
-  // Idle: established, nothing configured changes; 10 s of CPU.
+  // Idle: established, nothing configured changes.
   await sleep(5000);
   const c0 = { node: cpuTicks(node), charon: charon ? cpuTicks(charon) : 0 };
   const w0 = Date.now();
-  await sleep(10_000);
+  await sleep(idleWindowS * 1000);
   const secs = (Date.now() - w0) / 1000;
   const idle = {
     node: ((cpuTicks(node) - c0.node) / CLK_TCK / secs) * 100,
@@ -346,15 +349,20 @@ async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: 
   };
 }
 
-/** CPU of `pids` over 10 s, % of one core each, after 5 s of settling. */
+/** CPU of `pids` over the idle window, % of one core each, after 5 s of settling. */
 async function idleCpu(pids: number[]): Promise<number[]> {
   await sleep(5000);
   const c0 = pids.map(cpuTicks);
   const w0 = Date.now();
-  await sleep(10_000);
+  await sleep(idleWindowS * 1000);
   const secs = (Date.now() - w0) / 1000;
   return pids.map((p, i) => +(((cpuTicks(p) - c0[i]!) / CLK_TCK / secs) * 100).toFixed(1));
 }
+
+/** Seconds of the idle-CPU window (`--idle-s`). */
+let idleWindowS = 30;
+/** Our tunnels' `dpd_delay` (`--dpd-s`; the configuration's default, 30 s, when not given). */
+let dpdDelayS: number | undefined;
 
 const WG_PORT = 51820;
 const wgAllowed = (i: number): string => `10.${64 + (i >> 8)}.${i & 255}.2/32`;
@@ -525,8 +533,17 @@ async function main(): Promise<void> {
       label: { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       peer: { type: 'string', default: 'per-tunnel' },
+      'idle-s': { type: 'string', default: '30' },
+      'dpd-s': { type: 'string' },
     },
+    strict: true,
   });
+  idleWindowS = Number(values['idle-s']);
+  if (!Number.isFinite(idleWindowS) || idleWindowS < 1) throw new Error(`--idle-s: "${values['idle-s']}" is not a number of seconds ≥ 1`);
+  if (values['dpd-s'] !== undefined) {
+    dpdDelayS = Number(values['dpd-s']);
+    if (!Number.isInteger(dpdDelayS) || dpdDelayS < 0) throw new Error(`--dpd-s: "${values['dpd-s']}" is not a whole number of seconds ≥ 0`);
+  }
   if (values.peer !== 'per-tunnel' && values.peer !== 'shared') throw new Error(`--peer: "${values.peer}" is neither per-tunnel nor shared`);
   const shape: PeerShape = values.peer;
   const systems = new Set(values.systems.split(','));
@@ -537,7 +554,7 @@ async function main(): Promise<void> {
   const results: Figures[] = [];
   const wg: WgFigures[] = [];
   const reference: RefFigures[] = [];
-  const out = { kind: 'sizing', label: values.label ?? null, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, ipsec: results, wireguard: wg, reference };
+  const out = { kind: 'sizing', label: values.label ?? null, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, idle_window_s: idleWindowS, dpd_delay_s: dpdDelayS ?? 30, ipsec: results, wireguard: wg, reference };
   const file = join(REPO_ROOT, 'bench', 'results', `sizing-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
   // Written after every system: a run cut short keeps what it measured.
   const save = (): void => {

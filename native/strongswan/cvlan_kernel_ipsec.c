@@ -679,38 +679,16 @@ METHOD(kernel_ipsec_t, add_policy, status_t,
 	return SUCCESS;
 }
 
+/**
+ * The data plane keeps use times per SA, not per policy (its QUERY_POLICY answers
+ * NOT_SUPPORTED). Asking anyway cost every DPD two round trips per CHILD_SA (IN and FWD) before
+ * charon falls back to query_sa (child_sa.c update_usetime), so the answer is given here.
+ */
 METHOD(kernel_ipsec_t, query_policy, status_t,
 	private_cvlan_kernel_ipsec_t *this, kernel_ipsec_policy_id_t *id,
 	kernel_ipsec_query_policy_t *data, time_t *use_time)
 {
-	bio_writer_t *w;
-	bio_reader_t *r;
-	chunk_t reply = chunk_empty;
-	uint32_t idle = IDLE_NEVER;
-	status_t status;
-
-	w = bio_writer_create(128);
-	if (!write_policy_id(w, id))
-	{
-		w->destroy(w);
-		return NOT_SUPPORTED;
-	}
-	status = send_request(CVLAN_QUERY_POLICY, w, &reply);
-	if (status == SUCCESS)
-	{
-		r = bio_reader_create(reply);
-		if (!r->read_uint32(r, &idle) || r->remaining(r))
-		{
-			status = FAILED;
-		}
-		r->destroy(r);
-	}
-	chunk_free(&reply);
-	if (status == SUCCESS && use_time)
-	{
-		*use_time = idle == IDLE_NEVER ? 0 : time_monotonic(NULL) - idle;
-	}
-	return status;
+	return NOT_SUPPORTED;
 }
 
 METHOD(kernel_ipsec_t, del_policy, status_t,

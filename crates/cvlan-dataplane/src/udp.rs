@@ -170,6 +170,30 @@ fn bind(fd: RawFd, addr: SocketAddr, v6: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// How long a worker socket waits for a port `check_port_free` found free: the probe's socket
+/// outlives its close while a child forked by another thread still holds a copy of the
+/// descriptor (until that child's `exec` closes it, `SOCK_CLOEXEC`), and it holds the port
+/// without `SO_REUSEPORT` meanwhile. Tuning, not spec.
+const PROBE_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `bind`, tried again on `EADDRINUSE` for up to [`PROBE_LINGER`]: a port really in use was
+/// refused by the probe before, so a refusal here is almost always the probe's own copy.
+fn bind_after_probe(fd: RawFd, addr: SocketAddr, v6: bool) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + PROBE_LINGER;
+    loop {
+        match bind(fd, addr, v6) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EADDRINUSE)
+                    && addr.port() != 0
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// The address the workers bind: `listen` if given, else dual-stack `[::]` where the host has
 /// IPv6, else `0.0.0.0`.
 pub fn resolve_listen(listen: Option<IpAddr>, port: u16) -> SocketAddr {
@@ -215,7 +239,7 @@ impl UdpSocket {
         if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SOCKET_BUFFER).is_err() {
             let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF, SOCKET_BUFFER);
         }
-        bind(raw, addr, v6)
+        bind_after_probe(raw, addr, v6)
             .map_err(|e| Error::os(Code::Socket, format!("cannot bind UDP {addr}"), e))?;
         set_nonblocking(raw).map_err(|e| Error::os(Code::Socket, "O_NONBLOCK", e))?;
         let gso = offload && udp_gso::udp_gso_supported(raw);
@@ -690,5 +714,42 @@ impl MmsgScratch {
         for i in 0..n {
             self.link_one(i, i, 1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket as StdUdp;
+    use std::time::{Duration, Instant};
+
+    /// A port whose last holder (no `SO_REUSEPORT`, like the probe's copy in a forking child)
+    /// lets go shortly after the probe: the worker socket binds once it has.
+    #[test]
+    fn worker_socket_waits_for_a_lingering_probe() {
+        let holder = StdUdp::bind("127.0.0.1:0").unwrap();
+        let addr = holder.local_addr().unwrap();
+        let released = Instant::now() + Duration::from_millis(40);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(40));
+            drop(holder);
+        });
+        let s = UdpSocket::bind_reuseport(addr, false).expect("bound once the holder left");
+        assert!(Instant::now() >= released);
+        assert_eq!(s.local_port().unwrap(), addr.port());
+        t.join().unwrap();
+    }
+
+    /// A holder that stays: refused after the wait, with the address named.
+    #[test]
+    fn worker_socket_refused_when_the_port_stays_taken() {
+        let holder = StdUdp::bind("127.0.0.1:0").unwrap();
+        let addr = holder.local_addr().unwrap();
+        let start = Instant::now();
+        let e = UdpSocket::bind_reuseport(addr, false)
+            .err()
+            .expect("port in use");
+        assert!(start.elapsed() >= PROBE_LINGER);
+        assert!(e.message.contains(&addr.to_string()), "{e}");
     }
 }
