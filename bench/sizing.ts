@@ -214,6 +214,13 @@ async function ipsecPeer(
   // As hex: swanctl would decode a secret that happens to start with 0s (base64) or 0x (hex), and
   // 1 in 2048 random base64 PSKs does (a tunnel refused at 2000 for that, t1465 in one run).
   const secrets = psks.map((psk, i) => `  ike-p${i} {\n    id-1 = ${peerId(i)}\n    id-2 = ${OURS_ID}\n    secret = 0x${Buffer.from(psk).toString('hex')}\n  }\n`).join('');
+  // kernel-libipsec routes each CHILD_SA's remote side from an address inside its local side,
+  // which charon finds in its address cache. Added before charon starts (it reads them all at
+  // start): added after, 2000 RTM_NEWADDR events at once overflowed its netlink socket, the
+  // addresses past the first ~200 stayed unknown, and every CHILD_SA of theirs was refused
+  // ("error installing route with policy"), for good.
+  const batch = lab.writeFile('peer-addrs.batch', psks.map((_, i) => `address add ${remoteNet(i).replace('.0/24', '.1/32')} dev lo\n`).join(''));
+  await lab.ip(h.b, ['-batch', batch]);
   const legacy = await strongswanPeer(lab, h.b, {
     localAddr: h.addrB,
     remoteAddr: h.addrA,
@@ -225,9 +232,6 @@ async function ipsecPeer(
     // A responder for N sites from one address: no per-IP half-open limit, no cookies, no routes.
     extraCharonConf: '  block_threshold = 1000000\n  cookie_threshold = 1000000\n  ikesa_table_size = 4096\n  ikesa_table_segments = 16\n',
   });
-  // kernel-libipsec routes each CHILD_SA's remote side from an address inside its local side.
-  const batch = lab.writeFile('peer-addrs.batch', psks.map((_, i) => `address add ${remoteNet(i).replace('.0/24', '.1/32')} dev lo\n`).join(''));
-  await lab.ip(h.b, ['-batch', batch]);
   writeFileSync(join(legacy.dir, 'swanctl.conf'), `connections {\n${conns}}\nsecrets {\n${secrets}}\n`, { mode: 0o600 });
   await legacy.swanctl(['--load-all', '--file', join(legacy.dir, 'swanctl.conf')], 600_000);
   log(`peer loaded ${shape === 'shared' ? `one connection and ${n + 1} secrets` : `${n + 1} connections`}`);

@@ -236,6 +236,8 @@ export class Vrouter implements RouterStateSource {
       // [ha]: charon's ha plugin carries the IKE state to the other node's charon (ha.ts).
       ...(this.#ha ? { extraPlugins: this.#ha.charonPlugins() } : {}),
       logger: this.#opts.logger,
+      // At debug the daemon logs charon's lines, its per-packet ones included.
+      packetLines: this.#opts.logger.isLevelEnabled('debug'),
     });
     this.#ha?.ipsecStarted(svc);
     svc.device.on('event', (ev) => {

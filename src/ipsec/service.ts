@@ -37,6 +37,12 @@ export interface IpsecServiceOptions {
   ikePort?: number;
   natPort?: number;
   logger?: SupervisorLogger;
+  /**
+   * charon's per-packet lines (`sending packet` / `received packet`, its `net` subsystem at
+   * level 1). Off by default: nothing reads them, and with 2000 idle tunnels DPD alone made them
+   * ~130 lines a second that charon wrote and the daemon read (`docs/benchmarks.md`, "Idle CPU").
+   */
+  packetLines?: boolean;
   /** Supervisor backoff for tests, ms. */
   backoffInitialMs?: number;
   /**
@@ -109,6 +115,7 @@ export class IpsecService {
           cvlan: { require_udp_encap: !device.rawEsp },
         },
         charonSettings: charonSettings(),
+        ...(opts.packetLines ? {} : { logGroups: { net: 0 } }),
       },
       ...(opts.backoffInitialMs !== undefined ? { backoffInitialMs: opts.backoffInitialMs } : {}),
       ...(opts.logger ? { logger: opts.logger } : {}),

@@ -55,6 +55,8 @@ export interface CharonConfOptions {
    * IKE payloads and private key material, and charon's output ends up in our logs.
    */
   logLevel?: -1 | 0 | 1 | 2;
+  /** Levels of single subsystems (`net`, `enc`, `ike`, …) over `logLevel`, -1..2. */
+  logGroups?: Readonly<Record<string, -1 | 0 | 1 | 2>>;
 }
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
@@ -89,6 +91,11 @@ export function renderStrongswanConf(opts: CharonConfOptions): string {
   if (opts.plugins.length === 0) throw confError('plugins must not be empty');
   const logLevel = opts.logLevel ?? 1;
   if (![-1, 0, 1, 2].includes(logLevel)) throw confError('logLevel must be -1, 0, 1 or 2');
+  const groups = Object.entries(opts.logGroups ?? {}).map(([g, l]) => {
+    if (!/^[a-z]{3}$/.test(g)) throw confError(`invalid log subsystem "${g}"`);
+    if (![-1, 0, 1, 2].includes(l)) throw confError(`the level of log subsystem ${g} must be -1, 0, 1 or 2`);
+    return `      ${g} = ${l}`;
+  });
   const plugins = opts.plugins.map((p) => name(p, 'plugin'));
   if (!plugins.includes('vici')) throw confError('the vici plugin must be loaded: it is how charon is controlled');
 
@@ -114,6 +121,7 @@ export function renderStrongswanConf(opts: CharonConfOptions): string {
     '  filelog {',
     '    stderr {',
     `      default = ${logLevel}`,
+    ...groups,
     '      ike_name = yes',
     '    }',
     '  }',

@@ -53,3 +53,12 @@ void t.test('refused inputs', async (t) => {
   ];
   for (const [what, opts] of bad) t.throws(() => renderStrongswanConf(opts), { code: 'CVLAN_ERR_CONFIG' }, what);
 });
+
+void t.test('log subsystems: levels over the default, names and levels checked', async (t) => {
+  const base = { viciSocket: '/run/cvlan/charon.vici', plugins: PLUGINS_CVLAN };
+  const text = renderStrongswanConf({ ...base, logGroups: { net: 0, enc: 1 } });
+  t.match(text, /stderr \{\n {6}default = 1\n {6}net = 0\n {6}enc = 1\n {6}ike_name = yes\n/);
+  t.notMatch(renderStrongswanConf(base), /net = /, 'none unless asked for');
+  t.throws(() => renderStrongswanConf({ ...base, logGroups: { 'net = 0\n  x': 0 } }), { code: 'CVLAN_ERR_CONFIG' });
+  t.throws(() => renderStrongswanConf({ ...base, logGroups: { ike: 4 as 2 } }), /must be -1, 0, 1 or 2/, 'level 4 dumps key material');
+});
