@@ -40,7 +40,7 @@ export interface IpsecServiceOptions {
   /**
    * charon's per-packet lines (`sending packet` / `received packet`, its `net` subsystem at
    * level 1). Off by default: nothing reads them, and with 2000 idle tunnels DPD alone made them
-   * ~130 lines a second that charon wrote and the daemon read (`docs/benchmarks.md`, "Idle CPU").
+   * ~130 lines a second that charon wrote and the daemon read (`docs/benchmarks.md`, "idle CPU taken apart").
    */
   packetLines?: boolean;
   /** Supervisor backoff for tests, ms. */
