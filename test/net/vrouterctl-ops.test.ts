@@ -38,15 +38,21 @@ t.test('vrouterctl logs -f, terminate and initiate on a live IPsec tunnel', { sk
       .split('\n')
       .filter(Boolean)
       .map((l) => JSON.parse(l) as { event: string; tunnel: string | null; reason?: string });
-  const waitEvent = async (event: string, from: number): Promise<void> => {
+  const waitEvent = async (event: string, from: number, tunnel: string | null = 'legacy'): Promise<void> => {
     const end = Date.now() + 20_000;
-    while (!events().slice(from).some((e) => e.event === event && e.tunnel === 'legacy')) {
-      if (Date.now() > end) throw new Error(`no ${event} for legacy after event ${from}: ${streamed}`);
+    while (!events().slice(from).some((e) => e.event === event && e.tunnel === tunnel)) {
+      if (Date.now() > end) throw new Error(`no ${event} for ${tunnel ?? 'the tenant'} after event ${from}: ${streamed}`);
       await sleep(100);
     }
   };
+  // Both were logged before the daemon said ready (this vrouter initiates, so its tunnel_up may
+  // precede config_applied); the stream replays them in that order, one line per chunk, so
+  // wait for each rather than read the stream at the instant the first arrives.
   await waitEvent('tunnel_up', 0);
-  t.ok(events().some((e) => e.event === 'config_applied'), 'logs -f starts with the recent events: config_applied');
+  await waitEvent('config_applied', 0, null).then(
+    () => t.pass('logs -f starts with the recent events: config_applied'),
+    (e: Error) => t.fail(`logs -f starts with the recent events: config_applied (${e.message})`),
+  );
   t.ok(events().some((e) => e.event === 'tunnel_up' && e.tunnel === 'legacy'), 'and the tunnel_up of the running tunnel');
 
   const recent = await ctl('logs');
