@@ -498,10 +498,13 @@ async function measureStrongswan(lab: Lab, n: number, log: (s: string) => void, 
   });
   // kernel-libipsec routes the remote side from an address inside the local one.
   await lab.ip(h.a, ['address', 'add', OURS_NET.replace('.0/24', '.1/32'), 'dev', 'lo']);
+  // The same liveness checks as our tunnels (swanctl's default is none): idle CPU is DPD's.
+  const dpdS = dpdDelayS ?? 30;
+  const dpd = dpdS > 0 ? `    dpd_delay = ${dpdS}s\n` : '';
   const conns = psks
     .slice(0, n)
     .map(
-      (_, i) => `  s${i} {\n    version = 2\n    local_addrs = ${h.addrA}\n    remote_addrs = ${h.addrB}\n    proposals = aes256gcm16-prfsha256-x25519\n    encap = yes\n    local {\n      auth = psk\n      id = ${OURS_ID}\n    }\n    remote {\n      auth = psk\n      id = ${peerId(i)}\n    }\n    children {\n      s${i} {\n        local_ts = ${OURS_NET}\n        remote_ts = ${remoteNet(i)}\n        esp_proposals = aes256gcm16\n        start_action = start\n      }\n    }\n  }\n`,
+      (_, i) => `  s${i} {\n    version = 2\n    local_addrs = ${h.addrA}\n    remote_addrs = ${h.addrB}\n    proposals = aes256gcm16-prfsha256-x25519\n    encap = yes\n${dpd}    local {\n      auth = psk\n      id = ${OURS_ID}\n    }\n    remote {\n      auth = psk\n      id = ${peerId(i)}\n    }\n    children {\n      s${i} {\n        local_ts = ${OURS_NET}\n        remote_ts = ${remoteNet(i)}\n        esp_proposals = aes256gcm16\n        start_action = start\n      }\n    }\n  }\n`,
     )
     .join('');
   const secrets = psks.slice(0, n).map((psk, i) => `  ike-s${i} {\n    id-1 = ${OURS_ID}\n    id-2 = ${peerId(i)}\n    secret = 0x${Buffer.from(psk).toString('hex')}\n  }\n`).join('');

@@ -4,6 +4,7 @@
  */
 
 #include "cvlan_plugin.h"
+#include "cvlan_alerts.h"
 #include "cvlan_ipc.h"
 #include "cvlan_kernel_ipsec.h"
 #include "cvlan_socket.h"
@@ -21,12 +22,34 @@ struct private_cvlan_plugin_t {
 	 * Public interface.
 	 */
 	cvlan_plugin_t public;
+
+	/**
+	 * Alerts named in log lines, registered on the bus while loaded.
+	 */
+	cvlan_alerts_t *alerts;
 };
 
 METHOD(plugin_t, get_name, char*,
 	private_cvlan_plugin_t *this)
 {
 	return "cvlan";
+}
+
+/**
+ * Register or unregister the alert listener.
+ */
+static bool register_alerts(private_cvlan_plugin_t *this,
+							plugin_feature_t *feature, bool reg, void *data)
+{
+	if (reg)
+	{
+		charon->bus->add_listener(charon->bus, &this->alerts->listener);
+	}
+	else
+	{
+		charon->bus->remove_listener(charon->bus, &this->alerts->listener);
+	}
+	return TRUE;
 }
 
 METHOD(plugin_t, get_features, int,
@@ -37,6 +60,8 @@ METHOD(plugin_t, get_features, int,
 			PLUGIN_PROVIDE(CUSTOM, "kernel-ipsec"),
 		PLUGIN_CALLBACK(socket_register, cvlan_socket_create),
 			PLUGIN_PROVIDE(CUSTOM, "socket"),
+		PLUGIN_CALLBACK((plugin_feature_callback_t)register_alerts, NULL),
+			PLUGIN_PROVIDE(CUSTOM, "cvlan-alerts"),
 	};
 	*features = f;
 	return countof(f);
@@ -45,6 +70,7 @@ METHOD(plugin_t, get_features, int,
 METHOD(plugin_t, destroy, void,
 	private_cvlan_plugin_t *this)
 {
+	this->alerts->destroy(this->alerts);
 	DESTROY_IF(cvlan_ipc);
 	cvlan_ipc = NULL;
 	free(this);
@@ -76,6 +102,7 @@ plugin_t *cvlan_plugin_create()
 				.destroy = _destroy,
 			},
 		},
+		.alerts = cvlan_alerts_create(),
 	);
 
 	return &this->public.plugin;

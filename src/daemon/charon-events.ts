@@ -20,7 +20,8 @@ const AUTH_FAILURE_PATTERNS: [RegExp, string][] = [
   // the server's wording, then the client's
   [/EAP method \S+ failed|EAP_\S+ method failed/, 'EAP failed'],
   [/EAP-MS-CHAPv2 verification failed/, 'EAP-MSCHAPv2 password mismatch'],
-  [/parsed INFORMATIONAL request \d+ \[ N\(AUTH_FAILED\) \]/, 'the peer refused our authentication'],
+  // the cvlan plugin's line for a late AUTHENTICATION_FAILED (native/strongswan/cvlan_alerts.c)
+  [/received a late AUTHENTICATION_FAILED: the peer refused our authentication/, 'the peer refused our authentication'],
   [/no trusted (?:\S+ )?public key found for '([^']*)'/, 'no trusted public key for the peer'],
   [/constraint check failed/, 'certificate constraints not met'],
   [/no shared key found for '([^']*)'/, 'no PSK configured for the identities'],

@@ -44,7 +44,7 @@ import type { ConfigVersionView, CounterSnapshot, DropView, HealthView, PeerView
 import { CharonWatch } from './charon-events.js';
 import { RemoteAccess, RemoteAccessRefused, type RemoteAccessView } from '../remote-access/service.js';
 import { handoffPlan } from './handoff.js';
-import { IkeResync, IkeView } from './ike-view.js';
+import { IkeResync, IkeView, nextSafetyNetMs } from './ike-view.js';
 import { checkHostNetworking, reportHostNetworking } from './host-checks.js';
 import { addRoute, addRoutes, ip, removeRoute, routeArgs } from './os.js';
 import { ifname, type TenantRuntime } from './runtime.js';
@@ -65,8 +65,10 @@ export interface VrouterOptions {
   /** Worker threads per device. Default: the local `[performance] worker_threads`, else CPUs. */
   workers?: number;
   /**
-   * How often the IKE view is read from charon in full as a safety net, ms. Default 60000; charon's
-   * events keep it current in between (`ike-view.ts`).
+   * How often at least the IKE view is read from charon in full as a safety net, ms. Default
+   * 60000; charon's events keep it current in between (`ike-view.ts`). A read costs charon a
+   * counter query per CHILD_SA and the daemon a parse of every SA (0.5–1 s at 2000 tunnels), so
+   * the next one waits at least `SA_REFRESH_COST_FACTOR` times as long as the last took (`ike-view.ts`).
    */
   saRefreshMs?: number;
   /** How often BGP announcements are re-evaluated and the speakers' status read, ms. Default 1000. */
@@ -269,10 +271,24 @@ export class Vrouter implements RouterStateSource {
     this.#resync = resync;
     // A (re)connected charon may have SAs the view missed, or none of those it shows.
     svc.vici.on('connected', () => void this.refreshSas());
-    // The safety net never overlaps a read under way.
-    this.#refresh = setInterval(() => {
-      if (!resync.busy) void this.refreshSas();
-    }, this.#opts.saRefreshMs ?? 60_000);
+    this.#scheduleRefresh(this.#opts.saRefreshMs ?? 60_000);
+  }
+
+  /**
+   * The safety net: a full read after `ms`, then again after the interval or, when reads are
+   * expensive (many SAs), after a multiple of the last read's duration (`nextSafetyNetMs`), so
+   * that it stays a bounded share of idle CPU. It never overlaps a read under way.
+   */
+  #scheduleRefresh(ms: number): void {
+    this.#refresh = setTimeout(() => {
+      const resync = this.#resync;
+      if (!resync) return;
+      const started = performance.now();
+      void (resync.busy ? Promise.resolve() : this.refreshSas()).finally(() => {
+        if (this.#resync !== resync) return; // IPsec stopped meanwhile
+        this.#scheduleRefresh(nextSafetyNetMs(this.#opts.saRefreshMs ?? 60_000, performance.now() - started));
+      });
+    }, ms);
     this.#refresh.unref();
   }
 
@@ -282,7 +298,7 @@ export class Vrouter implements RouterStateSource {
    */
   async #stopIpsec(): Promise<void> {
     const svc = this.#ipsec;
-    if (this.#refresh) clearInterval(this.#refresh);
+    if (this.#refresh) clearTimeout(this.#refresh);
     this.#refresh = undefined;
     this.#resync = undefined;
     this.#charon = undefined;
@@ -882,7 +898,7 @@ export class Vrouter implements RouterStateSource {
     // keepalived first: the VIP leaves before the devices that serve it close.
     await this.#ha?.stop().catch((e: unknown) => this.#opts.logger.warn({ err: (e as Error).message }, 'stopping HA'));
     this.#ha = undefined;
-    if (this.#refresh) clearInterval(this.#refresh);
+    if (this.#refresh) clearTimeout(this.#refresh);
     this.#refresh = undefined;
     if (this.#advertiseTimer) clearInterval(this.#advertiseTimer);
     this.#advertiseTimer = undefined;

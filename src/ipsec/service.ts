@@ -38,9 +38,11 @@ export interface IpsecServiceOptions {
   natPort?: number;
   logger?: SupervisorLogger;
   /**
-   * charon's per-packet lines (`sending packet` / `received packet`, its `net` subsystem at
-   * level 1). Off by default: nothing reads them, and with 2000 idle tunnels DPD alone made them
-   * ~130 lines a second that charon wrote and the daemon read (`docs/benchmarks.md`, "idle CPU taken apart").
+   * charon's per-packet and per-message lines (`sending packet` / `received packet`, its `net`
+   * subsystem, and `parsed …` / `generating …`, its `enc` subsystem, both at level 1). Off by
+   * default: nothing reads them (the one ENC line the daemon needed, a late AUTH_FAILED, the
+   * plugin names in an IKE line), and with 2000 idle tunnels DPD alone made them four of the five
+   * lines of each of ~67 exchanges a second, which charon wrote and the daemon read (`docs/benchmarks.md`, "idle CPU taken apart").
    */
   packetLines?: boolean;
   /** Supervisor backoff for tests, ms. */
@@ -115,7 +117,7 @@ export class IpsecService {
           cvlan: { require_udp_encap: !device.rawEsp },
         },
         charonSettings: charonSettings(),
-        ...(opts.packetLines ? {} : { logGroups: { net: 0 } }),
+        ...(opts.packetLines ? {} : { logGroups: { net: 0, enc: 0 } }),
       },
       ...(opts.backoffInitialMs !== undefined ? { backoffInitialMs: opts.backoffInitialMs } : {}),
       ...(opts.logger ? { logger: opts.logger } : {}),

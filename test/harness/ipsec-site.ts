@@ -39,6 +39,8 @@ export interface SiteOptions {
   legacyEapSecret?: string;
   /** The legacy router's EAP login, when it should be another user's. */
   legacyEapLogin?: { identity: string; secret: string };
+  /** The `auth =` the legacy router requires of us, when it should refuse what we use. */
+  legacyRemoteAuth?: string;
   /** The EAP user name both sides are configured with. Default `legacy-site`. */
   eapUser?: string;
   /** More tunnels in our document; gets our `auth` object (our certificate, when there is one). */
@@ -142,6 +144,7 @@ export async function site(lab: Lab, o: SiteOptions): Promise<Site> {
       ...(o.legacyRekey?.ike ? { ikeRekeyTime: o.legacyRekey.ike } : {}),
       ...(o.legacyRekey?.child ? { childRekeyTime: o.legacyRekey.child } : {}),
       ...(o.legacyCharonConf ? { extraCharonConf: o.legacyCharonConf } : {}),
+      ...(o.legacyRemoteAuth !== undefined ? { remoteAuth: o.legacyRemoteAuth } : {}),
     });
   // Whoever answers is started first, so the initiator's first attempt already meets a peer.
   let ours: VrouterRun;

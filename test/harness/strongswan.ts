@@ -32,6 +32,8 @@ export interface StrongswanOptions {
   localTs: string[];
   remoteTs: string[];
   auth: StrongswanAuth;
+  /** `auth =` the peer must use, when it should differ from what `auth` implies (a refused peer). */
+  remoteAuth?: string;
   /** IKE proposals. Default `aes256gcm16-prfsha256-x25519`. */
   ikeProposals?: string;
   /** ESP proposals. Default `aes256gcm16`. */
@@ -180,7 +182,7 @@ ${o.ikeRekeyTime ? `    rekey_time = ${o.ikeRekeyTime}
 ${authSection('local', o.auth, localId)}
     }
     remote {
-${authSection('remote', o.auth, remoteId)}
+${o.remoteAuth !== undefined ? `      id = ${remoteId}\n      auth = ${o.remoteAuth}` : authSection('remote', o.auth, remoteId)}
     }
     children {
       ${name} {

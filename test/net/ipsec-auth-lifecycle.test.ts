@@ -146,6 +146,27 @@ t.test('EAP: a wrong password is refused and logged as auth_failure', { skip }, 
   await closeLab(t, lab);
 });
 
+t.test('a peer that refuses our authentication after we established: auth_failure logged', { skip }, async (t) => {
+  // The legacy router (initiator) authenticates with the PSK but requires a certificate of us:
+  // our side, the responder, established the IKE_SA when it sent its AUTH, and learns of the
+  // refusal only from a later INFORMATIONAL with AUTHENTICATION_FAILED (charon raises an alert;
+  // the plugin names it in an IKE line, since the ENC lines that show the message are off).
+  const lab = useLab(t, { label: 'lateauth' });
+  const h = await twoHosts(lab);
+  const s = await site(lab, { esp: 'aes256gcm16', weInitiate: false, ours: [h.a, h.addrA], legacy: [h.b, h.addrB], legacyRemoteAuth: 'pubkey', initiate: false });
+  await t.rejects(s.legacy.initiate(10), 'the legacy router refuses us');
+  const line = await s.ours.process.waitReady({ line: /"event":"auth_failure".*"tunnel":"legacy"/, timeoutMs: 10_000 });
+  t.match(line, /the peer refused our authentication/, 'logged with the reason');
+  t.notOk(s.ours.process.output().some((l) => /\[ENC\]/.test(l.line)), 'no ENC lines at info');
+  let view = (await tunnels(s))[0];
+  for (let i = 0; i < 40 && view?.state === 'up'; i++) {
+    await sleep(250);
+    view = (await tunnels(s))[0];
+  }
+  t.not(view?.state, 'up', 'no tunnel');
+  await closeLab(t, lab);
+});
+
 t.test('EAP: a login as another tunnel\'s user is torn down and logged', { skip }, async (t) => {
   const lab = useLab(t, { label: 'eapuser' });
   const h = await twoHosts(lab);

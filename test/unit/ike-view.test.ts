@@ -2,7 +2,7 @@
 // sends them (vici_query.c), applied in the orders charon produces, plus full reads overlapping
 // events and resync requests overlapping each other.
 import t from 'tap';
-import { IkeResync, IkeView } from '../../src/daemon/ike-view.js';
+import { IkeResync, IkeView, nextSafetyNetMs, SA_REFRESH_COST_FACTOR } from '../../src/daemon/ike-view.js';
 import { tunnelState } from '../../src/daemon/views.js';
 import type { ViciSection } from '../../src/strongswan/vici/encoding.js';
 import { parseListSa, type IkeSaInfo } from '../../src/strongswan/vici/types.js';
@@ -108,4 +108,10 @@ void t.test('resync: never two reads at once, one more when asked during a read;
   t.equal(v.byName('t1')?.uniqueId, 2, 'a failed read leaves the view as it was');
   v.apply('ike-updown', down('t1', ike('t1', 2, 'DELETING')));
   t.equal(v.list().length, 0, 'and events still apply after it');
+});
+
+void t.test('the safety-net read: the interval, or a multiple of the last read when reads are expensive', async (t) => {
+  t.equal(nextSafetyNetMs(60_000, 20), 60_000, 'a cheap read (few SAs): the interval');
+  t.equal(nextSafetyNetMs(60_000, 800), 800 * SA_REFRESH_COST_FACTOR, 'a 0.8 s read (2000 SAs): 500 × its duration');
+  t.ok(nextSafetyNetMs(60_000, 800) > 60_000);
 });
