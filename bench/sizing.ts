@@ -5,7 +5,7 @@
  *
  *   npx tsc -p tsconfig.json && node dist/bench/sizing.js --tunnels 100,500 \
  *     [--systems ipsec,wireguard,strongswan,wireguard-go] [--peer per-tunnel|shared] [--no-write] \
- *     [--label x] [--log-level debug] [--idle-s 30] [--dpd-s 30]
+ *     [--label x] [--log-level debug] [--idle-s 30] [--dpd-s 30] [--reference-tables]
  *
  * Topology: `cvlan-vrouter run` in namespace A initiates N site-to-site tunnels (PSK, one per
  * tunnel, distinct remote identities and remote /24s) to one strongSwan charon with
@@ -31,7 +31,8 @@
  *
  * References, configured the way their own documentation does it: `strongswan` is a plain charon
  * with kernel-libipsec in namespace A holding the same N connections and PSKs
- * (`start_action = start`, stock settings), against the same peer; `wireguard-go` gets the same N
+ * (`start_action = start`, stock settings but the same `dpd_delay` as our tunnels; with
+ * `--reference-tables` also our IKE_SA table settings), against the same peer; `wireguard-go` gets the same N
  * peers by one `wg addconf` and the same handshakes. For them: time to all up, RSS, idle CPU.
  *
  * Results go to bench/results/sizing-<timestamp>.json.
@@ -41,8 +42,9 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseCommand, UsageError } from '../src/cli/args.js';
 import { adminGet } from '../src/api/client.js';
+import { charonSettings } from '../src/strongswan/scale.js';
 import { withLab, type Lab } from '../test/harness/lab.js';
 import { twoHosts } from '../test/harness/topology.js';
 import { strongswanPeer } from '../test/harness/strongswan.js';
@@ -367,6 +369,8 @@ async function idleCpu(pids: number[]): Promise<number[]> {
 let idleWindowS = 30;
 /** Our tunnels' `dpd_delay` (`--dpd-s`; the configuration's default, 30 s, when not given). */
 let dpdDelayS: number | undefined;
+/** `--reference-tables`: the reference charon gets our IKE_SA table settings (`charonSettings`). */
+let referenceTables = false;
 
 const WG_PORT = 51820;
 const wgAllowed = (i: number): string => `10.${64 + (i >> 8)}.${i & 255}.2/32`;
@@ -486,6 +490,7 @@ async function measureWireguardGo(lab: Lab, n: number, log: (s: string) => void)
  * stock settings, against the same peer.
  */
 async function measureStrongswan(lab: Lab, n: number, log: (s: string) => void, shape: PeerShape): Promise<RefFigures> {
+  const tables = charonSettings();
   const { h, psks } = await ipsecPeer(lab, n, log, shape);
   const ours = await strongswanPeer(lab, h.a, {
     localAddr: h.addrA,
@@ -494,6 +499,7 @@ async function measureStrongswan(lab: Lab, n: number, log: (s: string) => void, 
     remoteTs: [remoteNet(n)],
     auth: { method: 'psk', psk: psks[n]! },
     logLevel: 0,
+    ...(referenceTables ? { extraCharonConf: `  ikesa_table_size = ${tables.ikesa_table_size}\n  ikesa_table_segments = ${tables.ikesa_table_segments}\n` } : {}),
     timeoutMs: 60_000,
   });
   // kernel-libipsec routes the remote side from an address inside the local one.
@@ -532,36 +538,56 @@ async function measureStrongswan(lab: Lab, n: number, log: (s: string) => void, 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      tunnels: { type: 'string', default: '100,500' },
-      systems: { type: 'string', default: 'ipsec,wireguard,strongswan,wireguard-go' },
-      'no-write': { type: 'boolean', default: false },
-      label: { type: 'string' },
-      'log-level': { type: 'string', default: 'info' },
-      peer: { type: 'string', default: 'per-tunnel' },
-      'idle-s': { type: 'string', default: '30' },
-      'dpd-s': { type: 'string' },
+  const parsed = parseCommand(
+    {
+      name: 'sizing',
+      help: `usage: node dist/bench/sizing.js [options]   (as root; writes bench/results/sizing-<time>.json)
+
+  --tunnels N[,N…]     tunnel/peer counts (default 100,500)
+  --systems LIST       of ipsec, wireguard, strongswan, wireguard-go (default all four)
+  --peer SHAPE         the responder: per-tunnel (one connection per site, default) or shared
+  --idle-s S           idle CPU window after all are up, seconds (default 30)
+  --dpd-s S            our tunnels' and the reference's dpd_delay, seconds, 0 = off (default 30)
+  --reference-tables   give the strongSwan reference our IKE_SA table settings
+  --log-level LEVEL    the daemon's log level (default info)
+  --label TEXT         stored in the results file
+  --no-write           print the results only
+  -h, --help           this text
+`,
+      options: {
+        tunnels: { type: 'string', default: '100,500' },
+        systems: { type: 'string', default: 'ipsec,wireguard,strongswan,wireguard-go' },
+        'no-write': { type: 'boolean', default: false },
+        label: { type: 'string' },
+        'log-level': { type: 'string', default: 'info' },
+        peer: { type: 'string', default: 'per-tunnel' },
+        'idle-s': { type: 'string', default: '30' },
+        'dpd-s': { type: 'string' },
+        'reference-tables': { type: 'boolean', default: false },
+      },
     },
-    strict: true,
-  });
+    process.argv.slice(2),
+  );
+  if (!parsed) return;
+  const values = parsed.values;
   idleWindowS = Number(values['idle-s']);
-  if (!Number.isFinite(idleWindowS) || idleWindowS < 1) throw new Error(`--idle-s: "${values['idle-s']}" is not a number of seconds ≥ 1`);
+  if (!Number.isFinite(idleWindowS) || idleWindowS < 1) throw new UsageError(`--idle-s: "${values['idle-s']}" is not a number of seconds ≥ 1`);
   if (values['dpd-s'] !== undefined) {
     dpdDelayS = Number(values['dpd-s']);
-    if (!Number.isInteger(dpdDelayS) || dpdDelayS < 0) throw new Error(`--dpd-s: "${values['dpd-s']}" is not a whole number of seconds ≥ 0`);
+    if (!Number.isInteger(dpdDelayS) || dpdDelayS < 0) throw new UsageError(`--dpd-s: "${values['dpd-s']}" is not a whole number of seconds ≥ 0`);
   }
-  if (values.peer !== 'per-tunnel' && values.peer !== 'shared') throw new Error(`--peer: "${values.peer}" is neither per-tunnel nor shared`);
+  referenceTables = values['reference-tables'];
+  if (values.peer !== 'per-tunnel' && values.peer !== 'shared') throw new UsageError(`--peer: "${values.peer}" is neither per-tunnel nor shared`);
   const shape: PeerShape = values.peer;
   const systems = new Set(values.systems.split(','));
-  for (const s of systems) if (!['ipsec', 'wireguard', 'strongswan', 'wireguard-go'].includes(s)) throw new Error(`--systems: unknown system "${s}"`);
+  for (const s of systems) if (!['ipsec', 'wireguard', 'strongswan', 'wireguard-go'].includes(s)) throw new UsageError(`--systems: unknown system "${s}"`);
   const skip = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'swanctl');
   if (skip) throw new Error(`cannot run: ${skip}`);
   const startedAt = new Date();
   const results: Figures[] = [];
   const wg: WgFigures[] = [];
   const reference: RefFigures[] = [];
-  const out = { kind: 'sizing', label: values.label ?? null, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, idle_window_s: idleWindowS, dpd_delay_s: dpdDelayS ?? 30, ipsec: results, wireguard: wg, reference };
+  const out = { kind: 'sizing', label: values.label ?? null, reference_tables: referenceTables, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, idle_window_s: idleWindowS, dpd_delay_s: dpdDelayS ?? 30, ipsec: results, wireguard: wg, reference };
   const file = join(REPO_ROOT, 'bench', 'results', `sizing-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
   // Written after every system: a run cut short keeps what it measured.
   const save = (): void => {
@@ -584,6 +610,12 @@ async function main(): Promise<void> {
   if (!values['no-write']) process.stdout.write(`results: ${file}\n`);
 }
 
-await main();
+try {
+  await main();
+} catch (e) {
+  if (!(e instanceof UsageError)) throw e;
+  process.stderr.write(`sizing: ${e.message}\ntry \`node dist/bench/sizing.js --help\`\n`);
+  process.exit(2);
+}
 // The harness's stop() leaves its SIGKILL grace timer (long here: charon may take long) pending.
 process.exit(0);
