@@ -6,14 +6,23 @@
  *
  *   npx tsc -p tsconfig.json && node dist/bench/config-validation.js [--tenants 100] [--per 20] [--runs 5]
  */
-import { parseArgs } from 'node:util';
+import { benchArgs } from './cli.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { loadDesiredState } from '../src/config/load.js';
 import { disposeDesiredState } from '../src/config/model.js';
 import { plan } from '../src/reconcile/plan.js';
 import { genkey, pubkey } from '../src/secrets/keys.js';
 
-const { values } = parseArgs({ options: { tenants: { type: 'string', default: '100' }, per: { type: 'string', default: '20' }, runs: { type: 'string', default: '5' } } });
+const values = benchArgs(
+  'config-validation',
+  `usage: node dist/bench/config-validation.js [--tenants 100] [--per 20] [--runs 5]
+
+  --tenants N   tenants in the document (default 100)
+  --per N       tunnels and peers per tenant (default 20)
+  --runs N      validations timed (default 5)
+  -h, --help    this text`,
+  { tenants: { type: 'string', default: '100' }, per: { type: 'string', default: '20' }, runs: { type: 'string', default: '5' } },
+);
 const tenants = Number(values.tenants);
 const per = Number(values.per);
 const runs = Number(values.runs);

@@ -4,7 +4,7 @@
  * spreads packet generation (BLAKE2s MACs, random fields) over T worker threads, each with its
  * own socket; prints one JSON line `{kind, sent, received, cookie_replies, seconds}`.
  */
-import { parseArgs } from 'node:util';
+import { benchArgs, usageExit } from './cli.js';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { FLOOD_KINDS, type FloodKind } from './flood-packets.js';
@@ -53,14 +53,23 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult & { seconds
 }
 
 function fail(msg: string): never {
-  process.stderr.write(`flood-generator: ${msg}\n`);
-  process.exit(2);
+  usageExit('flood-generator', msg);
 }
 
 export function parseFloodArgs(argv: string[]): FloodOptions {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
+  const values = benchArgs(
+    'flood-generator',
+    `usage: node dist/bench/flood-generator.js --kind K --target HOST:PORT [options]   (inside the attacker's namespace)
+
+  --kind K           one of ${FLOOD_KINDS.join(', ')}
+  --target HOST:PORT where to (IPv6 as [addr]:port)
+  --rate N           datagrams per second, all threads together (default 5000)
+  --duration S       seconds (default 10)
+  --threads T        worker threads (default 2)
+  --public-key B64   the responder's WireGuard public key (wg-mac1)
+  --source ADDR      source address
+  -h, --help         this text`,
+    {
       kind: { type: 'string' },
       target: { type: 'string' },
       rate: { type: 'string', default: '5000' },
@@ -69,8 +78,8 @@ export function parseFloodArgs(argv: string[]): FloodOptions {
       'public-key': { type: 'string' },
       source: { type: 'string' },
     },
-    strict: true,
-  });
+    argv,
+  );
   const kind = values.kind as FloodKind;
   if (!FLOOD_KINDS.includes(kind)) fail(`--kind: one of ${FLOOD_KINDS.join(', ')}`);
   const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(values.target ?? '');

@@ -14,7 +14,7 @@
  *   npx tsc -p tsconfig.json && node dist/bench/flood.js [--rate 5000] [--duration 10] [--rounds 3] [--only wg|ipsec]
  */
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { benchArgs, usageExit } from './cli.js';
 import { fileURLToPath } from 'node:url';
 import { Lab } from '../test/harness/lab.js';
 import { twoHosts, type TwoHosts } from '../test/harness/topology.js';
@@ -175,16 +175,22 @@ async function ipsecRuns(rows: Row[], rate: number, seconds: number, rounds: num
   }
 }
 
-const { values } = parseArgs({
-  options: { rate: { type: 'string', default: '5000' }, duration: { type: 'string', default: '10' }, rounds: { type: 'string', default: '3' }, only: { type: 'string' } },
-  strict: true,
-});
+const values = benchArgs(
+  'flood',
+  `usage: node dist/bench/flood.js [options]   (as root)
+
+  --rate N        flood datagrams per second (default 5000)
+  --duration S    seconds per run, at least 3 (default 10)
+  --rounds N      rounds (default 3)
+  --only wg|ipsec one tunnel type only
+  -h, --help      this text`,
+  { rate: { type: 'string', default: '5000' }, duration: { type: 'string', default: '10' }, rounds: { type: 'string', default: '3' }, only: { type: 'string' } },
+);
 const rate = Number(values.rate);
 const seconds = Number(values.duration);
 const rounds = Number(values.rounds);
 if (!Number.isInteger(rate) || rate < 1 || !Number.isInteger(seconds) || seconds < 3 || !Number.isInteger(rounds) || rounds < 1) {
-  process.stderr.write('flood: --rate and --rounds must be positive integers, --duration at least 3 (seconds)\n');
-  process.exit(2);
+  usageExit('flood', '--rate and --rounds must be positive integers, --duration at least 3 (seconds)');
 }
 const rows: Row[] = [];
 if (values.only !== 'ipsec') await wireguardRuns(rows, rate, seconds, rounds);

@@ -7,7 +7,7 @@
  *   npx tsc -p tsconfig.json && node dist/bench/napi-calls.js [--max-time 1]
  */
 import Benchmark from 'benchmark';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './cli.js';
 import { randomSuffix } from '../test/harness/names.js';
 
 interface DeviceLike {
@@ -24,7 +24,14 @@ interface DataplaneModule {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { 'max-time': { type: 'string', default: '1' } } });
+  const values = benchArgs(
+    'napi-calls',
+    `usage: node dist/bench/napi-calls.js [--max-time 1]
+
+  --max-time S   seconds per case (default 1)
+  -h, --help     this text`,
+    { 'max-time': { type: 'string', default: '1' } },
+  );
   const maxTime = Number(values['max-time']);
 
   // A variable specifier keeps the compiler from requiring the module to exist at build time.

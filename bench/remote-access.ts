@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs } from './cli.js';
 import { adminGet } from '../src/api/client.js';
 import type { RemoteAccessView } from '../src/remote-access/service.js';
 import { withLab, type Lab } from '../test/harness/lab.js';
@@ -107,7 +107,15 @@ async function measure(lab: Lab, n: number): Promise<object> {
   };
 }
 
-const { values } = parseArgs({ options: { clients: { type: 'string', default: '100' }, 'no-write': { type: 'boolean', default: false } } });
+const values = benchArgs(
+  'remote-access',
+  `usage: node dist/bench/remote-access.js [--clients 100] [--no-write]   (as root; writes bench/results/)
+
+  --clients N   EAP clients to connect, one after the other (default 100)
+  --no-write    print the results only
+  -h, --help    this text`,
+  { clients: { type: 'string', default: '100' }, 'no-write': { type: 'boolean', default: false } },
+);
 const missing = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'swanctl', 'pki');
 if (missing) {
   console.error(`cannot run: ${missing}`);

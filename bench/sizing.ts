@@ -42,7 +42,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseCommand, UsageError } from '../src/cli/args.js';
+import { benchArgs, usageExit } from './cli.js';
 import { adminGet } from '../src/api/client.js';
 import { charonSettings } from '../src/strongswan/scale.js';
 import { withLab, type Lab } from '../test/harness/lab.js';
@@ -538,10 +538,9 @@ async function measureStrongswan(lab: Lab, n: number, log: (s: string) => void, 
 }
 
 async function main(): Promise<void> {
-  const parsed = parseCommand(
-    {
-      name: 'sizing',
-      help: `usage: node dist/bench/sizing.js [options]   (as root; writes bench/results/sizing-<time>.json)
+  const values = benchArgs(
+    'sizing',
+    `usage: node dist/bench/sizing.js [options]   (as root; writes bench/results/sizing-<time>.json)
 
   --tunnels N[,N…]     tunnel/peer counts (default 100,500)
   --systems LIST       of ipsec, wireguard, strongswan, wireguard-go (default all four)
@@ -552,9 +551,8 @@ async function main(): Promise<void> {
   --log-level LEVEL    the daemon's log level (default info)
   --label TEXT         stored in the results file
   --no-write           print the results only
-  -h, --help           this text
-`,
-      options: {
+  -h, --help           this text`,
+    {
         tunnels: { type: 'string', default: '100,500' },
         systems: { type: 'string', default: 'ipsec,wireguard,strongswan,wireguard-go' },
         'no-write': { type: 'boolean', default: false },
@@ -564,23 +562,19 @@ async function main(): Promise<void> {
         'idle-s': { type: 'string', default: '30' },
         'dpd-s': { type: 'string' },
         'reference-tables': { type: 'boolean', default: false },
-      },
     },
-    process.argv.slice(2),
   );
-  if (!parsed) return;
-  const values = parsed.values;
   idleWindowS = Number(values['idle-s']);
-  if (!Number.isFinite(idleWindowS) || idleWindowS < 1) throw new UsageError(`--idle-s: "${values['idle-s']}" is not a number of seconds ≥ 1`);
+  if (!Number.isFinite(idleWindowS) || idleWindowS < 1) usageExit('sizing', `--idle-s: "${values['idle-s']}" is not a number of seconds ≥ 1`);
   if (values['dpd-s'] !== undefined) {
     dpdDelayS = Number(values['dpd-s']);
-    if (!Number.isInteger(dpdDelayS) || dpdDelayS < 0) throw new UsageError(`--dpd-s: "${values['dpd-s']}" is not a whole number of seconds ≥ 0`);
+    if (!Number.isInteger(dpdDelayS) || dpdDelayS < 0) usageExit('sizing', `--dpd-s: "${values['dpd-s']}" is not a whole number of seconds ≥ 0`);
   }
   referenceTables = values['reference-tables'];
-  if (values.peer !== 'per-tunnel' && values.peer !== 'shared') throw new UsageError(`--peer: "${values.peer}" is neither per-tunnel nor shared`);
+  if (values.peer !== 'per-tunnel' && values.peer !== 'shared') usageExit('sizing', `--peer: "${values.peer}" is neither per-tunnel nor shared`);
   const shape: PeerShape = values.peer;
   const systems = new Set(values.systems.split(','));
-  for (const s of systems) if (!['ipsec', 'wireguard', 'strongswan', 'wireguard-go'].includes(s)) throw new UsageError(`--systems: unknown system "${s}"`);
+  for (const s of systems) if (!['ipsec', 'wireguard', 'strongswan', 'wireguard-go'].includes(s)) usageExit('sizing', `--systems: unknown system "${s}"`);
   const skip = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'swanctl');
   if (skip) throw new Error(`cannot run: ${skip}`);
   const startedAt = new Date();
@@ -610,12 +604,6 @@ async function main(): Promise<void> {
   if (!values['no-write']) process.stdout.write(`results: ${file}\n`);
 }
 
-try {
-  await main();
-} catch (e) {
-  if (!(e instanceof UsageError)) throw e;
-  process.stderr.write(`sizing: ${e.message}\ntry \`node dist/bench/sizing.js --help\`\n`);
-  process.exit(2);
-}
+await main();
 // The harness's stop() leaves its SIGKILL grace timer (long here: charon may take long) pending.
 process.exit(0);

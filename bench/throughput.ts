@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs, usageExit } from './cli.js';
 import { Lab } from '../test/harness/lab.js';
 import { twoHosts } from '../test/harness/topology.js';
 import { iperfClient, iperfServer } from '../test/harness/ping.js';
@@ -60,13 +60,24 @@ function version(cmd: string, args: string[]): string {
 }
 
 function usage(msg: string): never {
-  process.stderr.write(`${msg}\nsystems: ${SYSTEMS.map((s) => s.name).join(', ')}\n`);
-  process.exit(2);
+  usageExit('throughput', `${msg} (systems: ${SYSTEMS.map((s) => s.name).join(', ')})`);
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
+  const values = benchArgs(
+    'throughput',
+    `usage: node dist/bench/throughput.js [options]   (as root; writes bench/results/)
+
+  --systems LIST      comma-separated, of: ${SYSTEMS.map((s) => s.name).join(', ')} (default all)
+  --rounds N          rounds, each system once per round (default 3)
+  --duration S        seconds per iperf3 run (default 8)
+  --omit S            seconds iperf3 leaves out at the start (default 1)
+  --flows LIST        parallel TCP flows, comma-separated (default 1,4)
+  --baseline NAME     the system the ratios are against (default wireguard-go)
+  --compare L=DIR     also run the build in DIR under label L (repeatable)
+  --no-write          print the results only
+  -h, --help          this text`,
+    {
       systems: { type: 'string', default: SYSTEMS.map((s) => s.name).join(',') },
       rounds: { type: 'string', default: '3' },
       duration: { type: 'string', default: '8' },
@@ -76,8 +87,7 @@ async function main(): Promise<void> {
       'no-write': { type: 'boolean', default: false },
       compare: { type: 'string', multiple: true, default: [] },
     },
-    strict: true,
-  });
+  );
   const rounds = Number(values.rounds);
   const duration = Number(values.duration);
   const omit = Number(values.omit);

@@ -12,7 +12,7 @@
 import { createCipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, randomBytes, type KeyObject } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { benchArgs, usageExit } from './cli.js';
 import { blake2s, mac1Key } from './flood-packets.js';
 
 const CONSTRUCTION = 'Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s';
@@ -120,8 +120,15 @@ export function initiation(staticPriv: KeyObject, responderPub: Uint8Array, send
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { spec: { type: 'string' } } });
-  if (!values.spec) throw new Error('--spec FILE is required');
+  const values = benchArgs(
+    'wg-handshakes',
+    `usage: node dist/bench/wg-handshakes.js --spec FILE   (inside the peers' namespace; the sizing benchmark runs it)
+
+  --spec FILE   JSON {target: "HOST:PORT", responder: B64 public key, peers: [B64 private key, …], timeout_s}
+  -h, --help    this text`,
+    { spec: { type: 'string' } },
+  );
+  if (!values.spec) usageExit('wg-handshakes', '--spec FILE is required');
   const spec = JSON.parse(readFileSync(values.spec, 'utf8')) as { target: string; responder: string; peers: string[]; timeout_s: number };
   const at = spec.target.lastIndexOf(':');
   const host = spec.target.slice(0, at);
