@@ -187,8 +187,9 @@ fn one_flow(kind: Kind, tag: &str) {
         s.connect((TUN_B, 9000)).expect("connect");
         s
     });
-    // Bursts until both receiving workers have opened some of the flow (WireGuard), one flow with
-    // sequence numbers across all of them; the receiver stops when nothing comes for 2 s.
+    // Bursts until both sending workers have sealed some of the flow and (WireGuard) both receiving
+    // workers have opened some of it, one flow with sequence numbers across all of them; the
+    // receiver stops when nothing comes for 2 s.
     let (mut sent_in, mut bursts) = (Duration::ZERO, 0);
     let mut buf = [0u8; 1200];
     while bursts < BURSTS {
@@ -201,10 +202,13 @@ fn one_flow(kind: Kind, tag: &str) {
         sent_in += t0.elapsed();
         bursts += 1;
         std::thread::sleep(Duration::from_millis(300));
-        let wb = per_worker(&dev_b);
-        if matches!(kind, Kind::Plain)
-            || (wb.iter().all(|c| c.crypto_packets > 0) && wb.iter().any(|c| c.helped_packets > 0))
-        {
+        // Sharing engages only once a worker stays CPU-bound (`spread::Engagement`): on a busy
+        // machine one burst may not get there, so burst again until it has (or BURSTS).
+        let shared = |w: &[CounterSnapshot]| {
+            w.iter().all(|c| c.crypto_packets > 0) && w.iter().any(|c| c.helped_packets > 0)
+        };
+        let (wa, wb) = (per_worker(&dev_a), per_worker(&dev_b));
+        if shared(&wa) && (matches!(kind, Kind::Plain) || shared(&wb)) {
             break;
         }
     }
