@@ -5,6 +5,7 @@
 
 #include "cvlan_plugin.h"
 #include "cvlan_alerts.h"
+#include "cvlan_ike_log.h"
 #include "cvlan_ipc.h"
 #include "cvlan_kernel_ipsec.h"
 #include "cvlan_socket.h"
@@ -27,6 +28,11 @@ struct private_cvlan_plugin_t {
 	 * Alerts named in log lines, registered on the bus while loaded.
 	 */
 	cvlan_alerts_t *alerts;
+
+	/**
+	 * The IKE subsystem's lines for the daemon, NULL unless configured.
+	 */
+	cvlan_ike_log_t *ike_log;
 };
 
 METHOD(plugin_t, get_name, char*,
@@ -52,6 +58,29 @@ static bool register_alerts(private_cvlan_plugin_t *this,
 	return TRUE;
 }
 
+/**
+ * Register or unregister the IKE logger, if configured.
+ */
+static bool register_ike_log(private_cvlan_plugin_t *this,
+							 plugin_feature_t *feature, bool reg, void *data)
+{
+	if (reg)
+	{
+		this->ike_log = cvlan_ike_log_create();
+		if (this->ike_log)
+		{
+			charon->bus->add_logger(charon->bus, &this->ike_log->logger);
+		}
+	}
+	else if (this->ike_log)
+	{
+		charon->bus->remove_logger(charon->bus, &this->ike_log->logger);
+		this->ike_log->destroy(this->ike_log);
+		this->ike_log = NULL;
+	}
+	return TRUE;
+}
+
 METHOD(plugin_t, get_features, int,
 	private_cvlan_plugin_t *this, plugin_feature_t *features[])
 {
@@ -62,6 +91,8 @@ METHOD(plugin_t, get_features, int,
 			PLUGIN_PROVIDE(CUSTOM, "socket"),
 		PLUGIN_CALLBACK((plugin_feature_callback_t)register_alerts, NULL),
 			PLUGIN_PROVIDE(CUSTOM, "cvlan-alerts"),
+		PLUGIN_CALLBACK((plugin_feature_callback_t)register_ike_log, NULL),
+			PLUGIN_PROVIDE(CUSTOM, "cvlan-ike-log"),
 	};
 	*features = f;
 	return countof(f);

@@ -238,8 +238,9 @@ export class Vrouter implements RouterStateSource {
       // [ha]: charon's ha plugin carries the IKE state to the other node's charon (ha.ts).
       ...(this.#ha ? { extraPlugins: this.#ha.charonPlugins() } : {}),
       logger: this.#opts.logger,
-      // At debug the daemon logs charon's lines, its per-packet ones included.
-      packetLines: this.#opts.logger.isLevelEnabled('debug'),
+      // At debug the daemon logs charon's lines; at trace also its per-packet and per-message
+      // ones and the routine lines of DPD and NAT keep-alives (`packetLines`).
+      packetLines: this.#opts.logger.isLevelEnabled('trace'),
     });
     this.#ha?.ipsecStarted(svc);
     svc.device.on('event', (ev) => {

@@ -43,6 +43,8 @@ export interface IpsecServiceOptions {
    * default: nothing reads them (the one ENC line the daemon needed, a late AUTH_FAILED, the
    * plugin names in an IKE line), and with 2000 idle tunnels DPD alone made them four of the five
    * lines of each of ~67 exchanges a second, which charon wrote and the daemon read (`docs/benchmarks.md`, "idle CPU taken apart").
+   * The fifth, `sending DPD request` (IKE), and NAT keep-alives are left out too: the plugin
+   * writes the IKE lines (`quietLiveness` in `../strongswan/conf.ts`).
    */
   packetLines?: boolean;
   /** Supervisor backoff for tests, ms. */
@@ -117,7 +119,7 @@ export class IpsecService {
           cvlan: { require_udp_encap: !device.rawEsp },
         },
         charonSettings: charonSettings(),
-        ...(opts.packetLines ? {} : { logGroups: { net: 0, enc: 0 } }),
+        ...(opts.packetLines ? {} : { logGroups: { net: 0, enc: 0 }, quietLiveness: true }),
       },
       ...(opts.backoffInitialMs !== undefined ? { backoffInitialMs: opts.backoffInitialMs } : {}),
       ...(opts.logger ? { logger: opts.logger } : {}),

@@ -376,7 +376,9 @@ export class VrouterMetrics {
       c.inc(node(v), v.lease_exhausted),
     );
 
-    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    // The event-loop delay histogram samples every 100 ms, not prom-client's 10 ms: a timer that
+    // woke the idle daemon 100 times a second to see stalls that matter at 100 ms.
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
   }
 
   /** Prometheus text exposition of one consistent snapshot. */

@@ -135,6 +135,32 @@ t.test('DPD notices a dead peer: tunnel down logged, SAs removed, re-initiation 
   await closeLab(t, lab);
 });
 
+t.test("charon's lines: DPD's routine ones only at trace, the IKE subsystem's others at debug", { skip }, async (t) => {
+  // The cvlan plugin writes the IKE lines (native/strongswan/cvlan_ike_log.c) and leaves out a
+  // DPD request sent; at trace charon's own logger writes every line. The same idle tunnel with
+  // 1 s DPD under both levels: at trace the requests show, so the check below can fail.
+  const charonLines = (s: Site): string[] =>
+    s.ours.process.output().flatMap((l) => {
+      const m = /"charon":"((?:[^"\\]|\\.)*)"/.exec(l.line);
+      return m ? [m[1]!] : [];
+    });
+  for (const level of ['trace', 'debug'] as const) {
+    const lab = useLab(t, { label: `dpd${level}` });
+    const h = await twoHosts(lab);
+    const s = await site(lab, { esp: 'aes256gcm16', weInitiate: true, ours: [h.a, h.addrA], legacy: [h.b, h.addrB], tunnel: { dpd_delay: 1 }, logLevel: level });
+    await waitUp(s);
+    await waitForPing(h.a, LEGACY.lan, 15_000, OURS.lan);
+    await sleep(6000);
+    const lines = charonLines(s);
+    const dpd = lines.filter((l) => /\[IKE\] <legacy\|\d+> sending DPD request$/.test(l)).length;
+    t.ok(lines.some((l) => /\[IKE\] <legacy\|\d+> IKE_SA legacy\[\d+\] established/.test(l)), `${level}: the IKE_SA's establishment is among charon's lines`);
+    if (level === 'trace') t.ok(dpd >= 2, `trace: ${dpd} DPD requests logged`);
+    else t.equal(dpd, 0, 'debug: no DPD request line');
+    t.equal((await tunnels(s))[0]?.state, 'up', `${level}: the tunnel stays up`);
+    await closeLab(t, lab);
+  }
+});
+
 t.test('EAP: a wrong password is refused and logged as auth_failure', { skip }, async (t) => {
   const lab = useLab(t, { label: 'eapbad' });
   const h = await twoHosts(lab);

@@ -62,3 +62,15 @@ void t.test('log subsystems: levels over the default, names and levels checked',
   t.throws(() => renderStrongswanConf({ ...base, logGroups: { 'net = 0\n  x': 0 } }), { code: 'CVLAN_ERR_CONFIG' });
   t.throws(() => renderStrongswanConf({ ...base, logGroups: { ike: 4 as 2 } }), /must be -1, 0, 1 or 2/, 'level 4 dumps key material');
 });
+
+void t.test('quiet liveness: the IKE lines move to the cvlan plugin at the level they had', async (t) => {
+  const base = { viciSocket: '/run/cvlan/charon.vici', plugins: PLUGINS_CVLAN, cvlanSocket: '/run/cvlan/dp.sock' };
+  const text = renderStrongswanConf({ ...base, logGroups: { net: 0, enc: 0 }, quietLiveness: true });
+  t.match(text, /stderr \{\n {6}default = 1\n {6}net = 0\n {6}enc = 0\n {6}ike = -1\n {6}ike_name = yes\n/, "charon's own logger leaves IKE out");
+  t.match(text, /\n {4}cvlan \{\n {6}socket = \/run\/cvlan\/dp\.sock\n {6}ike_log_level = 1\n {4}\}/, 'the plugin writes IKE at level 1');
+  t.match(renderStrongswanConf({ ...base, logLevel: 0, logGroups: { ike: 2 }, quietLiveness: true }), /ike_log_level = 2\n/, 'an IKE level of its own is kept');
+  const silent = renderStrongswanConf({ ...base, logGroups: { ike: -1 }, quietLiveness: true });
+  t.notMatch(silent, /ike_log_level/, 'IKE off: nothing for the plugin to write');
+  t.notMatch(renderStrongswanConf({ ...base, logGroups: { net: 0 } }), /ike_log_level|ike = -1/, 'none unless asked for');
+  t.throws(() => renderStrongswanConf({ viciSocket: '/v', plugins: ['vici'], quietLiveness: true }), /needs the cvlan plugin/);
+});
