@@ -10,6 +10,9 @@
  *                       userspace ESP a host without kernel ESP would otherwise use
  *   cvlan-translate     ours-ESP site (A) ⇄ ours translator (B) ⇄ ours WireGuard agent (C, behind
  *                       B): IPsec in, WireGuard out, through one vrouter
+ *   cvlan-wireguard-hub ours WireGuard agent (A) ⇄ ours hub (B) ⇄ ours WireGuard agent (C, behind
+ *                       B): translation's like-for-like reference, the same three hops and four
+ *                       ciphers per packet with WireGuard on both legs
  *
  * Inner prefixes: A has 10.88.1.1, B 10.88.2.1 (C 10.88.3.1 for translation), each on the
  * receiving device or `lo`, so the inner source lies in the traffic selectors.
@@ -105,6 +108,37 @@ export const IPSEC_SYSTEMS: SystemUnderTest[] = [
   translate('cvlan-translate', 'ours-ESP site ⇄ ours translator (ESP in, WireGuard out) ⇄ ours WireGuard agent behind it', false),
   // The packet trace's cost when on but excluding everything (docs/benchmarks.md).
   translate('cvlan-translate-traced', 'cvlan-translate with a packet trace running on every vrouter, its filter matching no packet', true),
+  {
+    name: 'cvlan-wireguard-hub',
+    description: 'ours WireGuard agent ⇄ ours hub (peer to peer on its workers) ⇄ ours WireGuard agent behind it: cvlan-translate with WireGuard on both legs',
+    missing: () => cvlanTestbedMissing() ?? missingPrerequisites('wg'),
+    setup: async (lab, h) => {
+      const c = await lab.namespace('c');
+      await lab.veth({ ns: h.b, addresses: ['198.51.100.1/24'] }, { ns: c, addresses: ['198.51.100.2/24'] });
+      const [ak, bk, ck] = [await genKeyPair(), await genKeyPair(), await genKeyPair()];
+      const bDoc = {
+        vrouter_id: 'bench-b',
+        tenant_id: 'bench',
+        tunnels: [],
+        wireguard: { listen_port: 51820, private_key: bk.privateKey },
+        wireguard_peers: [
+          { name: 'site', public_key: ak.publicKey, allowed_ips: ['10.88.1.1/32'] },
+          { name: 'agent', public_key: ck.publicKey, allowed_ips: ['10.88.3.1/32'] },
+        ],
+      };
+      await vrouterRun(lab, h.b, { document: bDoc, privateRun: true });
+      const agent = (keys: typeof ak, address: string, endpoint: string, remote: string) => ({
+        keys,
+        addresses: [address],
+        peers: [{ publicKey: bk.publicKey, endpoint, allowedIps: [remote], persistentKeepalive: 25 }],
+        routes: [remote],
+      });
+      await cvlanWireguard(lab, c, agent(ck, '10.88.3.1/24', '198.51.100.1:51820', '10.88.1.0/24'));
+      await cvlanWireguard(lab, h.a, agent(ak, '10.88.1.1/24', `${h.addrB}:51820`, '10.88.3.0/24'));
+      await waitForPing(h.a, '10.88.3.1', 20_000, '10.88.1.1');
+      return { target: '10.88.3.1', serverNs: c };
+    },
+  },
 ];
 
 function translate(name: string, description: string, traced: boolean): SystemUnderTest {
