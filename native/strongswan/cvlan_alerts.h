@@ -18,8 +18,8 @@ typedef struct cvlan_alerts_t cvlan_alerts_t;
 /**
  * Bus listener that names, in one level-1 IKE line, the alerts the daemon
  * otherwise finds only in per-message ENC lines: a late AUTHENTICATION_FAILED
- * on an established IKE_SA. With it, the ENC group can stay off below the daemon's trace level
- * (four of the five lines of every DPD exchange).
+ * on an established IKE_SA. With it, the ENC group can stay off below the
+ * daemon's trace level (four of the five lines of every DPD exchange).
  */
 struct cvlan_alerts_t {
 

@@ -376,8 +376,8 @@ export class VrouterMetrics {
       c.inc(node(v), v.lease_exhausted),
     );
 
-    // The event-loop delay histogram samples every 100 ms, not prom-client's 10 ms: a timer that
-    // woke the idle daemon 100 times a second to see stalls that matter at 100 ms.
+    // The event-loop delay histogram samples every 100 ms: prom-client's 10 ms timer woke the idle
+    // daemon 100 times a second, and a stall worth an alert is longer than 100 ms.
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
   }
 
