@@ -4,7 +4,7 @@
  * Not a timed test; run as root on a quiet machine (state the load average with the figures):
  *
  *   npx tsc -p tsconfig.json && node dist/bench/sizing.js --tunnels 100,500 \
- *     [--systems ipsec,wireguard,strongswan,wireguard-go] [--peer per-tunnel|shared] [--no-write] \
+ *     [--systems ipsec,wireguard,both,strongswan,wireguard-go] [--peer per-tunnel|shared] [--no-write] \
  *     [--label x] [--log-level debug] [--idle-s 30] [--dpd-s 30] [--reference-tables]
  *
  * Topology: `cvlan-vrouter run` in namespace A initiates N site-to-site tunnels (PSK, one per
@@ -15,7 +15,8 @@
  *   - ready_s: daemon spawned → every tunnel `up` in GET /v1/tunnels;
  *   - bring_up_cpu_s: CPU of node, its charon and the peer's charon until then (what the
  *     benchmark's own responder costs apart from the vrouter);
- *   - rss_mib: VmRSS of the daemon (node) and of its charon once all tunnels are up;
+ *   - rss_mib: VmRSS of the daemon (node) and of its charon once all tunnels are up (the peak:
+ *     bring-up's garbage is still mapped); rss_settled_mib: the same after the idle window;
  *   - idle_cpu_pct: CPU of node and of charon over `--idle-s` (default 30 s: one period of the
  *     tunnels' 30 s DPD, so every IKE_SA's liveness check falls into it once) from 5 s after all
  *     were up (% of one core);
@@ -23,6 +24,10 @@
  *     the new tunnel `up`;
  *   - scrape_ms: GET /metrics (median of 5);
  *   - stop_s: SIGTERM → the daemon (and its charon) gone.
+ *
+ * Both (`both`): one daemon holding the N IPsec tunnels and N WireGuard peers at once, measured as
+ * `ipsec` is, after every WireGuard peer's handshake is answered too (wireguard_answered,
+ * wireguard_ready_s); the reload adds one IPsec tunnel.
  *
  * WireGuard (`wireguard`): the daemon with one tenant of N peers (no IPsec); the peers are one
  * process in namespace B (`wg-handshakes.ts`) sending each peer's real handshake initiation until
@@ -66,6 +71,11 @@ const peerId = (i: number): string => `peer${i}.sizing.cvlan`;
 
 interface Figures {
   tunnels: number;
+  /** `both`: WireGuard peers in the same daemon (0 for `ipsec`). */
+  wireguard_peers: number;
+  /** `both`: their handshakes answered, and when the last was (s from spawn). */
+  wireguard_answered: number | null;
+  wireguard_ready_s: number | null;
   peer_shape: PeerShape;
   /** CPU time until all up (or the deadline), s. */
   bring_up_cpu_s: { peer_charon: number | null; node: number; charon: number | null };
@@ -77,6 +87,7 @@ interface Figures {
   charon_up: number;
   not_up: [string, string][];
   rss_mib: { node: number; charon: number; total: number };
+  rss_settled_mib: { node: number; charon: number; total: number };
   idle_cpu_pct: { node: number; charon: number };
   reload_applied_s: number | null;
   reload_up_s: number | null;
@@ -240,14 +251,27 @@ async function ipsecPeer(
   return { h, psks, charonPid: charonOf(legacy.process.pid) };
 }
 
-async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: string, shape: PeerShape): Promise<Figures> {
+async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: string, shape: PeerShape, withWg = false): Promise<Figures> {
   const { h, psks, charonPid: peerCharon } = await ipsecPeer(lab, n, log, shape);
   const peerTicks0 = peerCharon ? cpuTicks(peerCharon) : 0;
-  const doc = (count: number): object => ({ vrouter_id: 'ours', tenant_id: 't1', tunnels: psks.slice(0, count).map((psk, i) => tunnel(i, psk, h.addrB)) });
+  // `both`: the same daemon also holds N WireGuard peers (what `wireguard` measures alone).
+  const server = wgKeyPair();
+  const wgPeers = withWg ? Array.from({ length: n }, () => wgKeyPair()) : [];
+  const doc = (count: number): object => ({
+    vrouter_id: 'ours',
+    tenant_id: 't1',
+    tunnels: psks.slice(0, count).map((psk, i) => tunnel(i, psk, h.addrB)),
+    ...(withWg
+      ? { wireguard: { listen_port: WG_PORT, private_key: server.privateKey }, wireguard_peers: wgPeers.map((k, i) => ({ name: `p${i}`, public_key: k.publicKey, allowed_ips: [wgAllowed(i)] })) }
+      : {}),
+  });
   const load0 = loadavg()[0]!;
   const t0 = Date.now();
   const ours = await vrouterRun(lab, h.a, { listenAddress: h.addrA, logLevel, document: doc(n), timeoutMs: 600_000 });
   log(`daemon ready line after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  // `both`: the WireGuard peers' handshakes from the start, alongside the IPsec bring-up (from one
+  // address: the responder's per-source rate limit under load paces them, as `wireguard` shows).
+  const wgHandshakes = withWg ? handshakes(lab, h.b, `${h.addrA}:${WG_PORT}`, server.publicKey, wgPeers.map((k) => k.privateKey), Math.max(60, n * 0.1)) : undefined;
   let up = 0;
   let readyS: number | null = null;
   let ready99S: number | null = null;
@@ -282,6 +306,14 @@ async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: 
     log(`daemon output tail: ${tail}`);
   }
   log(`${up}/${n} up${readyS !== null ? ` after ${readyS.toFixed(1)} s` : ' at the deadline'} (charon: ${charonUp.size}); not up: ${JSON.stringify(notUp.slice(0, 5))}`);
+  let wgAnswered: number | null = null;
+  let wgReadyS: number | null = null;
+  if (wgHandshakes) {
+    const hs = await wgHandshakes;
+    wgAnswered = hs.answered;
+    wgReadyS = hs.at === null ? null : +((hs.at - t0) / 1000).toFixed(2);
+    log(`wireguard: ${hs.answered}/${n} handshakes answered${wgReadyS !== null ? `, the last at ${wgReadyS} s` : ''}`);
+  }
 
   const node = ours.process.pid;
   const charon = childCharon(node);
@@ -298,7 +330,9 @@ async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: 
     node: ((cpuTicks(node) - c0.node) / CLK_TCK / secs) * 100,
     charon: charon ? ((cpuTicks(charon) - c0.charon) / CLK_TCK / secs) * 100 : 0,
   };
-  log(`idle CPU node ${idle.node.toFixed(1)} %, charon ${idle.charon.toFixed(1)} %; RSS ${rss.total.toFixed(0)} MiB`);
+  const settled = { node: rssMib(node), charon: charon ? rssMib(charon) : 0, total: 0 };
+  settled.total = settled.node + settled.charon;
+  log(`idle CPU node ${idle.node.toFixed(1)} %, charon ${idle.charon.toFixed(1)} %; RSS ${rss.total.toFixed(0)} MiB (${rss.node.toFixed(0)} + ${rss.charon.toFixed(0)}), after the idle window ${settled.total.toFixed(0)} MiB (${settled.node.toFixed(0)} + ${settled.charon.toFixed(0)})`);
 
   // /metrics, median of 5.
   const scrapes: number[] = [];
@@ -337,6 +371,9 @@ async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: 
   log(`stop ${stopS.toFixed(1)} s`);
   return {
     tunnels: n,
+    wireguard_peers: wgPeers.length,
+    wireguard_answered: wgAnswered,
+    wireguard_ready_s: wgReadyS,
     peer_shape: shape,
     bring_up_cpu_s: bringUpCpu,
     ready_s: readyS,
@@ -345,6 +382,7 @@ async function measure(lab: Lab, n: number, log: (s: string) => void, logLevel: 
     charon_up: charonUp.size,
     not_up: notUp.slice(0, 20),
     rss_mib: { node: +rss.node.toFixed(1), charon: +rss.charon.toFixed(1), total: +rss.total.toFixed(1) },
+    rss_settled_mib: { node: +settled.node.toFixed(1), charon: +settled.charon.toFixed(1), total: +settled.total.toFixed(1) },
     idle_cpu_pct: { node: +idle.node.toFixed(1), charon: +idle.charon.toFixed(1) },
     reload_applied_s: reloadApplied,
     reload_up_s: reloadUp,
@@ -543,7 +581,7 @@ async function main(): Promise<void> {
     `usage: node dist/bench/sizing.js [options]   (as root; writes bench/results/sizing-<time>.json)
 
   --tunnels N[,N…]     tunnel/peer counts (default 100,500)
-  --systems LIST       of ipsec, wireguard, strongswan, wireguard-go (default all four)
+  --systems LIST       of ipsec, wireguard, both, strongswan, wireguard-go (default all but both)
   --peer SHAPE         the responder: per-tunnel (one connection per site, default) or shared
   --idle-s S           idle CPU window after all are up, seconds (default 30)
   --dpd-s S            our tunnels' and the reference's dpd_delay, seconds, 0 = off (default 30)
@@ -574,14 +612,15 @@ async function main(): Promise<void> {
   if (values.peer !== 'per-tunnel' && values.peer !== 'shared') usageExit('sizing', `--peer: "${values.peer}" is neither per-tunnel nor shared`);
   const shape: PeerShape = values.peer;
   const systems = new Set(values.systems.split(','));
-  for (const s of systems) if (!['ipsec', 'wireguard', 'strongswan', 'wireguard-go'].includes(s)) usageExit('sizing', `--systems: unknown system "${s}"`);
+  for (const s of systems) if (!['ipsec', 'wireguard', 'both', 'strongswan', 'wireguard-go'].includes(s)) usageExit('sizing', `--systems: unknown system "${s}"`);
   const skip = cvlanTestbedMissing() ?? missingPrerequisites('charon', 'swanctl');
   if (skip) throw new Error(`cannot run: ${skip}`);
   const startedAt = new Date();
   const results: Figures[] = [];
   const wg: WgFigures[] = [];
   const reference: RefFigures[] = [];
-  const out = { kind: 'sizing', label: values.label ?? null, reference_tables: referenceTables, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, idle_window_s: idleWindowS, dpd_delay_s: dpdDelayS ?? 30, ipsec: results, wireguard: wg, reference };
+  const both: Figures[] = [];
+  const out = { kind: 'sizing', label: values.label ?? null, reference_tables: referenceTables, started_at: startedAt.toISOString(), cpus: (await import('node:os')).cpus().length, idle_window_s: idleWindowS, dpd_delay_s: dpdDelayS ?? 30, ipsec: results, wireguard: wg, both, reference };
   const file = join(REPO_ROOT, 'bench', 'results', `sizing-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
   // Written after every system: a run cut short keeps what it measured.
   const save = (): void => {
@@ -592,6 +631,8 @@ async function main(): Promise<void> {
   for (const n of values.tunnels.split(',').map(Number)) {
     const log = (s: string): void => void process.stdout.write(`[N=${n}] ${s}\n`);
     if (systems.has('ipsec')) results.push(await withLab((lab) => measure(lab, n, log, values['log-level'], shape), { label: 'sizing' }));
+    save();
+    if (systems.has('both')) both.push(await withLab((lab) => measure(lab, n, log, values['log-level'], shape, true), { label: 'sizingboth' }));
     save();
     if (systems.has('strongswan')) reference.push(await withLab((lab) => measureStrongswan(lab, n, log, shape), { label: 'sizingss' }));
     save();

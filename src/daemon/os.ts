@@ -35,16 +35,27 @@ export async function addRoute(prefix: string, dev: string, o: { netns?: string 
 export async function addRoutes(prefixes: readonly string[], dev: string): Promise<void> {
   if (prefixes.length === 0) return;
   // In a batch the family follows from each prefix (no `-6` per line).
-  const script = prefixes.map((p) => `route replace ${p} dev ${dev}\n`).join('');
-  const stderr = await new Promise<string | undefined>((resolve, reject) => {
-    const child = spawn('ip', ['-batch', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+  const stderr = await ipBatch(prefixes.map((p) => `route replace ${p} dev ${dev}\n`).join(''), false);
+  if (stderr !== undefined) throw new CvlanError('CVLAN_ERR_TUN', `cannot route ${prefixes.length === 1 ? prefixes[0] : `${prefixes.length} prefixes`} into ${dev}: ${stderr.trim()}`);
+}
+
+/** Removes the routes of `prefixes` on `dev` with one `ip -force -batch`; routes already gone are no error. */
+export async function removeRoutes(prefixes: readonly string[], dev: string): Promise<void> {
+  if (prefixes.length === 0) return;
+  await ipBatch(prefixes.map((p) => `route del ${p} dev ${dev}\n`).join(''), true);
+}
+
+/** Runs `script` through `ip [-force] -batch -`; resolves to ip's stderr when it failed, else undefined. */
+async function ipBatch(script: string, force: boolean): Promise<string | undefined> {
+  return new Promise<string | undefined>((resolve, reject) => {
+    // -force: carry on past a failed line (a route already gone) instead of stopping there.
+    const child = spawn('ip', [...(force ? ['-force'] : []), '-batch', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
     let err = '';
     child.stderr.on('data', (c: Buffer) => (err += c.toString()));
     child.on('error', reject);
     child.on('close', (code) => resolve(code === 0 ? undefined : err));
     child.stdin.end(script);
   }).catch((e: unknown) => String(e));
-  if (stderr !== undefined) throw new CvlanError('CVLAN_ERR_TUN', `cannot route ${prefixes.length === 1 ? prefixes[0] : `${prefixes.length} prefixes`} into ${dev}: ${stderr.trim()}`);
 }
 
 /** Removes the route of `prefix` on `dev`; a route already gone is no error. */

@@ -46,7 +46,7 @@ import { RemoteAccess, RemoteAccessRefused, type RemoteAccessView } from '../rem
 import { handoffPlan } from './handoff.js';
 import { IkeResync, IkeView, nextSafetyNetMs } from './ike-view.js';
 import { checkHostNetworking, reportHostNetworking } from './host-checks.js';
-import { addRoute, addRoutes, ip, removeRoute, routeArgs } from './os.js';
+import { addRoute, addRoutes, ip, removeRoute, removeRoutes, routeArgs } from './os.js';
 import { ifname, type TenantRuntime } from './runtime.js';
 import { ipsecTunnelOf } from './tunnels.js';
 import { bgpChanges, reachableOf } from './advertise.js';
@@ -479,6 +479,22 @@ export class Vrouter implements RouterStateSource {
     }
   }
 
+  /**
+   * `#route` for many prefixes on one device: the same events, one `ip -batch` (a spawn per
+   * prefix made 2000 peers' start-up take 10 s of spawns once 2000 IPsec secrets sat in memory).
+   */
+  async #routeMany(rt: TenantRuntime, action: 'add' | 'remove', routes: readonly { prefix: string; via: RouteView['via'] }[], dev: string): Promise<void> {
+    for (const { prefix, via } of routes) this.#events.routingChange({ tenant: rt.spec.id, tunnel: via.kind === 'ipsec' ? via.id : null, action, prefix, via });
+    if (this.#shared) return;
+    if (action === 'add') {
+      await this.#routeAll(routes.map((r) => r.prefix), dev);
+    } else {
+      const prefixes = [...new Set(routes.map((r) => r.prefix))];
+      await removeRoutes(prefixes, dev);
+      for (const p of prefixes) this.#routes.delete(`${p} ${dev}`);
+    }
+  }
+
   /** Routes prefixes into `dev` in one `ip -batch` (several tenants: nothing), tracked like `#route`'s. */
   async #routeAll(prefixes: readonly string[], dev: string): Promise<void> {
     if (this.#shared) return;
@@ -529,9 +545,10 @@ export class Vrouter implements RouterStateSource {
         })),
       ],
     });
+    // Removals before additions: an allowed IP moving between peers stays routed into the device.
     const dev = wg.tunName;
-    for (const p of removed) for (const a of p.allowedIps) await this.#route(rt, 'remove', a, dev, { kind: 'wireguard', id: p.publicKey });
-    for (const p of changed) for (const a of p.allowedIps) await this.#route(rt, 'add', a, dev, { kind: 'wireguard', id: p.publicKey });
+    await this.#routeMany(rt, 'remove', removed.flatMap((p) => p.allowedIps.map((prefix) => ({ prefix, via: { kind: 'wireguard' as const, id: p.publicKey } }))), dev);
+    await this.#routeMany(rt, 'add', changed.flatMap((p) => p.allowedIps.map((prefix) => ({ prefix, via: { kind: 'wireguard' as const, id: p.publicKey } }))), dev);
   }
 
   /**

@@ -2,7 +2,7 @@
  * WireGuard-compatible Curve25519 keys (whitepaper §5.4: static keys are X25519 key pairs; the
  * base64 text form is the one `wg genkey` / `wg pubkey` read and write).
  *
- * Private keys live in sodium_malloc'd buffers (guarded pages, never swapped where mlock works)
+ * Private keys live in sodium_malloc'd memory (guarded pages, never swapped where mlock works)
  * and are zeroed as soon as the caller is done with them. The base64 *string* of a private key is
  * a JavaScript string and cannot be wiped; it exists only where the text form is the product
  * (`vrouterctl genkey`) or the input (`vrouterctl pubkey`).
@@ -10,6 +10,7 @@
 
 import { createRequire } from 'node:module';
 import { CvlanError } from '../errors.js';
+import { SecretPool } from './pool.js';
 
 /** The slice of sodium-native used here (the package ships no type declarations). */
 interface Sodium {
@@ -37,7 +38,16 @@ export interface SecureKey {
   dispose(): void;
 }
 
+/** The process's slabs for small secrets (`./pool.ts`). */
+const pool = new SecretPool();
+
+/**
+ * Secure memory of `size` bytes: a slot of a shared slab up to 1 KiB (PSKs, keys, passwords), its
+ * own sodium_malloc above that (certificate keys).
+ */
 export function secureBuffer(size: number): SecureKey {
+  const slot = pool.alloc(size);
+  if (slot) return { bytes: slot.bytes, dispose: slot.release };
   const bytes = sodium.sodium_malloc(size);
   let live = true;
   return {
