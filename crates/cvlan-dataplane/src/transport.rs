@@ -82,10 +82,34 @@ impl Default for Packet {
     }
 }
 
+/// Gives a zeroed buffer's whole pages back to the kernel: they read as zeros still (private
+/// anonymous memory), and count in RSS only once a packet is written there. The allocator may
+/// have zeroed the buffer by hand in memory it reused (a worker thread started after another
+/// exited takes over its arena), which left a worker's 320 buffers, 21 MiB, resident before
+/// any traffic.
+fn release_pages(buf: &mut [u8]) {
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as usize,
+        _ => return,
+    };
+    let addr = buf.as_mut_ptr() as usize;
+    let start = addr.next_multiple_of(page);
+    let end = (addr + buf.len()) / page * page;
+    if end > start {
+        // SAFETY: [start, end) lies inside `buf`, which this function borrows exclusively and
+        // which holds zeros; MADV_DONTNEED keeps it mapped and reading as zeros. Advice only:
+        // a failure leaves the pages as they were.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
 impl Packet {
     pub fn new() -> Packet {
+        let mut buf = vec![0u8; BUF_SIZE].into_boxed_slice();
+        release_pages(&mut buf);
         Packet {
-            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            buf,
             start: HEADROOM,
             len: 0,
             verdict: Verdict::Drop,
@@ -328,5 +352,51 @@ pub trait Transport: Send + Sync + 'static {
     fn tick(&self, _ctx: &mut Ctx<'_>) {}
     fn tick_interval(&self) -> Duration {
         Duration::from_millis(250)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Resident pages of `buf`'s whole pages, and how many there are (`mincore`).
+    fn resident(buf: &[u8]) -> (usize, usize) {
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let start = (buf.as_ptr() as usize).next_multiple_of(page);
+        let end = (buf.as_ptr() as usize + buf.len()) / page * page;
+        let mut vec = vec![0u8; (end - start) / page];
+        // SAFETY: the range is inside `buf`, mapped; `vec` has one byte per page.
+        let rc =
+            unsafe { libc::mincore(start as *mut libc::c_void, end - start, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        (vec.iter().filter(|b| **b & 1 == 1).count(), vec.len())
+    }
+
+    #[test]
+    fn fresh_buffers_read_as_zeros_and_hold_no_pages_until_written() {
+        // Memory the allocator hands out again (the case where it zeroes by hand).
+        let mut used: Vec<Packet> = (0..32).map(|_| Packet::new()).collect();
+        for p in &mut used {
+            p.raw_mut().fill(0xab);
+        }
+        drop(used);
+        let mut fresh: Vec<Packet> = (0..32).map(|_| Packet::new()).collect();
+        let (mut held, mut pages) = (0, 0);
+        for p in &fresh {
+            let (h, n) = resident(p.raw());
+            held += h;
+            pages += n;
+        }
+        assert!(held * 10 < pages, "{held} of {pages} pages resident");
+        // (After mincore: a read maps the shared zero page, which mincore would count.)
+        assert!(fresh.iter().all(|p| p.raw().iter().all(|b| *b == 0)));
+        let p = &mut fresh[0];
+        p.len = 1500;
+        p.data_mut().fill(7);
+        assert!(
+            resident(p.raw()).0 >= 1,
+            "a written packet's pages are there"
+        );
+        assert!(p.data().iter().all(|b| *b == 7));
     }
 }
