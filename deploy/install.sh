@@ -51,7 +51,9 @@ mv "$prefix.new" "$prefix"
 rm -rf "$prefix.old"
 install -m 0644 "$prefix"/build/libstrongswan-cvlan.so /usr/lib/ipsec/plugins/libstrongswan-cvlan.so
 for cmd in cvlan-vrouter vrouterctl; do
-  printf '#!/bin/sh\nexec %s/node/bin/node %s/dist/src/cli/%s.js "$@"\n' "$prefix" "$prefix" "$cmd" >/usr/local/bin/$cmd
+  # The daemon's V8 flags (src/cli/node-flags.ts): a young generation capped at 2 MiB per semi-space.
+  flags=; [ "$cmd" = cvlan-vrouter ] && flags=' --max-semi-space-size=2'
+  printf '#!/bin/sh\nexec %s/node/bin/node%s %s/dist/src/cli/%s.js "$@"\n' "$prefix" "$flags" "$prefix" "$cmd" >/usr/local/bin/$cmd
   chmod 0755 /usr/local/bin/$cmd
 done
 install -D -m 0644 "$prefix/deploy/systemd/cvlan-vrouter.service" /etc/systemd/system/cvlan-vrouter.service

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 /**
  * cvlan-vrouter — the daemon's command line. One entry of `COMMANDS` per command; each command
  * lives in its own module (loaded only when run) with its own parseArgs options and `--help`.

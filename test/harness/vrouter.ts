@@ -6,6 +6,7 @@
 import type { Lab } from './lab.js';
 import type { LabProcess } from './process.js';
 import { CVLAN_CLI } from './cvlan.js';
+import { DAEMON_NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { tools } from './tools.js';
 import { randomSuffix } from './names.js';
 
@@ -62,7 +63,7 @@ export async function vrouterRun(lab: Lab, ns: string, o: VrouterRunOptions): Pr
     ...(o.extraToml !== undefined ? [o.extraToml] : []),
   ].join('\n');
   const local = lab.writeFile(`vrouter-${tag}.toml`, toml);
-  const process = lab.spawn(`cvlan-vrouter run@${ns}`, tools.node, [CVLAN_CLI, 'run', '--config', config, '--local', local, '--runtime-dir', `${dir}/run`], {
+  const process = lab.spawn(`cvlan-vrouter run@${ns}`, tools.node, [...DAEMON_NODE_FLAGS, CVLAN_CLI, 'run', '--config', config, '--local', local, '--runtime-dir', `${dir}/run`], {
     ns,
     env: { CVLAN_LOG_LEVEL: o.logLevel ?? 'warn' },
     privateRun: o.privateRun ?? false,
