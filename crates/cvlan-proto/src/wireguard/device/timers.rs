@@ -4,6 +4,7 @@
 use super::{Device, DropReason, Event, Outbox, Time};
 use crate::wireguard::constants::*;
 use crate::wireguard::handshake::State;
+use crate::wireguard::PeerId;
 use rand_core::{CryptoRng, RngCore};
 use std::time::Duration;
 
@@ -16,8 +17,18 @@ impl Device {
         out: &mut Outbox,
     ) {
         let due = |d: Option<Duration>| d.is_some_and(|d| d <= t.mono);
-        // Sorted so that output order does not depend on hashing.
-        for id in self.peer_ids() {
+        // Only the peers with a timer due (`Timers::next` is the earliest of the five below): one
+        // pass over the table, where a lookup per timer of every peer and a sort of all their ids
+        // cost an idle device with 2000 peers ~0.5 % of a core at 10 ticks a second. Sorted so
+        // that output order does not depend on hashing.
+        let mut due_now: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| due(p.timers.next()))
+            .map(|(id, _)| *id)
+            .collect();
+        due_now.sort_unstable();
+        for id in due_now {
             let p = self.peers.get_mut(&id).expect("listed");
             // §6.4: retransmit the initiation, or give up after MAX_TIMER_HANDSHAKES.
             if due(p.timers.retransmit_handshake) {
