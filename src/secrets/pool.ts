@@ -4,9 +4,11 @@
  * sodium_malloc gives every allocation its own mapping with guard pages around it (≥ 2 resident
  * pages and 4 kernel mappings for a 32-byte key). With a PSK per tunnel that was 16 MiB of RSS and
  * 8000 mappings at 2000 tunnels, and every fork of the daemon (each `ip`, charon) copied the
- * mappings. Here a slab of 64 KiB holds up to 2048 secrets behind the same guard pages and mlock;
- * what it gives up is a guard page between two secrets of the same slab (JavaScript bounds-checks
- * every Buffer; the native code it reaches takes pointer and length from the same view).
+ * mappings. Here a slab of 64 KiB holds up to 2048 secrets behind the same guard pages and mlock.
+ * What it gives up: a guard page between two secrets of the same slab (JavaScript bounds-checks
+ * every Buffer; the native code it reaches takes pointer and length from the same view), and the
+ * fault a view used after `release` met once sodium_free had unmapped it — such a view now reads
+ * zeros, or a later secret; `Secret` hands its bytes out only inside `use()` for that reason.
  *
  * Stages: alloc picks the size class → a slab of that class with a free slot (a new slab when none
  * has one) → a Buffer view of exactly the requested length; free zeroes the whole slot → returns it
