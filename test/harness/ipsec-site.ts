@@ -169,7 +169,8 @@ export async function waitUp(s: Site, timeoutMs = 20_000): Promise<TunnelView> {
   for (;;) {
     const v = (await tunnels(s))[0];
     if (v?.state === 'up') return v;
-    if (Date.now() > end) throw new Error(`tunnel not up: ${JSON.stringify(v)}`);
+    // With both sides' last lines: a tunnel that stays down says why there (charon's IKE lines).
+    if (Date.now() > end) throw new Error(`tunnel not up: ${JSON.stringify(v)}\nours:\n${s.ours.process.lastOutput(40)}\nlegacy:\n${s.legacy.process.lastOutput(40)}`);
     await sleep(250);
   }
 }
