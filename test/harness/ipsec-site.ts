@@ -164,7 +164,12 @@ export async function tunnels(s: Site): Promise<TunnelView[]> {
   return (JSON.parse((await adminGet({ kind: 'unix', socketPath: s.ours.admin }, '/v1/tunnels')).body) as { tunnels: TunnelView[] }).tunnels;
 }
 
-export async function waitUp(s: Site, timeoutMs = 20_000): Promise<TunnelView> {
+/**
+ * Resolves with the tunnel's view once it is up. The default wait outlasts one failed first
+ * attempt: the daemon looks at a tunnel whose IKE_SA went down again after 20 s
+ * (`initiator.ts`, `settleMs`) and starts it then.
+ */
+export async function waitUp(s: Site, timeoutMs = 35_000): Promise<TunnelView> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = (await tunnels(s))[0];
