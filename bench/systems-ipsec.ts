@@ -110,7 +110,7 @@ export const IPSEC_SYSTEMS: SystemUnderTest[] = [
   translate('cvlan-translate-traced', 'cvlan-translate with a packet trace running on every vrouter, its filter matching no packet', true),
   {
     name: 'cvlan-wireguard-hub',
-    description: 'ours WireGuard agent ⇄ ours hub (peer to peer on its workers) ⇄ ours WireGuard agent behind it: cvlan-translate with WireGuard on both legs',
+    description: 'ours WireGuard agent ⇄ ours hub (relaying between its two peers through its TUN) ⇄ ours WireGuard agent behind it: cvlan-translate with WireGuard on both legs',
     missing: () => cvlanTestbedMissing() ?? missingPrerequisites('wg'),
     setup: async (lab, h) => {
       const c = await lab.namespace('c');

@@ -5,12 +5,12 @@
  *
  *   npx tsc -p tsconfig.json && node dist/bench/throughput.js [--systems a,b] [--rounds 3]
  *     (systems: ./systems.ts for WireGuard and the baselines, ./systems-ipsec.ts for IPsec and translation)
- *     [--duration 8] [--flows 1,4] [--omit 1] [--baseline wireguard-go] [--no-write]
+ *     [--duration 8] [--flows 1,4] [--omit 1] [--baseline wireguard-go] [--congestion cubic] [--no-write]
  *     [--compare LABEL=DIR]...  (every cvlan-* system again as `<name>@LABEL`, run from the build in
  *                                DIR — a checkout with dist/ and build/ — for before/after ratios in one run)
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release } from 'node:os';
 import { join } from 'node:path';
 import { benchArgs, usageExit } from './cli.js';
@@ -59,6 +59,15 @@ function version(cmd: string, args: string[]): string {
   }
 }
 
+/** The host's default TCP congestion control, which new namespaces inherit. */
+function hostCongestion(): string {
+  try {
+    return readFileSync('/proc/sys/net/ipv4/tcp_congestion_control', 'utf8').trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
 function usage(msg: string): never {
   usageExit('throughput', `${msg} (systems: ${SYSTEMS.map((s) => s.name).join(', ')})`);
 }
@@ -74,6 +83,8 @@ async function main(): Promise<void> {
   --omit S            seconds iperf3 leaves out at the start (default 1)
   --flows LIST        parallel TCP flows, comma-separated (default 1,4)
   --baseline NAME     the system the ratios are against (default wireguard-go)
+  --congestion NAME   TCP congestion control of every iperf3 sender (default cubic, Linux's own
+                      default, so the host's sysctl does not pick it; \`system\` for the host's)
   --compare L=DIR     also run the build in DIR under label L (repeatable)
   --no-write          print the results only
   -h, --help          this text`,
@@ -84,6 +95,7 @@ async function main(): Promise<void> {
       flows: { type: 'string', default: '1,4' },
       omit: { type: 'string', default: '1' },
       baseline: { type: 'string', default: 'wireguard-go' },
+      congestion: { type: 'string', default: 'cubic' },
       'no-write': { type: 'boolean', default: false },
       compare: { type: 'string', multiple: true, default: [] },
     },
@@ -92,6 +104,8 @@ async function main(): Promise<void> {
   const duration = Number(values.duration);
   const omit = Number(values.omit);
   const flowsList = values.flows.split(',').map(Number);
+  const congestion = values.congestion === 'system' ? undefined : values.congestion;
+  if (congestion !== undefined && !/^[a-z0-9_]+$/.test(congestion)) usage('--congestion: an algorithm name, e.g. cubic, or system');
   if (!Number.isInteger(rounds) || rounds < 1) usage('--rounds: a positive integer');
   if (!Number.isInteger(duration) || duration < 1) usage('--duration: seconds, a positive integer');
   if (!Number.isInteger(omit) || omit < 0) usage('--omit: seconds, an integer ≥ 0');
@@ -159,7 +173,7 @@ async function main(): Promise<void> {
         for (let i = 0; i < order.length; i++) {
           const sys = order[(i + round - 1) % order.length] as SystemUnderTest;
           const { ns, target } = targets.get(sys.name) as { ns: string; target: string };
-          const r = await iperfClient(ns, target, { duration, streams: flows, omit });
+          const r = await iperfClient(ns, target, { duration, streams: flows, omit, congestion });
           const gbps = r.bitsPerSecond / 1e9;
           samples.push({ system: sys.name, flows, round, gbps, retransmits: r.retransmits, bytes: r.bytes });
           process.stderr.write(`round ${round}/${rounds} ${sys.name} -P ${flows}: ${gbps.toFixed(3)} Gbit/s\n`);
@@ -208,7 +222,7 @@ async function main(): Promise<void> {
     benchmark: 'throughput',
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
-    settings: { systems: wanted, compare: compared, rounds, durationSeconds: duration, omitSeconds: omit, flows: flowsList, baseline: values.baseline },
+    settings: { systems: wanted, compare: compared, rounds, durationSeconds: duration, omitSeconds: omit, flows: flowsList, baseline: values.baseline, congestion: congestion ?? `system (${hostCongestion()})` },
     machine: {
       cpus: cpus().length,
       cpuModel: cpus()[0]?.model ?? 'unknown',

@@ -109,6 +109,8 @@ export interface IperfOptions {
   udpLength?: number;
   /** Socket buffer, bytes (`-w`; iperf3 uses it on the server too): a UDP receiver descheduled on a busy machine then loses nothing. */
   window?: number;
+  /** TCP congestion control of the sender (`-C`), e.g. `cubic`; default the namespace's. */
+  congestion?: string;
 }
 
 export interface IperfResult {
@@ -138,6 +140,7 @@ export async function iperfClient(ns: string, server: string, opts: IperfOptions
   if (opts.udpBitrate !== undefined) args.push('-u', '-b', String(opts.udpBitrate));
   if (opts.udpLength !== undefined) args.push('-l', String(opts.udpLength));
   if (opts.window !== undefined) args.push('-w', String(opts.window));
+  if (opts.congestion !== undefined) args.push('-C', opts.congestion);
   const r = await run(tools.iperf3, args, { ns, allowFailure: true, timeoutMs: (duration + (opts.omit ?? 0) + 20) * 1000 });
   let json: {
     error?: string;

@@ -10,6 +10,7 @@ use crate::handoff::{Handoff, Rule, Target};
 use crate::spread::Crew;
 use crate::transport::{Senders, SendersInner, Transport};
 use crate::tun::{self, TunQueue};
+use crate::tun_queues::TunQueues;
 use crate::udp::{self, UdpSocket};
 use crate::worker::{self, WorkerArgs, WorkerIo};
 use crate::{Event, EventSink};
@@ -92,6 +93,8 @@ pub struct Device {
     handoff: Arc<ArcSwapOption<Handoff>>,
     /// The workers as helpers of each other's crypto (`crate::spread`).
     crew: Arc<Crew>,
+    /// The workers' TUN queues, for writing each flow on one (`crate::tun_queues`).
+    tun_queues: Arc<TunQueues>,
     /// The raw ESP sockets, one per worker (after the ports), each receiving its shard of the
     /// SPIs (`UdpSocket::shard_esp`); empty without raw ESP.
     raw: Vec<UdpSocket>,
@@ -202,6 +205,7 @@ impl Device {
             senders: None,
             handoff: Arc::new(ArcSwapOption::empty()),
             crew: Arc::new(Crew::default()),
+            tun_queues: Arc::new(TunQueues::default()),
             raw,
             raw_error,
         };
@@ -243,6 +247,11 @@ impl Device {
                 c
             }
         };
+        let write = io
+            .tun
+            .try_clone()
+            .map_err(|e| Error::os(Code::Tun, "dup TUN queue", e))?;
+        self.tun_queues.set(index, write);
         let args = WorkerArgs {
             index,
             io,
@@ -251,6 +260,7 @@ impl Device {
             transport: self.transport.clone(),
             handoff: self.handoff.clone(),
             crew: self.crew.clone(),
+            tun_queues: self.tun_queues.clone(),
             events: self.events.clone(),
         };
         self.crew.join(index, control.clone());
@@ -305,6 +315,8 @@ impl Device {
         }
         while self.workers.len() > n {
             self.crew.truncate(self.workers.len() - 1);
+            // Before the worker stops: its queue must not outlive it (`crate::tun_queues`).
+            self.tun_queues.truncate(self.workers.len() - 1);
             if let Some(mut w) = self.workers.pop() {
                 stop_worker(&mut w);
             }
@@ -381,6 +393,7 @@ impl Device {
 
     /// Stops and joins every worker; the TUN device disappears with the last queue.
     pub fn stop(&mut self) {
+        self.tun_queues.truncate(0);
         for w in &self.workers {
             w.control.stop.store(true, Ordering::Release);
             w.control.wake.notify();

@@ -20,6 +20,7 @@ pub mod tenant_tun;
 pub mod trace;
 pub mod transport;
 pub mod tun;
+pub mod tun_queues;
 pub mod udp;
 pub mod wireguard;
 pub mod worker;

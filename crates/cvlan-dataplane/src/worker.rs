@@ -17,8 +17,10 @@
 //!    sent from its ports, here (`crate::handoff`); those too big for its tunnels are answered
 //!    with an ICMP error through this transport. Runs after 5, and after 2 for `HandOff`
 //!    packets (which are never written back to this TUN).
-//! 7. `write_tun`    — inner packets to the TUN queue; with offload on, in-order TCP segments of
-//!    one flow are coalesced into one write (`offload::gro`). Replies go through `send`.
+//! 7. `write_tun`    — inner packets to the device's TUN, each on its flow's queue (this
+//!    worker's, unless another worker wrote the flow first: `crate::tun_queues`);
+//!    with offload on, in-order TCP segments of one flow are coalesced into one write
+//!    (`offload::gro`). Replies go through `send`.
 //! 8. `tick`         — protocol timers, at least every `tick_interval`, and whenever a control
 //!    thread asks for it (`Senders::wake`).
 //!
@@ -43,6 +45,7 @@ use crate::spread::{Crew, Spreader, Stage};
 use crate::sys::Epoll;
 use crate::transport::{Ctx, Outgoing, Packet, Transport, Verdict, BUF_SIZE, HEADROOM};
 use crate::tun::TunQueue;
+use crate::tun_queues::TunQueues;
 use crate::udp::{MmsgScratch, UdpSocket};
 use crate::Event;
 use arc_swap::ArcSwapOption;
@@ -87,6 +90,9 @@ pub struct WorkerArgs {
     pub handoff: Arc<ArcSwapOption<Handoff>>,
     /// The device's workers, which share each other's crypto (`crate::spread`).
     pub crew: Arc<Crew>,
+    /// The device's TUN queues, which inner packets are written on by flow
+    /// (`crate::tun_queues`).
+    pub tun_queues: Arc<TunQueues>,
     pub events: crate::EventSink,
 }
 
@@ -258,6 +264,7 @@ fn event_loop(w: &WorkerArgs, bufs: &mut Buffers) -> io::Result<()> {
             transport: w.transport.as_ref(),
             handoff: &w.handoff,
             crew: &w.crew,
+            tun_queues: &w.tun_queues,
             now: clock::at(woke),
             bufs: &mut *bufs,
         };
@@ -293,6 +300,7 @@ struct Wake<'a> {
     transport: &'a dyn Transport,
     handoff: &'a ArcSwapOption<Handoff>,
     crew: &'a Crew,
+    tun_queues: &'a TunQueues,
     now: Duration,
     bufs: &'a mut Buffers,
 }
@@ -593,6 +601,7 @@ impl Wake<'_> {
     /// written back; what is left for the TUN are the ICMP errors made for their senders.
     fn unrouted(&mut self, n: usize) {
         let counters = self.counters;
+        let queues = self.tun_queues.load();
         for p in self.bufs.tun[..n].iter_mut() {
             match p.verdict {
                 Verdict::HandOff => {
@@ -601,7 +610,10 @@ impl Wake<'_> {
                 }
                 Verdict::ToTun => {
                     WorkerCounters::add(&counters.tun_writes, 1);
-                    match self.io.tun.write_packet(p.data()) {
+                    let q =
+                        self.tun_queues
+                            .pick(&queues, self.index, &self.io.tun, p.data(), self.now);
+                    match q.write_packet(p.data()) {
                         Ok(_) => {
                             WorkerCounters::add(&counters.tun_tx_packets, 1);
                             WorkerCounters::add(&counters.tun_tx_bytes, p.len as u64);
@@ -619,10 +631,14 @@ impl Wake<'_> {
     fn write_tun(&mut self, n: usize) {
         let (io, counters, bufs) = (self.io, self.counters, &mut *self.bufs);
         let pkts = &mut bufs.udp[..n];
+        let queues = self.tun_queues.load();
         if !io.tun.vnet() {
             for p in pkts.iter().filter(|p| p.verdict == Verdict::ToTun) {
                 WorkerCounters::add(&counters.tun_writes, 1);
-                match io.tun.write(p.data()) {
+                let q = self
+                    .tun_queues
+                    .pick(&queues, self.index, &io.tun, p.data(), self.now);
+                match q.write(p.data()) {
                     Ok(_) => {
                         WorkerCounters::add(&counters.tun_tx_packets, 1);
                         WorkerCounters::add(&counters.tun_tx_bytes, p.len as u64);
@@ -676,7 +692,11 @@ impl Wake<'_> {
                 _ => (1, len),
             };
             WorkerCounters::add(&counters.tun_writes, 1);
-            match io.tun.write(frame) {
+            let ip = &frame[VIRTIO_NET_HDR_LEN..];
+            let q = self
+                .tun_queues
+                .pick(&queues, self.index, &io.tun, ip, self.now);
+            match q.write(frame) {
                 Ok(_) => {
                     WorkerCounters::add(&counters.tun_tx_packets, segments as u64);
                     WorkerCounters::add(&counters.tun_tx_bytes, bytes as u64);

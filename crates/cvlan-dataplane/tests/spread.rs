@@ -11,13 +11,12 @@ mod support;
 use netns::{ip, Netns};
 
 use cvlan_dataplane::counters::CounterSnapshot;
-use cvlan_dataplane::device::no_events;
 use cvlan_dataplane::plain::{PlainPeer, PlainTransport};
 use cvlan_dataplane::transport::Transport;
 use cvlan_dataplane::wireguard::{WireGuard, WireGuardTransport};
-use cvlan_dataplane::{Device, DeviceConfig};
+use cvlan_dataplane::Device;
 use cvlan_proto::wireguard::PeerConfig;
-use std::net::{IpAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,26 +63,6 @@ fn transport(kind: Kind, side: u8, peer: &str, inner_peer: &str) -> Arc<dyn Tran
     }
 }
 
-fn device(ns: &Netns, tun: String, local: &str, transport: Arc<dyn Transport>) -> Device {
-    let local: IpAddr = local.parse().unwrap();
-    ns.run(move || {
-        Device::start(
-            DeviceConfig {
-                tun_name: tun,
-                mtu: 1420,
-                listen: Some(local),
-                listen_ports: vec![7000],
-                workers: 2,
-                offload: true,
-                raw_esp: false,
-            },
-            transport,
-            no_events(),
-        )
-        .expect("start device")
-    })
-}
-
 fn per_worker(dev: &Device) -> Vec<CounterSnapshot> {
     dev.stats().into_iter().map(|s| s.counters).collect()
 }
@@ -115,16 +94,18 @@ fn one_flow(kind: Kind, tag: &str) {
     ip(&["-n", &a.0, "link", "set", &va, "up"]);
     ip(&["-n", &b.0, "link", "set", &vb, "up"]);
     let (ta, tb) = (format!("cvsp{tag}{id}t"), format!("cvsp{tag}{id}u"));
-    let dev_a = device(
-        &a,
-        ta.clone(),
+    let dev_a = a.device(
+        &ta,
         "198.18.202.1",
+        7000,
+        true,
         transport(kind, 1, "198.18.202.2", TUN_B),
     );
-    let dev_b = device(
-        &b,
-        tb.clone(),
+    let dev_b = b.device(
+        &tb,
         "198.18.202.2",
+        7000,
+        true,
         transport(kind, 2, "198.18.202.1", TUN_A),
     );
     ip(&[

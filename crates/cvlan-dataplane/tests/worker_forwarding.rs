@@ -12,9 +12,8 @@ mod support;
 use netns::{ip, Netns};
 
 use cvlan_dataplane::counters::{CounterSnapshot, DropReason};
-use cvlan_dataplane::device::no_events;
 use cvlan_dataplane::plain::{PlainPeer, PlainTransport};
-use cvlan_dataplane::{Device, DeviceConfig};
+use cvlan_dataplane::Device;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -24,35 +23,12 @@ const TUN_A: &str = "10.201.0.1";
 const TUN_B: &str = "10.201.0.2";
 const BYTES: usize = 24 << 20;
 
-fn device(
-    ns: &Netns,
-    tun: String,
-    local: &str,
-    peer: &str,
-    inner_peer: &str,
-    offload: bool,
-) -> Device {
-    let local: IpAddr = local.parse().unwrap();
-    let peer = PlainPeer {
+/// The plain transport with one peer: `peer`:7000, which holds `inner_peer`.
+fn plain(peer: &str, inner_peer: &str) -> Arc<PlainTransport> {
+    Arc::new(PlainTransport::new(vec![PlainPeer {
         endpoint: format!("{peer}:7000").parse().unwrap(),
         allowed_ips: vec![format!("{inner_peer}/32").parse().unwrap()],
-    };
-    ns.run(move || {
-        Device::start(
-            DeviceConfig {
-                tun_name: tun,
-                mtu: 1420,
-                listen: Some(local),
-                listen_ports: vec![7000],
-                workers: 2,
-                offload,
-                raw_esp: false,
-            },
-            Arc::new(PlainTransport::new(vec![peer])),
-            no_events(),
-        )
-        .expect("start device")
-    })
+    }]))
 }
 
 fn total(dev: &Device) -> CounterSnapshot {
@@ -91,21 +67,19 @@ fn forward_tcp(tag: &str, offload: bool) {
     ip(&["-n", &b.0, "link", "set", &vb, "up"]);
 
     let (ta, tb) = (format!("cvwf{tag}{id}t"), format!("cvwf{tag}{id}u"));
-    let dev_a = device(
-        &a,
-        ta.clone(),
+    let dev_a = a.device(
+        &ta,
         "198.18.201.1",
-        "198.18.201.2",
-        TUN_B,
+        7000,
         offload,
+        plain("198.18.201.2", TUN_B),
     );
-    let dev_b = device(
-        &b,
-        tb.clone(),
+    let dev_b = b.device(
+        &tb,
         "198.18.201.2",
-        "198.18.201.1",
-        TUN_A,
+        7000,
         offload,
+        plain("198.18.201.1", TUN_A),
     );
     ip(&[
         "-n",

@@ -81,6 +81,12 @@ impl Device {
     /// Stops worker `index` and starts it again on `io`, with the same counters and control
     /// (worker 0's control is what the transport's `Senders` wake).
     fn replace_worker(&mut self, index: usize, io: WorkerIo) -> Result<()> {
+        // Writes move to the new queue before the old one closes with its worker.
+        let write = io
+            .tun
+            .try_clone()
+            .map_err(|e| Error::os(Code::Tun, "dup TUN queue", e))?;
+        self.tun_queues.set(index, write);
         let w = &mut self.workers[index];
         stop_worker(w);
         let control = w.control.clone();
@@ -93,6 +99,7 @@ impl Device {
             transport: self.transport.clone(),
             handoff: self.handoff.clone(),
             crew: self.crew.clone(),
+            tun_queues: self.tun_queues.clone(),
             events: self.events.clone(),
         };
         let thread = std::thread::Builder::new()

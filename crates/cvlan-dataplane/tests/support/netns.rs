@@ -1,8 +1,14 @@
-//! A named network namespace for the root integration tests that move traffic between two
-//! devices (`#[path]`-included by those that use it, so the others carry no dead code).
+//! A named network namespace, and a two-worker device started in it, for the root integration
+//! tests that move traffic between devices (`#[path]`-included by those that use it, so the
+//! others carry no dead code).
 
+use cvlan_dataplane::device::no_events;
+use cvlan_dataplane::transport::Transport;
+use cvlan_dataplane::{Device, DeviceConfig};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::process::Command;
+use std::sync::Arc;
 
 pub fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().expect("run ip");
@@ -36,6 +42,35 @@ impl Netns {
         })
         .join()
         .expect("namespace thread")
+    }
+
+    /// Starts a two-worker device on `listen`:`port` in the namespace, so its TUN device and
+    /// sockets live there (the workers only use the fds).
+    pub fn device(
+        &self,
+        tun: &str,
+        listen: &str,
+        port: u16,
+        offload: bool,
+        transport: Arc<dyn Transport>,
+    ) -> Device {
+        let (tun, listen): (String, IpAddr) = (tun.to_string(), listen.parse().unwrap());
+        self.run(move || {
+            Device::start(
+                DeviceConfig {
+                    tun_name: tun,
+                    mtu: 1420,
+                    listen: Some(listen),
+                    listen_ports: vec![port],
+                    workers: 2,
+                    offload,
+                    raw_esp: false,
+                },
+                transport,
+                no_events(),
+            )
+            .expect("start device")
+        })
     }
 }
 
