@@ -18,8 +18,9 @@
 //! that share a slot share a queue (they only spread less).
 //!
 //! The set holds duplicates of the workers' queue descriptors. A duplicate keeps its queue
-//! attached, so the device drops a worker's entry before that worker stops (a queue nobody
-//! reads would keep receiving the flows steered to it) and clears the set when it stops.
+//! attached, so the device drops a worker's entry before that worker stops, a worker that gives
+//! up drops its own (a queue nobody reads would keep receiving the flows steered to it), and the
+//! device clears the set when it stops.
 
 use crate::tun::TunQueue;
 use arc_swap::ArcSwap;
@@ -38,7 +39,8 @@ pub const STICKY: Duration = Duration::from_secs(5);
 /// The write side of a device's TUN queues, indexed by worker, and which queue each flow is
 /// written on.
 pub struct TunQueues {
-    queues: ArcSwap<Vec<Arc<TunQueue>>>,
+    /// `None`: the worker gave up (its flows go to the next writer).
+    queues: ArcSwap<Vec<Option<Arc<TunQueue>>>>,
     /// Per slot: 0 = free, else the writing queue's index + 1 in the low 32 bits and the second
     /// of its last write (data-plane clock) in the high 32.
     owners: Box<[AtomicU64]>,
@@ -57,12 +59,21 @@ impl TunQueues {
     /// Sets worker `index`'s queue (a worker started, or moved to a new queue).
     pub fn set(&self, index: usize, queue: TunQueue) {
         let mut v = self.queues.load().as_ref().clone();
-        let q = Arc::new(queue);
+        let q = Some(Arc::new(queue));
         if index < v.len() {
             v[index] = q;
         } else {
             // Workers start in index order; a gap cannot happen, but stay total.
             v.push(q);
+        }
+        self.queues.store(Arc::new(v));
+    }
+
+    /// Drops worker `index`'s queue: the worker gave up and no longer reads it.
+    pub fn clear(&self, index: usize) {
+        let mut v = self.queues.load().as_ref().clone();
+        if let Some(q) = v.get_mut(index) {
+            *q = None;
         }
         self.queues.store(Arc::new(v));
     }
@@ -75,7 +86,7 @@ impl TunQueues {
     }
 
     /// The current set, for one batch.
-    pub fn load(&self) -> Arc<Vec<Arc<TunQueue>>> {
+    pub fn load(&self) -> Arc<Vec<Option<Arc<TunQueue>>>> {
         self.queues.load_full()
     }
 
@@ -83,20 +94,29 @@ impl TunQueues {
     /// the flow's, or `own`, which then becomes the flow's. `queues` is this batch's `load`.
     pub fn pick<'a>(
         &self,
-        queues: &'a [Arc<TunQueue>],
+        queues: &'a [Option<Arc<TunQueue>>],
         me: usize,
         own: &'a TunQueue,
         pkt: &[u8],
         now: Duration,
     ) -> &'a TunQueue {
-        match self.owner(queues.len(), me, pkt, now) {
+        let live = |q: usize| matches!(queues.get(q), Some(Some(_)));
+        match self.owner(queues.len(), me, pkt, now, live) {
             q if q == me => own,
-            q => &queues[q],
+            q => queues[q].as_deref().unwrap_or(own),
         }
     }
 
-    /// Which of `n` queues the flow of `pkt` is written on (see the module doc).
-    fn owner(&self, n: usize, me: usize, pkt: &[u8], now: Duration) -> usize {
+    /// Which of `n` queues (those `live` says are read) the flow of `pkt` is written on (see the
+    /// module doc).
+    fn owner(
+        &self,
+        n: usize,
+        me: usize,
+        pkt: &[u8],
+        now: Duration,
+        live: impl Fn(usize) -> bool,
+    ) -> usize {
         if n < 2 {
             return me;
         }
@@ -104,7 +124,7 @@ impl TunQueues {
         let now_s = now.as_secs();
         let v = slot.load(Relaxed);
         let (q, at) = ((v & 0xffff_ffff) as usize, v >> 32);
-        if q != 0 && q <= n && now_s.saturating_sub(at) < STICKY.as_secs() {
+        if q != 0 && q <= n && live(q - 1) && now_s.saturating_sub(at) < STICKY.as_secs() {
             if at != now_s {
                 // Renewed once a second at most: the slot's cache line is shared.
                 slot.store(q as u64 | (now_s << 32), Relaxed);
@@ -230,25 +250,28 @@ mod tests {
         let there = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 0, (40000, 5201));
         let back = v4([10, 0, 0, 2], [10, 0, 0, 1], 6, 0, (5201, 40000));
         // Worker 1 writes first; worker 0 then writes the other direction on 1's queue.
-        assert_eq!(t.owner(2, 1, &there, s(100)), 1);
-        assert_eq!(t.owner(2, 0, &back, s(101)), 1);
+        assert_eq!(t.owner(2, 1, &there, s(100), |_| true), 1);
+        assert_eq!(t.owner(2, 0, &back, s(101), |_| true), 1);
         // Writes renew the entry: still 1's after more than STICKY of steady traffic.
         for k in 102..110 {
-            assert_eq!(t.owner(2, 0, &back, s(k)), 1);
+            assert_eq!(t.owner(2, 0, &back, s(k), |_| true), 1);
         }
         // Quiet for STICKY: the next writer takes it.
-        assert_eq!(t.owner(2, 0, &back, s(109) + STICKY), 0);
-        assert_eq!(t.owner(2, 1, &there, s(110) + STICKY), 0);
+        assert_eq!(t.owner(2, 0, &back, s(109) + STICKY, |_| true), 0);
+        assert_eq!(t.owner(2, 1, &there, s(110) + STICKY, |_| true), 0);
         // With one queue, or once the owner's queue is gone, a worker writes on its own.
-        assert_eq!(t.owner(1, 1, &there, s(111) + STICKY), 1);
+        assert_eq!(t.owner(1, 1, &there, s(111) + STICKY, |_| true), 1);
         let u = TunQueues::default();
-        assert_eq!(u.owner(3, 2, &there, s(5)), 2);
+        assert_eq!(u.owner(3, 2, &there, s(5), |_| true), 2);
         assert_eq!(
-            u.owner(2, 0, &back, s(5)),
+            u.owner(2, 0, &back, s(5), |_| true),
             0,
             "queue 2 went with its worker"
         );
-        assert_eq!(u.owner(2, 1, &there, s(5)), 0);
+        assert_eq!(u.owner(2, 1, &there, s(5), |_| true), 0);
+        // A worker that gave up loses its flows to the next writer.
+        assert_eq!(u.owner(2, 1, &there, s(6), |q| q != 0), 1);
+        assert_eq!(u.owner(2, 0, &back, s(6), |_| true), 1);
     }
 
     #[test]

@@ -165,6 +165,7 @@ pub fn run(args: WorkerArgs) {
         match r {
             Ok(Ok(())) => break,
             Ok(Err(e)) => {
+                args.tun_queues.clear(index);
                 events(Event::WorkerFailed {
                     worker: index,
                     reason: format!("I/O error: {e}"),
@@ -179,6 +180,7 @@ pub fn run(args: WorkerArgs) {
                 panics.retain(|t| now.duration_since(*t) < PANIC_WINDOW);
                 panics.push(now);
                 if panics.len() > MAX_PANICS {
+                    args.tun_queues.clear(index);
                     events(Event::WorkerFailed {
                         worker: index,
                         reason: format!(
