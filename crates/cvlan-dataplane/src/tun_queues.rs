@@ -58,31 +58,37 @@ impl Default for TunQueues {
 impl TunQueues {
     /// Sets worker `index`'s queue (a worker started, or moved to a new queue).
     pub fn set(&self, index: usize, queue: TunQueue) {
-        let mut v = self.queues.load().as_ref().clone();
-        let q = Some(Arc::new(queue));
-        if index < v.len() {
-            v[index] = q;
-        } else {
-            // Workers start in index order; a gap cannot happen, but stay total.
-            v.push(q);
-        }
-        self.queues.store(Arc::new(v));
+        let q = Arc::new(queue);
+        self.update(|v| {
+            if v.len() <= index {
+                v.resize(index + 1, None);
+            }
+            v[index] = Some(q.clone());
+        });
     }
 
     /// Drops worker `index`'s queue: the worker gave up and no longer reads it.
     pub fn clear(&self, index: usize) {
-        let mut v = self.queues.load().as_ref().clone();
-        if let Some(q) = v.get_mut(index) {
-            *q = None;
-        }
-        self.queues.store(Arc::new(v));
+        self.update(|v| {
+            if let Some(q) = v.get_mut(index) {
+                *q = None;
+            }
+        });
     }
 
     /// Keeps the queues of the first `n` workers.
     pub fn truncate(&self, n: usize) {
-        let mut v = self.queues.load().as_ref().clone();
-        v.truncate(n);
-        self.queues.store(Arc::new(v));
+        self.update(|v| v.truncate(n));
+    }
+
+    /// A worker gives up on its own thread while the device may change the set: read, copy,
+    /// compare and swap.
+    fn update(&self, f: impl Fn(&mut Vec<Option<Arc<TunQueue>>>)) {
+        self.queues.rcu(|v| {
+            let mut v = v.as_ref().clone();
+            f(&mut v);
+            v
+        });
     }
 
     /// The current set, for one batch.
