@@ -34,6 +34,12 @@ fn peers(list: &[(String, &str)]) -> Vec<PlainPeer> {
         .collect()
 }
 
+/// A site: a device on `listen`:`port` whose one peer is the hub at `hub`, holding `far`.
+fn site(ns: &Netns, tun: &str, listen: &str, port: u16, hub: &str, far: &str) -> Device {
+    let transport = PlainTransport::new(peers(&[(hub.to_string(), far)]));
+    ns.device(tun, listen, port, true, Arc::new(transport))
+}
+
 fn udp_rx(dev: &Device) -> Vec<u64> {
     dev.stats()
         .iter()
@@ -160,15 +166,13 @@ fn a_flow_relayed_between_two_peers_stays_in_order() {
         format!("cvtq{id}th"),
         format!("cvtq{id}tc"),
     );
-    let dev_a = a.device(
+    let dev_a = site(
+        &a,
         &ta,
         "198.18.202.1",
         7000,
-        true,
-        Arc::new(PlainTransport::new(peers(&[(
-            "198.18.202.2:7000".into(),
-            "10.202.3.0/24",
-        )]))),
+        "198.18.202.2:7000",
+        "10.202.3.0/24",
     );
     ip(&["-n", &a.0, "addr", "add", "10.202.1.1/24", "dev", &ta]);
     ip(&["-n", &a.0, "route", "add", "10.202.3.0/24", "dev", &ta]);
@@ -189,15 +193,13 @@ fn a_flow_relayed_between_two_peers_stays_in_order() {
     // take the first that differs from A's, and tell the hub.
     let mut dev_c = None;
     for port in 7100..7140 {
-        let d = c.device(
+        let d = site(
+            &c,
             &tc,
             "198.18.203.1",
             port,
-            true,
-            Arc::new(PlainTransport::new(peers(&[(
-                "198.18.203.2:7000".into(),
-                "10.202.1.0/24",
-            )]))),
+            "198.18.203.2:7000",
+            "10.202.1.0/24",
         );
         ip(&["-n", &c.0, "addr", "replace", "10.202.3.1/24", "dev", &tc]);
         ip(&["-n", &c.0, "route", "replace", "10.202.1.0/24", "dev", &tc]);
