@@ -11,6 +11,7 @@ import type { Lab } from './lab.js';
 import type { LabProcess } from './process.js';
 import { run, type RunResult } from './exec.js';
 import { randomSuffix } from './names.js';
+import { swanctlSecret } from './strongswan.js';
 import { tools } from './tools.js';
 
 export interface IkeClient {
@@ -104,7 +105,7 @@ export async function ikeClients(lab: Lab, ns: string, o: { server: string; serv
     }
     if (c.eap) {
       rounds.push(`    local-${rounds.length + 1} {\n      auth = eap-mschapv2\n      id = ${c.id}\n      eap_id = ${c.eap.user}\n    }`);
-      secrets.push(`  eap-${c.name} {\n    id = ${c.eap.user}\n    secret = "${c.eap.secret}"\n  }`);
+      secrets.push(`  eap-${c.name} {\n    id = ${c.eap.user}\n    secret = "${swanctlSecret(c.eap.secret)}"\n  }`);
     }
     conns.push(`  ${c.name} {
     version = 2

@@ -97,12 +97,21 @@ function authSection(side: 'local' | 'remote', auth: StrongswanAuth, id: string)
   return lines.map((l) => `      ${l}`).join('\n');
 }
 
+/**
+ * A secret as swanctl.conf's `secret` value, exactly: swanctl decodes a value that starts with `0x`
+ * (hex) or `0s` (base64), which a random base64 secret does once in 2048, so every value is given
+ * base64-encoded with the prefix.
+ */
+export function swanctlSecret(value: string): string {
+  return `0s${Buffer.from(value, 'utf8').toString('base64')}`;
+}
+
 function secretsSection(o: StrongswanOptions, localId: string, remoteId: string): string {
   const a = o.auth;
   if (a.method === 'psk') {
-    return `  ike-lab {\n    id-1 = ${localId}\n    id-2 = ${remoteId}\n    secret = "${a.psk}"\n  }\n`;
+    return `  ike-lab {\n    id-1 = ${localId}\n    id-2 = ${remoteId}\n    secret = "${swanctlSecret(a.psk)}"\n  }\n`;
   }
-  if (a.method === 'eap') return `  eap-lab {\n    id = ${a.identity}\n    secret = "${a.secret}"\n  }\n`;
+  if (a.method === 'eap') return `  eap-lab {\n    id = ${a.identity}\n    secret = "${swanctlSecret(a.secret)}"\n  }\n`;
   return '';
 }
 

@@ -33,7 +33,9 @@ const POOL = '10.99.0.0/28';
 const PARALLEL = 12;
 
 const pem = (p: string): string => readFileSync(p, 'utf8');
-const secret = (): string => randomBytes(12).toString('base64');
+// Each password starts as swanctl's base64 prefix does ("0s"): the client must still be given the
+// password itself, not what swanctl would decode from it (`swanctlSecret`).
+const secret = (): string => `0s${randomBytes(12).toString('base64')}`;
 
 /** A namespace for a client charon with `count` source addresses on a link to the vrouter. */
 async function clientSide(lab: Lab, vr: string, count: number): Promise<{ ns: string; addr: (i: number) => string }> {
